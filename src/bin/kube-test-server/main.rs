@@ -1,0 +1,2 @@
+//! Dev-only Kubernetes API test server (placeholder).
+fn main() {}
