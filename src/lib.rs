@@ -1,7 +1,11 @@
 //! permdrift: snapshots access-control state (Kubernetes RBAC, AWS IAM), computes
 //! effective permissions, and diffs states to tell widening from narrowing.
 //!
-//! The core (`model`, `grants`, `diff`, `classify`) is pure and synchronous; the
-//! edges (`input`, `source`, `cli`) do I/O around it.
+//! The core (`model`, `index`, `grants`, `diff`, `classify`) is pure and
+//! synchronous: no I/O, no clock. The edges (`input`, `source`, `cli`) do I/O
+//! around it.
 
 pub mod cli;
+pub mod grants;
+pub mod index;
+pub mod model;

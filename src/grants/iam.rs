@@ -1,0 +1,221 @@
+//! Effective IAM permissions computed from the index.
+//!
+//! A principal's effective permission is the union of its inline, attached
+//! and group-inherited allows, minus explicit denies, capped by its
+//! permissions boundary. A role's trust policy grants `sts:AssumeRole*` on the
+//! role to each trusted principal. [`IamCache`] memoises compiled policies and
+//! principals for the length of one computation.
+
+use super::catalog::Catalog;
+use super::iam_perm::{ActionSet, GrantKey, IamCompiler, IamPerms, ResourcePattern};
+use crate::index::iam::IamModel;
+use crate::model::aws::{IamBody, IamKey, Principal};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+
+/// Per-computation caches over one model: compiled managed policies,
+/// principal permissions and trust grants.
+pub struct IamCache<'m, 'c> {
+    model: &'m IamModel,
+    compiler: IamCompiler<'c>,
+    policies: HashMap<String, Rc<IamPerms>>,
+    principals: HashMap<IamKey, Rc<IamPerms>>,
+    /// Attached or boundary policies that the snapshot does not contain.
+    pub missing_policies: BTreeSet<String>,
+}
+
+impl<'m, 'c> IamCache<'m, 'c> {
+    pub fn new(model: &'m IamModel, catalog: &'c Catalog) -> Self {
+        Self {
+            model,
+            compiler: IamCompiler::new(catalog),
+            policies: HashMap::new(),
+            principals: HashMap::new(),
+            missing_policies: BTreeSet::new(),
+        }
+    }
+
+    pub fn model(&self) -> &'m IamModel {
+        self.model
+    }
+
+    pub fn compiler(&mut self) -> &mut IamCompiler<'c> {
+        &mut self.compiler
+    }
+
+    /// A managed policy's grants. A policy missing from the snapshot grants an
+    /// opaque literal `attached-policy:ARN` on `*`, so attaching it still
+    /// shows up as a widening rather than disappearing.
+    pub fn managed(&mut self, arn: &str) -> Rc<IamPerms> {
+        if let Some(p) = self.policies.get(arn) {
+            return p.clone();
+        }
+        let perms = match self.model.policy(arn) {
+            Some(policy) => self.compiler.document(&policy.document),
+            None => {
+                self.missing_policies.insert(arn.to_owned());
+                opaque_policy(arn)
+            }
+        };
+        let perms = Rc::new(perms);
+        self.policies.insert(arn.to_owned(), perms.clone());
+        perms
+    }
+
+    /// The policies of a principal itself (inline and attached), without groups,
+    /// denies applied or boundary.
+    pub fn own(&mut self, p: &Principal) -> IamPerms {
+        let mut perms = IamPerms::default();
+        for doc in p.inline.values() {
+            perms.merge(&self.compiler.document(doc));
+        }
+        for arn in &p.attached {
+            let m = self.managed(arn);
+            perms.merge(&m);
+        }
+        perms
+    }
+
+    /// The effective identity-based permissions of a user, group or role.
+    pub fn principal(&mut self, key: &IamKey) -> Rc<IamPerms> {
+        if let Some(p) = self.principals.get(key) {
+            return p.clone();
+        }
+        let model = self.model;
+        let mut perms = IamPerms::default();
+        let mut boundary = None;
+        match model.get(key).map(|o| &o.parsed) {
+            Some(IamBody::User(u)) => {
+                perms = self.own(&u.principal);
+                for group in &u.groups {
+                    if let Some(gk) = model.group_key(group) {
+                        if let Some(IamBody::Group(g)) = model.get(&gk).map(|o| &o.parsed) {
+                            let gp = self.own(g);
+                            perms.merge(&gp);
+                        }
+                    }
+                }
+                boundary = u.principal.boundary.clone();
+            }
+            Some(IamBody::Group(g)) => perms = self.own(g),
+            Some(IamBody::Role(r)) => {
+                perms = self.own(&r.principal);
+                boundary = r.principal.boundary.clone();
+            }
+            _ => {}
+        }
+        perms.apply_denies();
+        if let Some(b) = boundary {
+            let mut cap = (*self.managed(&b)).clone();
+            cap.apply_denies();
+            perms.cap_by(&cap);
+        }
+        let perms = Rc::new(perms);
+        self.principals.insert(key.clone(), perms.clone());
+        perms
+    }
+
+    /// A role's trust grants per trusted principal.
+    pub fn trust(&mut self, role: &IamKey) -> BTreeMap<String, IamPerms> {
+        match self.model.get(role).map(|o| &o.parsed) {
+            Some(IamBody::Role(r)) => self.compiler.trust(&r.trust, &role.arn),
+            _ => BTreeMap::new(),
+        }
+    }
+}
+
+fn opaque_policy(arn: &str) -> IamPerms {
+    let marker = format!("attached-policy:{arn}");
+    let set = ActionSet {
+        unknown: [marker.clone()].into_iter().collect(),
+        patterns: [marker].into_iter().collect(),
+        ..ActionSet::default()
+    };
+    IamPerms {
+        allow: [(
+            GrantKey {
+                resource: ResourcePattern::Any("*".into()),
+                condition: None,
+            },
+            set,
+        )]
+        .into_iter()
+        .collect(),
+        deny: BTreeMap::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::iam::IamObject;
+    use crate::model::aws::{self, IamKind};
+    use serde_json::{Value, json};
+
+    fn model(entities: &[(IamKind, Value)]) -> IamModel {
+        let mut m = IamModel::new();
+        for (kind, raw) in entities {
+            let key = aws::key_of(*kind, raw).unwrap();
+            m.insert(key, IamObject::from_raw(*kind, raw.clone()).unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn users_inherit_group_policies_and_boundaries_cap() {
+        let m = model(&[
+            (
+                IamKind::Group,
+                json!({"GroupName":"admins","Arn":"arn:aws:iam::1:group/admins",
+                "AttachedManagedPolicies":[{"PolicyArn":"arn:aws:iam::aws:policy/AdministratorAccess"}]}),
+            ),
+            (
+                IamKind::User,
+                json!({"UserName":"u","Arn":"arn:aws:iam::1:user/u","GroupList":["admins"],
+                "PermissionsBoundary":{"PermissionsBoundaryType":"Policy","PermissionsBoundaryArn":"arn:aws:iam::1:policy/s3only"}}),
+            ),
+            (
+                IamKind::Policy,
+                json!({"PolicyName":"AdministratorAccess","Arn":"arn:aws:iam::aws:policy/AdministratorAccess","DefaultVersionId":"v1",
+                "PolicyVersionList":[{"VersionId":"v1","Document":{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}}]}),
+            ),
+            (
+                IamKind::Policy,
+                json!({"PolicyName":"s3only","Arn":"arn:aws:iam::1:policy/s3only","DefaultVersionId":"v1",
+                "PolicyVersionList":[{"VersionId":"v1","Document":{"Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}}]}),
+            ),
+        ]);
+        let catalog = Catalog::embedded();
+        let mut cache = IamCache::new(&m, catalog);
+        let user = IamKey {
+            kind: IamKind::User,
+            arn: "arn:aws:iam::1:user/u".into(),
+        };
+        let p = cache.principal(&user);
+        let ids = &p.allow.values().next().unwrap().ids;
+        assert_eq!(ids.len(), catalog.expand("s3:*").len());
+        assert_eq!(m.members_of("admins").count(), 1);
+        assert_eq!(m.users_of_policy("arn:aws:iam::1:policy/s3only").count(), 1);
+        assert_eq!(m.account_id(), Some("1"));
+    }
+
+    #[test]
+    fn missing_policy_is_opaque_not_dropped() {
+        let m = model(&[(
+            IamKind::Role,
+            json!({"RoleName":"r","Arn":"arn:aws:iam::1:role/r",
+            "AttachedManagedPolicies":[{"PolicyArn":"arn:aws:iam::aws:policy/Gone"}]}),
+        )]);
+        let mut cache = IamCache::new(&m, Catalog::embedded());
+        let p = cache.principal(&IamKey {
+            kind: IamKind::Role,
+            arn: "arn:aws:iam::1:role/r".into(),
+        });
+        assert!(!p.is_empty());
+        assert!(
+            cache
+                .missing_policies
+                .contains("arn:aws:iam::aws:policy/Gone")
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! Effective Kubernetes perms computed from the index.
+//!
+//! A role's perms are its rules expanded, plus (for an aggregated ClusterRole)
+//! the perms of every ClusterRole its selectors pick, transitively. A
+//! [`PermCache`] memoises role perms and the perm sets that apply to a subject
+//! in a scope for the length of one computation; perms borrow from the model.
+
+use super::kube_perm::{Perm, PermSet, Scope, covers, expand_rules};
+use crate::index::kube::{KubeModel, KubeObject, bound_role};
+use crate::model::k8s::{RbacKey, RbacKind, Subject};
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+/// The effective perms of a role: its rules, plus for an aggregated
+/// ClusterRole the rules of every ClusterRole its selectors pick, transitively.
+pub fn role_perms<'m>(model: &'m KubeModel, role: &RbacKey) -> PermSet<'m> {
+    let mut out = HashSet::new();
+    let mut visited = HashSet::new();
+    collect_role_perms(model, role, &mut out, &mut visited);
+    out
+}
+
+fn collect_role_perms<'m>(
+    model: &'m KubeModel,
+    role: &RbacKey,
+    out: &mut PermSet<'m>,
+    visited: &mut HashSet<RbacKey>,
+) {
+    if !visited.insert(role.clone()) {
+        return;
+    }
+    let Some(def) = model.get(role).and_then(KubeObject::role) else {
+        return;
+    };
+    expand_rules(&def.rules, out);
+    if let (RbacKind::ClusterRole, Some(selectors)) = (role.kind, &def.aggregation) {
+        for selector in selectors {
+            for member in model.cluster_roles_matching(selector) {
+                collect_role_perms(model, &RbacKey::cluster_role(member), out, visited);
+            }
+        }
+    }
+}
+
+/// Per-computation caches over one model: role perm sets and, per subject and
+/// scope, the perm sets that apply there. Dropped after each diff.
+pub struct PermCache<'m> {
+    model: &'m KubeModel,
+    roles: HashMap<RbacKey, Rc<PermSet<'m>>>,
+    subjects: HashMap<(Subject, Option<String>), Rc<Vec<Rc<PermSet<'m>>>>>,
+}
+
+impl<'m> PermCache<'m> {
+    pub fn new(model: &'m KubeModel) -> Self {
+        Self {
+            model,
+            roles: HashMap::new(),
+            subjects: HashMap::new(),
+        }
+    }
+
+    pub fn model(&self) -> &'m KubeModel {
+        self.model
+    }
+
+    pub fn role(&mut self, role: &RbacKey) -> Rc<PermSet<'m>> {
+        if let Some(p) = self.roles.get(role) {
+            return p.clone();
+        }
+        let perms = Rc::new(role_perms(self.model, role));
+        self.roles.insert(role.clone(), perms.clone());
+        perms
+    }
+
+    /// The perm sets that apply to `subject` in `scope`.
+    pub fn subject_sets(
+        &mut self,
+        subject: &Subject,
+        scope: Scope<'_>,
+    ) -> Rc<Vec<Rc<PermSet<'m>>>> {
+        let cache_key = (subject.clone(), scope.namespace().map(str::to_owned));
+        if let Some(s) = self.subjects.get(&cache_key) {
+            return s.clone();
+        }
+        let model = self.model;
+        let mut sets = Vec::new();
+        for binding_key in model.bindings_of_subject_in(subject, scope) {
+            if let Some(b) = model.get(binding_key).and_then(KubeObject::binding) {
+                sets.push(self.role(&bound_role(binding_key, b)));
+            }
+        }
+        let sets = Rc::new(sets);
+        self.subjects.insert(cache_key, sets.clone());
+        sets
+    }
+
+    /// Whether `subject` is allowed `perm` in `scope` by this model.
+    pub fn subject_covers(&mut self, subject: &Subject, scope: Scope<'_>, perm: &Perm<'_>) -> bool {
+        let sets = self.subject_sets(subject, scope);
+        sets.iter().any(|set| covers(set, perm))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn obj(v: Value) -> KubeObject {
+        KubeObject::from_raw(v).unwrap()
+    }
+
+    fn model() -> KubeModel {
+        let mut m = KubeModel::new();
+        m.insert(obj(
+            json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
+            "metadata":{"name":"admin"},
+            "aggregationRule":{"clusterRoleSelectors":[{"matchLabels":{"agg-admin":"true"}}]}}),
+        ));
+        m.insert(obj(
+            json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
+            "metadata":{"name":"edit","labels":{"agg-admin":"true"}},
+            "aggregationRule":{"clusterRoleSelectors":[{"matchLabels":{"agg-edit":"true"}}]}}),
+        ));
+        m.insert(obj(
+            json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
+            "metadata":{"name":"to-edit","labels":{"agg-edit":"true"}},
+            "rules":[{"apiGroups":[""],"resources":["secrets"],"verbs":["get"]}]}),
+        ));
+        m.insert(obj(
+            json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"RoleBinding",
+            "metadata":{"name":"b","namespace":"team"},
+            "roleRef":{"kind":"ClusterRole","name":"admin","apiGroup":"rbac.authorization.k8s.io"},
+            "subjects":[{"kind":"User","name":"alice"}]}),
+        ));
+        m
+    }
+
+    #[test]
+    fn aggregation_is_transitive() {
+        let m = model();
+        let admin = role_perms(&m, &RbacKey::cluster_role("admin"));
+        assert!(admin.contains(&Perm::Resource {
+            group: "",
+            resource: "secrets",
+            verb: "get",
+            name: None
+        }));
+        assert_eq!(
+            m.aggregators_of("to-edit"),
+            ["admin", "edit"].iter().map(|s| s.to_string()).collect()
+        );
+    }
+
+    #[test]
+    fn subject_scope_lookup() {
+        let m = model();
+        let mut cache = PermCache::new(&m);
+        let alice = Subject::user("alice");
+        let p = Perm::Resource {
+            group: "",
+            resource: "secrets",
+            verb: "get",
+            name: Some("x"),
+        };
+        assert!(cache.subject_covers(&alice, Scope::Namespace("team"), &p));
+        assert!(!cache.subject_covers(&alice, Scope::Namespace("other"), &p));
+        assert!(!cache.subject_covers(&alice, Scope::Cluster, &p));
+    }
+
+    #[test]
+    fn remove_unindexes() {
+        let mut m = model();
+        let key = RbacKey::new(RbacKind::RoleBinding, Some("team"), "b");
+        assert!(m.remove(&key).is_some());
+        assert_eq!(m.subjects().count(), 0);
+        assert_eq!(
+            m.bindings_of_role(&RbacKey::cluster_role("admin")).count(),
+            0
+        );
+        let key = RbacKey::cluster_role("edit");
+        m.remove(&key);
+        assert!(m.aggregators_of("to-edit").is_empty());
+        assert!(role_perms(&m, &RbacKey::cluster_role("admin")).is_empty());
+    }
+}

@@ -1,0 +1,5 @@
+//! Indexed, mutable state per source: objects keyed by identity plus the
+//! reverse maps that let a change be judged by touching only what it touches.
+
+pub mod iam;
+pub mod kube;

@@ -1,0 +1,722 @@
+//! Kubernetes RBAC objects as the permission model sees them.
+//!
+//! Raw objects (`serde_json::Value`, as stored in a snapshot) come in; typed
+//! roles, bindings and service accounts keyed by [`RbacKey`] come out, together
+//! with the normalised form used to decide whether two versions of an object
+//! differ at all (volatile metadata dropped, order-insensitive lists sorted).
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The RBAC group; `v1` and `v1beta1` objects are the same kinds to us.
+pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RbacKind {
+    ClusterRole,
+    ClusterRoleBinding,
+    Role,
+    RoleBinding,
+    ServiceAccount,
+}
+
+impl RbacKind {
+    pub fn from_kind(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "ClusterRole" => Self::ClusterRole,
+            "ClusterRoleBinding" => Self::ClusterRoleBinding,
+            "Role" => Self::Role,
+            "RoleBinding" => Self::RoleBinding,
+            "ServiceAccount" => Self::ServiceAccount,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterRole => "ClusterRole",
+            Self::ClusterRoleBinding => "ClusterRoleBinding",
+            Self::Role => "Role",
+            Self::RoleBinding => "RoleBinding",
+            Self::ServiceAccount => "ServiceAccount",
+        }
+    }
+
+    /// The API resource name, as used in URLs and in kubectl.
+    pub fn resource(self) -> &'static str {
+        match self {
+            Self::ClusterRole => "clusterroles",
+            Self::ClusterRoleBinding => "clusterrolebindings",
+            Self::Role => "roles",
+            Self::RoleBinding => "rolebindings",
+            Self::ServiceAccount => "serviceaccounts",
+        }
+    }
+
+    pub fn is_namespaced(self) -> bool {
+        matches!(self, Self::Role | Self::RoleBinding | Self::ServiceAccount)
+    }
+
+    /// Whether `apiVersion` is one this kind is served under.
+    pub fn accepts_api_version(self, api_version: &str) -> bool {
+        match self {
+            Self::ServiceAccount => api_version == "v1",
+            _ => matches!(
+                api_version,
+                "rbac.authorization.k8s.io/v1"
+                    | "rbac.authorization.k8s.io/v1beta1"
+                    | "rbac.authorization.k8s.io/v1alpha1"
+            ),
+        }
+    }
+
+    pub const ALL: [RbacKind; 5] = [
+        Self::ClusterRole,
+        Self::ClusterRoleBinding,
+        Self::Role,
+        Self::RoleBinding,
+        Self::ServiceAccount,
+    ];
+}
+
+impl fmt::Display for RbacKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identity of an RBAC object within one cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RbacKey {
+    pub kind: RbacKind,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl RbacKey {
+    pub fn new(kind: RbacKind, namespace: Option<&str>, name: &str) -> Self {
+        Self {
+            kind,
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn cluster_role(name: &str) -> Self {
+        Self::new(RbacKind::ClusterRole, None, name)
+    }
+}
+
+impl fmt::Display for RbacKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{}/{}/{}", self.kind, ns, self.name),
+            None => write!(f, "{}/{}", self.kind, self.name),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRule {
+    #[serde(default, deserialize_with = "null_default")]
+    pub api_groups: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub resources: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub verbs: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub resource_names: Vec<String>,
+    #[serde(default, rename = "nonResourceURLs", deserialize_with = "null_default")]
+    pub non_resource_urls: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+pub enum SubjectKind {
+    User,
+    Group,
+    ServiceAccount,
+}
+
+impl SubjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "User",
+            Self::Group => "Group",
+            Self::ServiceAccount => "ServiceAccount",
+        }
+    }
+}
+
+/// Who a binding grants to. Service accounts carry their namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Subject {
+    pub kind: SubjectKind,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl Subject {
+    pub fn user(name: &str) -> Self {
+        Self {
+            kind: SubjectKind::User,
+            namespace: None,
+            name: name.to_owned(),
+        }
+    }
+    pub fn group(name: &str) -> Self {
+        Self {
+            kind: SubjectKind::Group,
+            namespace: None,
+            name: name.to_owned(),
+        }
+    }
+    pub fn service_account(namespace: &str, name: &str) -> Self {
+        Self {
+            kind: SubjectKind::ServiceAccount,
+            namespace: Some(namespace.to_owned()),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{}:{}:{}", self.kind.as_str(), ns, self.name),
+            None => write!(f, "{}:{}", self.kind.as_str(), self.name),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RoleRefKind {
+    Role,
+    ClusterRole,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RoleRef {
+    pub kind: RoleRefKind,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SelectorOp {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelRequirement {
+    pub key: String,
+    pub op: SelectorOp,
+    pub values: Vec<String>,
+}
+
+/// A `metav1.LabelSelector`. An empty selector matches everything, as in Kubernetes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LabelSelector {
+    pub match_labels: BTreeMap<String, String>,
+    pub requirements: Vec<LabelRequirement>,
+}
+
+impl LabelSelector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.requirements.iter().all(|r| {
+                let got = labels.get(&r.key);
+                match r.op {
+                    SelectorOp::In => got.is_some_and(|v| r.values.contains(v)),
+                    SelectorOp::NotIn => !got.is_some_and(|v| r.values.contains(v)),
+                    SelectorOp::Exists => got.is_some(),
+                    SelectorOp::DoesNotExist => got.is_none(),
+                }
+            })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleDef {
+    pub rules: Vec<PolicyRule>,
+    /// `aggregationRule.clusterRoleSelectors`; `Some` marks an aggregated ClusterRole.
+    pub aggregation: Option<Vec<LabelSelector>>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BindingDef {
+    pub role_ref: RoleRef,
+    pub subjects: Vec<Subject>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RbacBody {
+    Role(RoleDef),
+    Binding(BindingDef),
+    ServiceAccount,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RbacObject {
+    pub key: RbacKey,
+    pub body: RbacBody,
+}
+
+/// Why a raw object could not be read as RBAC. The path names the field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RbacParseError {
+    #[error("missing or empty `{0}`")]
+    Missing(&'static str),
+    #[error("`kind` {0:?} is not an RBAC kind or ServiceAccount")]
+    NotRbac(String),
+    #[error("`apiVersion` {api_version:?} does not serve kind {kind}")]
+    ApiVersion { api_version: String, kind: RbacKind },
+    #[error("{path}: {message}")]
+    Field { path: String, message: String },
+}
+
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMeta {
+    #[serde(default, deserialize_with = "null_default")]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRole {
+    #[serde(default, deserialize_with = "null_default")]
+    rules: Vec<PolicyRule>,
+    #[serde(default)]
+    aggregation_rule: Option<RawAggregation>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawAggregation {
+    #[serde(default, deserialize_with = "null_default")]
+    cluster_role_selectors: Vec<RawSelector>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSelector {
+    #[serde(default, deserialize_with = "null_default")]
+    match_labels: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_default")]
+    match_expressions: Vec<RawRequirement>,
+}
+
+#[derive(Deserialize)]
+struct RawRequirement {
+    key: String,
+    operator: String,
+    #[serde(default, deserialize_with = "null_default")]
+    values: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawBinding {
+    role_ref: RawRoleRef,
+    #[serde(default, deserialize_with = "null_default")]
+    subjects: Vec<RawSubject>,
+}
+
+#[derive(Deserialize)]
+struct RawRoleRef {
+    kind: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct RawSubject {
+    kind: String,
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+fn typed<'a, T: Deserialize<'a>>(value: &'a Value) -> Result<T, RbacParseError> {
+    serde_path_to_error::deserialize(value).map_err(|e| RbacParseError::Field {
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })
+}
+
+fn field_error(path: impl Into<String>, message: impl Into<String>) -> RbacParseError {
+    RbacParseError::Field {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// The kind and `apiVersion` of a raw object, if it has them.
+pub fn kind_of(value: &Value) -> Option<(&str, &str)> {
+    Some((
+        value.get("apiVersion")?.as_str()?,
+        value.get("kind")?.as_str()?,
+    ))
+}
+
+/// Reads only the identity of a raw RBAC object.
+pub fn key_of(value: &Value) -> Result<RbacKey, RbacParseError> {
+    let (api_version, kind_str) = kind_of(value).ok_or(RbacParseError::Missing("kind"))?;
+    let kind =
+        RbacKind::from_kind(kind_str).ok_or_else(|| RbacParseError::NotRbac(kind_str.into()))?;
+    if !kind.accepts_api_version(api_version) {
+        return Err(RbacParseError::ApiVersion {
+            api_version: api_version.into(),
+            kind,
+        });
+    }
+    let meta = value
+        .get("metadata")
+        .ok_or(RbacParseError::Missing("metadata"))?;
+    let name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or(RbacParseError::Missing("metadata.name"))?;
+    let namespace = match meta.get("namespace") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(ns)) if ns.is_empty() => None,
+        Some(Value::String(ns)) => Some(ns.as_str()),
+        Some(_) => return Err(field_error("metadata.namespace", "expected a string")),
+    };
+    let namespace = match (kind.is_namespaced(), namespace) {
+        (true, None) => return Err(RbacParseError::Missing("metadata.namespace")),
+        (true, ns) => ns,
+        // Cluster-scoped objects ignore a stray namespace, as the API server does.
+        (false, _) => None,
+    };
+    Ok(RbacKey::new(kind, namespace, name))
+}
+
+/// Parses a raw object into the typed model.
+pub fn parse_object(value: &Value) -> Result<RbacObject, RbacParseError> {
+    let key = key_of(value)?;
+    let body = match key.kind {
+        RbacKind::Role | RbacKind::ClusterRole => {
+            let raw: RawRole = typed(value)?;
+            let meta: RawMeta = match value.get("metadata") {
+                Some(m) => typed(m).map_err(|e| prefix_error("metadata", e))?,
+                None => RawMeta {
+                    labels: BTreeMap::new(),
+                },
+            };
+            let aggregation = match (key.kind, raw.aggregation_rule) {
+                (RbacKind::ClusterRole, Some(agg)) => Some(
+                    agg.cluster_role_selectors
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, s)| selector(s, i))
+                        .collect::<Result<_, _>>()?,
+                ),
+                _ => None,
+            };
+            RbacBody::Role(RoleDef {
+                rules: raw.rules,
+                aggregation,
+                labels: meta.labels,
+            })
+        }
+        RbacKind::RoleBinding | RbacKind::ClusterRoleBinding => {
+            let raw: RawBinding = typed(value)?;
+            let role_kind = match raw.role_ref.kind.as_str() {
+                "ClusterRole" => RoleRefKind::ClusterRole,
+                "Role" if key.kind == RbacKind::RoleBinding => RoleRefKind::Role,
+                other => {
+                    return Err(field_error(
+                        "roleRef.kind",
+                        format!("{other:?} is not a role kind this binding can reference"),
+                    ));
+                }
+            };
+            let subjects = raw
+                .subjects
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| subject(s, i, key.namespace.as_deref()))
+                .collect::<Result<Vec<_>, _>>()?;
+            RbacBody::Binding(BindingDef {
+                role_ref: RoleRef {
+                    kind: role_kind,
+                    name: raw.role_ref.name,
+                },
+                subjects,
+            })
+        }
+        RbacKind::ServiceAccount => RbacBody::ServiceAccount,
+    };
+    Ok(RbacObject { key, body })
+}
+
+fn prefix_error(prefix: &str, e: RbacParseError) -> RbacParseError {
+    match e {
+        RbacParseError::Field { path, message } => field_error(format!("{prefix}.{path}"), message),
+        other => other,
+    }
+}
+
+fn selector(raw: RawSelector, index: usize) -> Result<LabelSelector, RbacParseError> {
+    let requirements = raw
+        .match_expressions
+        .into_iter()
+        .enumerate()
+        .map(|(j, r)| {
+            let op = match r.operator.as_str() {
+                "In" => SelectorOp::In,
+                "NotIn" => SelectorOp::NotIn,
+                "Exists" => SelectorOp::Exists,
+                "DoesNotExist" => SelectorOp::DoesNotExist,
+                other => {
+                    return Err(field_error(
+                        format!(
+                            "aggregationRule.clusterRoleSelectors[{index}].matchExpressions[{j}].operator"
+                        ),
+                        format!("unknown operator {other:?} (expected In, NotIn, Exists or DoesNotExist)"),
+                    ));
+                }
+            };
+            Ok(LabelRequirement {
+                key: r.key,
+                op,
+                values: r.values,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(LabelSelector {
+        match_labels: raw.match_labels,
+        requirements,
+    })
+}
+
+fn subject(
+    raw: RawSubject,
+    index: usize,
+    binding_namespace: Option<&str>,
+) -> Result<Subject, RbacParseError> {
+    let kind = match raw.kind.as_str() {
+        "User" => SubjectKind::User,
+        "Group" => SubjectKind::Group,
+        "ServiceAccount" => SubjectKind::ServiceAccount,
+        other => {
+            return Err(field_error(
+                format!("subjects[{index}].kind"),
+                format!("unknown subject kind {other:?} (expected User, Group or ServiceAccount)"),
+            ));
+        }
+    };
+    let namespace = match kind {
+        SubjectKind::ServiceAccount => {
+            // The API server requires it; old manifests sometimes rely on the
+            // binding's namespace, which is what kubectl users mean.
+            match raw.namespace.filter(|n| !n.is_empty()) {
+                Some(ns) => Some(ns),
+                None => Some(
+                    binding_namespace
+                        .ok_or_else(|| {
+                            field_error(
+                                format!("subjects[{index}].namespace"),
+                                "a ServiceAccount subject of a ClusterRoleBinding needs a namespace",
+                            )
+                        })?
+                        .to_owned(),
+                ),
+            }
+        }
+        _ => None,
+    };
+    Ok(Subject {
+        kind,
+        namespace,
+        name: raw.name,
+    })
+}
+
+/// Metadata fields that change without any change of meaning.
+const VOLATILE_METADATA: [&str; 7] = [
+    "resourceVersion",
+    "uid",
+    "generation",
+    "creationTimestamp",
+    "managedFields",
+    "selfLink",
+    "deletionGracePeriodSeconds",
+];
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The form two versions of an object are compared in: volatile metadata
+/// removed, `apiVersion` reduced to its group, order-insensitive lists sorted,
+/// empty collections dropped. Two objects with equal normal forms grant the
+/// same and are not reported as changed.
+pub fn normalize(value: &Value) -> Value {
+    let mut v = value.clone();
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(Value::String(api_version)) = obj.get_mut("apiVersion") {
+            if let Some((group, _)) = api_version.split_once('/') {
+                *api_version = group.to_owned();
+            }
+        }
+        if let Some(Value::Object(meta)) = obj.get_mut("metadata") {
+            for f in VOLATILE_METADATA {
+                meta.remove(f);
+            }
+            if let Some(Value::Object(ann)) = meta.get_mut("annotations") {
+                ann.remove(LAST_APPLIED);
+            }
+        }
+        if let Some(Value::Array(rules)) = obj.get_mut("rules") {
+            for rule in rules.iter_mut() {
+                if let Some(r) = rule.as_object_mut() {
+                    for list in [
+                        "apiGroups",
+                        "resources",
+                        "verbs",
+                        "resourceNames",
+                        "nonResourceURLs",
+                    ] {
+                        if let Some(Value::Array(items)) = r.get_mut(list) {
+                            sort_dedup(items);
+                        }
+                    }
+                }
+            }
+            sort_dedup(rules);
+        }
+        if let Some(Value::Array(subjects)) = obj.get_mut("subjects") {
+            sort_dedup(subjects);
+        }
+        if let Some(Value::Object(agg)) = obj.get_mut("aggregationRule") {
+            if let Some(Value::Array(sel)) = agg.get_mut("clusterRoleSelectors") {
+                sort_dedup(sel);
+            }
+        }
+    }
+    drop_empty(&mut v);
+    v
+}
+
+fn sort_dedup(items: &mut Vec<Value>) {
+    items.sort_by_cached_key(|v| v.to_string());
+    items.dedup();
+}
+
+/// Removes nulls, empty maps and empty lists, recursively, so that `rules: null`,
+/// `rules: []` and a missing `rules` compare equal.
+pub(crate) fn drop_empty(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            for child in map.values_mut() {
+                drop_empty(child);
+            }
+            map.retain(|_, c| !is_empty(c));
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_empty),
+        _ => {}
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_role_with_null_rules_and_aggregation() {
+        let v = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
+            "metadata":{"name":"admin","labels":{"a":"b"}},
+            "aggregationRule":{"clusterRoleSelectors":[{"matchLabels":{"x":"true"}}]},
+            "rules":null});
+        let o = parse_object(&v).unwrap();
+        let RbacBody::Role(r) = o.body else { panic!() };
+        assert!(r.rules.is_empty());
+        assert_eq!(r.aggregation.unwrap().len(), 1);
+        assert_eq!(r.labels.get("a").unwrap(), "b");
+    }
+
+    #[test]
+    fn field_errors_name_the_path() {
+        let v = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role",
+            "metadata":{"name":"r","namespace":"n"}, "rules":[{"verbs":"get"}]});
+        let e = parse_object(&v).unwrap_err().to_string();
+        assert!(e.contains("rules[0].verbs"), "{e}");
+        let v = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role",
+            "metadata":{"name":"r"}});
+        assert_eq!(
+            parse_object(&v).unwrap_err(),
+            RbacParseError::Missing("metadata.namespace")
+        );
+    }
+
+    #[test]
+    fn service_account_subject_defaults_to_binding_namespace() {
+        let v = json!({"apiVersion":"rbac.authorization.k8s.io/v1beta1","kind":"RoleBinding",
+            "metadata":{"name":"b","namespace":"team"},
+            "roleRef":{"kind":"ClusterRole","name":"view","apiGroup":"rbac.authorization.k8s.io"},
+            "subjects":[{"kind":"ServiceAccount","name":"ci"}]});
+        let RbacBody::Binding(b) = parse_object(&v).unwrap().body else {
+            panic!()
+        };
+        assert_eq!(b.subjects[0], Subject::service_account("team", "ci"));
+    }
+
+    #[test]
+    fn normalize_ignores_order_and_volatile_fields() {
+        let a = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"Role",
+            "metadata":{"name":"r","namespace":"n","resourceVersion":"1"},
+            "rules":[{"verbs":["list","get"],"resources":["pods"],"apiGroups":[""]},
+                     {"verbs":["get"],"resources":["secrets"],"apiGroups":[""]}]});
+        let b = json!({"apiVersion":"rbac.authorization.k8s.io/v1beta1","kind":"Role",
+            "metadata":{"name":"r","namespace":"n","resourceVersion":"9","annotations":{}},
+            "rules":[{"verbs":["get"],"resources":["secrets"],"apiGroups":[""]},
+                     {"verbs":["get","list"],"resources":["pods"],"apiGroups":[""],"resourceNames":[]}]});
+        assert_eq!(normalize(&a), normalize(&b));
+    }
+
+    #[test]
+    fn selector_semantics() {
+        let labels: BTreeMap<String, String> =
+            [("a".to_string(), "1".to_string())].into_iter().collect();
+        let sel = |reqs: Vec<LabelRequirement>| LabelSelector {
+            match_labels: BTreeMap::new(),
+            requirements: reqs,
+        };
+        let req = |op, values: &[&str]| LabelRequirement {
+            key: "a".into(),
+            op,
+            values: values.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(sel(vec![]).matches(&labels));
+        assert!(sel(vec![req(SelectorOp::In, &["1", "2"])]).matches(&labels));
+        assert!(!sel(vec![req(SelectorOp::NotIn, &["1"])]).matches(&labels));
+        assert!(sel(vec![req(SelectorOp::Exists, &[])]).matches(&labels));
+        assert!(!sel(vec![req(SelectorOp::DoesNotExist, &[])]).matches(&labels));
+    }
+}
