@@ -9,3 +9,5 @@ pub mod cli;
 pub mod grants;
 pub mod index;
 pub mod model;
+pub mod snapshot;
+pub mod input;

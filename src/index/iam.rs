@@ -20,6 +20,14 @@ impl IamObject {
         let parsed = aws::parse_entity(kind, &raw)?;
         Ok(Self { raw, parsed })
     }
+
+    /// An entity as stored in snapshots: documents decoded, unordered lists sorted.
+    pub fn canonical(kind: IamKind, mut raw: Value) -> Result<(IamKey, Self), IamParseError> {
+        aws::decode_documents(kind, &mut raw)?;
+        aws::sort_lists(&mut raw);
+        let key = aws::key_of(kind, &raw)?;
+        Ok((key, Self::from_raw(kind, raw)?))
+    }
 }
 
 #[derive(Clone, Debug, Default)]

@@ -1,0 +1,507 @@
+//! Reading access-control state from files, directories and standard input.
+//!
+//! Paths come in; one [`Snapshot`] comes out, with a report of what was read
+//! and skipped. Each file is recognised by content, not name: `kubectl get -o
+//! yaml|json` lists, multi-document manifests, `aws iam
+//! get-account-authorization-details` output (decoded or URL-encoded
+//! documents, JSON or the raw XML API response, one page or many), and
+//! permdrift snapshots. Kinds other than RBAC and ServiceAccount are skipped
+//! and counted. Every error names the file and the line or field.
+
+mod documents;
+mod xml;
+
+use crate::index::iam::{IamModel, IamObject};
+use crate::index::kube::{KubeModel, KubeObject};
+use crate::model::aws::IamKind;
+use crate::model::k8s::{self, RbacKind};
+use crate::snapshot::format as snapshot_format;
+use crate::snapshot::{Snapshot, SourceSnapshot};
+use documents::Document;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Default cap on one input file; a 100,000-object cluster export is ~60 MB of JSON.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 512 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct InputOptions {
+    /// Name of the Kubernetes source built from manifest files.
+    pub kube_source: String,
+    /// Name of the AWS source built from authorization details (default: the account id).
+    pub aws_source: Option<String>,
+    pub max_file_size: u64,
+}
+
+impl Default for InputOptions {
+    fn default() -> Self {
+        Self {
+            kube_source: "kubernetes".into(),
+            aws_source: None,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: no such file or directory")]
+    NotFound { path: String },
+    #[error("{path}: is {size} bytes, over the {limit}-byte limit (raise it with --max-input-size)")]
+    TooLarge { path: String, size: u64, limit: u64 },
+    #[error("{path}:{line}:{column}: not valid UTF-8 text")]
+    Utf8 {
+        path: String,
+        line: usize,
+        column: usize,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {location}: {message}")]
+    Content {
+        path: String,
+        location: String,
+        message: String,
+    },
+    #[error("{path}: no .yaml, .yml or .json files found")]
+    NoFiles { path: String },
+}
+
+/// What was read, for progress and summary lines.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    pub files: usize,
+    pub documents: usize,
+    pub objects: usize,
+    /// Skipped non-RBAC kinds: `kind (apiVersion)` -> count.
+    pub skipped_kinds: BTreeMap<String, usize>,
+    /// Files in directories that were not YAML or JSON.
+    pub skipped_files: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Accumulates state from many files into one snapshot.
+pub struct Loader {
+    options: InputOptions,
+    kube: KubeModel,
+    kube_origin: BTreeMap<k8s::RbacKey, String>,
+    iam: IamModel,
+    iam_seen: bool,
+    snapshots: Vec<(String, Snapshot)>,
+    pub report: LoadReport,
+}
+
+impl Loader {
+    pub fn new(options: InputOptions) -> Self {
+        Self {
+            options,
+            kube: KubeModel::new(),
+            kube_origin: BTreeMap::new(),
+            iam: IamModel::new(),
+            iam_seen: false,
+            snapshots: Vec::new(),
+            report: LoadReport::default(),
+        }
+    }
+
+    /// Reads a file, a directory (recursively) or `-` for standard input.
+    pub fn add_path(&mut self, path: &Path) -> Result<(), InputError> {
+        let display = path.display().to_string();
+        if display == "-" {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .take(self.options.max_file_size + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|source| InputError::Io {
+                    path: "<stdin>".into(),
+                    source,
+                })?;
+            if bytes.len() as u64 > self.options.max_file_size {
+                return Err(InputError::TooLarge {
+                    path: "<stdin>".into(),
+                    size: bytes.len() as u64,
+                    limit: self.options.max_file_size,
+                });
+            }
+            return self.add_bytes("<stdin>", &bytes);
+        }
+        let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => InputError::NotFound {
+                path: display.clone(),
+            },
+            _ => InputError::Io {
+                path: display.clone(),
+                source,
+            },
+        })?;
+        if meta.is_dir() {
+            let mut files = Vec::new();
+            collect_files(path, &mut files, &mut self.report.skipped_files, 0)?;
+            if files.is_empty() {
+                return Err(InputError::NoFiles { path: display });
+            }
+            for file in files {
+                self.add_file(&file)?;
+            }
+            Ok(())
+        } else {
+            self.add_file(path)
+        }
+    }
+
+    fn add_file(&mut self, path: &Path) -> Result<(), InputError> {
+        let display = path.display().to_string();
+        let size = std::fs::metadata(path)
+            .map_err(|source| InputError::Io {
+                path: display.clone(),
+                source,
+            })?
+            .len();
+        if size > self.options.max_file_size {
+            return Err(InputError::TooLarge {
+                path: display,
+                size,
+                limit: self.options.max_file_size,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(|source| InputError::Io {
+            path: display.clone(),
+            source,
+        })?;
+        self.add_bytes(&display, &bytes)
+    }
+
+    /// Reads the content of one file (no I/O; `name` is used in messages).
+    pub fn add_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<(), InputError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            let (line, column) = line_column(bytes, e.valid_up_to());
+            InputError::Utf8 {
+                path: name.to_owned(),
+                line,
+                column,
+            }
+        })?;
+        self.report.files += 1;
+        let docs = documents::parse(name, text)?;
+        for doc in docs {
+            self.report.documents += 1;
+            self.add_document(name, doc)?;
+        }
+        Ok(())
+    }
+
+    fn add_document(&mut self, name: &str, doc: Document) -> Result<(), InputError> {
+        let Document { location, value } = doc;
+        self.add_value(name, &location, value)
+    }
+
+    fn add_value(&mut self, name: &str, location: &str, value: Value) -> Result<(), InputError> {
+        let content_error = |location: &str, message: String| InputError::Content {
+            path: name.to_owned(),
+            location: location.to_owned(),
+            message,
+        };
+        match value {
+            Value::Null => Ok(()),
+            Value::Array(items) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    self.add_value(name, &format!("{location}[{i}]"), item)?;
+                }
+                Ok(())
+            }
+            Value::Object(_) if snapshot_format::is_snapshot(&value) => {
+                let snapshot = snapshot_format::from_value(value).map_err(|e| content_error(location, e.to_string()))?;
+                self.report.objects += snapshot.object_count();
+                self.snapshots.push((name.to_owned(), snapshot));
+                Ok(())
+            }
+            Value::Object(_) if xml::unwrap_gaad(&value).is_some() => {
+                let details = xml::unwrap_gaad(&value).cloned().unwrap_or_default();
+                self.add_gaad(name, location, details)
+            }
+            Value::Object(ref map) if is_list(map) => {
+                let Value::Object(mut map) = value else { return Ok(()) };
+                let items = match map.remove("items") {
+                    Some(Value::Array(items)) => items,
+                    _ => Vec::new(),
+                };
+                for (i, item) in items.into_iter().enumerate() {
+                    self.add_kube_object(name, &at(location, &format!("items[{i}]")), item)?;
+                }
+                Ok(())
+            }
+            Value::Object(ref map) if map.contains_key("kind") || map.contains_key("apiVersion") => {
+                self.add_kube_object(name, location, value)
+            }
+            Value::Object(_) => Err(content_error(
+                location,
+                "not a Kubernetes object or list, GetAccountAuthorizationDetails output or permdrift snapshot".into(),
+            )),
+            other => Err(content_error(
+                location,
+                format!("expected an object or a list, found {}", crate::model::iam_policy::type_name(&other)),
+            )),
+        }
+    }
+
+    fn add_kube_object(&mut self, name: &str, location: &str, value: Value) -> Result<(), InputError> {
+        let (api_version, kind) = match k8s::kind_of(&value) {
+            Some((a, k)) => (a.to_owned(), k.to_owned()),
+            None => {
+                return Err(InputError::Content {
+                    path: name.to_owned(),
+                    location: location.to_owned(),
+                    message: "missing `apiVersion` or `kind`".into(),
+                });
+            }
+        };
+        let rbac = RbacKind::from_kind(&kind).filter(|k| k.accepts_api_version(&api_version));
+        if rbac.is_none() {
+            *self
+                .report
+                .skipped_kinds
+                .entry(format!("{kind} ({api_version})"))
+                .or_default() += 1;
+            return Ok(());
+        }
+        let what = snapshot_format::describe_object(&value);
+        let object = KubeObject::from_raw(value).map_err(|e| InputError::Content {
+            path: name.to_owned(),
+            location: if location.is_empty() { what } else { format!("{location}, {what}") },
+            message: e.to_string(),
+        })?;
+        let key = object.parsed.key.clone();
+        let here = format!("{name}{}", if location.is_empty() { String::new() } else { format!(" {location}") });
+        if self.kube.insert(object).is_some() {
+            let first = self.kube_origin.get(&key).cloned().unwrap_or_default();
+            self.report
+                .warnings
+                .push(format!("{key} is defined twice ({first} and {here}); using the later one"));
+        } else {
+            self.report.objects += 1;
+        }
+        self.kube_origin.insert(key, here);
+        Ok(())
+    }
+
+    fn add_gaad(&mut self, name: &str, location: &str, details: serde_json::Map<String, Value>) -> Result<(), InputError> {
+        self.iam_seen = true;
+        for kind in IamKind::ALL {
+            let items = match details.get(kind.list_name()) {
+                None | Some(Value::Null) => continue,
+                Some(Value::Array(items)) => items,
+                Some(_) => {
+                    return Err(InputError::Content {
+                        path: name.to_owned(),
+                        location: at(location, kind.list_name()),
+                        message: "expected a list".into(),
+                    });
+                }
+            };
+            for (i, item) in items.iter().enumerate() {
+                let here = at(location, &format!("{}[{i}]", kind.list_name()));
+                let who = crate::model::aws::name_of(kind, item);
+                let (key, object) = IamObject::canonical(kind, item.clone()).map_err(|e| InputError::Content {
+                    path: name.to_owned(),
+                    location: format!("{here} ({} {who})", kind.as_str()),
+                    message: e.to_string(),
+                })?;
+                if self.iam.insert(key.clone(), object).is_some() {
+                    self.report
+                        .warnings
+                        .push(format!("{key} appears twice in the authorization details; using the later one"));
+                } else {
+                    self.report.objects += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The snapshot built from everything read.
+    pub fn finish(self) -> Result<(Snapshot, LoadReport), InputError> {
+        let mut snapshot = Snapshot::new();
+        let mut origins: BTreeMap<String, String> = BTreeMap::new();
+        for (file, s) in self.snapshots {
+            for (source_name, source) in s.sources {
+                if let Some(first) = origins.get(&source_name) {
+                    return Err(InputError::Content {
+                        path: file,
+                        location: format!("source {source_name:?}"),
+                        message: format!("also defined in {first}; snapshot sources must have distinct names"),
+                    });
+                }
+                origins.insert(source_name.clone(), file.clone());
+                snapshot.sources.insert(source_name, source);
+            }
+        }
+        if !self.kube.is_empty() {
+            let name = self.options.kube_source.clone();
+            if snapshot.sources.contains_key(&name) {
+                return Err(InputError::Content {
+                    path: origins.get(&name).cloned().unwrap_or_default(),
+                    location: format!("source {name:?}"),
+                    message: "clashes with the source built from manifest files; name that one with --name".into(),
+                });
+            }
+            snapshot.sources.insert(name.clone(), SourceSnapshot::kubernetes(&name, self.kube));
+        }
+        if self.iam_seen {
+            let account = self.iam.account_id().map(str::to_owned);
+            let name = self
+                .options
+                .aws_source
+                .clone()
+                .or_else(|| account.clone())
+                .unwrap_or_else(|| "aws".into());
+            if snapshot.sources.contains_key(&name) {
+                return Err(InputError::Content {
+                    path: origins.get(&name).cloned().unwrap_or_default(),
+                    location: format!("source {name:?}"),
+                    message: "clashes with the source built from authorization details; name that one with --aws-name".into(),
+                });
+            }
+            let mut source = SourceSnapshot::aws(&name, self.iam);
+            source.meta.account_id = account;
+            snapshot.sources.insert(name, source);
+        }
+        Ok((snapshot, self.report))
+    }
+}
+
+/// Joins location parts: `line 3` + `items[2]` -> `line 3, items[2]`.
+fn at(base: &str, part: &str) -> String {
+    match (base.is_empty(), part.is_empty()) {
+        (true, _) => part.to_owned(),
+        (_, true) => base.to_owned(),
+        _ => format!("{base}, {part}"),
+    }
+}
+
+fn is_list(map: &serde_json::Map<String, Value>) -> bool {
+    map.get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k.ends_with("List"))
+        && map.get("items").is_some_and(|i| i.is_array() || i.is_null())
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<String>, depth: usize) -> Result<(), InputError> {
+    // Symlinked directories may loop; real manifest trees are shallow.
+    if depth > 32 {
+        return Ok(());
+    }
+    let io = |source| InputError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
+    entries.sort();
+    for path in entries {
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            collect_files(&path, out, skipped, depth + 1)?;
+        } else {
+            let ext = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase);
+            match ext.as_deref() {
+                Some("yaml" | "yml" | "json" | "xml") => out.push(path),
+                _ => skipped.push(path.display().to_string()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// 1-based line and column of a byte offset.
+pub(crate) fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
+    let before = &bytes[..offset.min(bytes.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = offset - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+    (line, column)
+}
+
+/// Reads paths into one snapshot (convenience for the CLI and tests).
+pub fn load(paths: &[PathBuf], options: InputOptions) -> Result<(Snapshot, LoadReport), InputError> {
+    let mut loader = Loader::new(options);
+    for p in paths {
+        loader.add_path(p)?;
+    }
+    loader.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<(Snapshot, LoadReport), InputError> {
+        let mut l = Loader::new(InputOptions::default());
+        l.add_bytes("t.yaml", text.as_bytes())?;
+        l.finish()
+    }
+
+    #[test]
+    fn multi_document_yaml_with_other_kinds() {
+        let (s, r) = load_str(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: a}\nrules: []\n---\n",
+        )
+        .unwrap();
+        assert_eq!(s.sources["kubernetes"].object_count(), 1);
+        assert_eq!(r.skipped_kinds["ConfigMap (v1)"], 1);
+    }
+
+    #[test]
+    fn errors_carry_line_numbers() {
+        let e = load_str("apiVersion: v1\nkind: List\nitems:\n- a: [\n").unwrap_err().to_string();
+        assert!(e.starts_with("t.yaml:"), "{e}");
+        let e = load_str("---\nkind: Role\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "t.yaml: line 1: missing `apiVersion` or `kind`");
+        let e = load_str("a: 1\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.yaml: line 1: not a Kubernetes object"), "{e}");
+        let e = load_str("---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "t.yaml: line 1, Role/r: missing or empty `metadata.namespace`");
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        let mut l = Loader::new(InputOptions::default());
+        let e = l.add_bytes("bad.yaml", b"a: 1\nb: \xff\n").unwrap_err().to_string();
+        assert_eq!(e, "bad.yaml:2:4: not valid UTF-8 text");
+    }
+
+    #[test]
+    fn line_column_counts_from_one() {
+        assert_eq!(line_column(b"ab\ncd", 4), (2, 2));
+        assert_eq!(line_column(b"ab", 0), (1, 1));
+    }
+}
