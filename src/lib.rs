@@ -5,9 +5,14 @@
 //! synchronous: no I/O, no clock. The edges (`input`, `source`, `cli`) do I/O
 //! around it.
 
+pub mod classify;
 pub mod cli;
+pub mod diff;
 pub mod grants;
 pub mod index;
-pub mod model;
-pub mod snapshot;
 pub mod input;
+pub mod model;
+pub mod render;
+pub mod report;
+pub mod snapshot;
+pub mod whocan;

@@ -1,7 +1,184 @@
-//! Command-line entry point: parses flags, runs a command, maps errors to exit codes.
+//! Command-line entry point: flags are parsed here (clap), resolved into
+//! options for the core, and results mapped to exit codes: like diff(1),
+//! 0 means nothing at or above `--fail-on`, 1 found, 2 trouble.
 
+mod diff;
+mod output;
+mod snapshot;
+mod whocan;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[derive(Parser)]
+#[command(
+    name = "permdrift",
+    version,
+    about = "Access-control drift detector for Kubernetes RBAC and AWS IAM",
+    long_about = "Access-control drift detector for Kubernetes RBAC and AWS IAM.\n\n\
+        permdrift snapshots who-can-do-what, diffs two states, and says with evidence \
+        whether access widened: which subjects gained which permissions, how risky that is, \
+        and a concrete request that is allowed now and was not before.",
+    after_help = "Exit status: 0 nothing at or above --fail-on, 1 found, 2 trouble (bad input, \
+        unreadable or incomplete state).\nExamples:\n  \
+        permdrift diff examples/incident/before examples/incident/after\n  \
+        kubectl get clusterroles,clusterrolebindings,roles,rolebindings -A -o yaml | permdrift snapshot --from - -o cluster.yaml\n  \
+        permdrift who-can get secrets -n payments cluster.yaml"
+)]
+struct Cli {
+    /// Print only results and errors, no progress or summaries on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read access-control state and write one canonical snapshot.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Compare two states: who gained and lost what, how risky, with a witness.
+    Diff(diff::DiffArgs),
+    /// List the subjects allowed a request (Kubernetes verb and resource, or IAM action).
+    WhoCan(whocan::WhoCanArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    fn enabled(self) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        }
+    }
+}
+
+/// Input options shared by commands that read files.
+#[derive(clap::Args, Clone, Debug)]
+pub struct InputArgs {
+    /// Name of the Kubernetes source built from manifest files.
+    #[arg(long = "name", value_name = "NAME", default_value = "kubernetes")]
+    kube_name: String,
+    /// Name of the AWS source built from authorization details [default: the account id].
+    #[arg(long = "aws-name", value_name = "NAME")]
+    aws_name: Option<String>,
+    /// Largest input file accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::input::DEFAULT_MAX_FILE_SIZE)]
+    max_input_size: u64,
+}
+
+impl InputArgs {
+    fn options(&self) -> crate::input::InputOptions {
+        crate::input::InputOptions {
+            kube_source: self.kube_name.clone(),
+            aws_source: self.aws_name.clone(),
+            max_file_size: self.max_input_size,
+        }
+    }
+}
+
+/// Context passed to every command.
+pub struct Ctx {
+    pub quiet: bool,
+}
+
+impl Ctx {
+    /// A progress or summary line on stderr.
+    pub fn info(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("permdrift: {line}");
+        }
+    }
+
+    pub fn warn(&self, line: &str) {
+        eprintln!("permdrift: warning: {line}");
+    }
+}
+
+/// Loads paths into a snapshot, reporting what was read and skipped.
+fn load(
+    ctx: &Ctx,
+    paths: &[PathBuf],
+    input: &InputArgs,
+) -> anyhow::Result<crate::snapshot::Snapshot> {
+    let started = std::time::Instant::now();
+    let (snapshot, report) = crate::input::load(paths, input.options())?;
+    for w in &report.warnings {
+        ctx.warn(w);
+    }
+    let elapsed = started.elapsed();
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let mut line = format!(
+        "read {}: {} file{}, {} object{}",
+        names.join(", "),
+        report.files,
+        if report.files == 1 { "" } else { "s" },
+        report.objects,
+        if report.objects == 1 { "" } else { "s" }
+    );
+    if !report.skipped_kinds.is_empty() {
+        let skipped: Vec<String> = report
+            .skipped_kinds
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        line.push_str(&format!("; skipped {}", skipped.join(", ")));
+    }
+    if !report.skipped_files.is_empty() {
+        line.push_str(&format!(
+            "; ignored {} non-YAML/JSON files",
+            report.skipped_files.len()
+        ));
+    }
+    if elapsed.as_millis() >= 500 {
+        line.push_str(&format!(" in {:.1}s", elapsed.as_secs_f64()));
+    }
+    ctx.info(&line);
+    Ok(snapshot)
+}
+
+fn catalog(
+    path: Option<&PathBuf>,
+) -> anyhow::Result<std::borrow::Cow<'static, crate::grants::catalog::Catalog>> {
+    use anyhow::Context;
+    match path {
+        None => Ok(std::borrow::Cow::Borrowed(
+            crate::grants::catalog::Catalog::embedded(),
+        )),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read catalog {}", p.display()))?;
+            let c = crate::grants::catalog::Catalog::parse(&text)
+                .with_context(|| format!("{}: not an IAM action catalog", p.display()))?;
+            Ok(std::borrow::Cow::Owned(c))
+        }
+    }
+}
+
 pub fn main() -> ExitCode {
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let ctx = Ctx { quiet: cli.quiet };
+    let result = match cli.command {
+        Command::Snapshot(args) => snapshot::run(&ctx, args),
+        Command::Diff(args) => diff::run(&ctx, args),
+        Command::WhoCan(args) => whocan::run(&ctx, args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("permdrift: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -36,7 +36,11 @@ fn parse_json(name: &str, text: &str) -> Result<Vec<Document>, InputError> {
             message: json_message(&e),
         })?;
         out.push(Document {
-            location: if i == 0 { String::new() } else { format!("document {}", i + 1) },
+            location: if i == 0 {
+                String::new()
+            } else {
+                format!("document {}", i + 1)
+            },
             value,
         });
     }
@@ -57,7 +61,10 @@ fn json_message(e: &serde_json::Error) -> String {
 
 /// A line that starts a new YAML document.
 fn is_document_start(line: &str) -> bool {
-    line == "---" || line.starts_with("--- ") || line.starts_with("---\t") || line.starts_with("---\r")
+    line == "---"
+        || line.starts_with("--- ")
+        || line.starts_with("---\t")
+        || line.starts_with("---\r")
 }
 
 fn is_document_end(line: &str) -> bool {
@@ -172,9 +179,9 @@ fn parse_yaml(name: &str, text: &str) -> Result<Vec<Document>, InputError> {
             continue;
         }
         let value: Value = serde_yaml::from_str(&chunk).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map_or((start, 1), |l| (start + l.line().saturating_sub(1), l.column()));
+            let (line, column) = e.location().map_or((start, 1), |l| {
+                (start + l.line().saturating_sub(1), l.column())
+            });
             InputError::Syntax {
                 path: name.to_owned(),
                 line,
@@ -223,7 +230,9 @@ mod tests {
     fn json_stream_and_errors() {
         let docs = parse("f", "{\"a\":1}\n{\"b\":2}").unwrap();
         assert_eq!(docs.len(), 2);
-        let Err(InputError::Syntax { line, message, .. }) = parse("f", "{\n  \"a\": 1,\n  \"b\" 2\n}") else {
+        let Err(InputError::Syntax { line, message, .. }) =
+            parse("f", "{\n  \"a\": 1,\n  \"b\" 2\n}")
+        else {
             panic!()
         };
         assert_eq!(line, 3);
@@ -240,7 +249,11 @@ mod tests {
         };
         assert_eq!((line, column), (1, 4 + MAX_FLOW_DEPTH));
         // Brackets inside plain or quoted scalars are not nesting.
-        let fine = format!("a: x{}\nb: \"{}\"\nc: [[1], {{d: [2]}}]\n", "[".repeat(500), "{".repeat(500));
+        let fine = format!(
+            "a: x{}\nb: \"{}\"\nc: [[1], {{d: [2]}}]\n",
+            "[".repeat(500),
+            "{".repeat(500)
+        );
         assert!(parse("f", &fine).is_ok());
     }
 }

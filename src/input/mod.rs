@@ -54,7 +54,9 @@ pub enum InputError {
     },
     #[error("{path}: no such file or directory")]
     NotFound { path: String },
-    #[error("{path}: is {size} bytes, over the {limit}-byte limit (raise it with --max-input-size)")]
+    #[error(
+        "{path}: is {size} bytes, over the {limit}-byte limit (raise it with --max-input-size)"
+    )]
     TooLarge { path: String, size: u64, limit: u64 },
     #[error("{path}:{line}:{column}: not valid UTF-8 text")]
     Utf8 {
@@ -256,7 +258,12 @@ impl Loader {
         }
     }
 
-    fn add_kube_object(&mut self, name: &str, location: &str, value: Value) -> Result<(), InputError> {
+    fn add_kube_object(
+        &mut self,
+        name: &str,
+        location: &str,
+        value: Value,
+    ) -> Result<(), InputError> {
         let (api_version, kind) = match k8s::kind_of(&value) {
             Some((a, k)) => (a.to_owned(), k.to_owned()),
             None => {
@@ -279,16 +286,27 @@ impl Loader {
         let what = snapshot_format::describe_object(&value);
         let object = KubeObject::from_raw(value).map_err(|e| InputError::Content {
             path: name.to_owned(),
-            location: if location.is_empty() { what } else { format!("{location}, {what}") },
+            location: if location.is_empty() {
+                what
+            } else {
+                format!("{location}, {what}")
+            },
             message: e.to_string(),
         })?;
         let key = object.parsed.key.clone();
-        let here = format!("{name}{}", if location.is_empty() { String::new() } else { format!(" {location}") });
+        let here = format!(
+            "{name}{}",
+            if location.is_empty() {
+                String::new()
+            } else {
+                format!(" {location}")
+            }
+        );
         if self.kube.insert(object).is_some() {
             let first = self.kube_origin.get(&key).cloned().unwrap_or_default();
-            self.report
-                .warnings
-                .push(format!("{key} is defined twice ({first} and {here}); using the later one"));
+            self.report.warnings.push(format!(
+                "{key} is defined twice ({first} and {here}); using the later one"
+            ));
         } else {
             self.report.objects += 1;
         }
@@ -296,7 +314,12 @@ impl Loader {
         Ok(())
     }
 
-    fn add_gaad(&mut self, name: &str, location: &str, details: serde_json::Map<String, Value>) -> Result<(), InputError> {
+    fn add_gaad(
+        &mut self,
+        name: &str,
+        location: &str,
+        details: serde_json::Map<String, Value>,
+    ) -> Result<(), InputError> {
         self.iam_seen = true;
         for kind in IamKind::ALL {
             let items = match details.get(kind.list_name()) {
@@ -313,15 +336,16 @@ impl Loader {
             for (i, item) in items.iter().enumerate() {
                 let here = at(location, &format!("{}[{i}]", kind.list_name()));
                 let who = crate::model::aws::name_of(kind, item);
-                let (key, object) = IamObject::canonical(kind, item.clone()).map_err(|e| InputError::Content {
-                    path: name.to_owned(),
-                    location: format!("{here} ({} {who})", kind.as_str()),
-                    message: e.to_string(),
-                })?;
+                let (key, object) =
+                    IamObject::canonical(kind, item.clone()).map_err(|e| InputError::Content {
+                        path: name.to_owned(),
+                        location: format!("{here} ({} {who})", kind.as_str()),
+                        message: e.to_string(),
+                    })?;
                 if self.iam.insert(key.clone(), object).is_some() {
-                    self.report
-                        .warnings
-                        .push(format!("{key} appears twice in the authorization details; using the later one"));
+                    self.report.warnings.push(format!(
+                        "{key} appears twice in the authorization details; using the later one"
+                    ));
                 } else {
                     self.report.objects += 1;
                 }
@@ -340,7 +364,9 @@ impl Loader {
                     return Err(InputError::Content {
                         path: file,
                         location: format!("source {source_name:?}"),
-                        message: format!("also defined in {first}; snapshot sources must have distinct names"),
+                        message: format!(
+                            "also defined in {first}; snapshot sources must have distinct names"
+                        ),
                     });
                 }
                 origins.insert(source_name.clone(), file.clone());
@@ -356,7 +382,9 @@ impl Loader {
                     message: "clashes with the source built from manifest files; name that one with --name".into(),
                 });
             }
-            snapshot.sources.insert(name.clone(), SourceSnapshot::kubernetes(&name, self.kube));
+            snapshot
+                .sources
+                .insert(name.clone(), SourceSnapshot::kubernetes(&name, self.kube));
         }
         if self.iam_seen {
             let account = self.iam.account_id().map(str::to_owned);
@@ -394,10 +422,17 @@ fn is_list(map: &serde_json::Map<String, Value>) -> bool {
     map.get("kind")
         .and_then(Value::as_str)
         .is_some_and(|k| k.ends_with("List"))
-        && map.get("items").is_some_and(|i| i.is_array() || i.is_null())
+        && map
+            .get("items")
+            .is_some_and(|i| i.is_array() || i.is_null())
 }
 
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<String>, depth: usize) -> Result<(), InputError> {
+fn collect_files(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    skipped: &mut Vec<String>,
+    depth: usize,
+) -> Result<(), InputError> {
     // Symlinked directories may loop; real manifest trees are shallow.
     if depth > 32 {
         return Ok(());
@@ -440,12 +475,20 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>, skipped: &mut Vec<String>, 
 pub(crate) fn line_column(bytes: &[u8], offset: usize) -> (usize, usize) {
     let before = &bytes[..offset.min(bytes.len())];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let column = offset - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+    let column = offset
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1)
+        + 1;
     (line, column)
 }
 
 /// Reads paths into one snapshot (convenience for the CLI and tests).
-pub fn load(paths: &[PathBuf], options: InputOptions) -> Result<(Snapshot, LoadReport), InputError> {
+pub fn load(
+    paths: &[PathBuf],
+    options: InputOptions,
+) -> Result<(Snapshot, LoadReport), InputError> {
     let mut loader = Loader::new(options);
     for p in paths {
         loader.add_path(p)?;
@@ -476,7 +519,9 @@ mod tests {
 
     #[test]
     fn errors_carry_line_numbers() {
-        let e = load_str("apiVersion: v1\nkind: List\nitems:\n- a: [\n").unwrap_err().to_string();
+        let e = load_str("apiVersion: v1\nkind: List\nitems:\n- a: [\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("t.yaml:"), "{e}");
         let e = load_str("---\nkind: Role\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\n")
             .unwrap_err()
@@ -485,17 +530,28 @@ mod tests {
         let e = load_str("a: 1\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\n")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("t.yaml: line 1: not a Kubernetes object"), "{e}");
-        let e = load_str("---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\n")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(e, "t.yaml: line 1, Role/r: missing or empty `metadata.namespace`");
+        assert!(
+            e.starts_with("t.yaml: line 1: not a Kubernetes object"),
+            "{e}"
+        );
+        let e = load_str(
+            "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "t.yaml: line 1, Role/r: missing or empty `metadata.namespace`"
+        );
     }
 
     #[test]
     fn invalid_utf8_is_located() {
         let mut l = Loader::new(InputOptions::default());
-        let e = l.add_bytes("bad.yaml", b"a: 1\nb: \xff\n").unwrap_err().to_string();
+        let e = l
+            .add_bytes("bad.yaml", b"a: 1\nb: \xff\n")
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "bad.yaml:2:4: not valid UTF-8 text");
     }
 

@@ -26,7 +26,12 @@ const LISTS: [&str; 13] = [
 
 const BOOLEANS: [&str; 3] = ["IsDefaultVersion", "IsAttachable", "IsTruncated"];
 
-const GAAD_LISTS: [&str; 4] = ["UserDetailList", "GroupDetailList", "RoleDetailList", "Policies"];
+const GAAD_LISTS: [&str; 4] = [
+    "UserDetailList",
+    "GroupDetailList",
+    "RoleDetailList",
+    "Policies",
+];
 
 /// The authorization-details map inside a parsed document, whether it is the
 /// CLI's output or a raw response wrapped in `...Response`/`...Result`.
@@ -152,7 +157,10 @@ pub fn parse(name: &str, text: &str) -> Result<Value, InputError> {
         }
     }
     if stack.len() != 1 {
-        return Err(error(&reader, "unexpected end of document: unclosed element".into()));
+        return Err(error(
+            &reader,
+            "unexpected end of document: unclosed element".into(),
+        ));
     }
     let root = stack.pop().map(|r| r.children).unwrap_or_default();
     let mut map = Map::new();
@@ -190,14 +198,23 @@ mod tests {
         let user = &gaad["UserDetailList"][0];
         assert_eq!(user["GroupList"][0], "Admins");
         assert_eq!(user["AttachedManagedPolicies"], Value::Array(vec![]));
-        assert_eq!(user["UserPolicyList"][0]["PolicyDocument"], "%7B%22Statement%22%3A%5B%5D%7D");
+        assert_eq!(
+            user["UserPolicyList"][0]["PolicyDocument"],
+            "%7B%22Statement%22%3A%5B%5D%7D"
+        );
         assert_eq!(gaad["IsTruncated"], false);
         assert_eq!(gaad["GroupDetailList"], Value::Array(vec![]));
     }
 
     #[test]
     fn broken_xml_is_located() {
-        assert!(matches!(parse("f.xml", "<a>\n<b></a>"), Err(InputError::Syntax { .. })));
-        assert!(matches!(parse("f.xml", "<a>\n<b>"), Err(InputError::Syntax { .. })));
+        assert!(matches!(
+            parse("f.xml", "<a>\n<b></a>"),
+            Err(InputError::Syntax { .. })
+        ));
+        assert!(matches!(
+            parse("f.xml", "<a>\n<b>"),
+            Err(InputError::Syntax { .. })
+        ));
     }
 }

@@ -120,9 +120,8 @@ pub fn from_value(mut doc: Value) -> Result<Snapshot, SnapshotError> {
                 };
                 let mut model = KubeModel::new();
                 for (j, item) in items.into_iter().enumerate() {
-                    let object = KubeObject::from_raw(item).map_err(|e| {
-                        invalid(format!("{path}.objects[{j}]"), e.to_string())
-                    })?;
+                    let object = KubeObject::from_raw(item)
+                        .map_err(|e| invalid(format!("{path}.objects[{j}]"), e.to_string()))?;
                     let key = object.parsed.key.clone();
                     if model.insert(object).is_some() {
                         return Err(invalid(
@@ -166,7 +165,10 @@ pub fn from_value(mut doc: Value) -> Result<Snapshot, SnapshotError> {
             }
         };
         if snapshot.sources.contains_key(&header.name) {
-            return Err(invalid(path, format!("duplicate source name {:?}", header.name)));
+            return Err(invalid(
+                path,
+                format!("duplicate source name {:?}", header.name),
+            ));
         }
         snapshot.sources.insert(
             header.name.clone(),
@@ -208,14 +210,19 @@ fn document(snapshot: &Snapshot) -> DocumentOut<'_> {
         .values()
         .map(|s| {
             let (objects, authorization_details) = match &s.data {
-                SourceData::Kubernetes(m) => (Some(m.objects().map(|(_, o)| &o.raw).collect()), None),
+                SourceData::Kubernetes(m) => {
+                    (Some(m.objects().map(|(_, o)| &o.raw).collect()), None)
+                }
                 SourceData::Aws(m) => {
                     let mut lists: BTreeMap<&'static str, Vec<&Value>> = IamKind::ALL
                         .iter()
                         .map(|k| (k.list_name(), Vec::new()))
                         .collect();
                     for (key, object) in m.objects() {
-                        lists.entry(key.kind.list_name()).or_default().push(&object.raw);
+                        lists
+                            .entry(key.kind.list_name())
+                            .or_default()
+                            .push(&object.raw);
                     }
                     (None, Some(lists))
                 }
@@ -247,7 +254,9 @@ pub enum Format {
 pub fn to_string(snapshot: &Snapshot, format: Format) -> Result<String, SnapshotError> {
     let doc = document(snapshot);
     let mut text = match format {
-        Format::Json => serde_json::to_string_pretty(&doc).map_err(|e| invalid("", e.to_string()))?,
+        Format::Json => {
+            serde_json::to_string_pretty(&doc).map_err(|e| invalid("", e.to_string()))?
+        }
         Format::Yaml => serde_yaml::to_string(&doc).map_err(|e| invalid("", e.to_string()))?,
     };
     if !text.ends_with('\n') {
@@ -297,7 +306,10 @@ mod tests {
                 Format::Json => serde_json::from_str(&text).unwrap(),
                 Format::Yaml => serde_yaml::from_str(&text).unwrap(),
             };
-            assert_eq!(to_string(&from_value(again).unwrap(), format).unwrap(), text);
+            assert_eq!(
+                to_string(&from_value(again).unwrap(), format).unwrap(),
+                text
+            );
         }
         let text = to_string(&s, Format::Json).unwrap();
         assert!(text.find("\"acct\"").unwrap() < text.find("\"prod\"").unwrap());
@@ -312,10 +324,16 @@ mod tests {
         let mut doc = sample();
         doc["sources"][0]["objects"][1]["rules"] = json!([{"verbs": 3}]);
         let e = from_value(doc).unwrap_err().to_string();
-        assert!(e.starts_with("sources[0].objects[1]: rules[0].verbs"), "{e}");
+        assert!(
+            e.starts_with("sources[0].objects[1]: rules[0].verbs"),
+            "{e}"
+        );
         let mut doc = sample();
         doc["apiVersion"] = json!("permdrift.dev/v9");
-        assert_eq!(from_value(doc).unwrap_err(), SnapshotError::Version("permdrift.dev/v9".into()));
+        assert_eq!(
+            from_value(doc).unwrap_err(),
+            SnapshotError::Version("permdrift.dev/v9".into())
+        );
         let mut doc = sample();
         doc["sources"][1]["platform"] = json!("gcp");
         let e = from_value(doc).unwrap_err().to_string();
@@ -326,7 +344,15 @@ mod tests {
     fn duplicates_are_rejected() {
         let mut doc = sample();
         let dup = doc["sources"][0]["objects"][0].clone();
-        doc["sources"][0]["objects"].as_array_mut().unwrap().push(dup);
-        assert!(from_value(doc).unwrap_err().to_string().contains("duplicate object Role/b/r"));
+        doc["sources"][0]["objects"]
+            .as_array_mut()
+            .unwrap()
+            .push(dup);
+        assert!(
+            from_value(doc)
+                .unwrap_err()
+                .to_string()
+                .contains("duplicate object Role/b/r")
+        );
     }
 }

@@ -144,7 +144,10 @@ impl Snapshot {
     }
 
     pub fn object_count(&self) -> usize {
-        self.sources.values().map(SourceSnapshot::object_count).sum()
+        self.sources
+            .values()
+            .map(SourceSnapshot::object_count)
+            .sum()
     }
 
     pub fn is_complete(&self) -> bool {

