@@ -68,10 +68,10 @@ impl ColorChoice {
 #[derive(clap::Args, Clone, Debug)]
 pub struct InputArgs {
     /// Name of the Kubernetes source built from manifest files.
-    #[arg(long = "name", value_name = "NAME", default_value = "kubernetes")]
+    #[arg(long = "source-name", value_name = "NAME", default_value = "kubernetes")]
     kube_name: String,
     /// Name of the AWS source built from authorization details [default: the account id].
-    #[arg(long = "aws-name", value_name = "NAME")]
+    #[arg(long = "aws-source-name", value_name = "NAME")]
     aws_name: Option<String>,
     /// Largest input file accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = crate::input::DEFAULT_MAX_FILE_SIZE)]
@@ -180,5 +180,16 @@ pub fn main() -> ExitCode {
             eprintln!("permdrift: error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

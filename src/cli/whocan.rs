@@ -20,7 +20,7 @@ pub enum WhoCanFormat {
 )]
 pub struct WhoCanArgs {
     /// VERB RESOURCE SNAPSHOT (Kubernetes) or ACTION SNAPSHOT (AWS).
-    #[arg(num_args = 2..=3, required = true, value_name = "ARGS")]
+    #[arg(required = true, value_name = "ARGS")]
     args: Vec<String>,
     /// Kubernetes: only this namespace (plus cluster-wide grants).
     #[arg(short, long)]

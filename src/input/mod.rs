@@ -98,7 +98,10 @@ pub struct LoadReport {
 pub struct Loader {
     options: InputOptions,
     kube: KubeModel,
-    kube_origin: BTreeMap<k8s::RbacKey, String>,
+    /// File each object was read from, and where exactly.
+    kube_origin: BTreeMap<k8s::RbacKey, (String, String)>,
+    /// (earlier file, later file) -> objects the later one redefined.
+    duplicates: BTreeMap<(String, String), Vec<String>>,
     iam: IamModel,
     iam_seen: bool,
     snapshots: Vec<(String, Snapshot)>,
@@ -111,6 +114,7 @@ impl Loader {
             options,
             kube: KubeModel::new(),
             kube_origin: BTreeMap::new(),
+            duplicates: BTreeMap::new(),
             iam: IamModel::new(),
             iam_seen: false,
             snapshots: Vec::new(),
@@ -294,19 +298,16 @@ impl Loader {
             message: e.to_string(),
         })?;
         let key = object.parsed.key.clone();
-        let here = format!(
-            "{name}{}",
-            if location.is_empty() {
-                String::new()
-            } else {
-                format!(" {location}")
-            }
-        );
+        let here = (name.to_owned(), location.to_owned());
         if self.kube.insert(object).is_some() {
-            let first = self.kube_origin.get(&key).cloned().unwrap_or_default();
-            self.report.warnings.push(format!(
-                "{key} is defined twice ({first} and {here}); using the later one"
-            ));
+            let (first_file, first_at) = self.kube_origin.get(&key).cloned().unwrap_or_default();
+            let entry = self.duplicates.entry((first_file, name.to_owned())).or_default();
+            let example = if entry.is_empty() {
+                format!("{key} ({first_at} and {location})")
+            } else {
+                key.to_string()
+            };
+            entry.push(example);
         } else {
             self.report.objects += 1;
         }
@@ -355,7 +356,16 @@ impl Loader {
     }
 
     /// The snapshot built from everything read.
-    pub fn finish(self) -> Result<(Snapshot, LoadReport), InputError> {
+    pub fn finish(mut self) -> Result<(Snapshot, LoadReport), InputError> {
+        for ((first, later), keys) in std::mem::take(&mut self.duplicates) {
+            let example = keys.first().cloned().unwrap_or_default();
+            let warning = if first == later {
+                format!("{later} defines {} object(s) twice, e.g. {example}; using the later definitions", keys.len())
+            } else {
+                format!("{later} redefines {} object(s) from {first}, e.g. {example}; using {later}", keys.len())
+            };
+            self.report.warnings.push(warning);
+        }
         let mut snapshot = Snapshot::new();
         let mut origins: BTreeMap<String, String> = BTreeMap::new();
         for (file, s) in self.snapshots {
@@ -379,7 +389,7 @@ impl Loader {
                 return Err(InputError::Content {
                     path: origins.get(&name).cloned().unwrap_or_default(),
                     location: format!("source {name:?}"),
-                    message: "clashes with the source built from manifest files; name that one with --name".into(),
+                    message: "clashes with the source built from manifest files; name that one with --source-name".into(),
                 });
             }
             snapshot
@@ -398,7 +408,7 @@ impl Loader {
                 return Err(InputError::Content {
                     path: origins.get(&name).cloned().unwrap_or_default(),
                     location: format!("source {name:?}"),
-                    message: "clashes with the source built from authorization details; name that one with --aws-name".into(),
+                    message: "clashes with the source built from authorization details; name that one with --aws-source-name".into(),
                 });
             }
             let mut source = SourceSnapshot::aws(&name, self.iam);
