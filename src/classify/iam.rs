@@ -303,11 +303,13 @@ pub fn witness(
         .as_ref()
         .map(|c| format!(" when {c}"))
         .unwrap_or_default();
+    let who = if best.subject == "*" {
+        "any AWS principal (*)".to_owned()
+    } else {
+        best.subject.clone()
+    };
     let explanation = match (best.trust, best.effect) {
-        (true, _) => format!(
-            "{} can now call {action} on {resource}{condition}; before, it could not",
-            best.subject
-        ),
+        (true, _) => format!("{who} can now {action} into {resource}{condition}; before, it could not"),
         (false, Effect::Deny) => format!(
             "{} is no longer explicitly denied {action} on {resource}{condition}",
             best.subject

@@ -355,6 +355,22 @@ pub fn classify(gained: &BTreeSet<KubeGrant>, cx: &KubeContext<'_>) -> (BTreeSet
     (risks, severity)
 }
 
+/// Risks in the order a reader most needs to hear about them.
+const WITNESS_PRIORITY: [Risk; 12] = [
+    Risk::ClusterAdmin,
+    Risk::Escalate,
+    Risk::Bind,
+    Risk::Impersonate,
+    Risk::SecretsRead,
+    Risk::PodExec,
+    Risk::PodCreate,
+    Risk::NodesProxy,
+    Risk::ServiceaccountTokenCreate,
+    Risk::CsrApprove,
+    Risk::AdmissionWebhookWrite,
+    Risk::RbacWrite,
+];
+
 /// Concrete requests tried, most telling first, when a gained perm is a wildcard.
 const WITNESS_REQUESTS: [(&str, &str, &str); 14] = [
     ("", "secrets", "get"),
@@ -409,8 +425,13 @@ pub fn witness(
                 aggregation_label: false,
             },
         );
-        // Prefer severity, then more risks; ties go to the first in order.
-        (severity, risks.len(), std::cmp::Reverse(*g))
+        // Prefer severity, then the most telling risk; ties go to the first in order.
+        let telling = risks
+            .iter()
+            .filter_map(|r| WITNESS_PRIORITY.iter().position(|p| p == r))
+            .min()
+            .map_or(0, |i| WITNESS_PRIORITY.len() - i);
+        (severity, telling, std::cmp::Reverse(*g))
     })?;
     let perm = best.perm.as_perm();
     let ns = best.namespace.as_deref();

@@ -73,6 +73,9 @@ pub struct InputArgs {
     /// Name of the AWS source built from authorization details [default: the account id].
     #[arg(long = "aws-source-name", value_name = "NAME")]
     aws_name: Option<String>,
+    /// Namespace for namespaced manifests that name none (what `kubectl apply -n` would use).
+    #[arg(long, value_name = "NS", default_value = "default")]
+    default_namespace: String,
     /// Largest input file accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = crate::input::DEFAULT_MAX_FILE_SIZE)]
     max_input_size: u64,
@@ -84,6 +87,7 @@ impl InputArgs {
             kube_source: self.kube_name.clone(),
             aws_source: self.aws_name.clone(),
             max_file_size: self.max_input_size,
+            default_namespace: self.default_namespace.clone(),
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct InputOptions {
     /// Name of the AWS source built from authorization details (default: the account id).
     pub aws_source: Option<String>,
     pub max_file_size: u64,
+    /// Namespace for namespaced manifests that name none (as `kubectl apply -n` would).
+    pub default_namespace: String,
 }
 
 impl Default for InputOptions {
@@ -41,6 +43,7 @@ impl Default for InputOptions {
             kube_source: "kubernetes".into(),
             aws_source: None,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
+            default_namespace: "default".into(),
         }
     }
 }
@@ -100,6 +103,8 @@ pub struct Loader {
     kube: KubeModel,
     /// File each object was read from, and where exactly.
     kube_origin: BTreeMap<k8s::RbacKey, (String, String)>,
+    /// Namespaced objects that named no namespace.
+    defaulted_namespace: usize,
     /// (earlier file, later file) -> objects the later one redefined.
     duplicates: BTreeMap<(String, String), Vec<String>>,
     iam: IamModel,
@@ -115,6 +120,7 @@ impl Loader {
             kube: KubeModel::new(),
             kube_origin: BTreeMap::new(),
             duplicates: BTreeMap::new(),
+            defaulted_namespace: 0,
             iam: IamModel::new(),
             iam_seen: false,
             snapshots: Vec::new(),
@@ -266,7 +272,7 @@ impl Loader {
         &mut self,
         name: &str,
         location: &str,
-        value: Value,
+        mut value: Value,
     ) -> Result<(), InputError> {
         let (api_version, kind) = match k8s::kind_of(&value) {
             Some((a, k)) => (a.to_owned(), k.to_owned()),
@@ -286,6 +292,12 @@ impl Loader {
                 .entry(format!("{kind} ({api_version})"))
                 .or_default() += 1;
             return Ok(());
+        }
+        if rbac.is_some_and(RbacKind::is_namespaced) && namespace_missing(&value) {
+            if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+                meta.insert("namespace".into(), Value::String(self.options.default_namespace.clone()));
+                self.defaulted_namespace += 1;
+            }
         }
         let what = snapshot_format::describe_object(&value);
         let object = KubeObject::from_raw(value).map_err(|e| InputError::Content {
@@ -366,6 +378,12 @@ impl Loader {
             };
             self.report.warnings.push(warning);
         }
+        if self.defaulted_namespace > 0 {
+            self.report.warnings.push(format!(
+                "{} namespaced object(s) named no namespace; placed in {:?} (set --default-namespace)",
+                self.defaulted_namespace, self.options.default_namespace
+            ));
+        }
         let mut snapshot = Snapshot::new();
         let mut origins: BTreeMap<String, String> = BTreeMap::new();
         for (file, s) in self.snapshots {
@@ -416,6 +434,14 @@ impl Loader {
             snapshot.sources.insert(name, source);
         }
         Ok((snapshot, self.report))
+    }
+}
+
+fn namespace_missing(v: &Value) -> bool {
+    match v.get("metadata").and_then(|m| m.get("namespace")) {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(_) => false,
     }
 }
 

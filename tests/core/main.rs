@@ -1,0 +1,4 @@
+//! Library-level tests of the pure core: real upstream data and property tests.
+
+mod properties;
+mod real_data;
