@@ -158,32 +158,21 @@ pub struct Grant {
 }
 
 impl Grant {
-    fn sort_key(
-        &self,
-    ) -> (
-        &str,
-        &str,
-        &str,
-        &str,
-        &Option<String>,
-        &[String],
-        String,
-        &Option<String>,
-    ) {
+    /// Subject first, so sorted grants read grouped by who holds them.
+    fn sort_key(&self) -> impl Ord + '_ {
         let condition = self
             .condition
             .as_ref()
             .map(|c| c.to_string())
             .unwrap_or_default();
         (
-            &self.subject,
-            &self.scope,
-            &self.resource,
-            &self.action,
-            &self.api_group,
-            &self.resource_names,
-            condition,
-            &self.effect,
+            (&self.subject, &self.scope, &self.resource, &self.action),
+            (
+                &self.api_group,
+                &self.resource_names,
+                condition,
+                &self.effect,
+            ),
         )
     }
 }

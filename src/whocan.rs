@@ -193,10 +193,10 @@ pub fn iam(
             }
         }
         for group in groups {
-            if let Some(gk) = model.group_key(&group) {
-                if !allowed_under(&cache.principal(&gk), &actions, &unknown, resource).is_empty() {
-                    via.push(format!("group {group}"));
-                }
+            if let Some(gk) = model.group_key(&group)
+                && !allowed_under(&cache.principal(&gk), &actions, &unknown, resource).is_empty()
+            {
+                via.push(format!("group {group}"));
             }
         }
         let condition = if conditions.iter().any(Option::is_none) {

@@ -161,10 +161,10 @@ pub fn grant_risks(
         risks.insert(Risk::TrustWidened);
         if g.subject == "*" {
             risks.insert(Risk::TrustPublic);
-        } else if let (Some(theirs), Some(ours)) = (account_of(&g.subject), role_account) {
-            if theirs != ours {
-                risks.insert(Risk::TrustCrossAccount);
-            }
+        } else if let (Some(theirs), Some(ours)) = (account_of(&g.subject), role_account)
+            && theirs != ours
+        {
+            risks.insert(Risk::TrustCrossAccount);
         }
         return risks;
     }
@@ -309,7 +309,9 @@ pub fn witness(
         best.subject.clone()
     };
     let explanation = match (best.trust, best.effect) {
-        (true, _) => format!("{who} can now {action} into {resource}{condition}; before, it could not"),
+        (true, _) => {
+            format!("{who} can now {action} into {resource}{condition}; before, it could not")
+        }
         (false, Effect::Deny) => format!(
             "{} is no longer explicitly denied {action} on {resource}{condition}",
             best.subject

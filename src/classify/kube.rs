@@ -309,10 +309,9 @@ pub fn classify(gained: &BTreeSet<KubeGrant>, cx: &KubeContext<'_>) -> (BTreeSet
             verb,
             ..
         } = &g.perm
+            && matches!(verb.as_str(), "delete" | "deletecollection" | "*")
         {
-            if matches!(verb.as_str(), "delete" | "deletecollection" | "*") {
-                deleted.insert((group, resource));
-            }
+            deleted.insert((group, resource));
         }
     }
     // Deleting many kinds of things at once is as broad as `*`.

@@ -68,7 +68,11 @@ impl ColorChoice {
 #[derive(clap::Args, Clone, Debug)]
 pub struct InputArgs {
     /// Name of the Kubernetes source built from manifest files.
-    #[arg(long = "source-name", value_name = "NAME", default_value = "kubernetes")]
+    #[arg(
+        long = "source-name",
+        value_name = "NAME",
+        default_value = "kubernetes"
+    )]
     kube_name: String,
     /// Name of the AWS source built from authorization details [default: the account id].
     #[arg(long = "aws-source-name", value_name = "NAME")]

@@ -102,11 +102,11 @@ impl<'m, 'c> IamDiffer<'m, 'c> {
                 for m in models {
                     for user in m.users_of_policy(&key.arn) {
                         out.insert(user.clone());
-                        if user.kind == IamKind::Group {
-                            if let Some(IamBody::Group(g)) = m.get(user).map(|o| &o.parsed) {
-                                for other in models {
-                                    out.extend(other.members_of(&g.name));
-                                }
+                        if user.kind == IamKind::Group
+                            && let Some(IamBody::Group(g)) = m.get(user).map(|o| &o.parsed)
+                        {
+                            for other in models {
+                                out.extend(other.members_of(&g.name));
                             }
                         }
                     }

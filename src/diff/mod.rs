@@ -179,14 +179,10 @@ fn missing_reason(missing: &[MissingPart]) -> String {
 }
 
 /// Walks two sorted maps together, yielding keys with their presence on each side.
-fn merge_keys<'a, K: Ord, V>(
+fn merge_keys<'a, K: Ord + 'a, V: 'a>(
     old: impl Iterator<Item = (&'a K, &'a V)>,
     new: impl Iterator<Item = (&'a K, &'a V)>,
-) -> Vec<(&'a K, Option<&'a V>, Option<&'a V>)>
-where
-    K: 'a,
-    V: 'a,
-{
+) -> Vec<(&'a K, Option<&'a V>, Option<&'a V>)> {
     let mut out = Vec::new();
     let mut old = old.peekable();
     let mut new = new.peekable();
@@ -372,10 +368,12 @@ fn diff_kube(
     }
 }
 
+/// (subject, scope, api group, resource, verb, names listed?) of output grants.
+type GrantGroup = (String, String, Option<String>, String, String, bool);
+
 /// Output grants, one per (subject, scope, group, resource, verb), names merged.
 pub fn kube_grants(set: &BTreeSet<KubeGrant>) -> Vec<Grant> {
-    let mut grouped: BTreeMap<(String, String, Option<String>, String, String, bool), Vec<String>> =
-        BTreeMap::new();
+    let mut grouped: BTreeMap<GrantGroup, Vec<String>> = BTreeMap::new();
     for g in set {
         let scope = match &g.namespace {
             Some(ns) => format!("namespace:{ns}"),

@@ -88,11 +88,11 @@ impl<'m, 'c> IamCache<'m, 'c> {
             Some(IamBody::User(u)) => {
                 perms = self.own(&u.principal);
                 for group in &u.groups {
-                    if let Some(gk) = model.group_key(group) {
-                        if let Some(IamBody::Group(g)) = model.get(&gk).map(|o| &o.parsed) {
-                            let gp = self.own(g);
-                            perms.merge(&gp);
-                        }
+                    if let Some(gk) = model.group_key(group)
+                        && let Some(IamBody::Group(g)) = model.get(&gk).map(|o| &o.parsed)
+                    {
+                        let gp = self.own(g);
+                        perms.merge(&gp);
                     }
                 }
                 boundary = u.principal.boundary.clone();

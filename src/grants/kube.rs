@@ -42,12 +42,15 @@ fn collect_role_perms<'m>(
     }
 }
 
+/// The perm sets that apply to one subject in one scope.
+pub type SubjectSets<'m> = Rc<Vec<Rc<PermSet<'m>>>>;
+
 /// Per-computation caches over one model: role perm sets and, per subject and
 /// scope, the perm sets that apply there. Dropped after each diff.
 pub struct PermCache<'m> {
     model: &'m KubeModel,
     roles: HashMap<RbacKey, Rc<PermSet<'m>>>,
-    subjects: HashMap<(Subject, Option<String>), Rc<Vec<Rc<PermSet<'m>>>>>,
+    subjects: HashMap<(Subject, Option<String>), SubjectSets<'m>>,
 }
 
 impl<'m> PermCache<'m> {

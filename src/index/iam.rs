@@ -120,10 +120,8 @@ impl IamModel {
             }
         }
         match &object.parsed {
-            IamBody::Group(g) => {
-                if self.group_by_name.get(&g.name) == Some(&key.arn) {
-                    self.group_by_name.remove(&g.name);
-                }
+            IamBody::Group(g) if self.group_by_name.get(&g.name) == Some(&key.arn) => {
+                self.group_by_name.remove(&g.name);
             }
             IamBody::User(u) => {
                 for group in &u.groups {

@@ -293,11 +293,15 @@ impl Loader {
                 .or_default() += 1;
             return Ok(());
         }
-        if rbac.is_some_and(RbacKind::is_namespaced) && namespace_missing(&value) {
-            if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.insert("namespace".into(), Value::String(self.options.default_namespace.clone()));
-                self.defaulted_namespace += 1;
-            }
+        if rbac.is_some_and(RbacKind::is_namespaced)
+            && namespace_missing(&value)
+            && let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            meta.insert(
+                "namespace".into(),
+                Value::String(self.options.default_namespace.clone()),
+            );
+            self.defaulted_namespace += 1;
         }
         let what = snapshot_format::describe_object(&value);
         let object = KubeObject::from_raw(value).map_err(|e| InputError::Content {
@@ -313,7 +317,10 @@ impl Loader {
         let here = (name.to_owned(), location.to_owned());
         if self.kube.insert(object).is_some() {
             let (first_file, first_at) = self.kube_origin.get(&key).cloned().unwrap_or_default();
-            let entry = self.duplicates.entry((first_file, name.to_owned())).or_default();
+            let entry = self
+                .duplicates
+                .entry((first_file, name.to_owned()))
+                .or_default();
             let example = if entry.is_empty() {
                 format!("{key} ({first_at} and {location})")
             } else {
@@ -372,9 +379,15 @@ impl Loader {
         for ((first, later), keys) in std::mem::take(&mut self.duplicates) {
             let example = keys.first().cloned().unwrap_or_default();
             let warning = if first == later {
-                format!("{later} defines {} object(s) twice, e.g. {example}; using the later definitions", keys.len())
+                format!(
+                    "{later} defines {} object(s) twice, e.g. {example}; using the later definitions",
+                    keys.len()
+                )
             } else {
-                format!("{later} redefines {} object(s) from {first}, e.g. {example}; using {later}", keys.len())
+                format!(
+                    "{later} redefines {} object(s) from {first}, e.g. {example}; using {later}",
+                    keys.len()
+                )
             };
             self.report.warnings.push(warning);
         }
@@ -571,13 +584,27 @@ mod tests {
             "{e}"
         );
         let e = load_str(
-            "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\n",
+            "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {name: r, namespace: n}\n",
         )
         .unwrap_err()
         .to_string();
         assert_eq!(
             e,
-            "t.yaml: line 1, Role/r: missing or empty `metadata.namespace`"
+            "t.yaml: line 1, RoleBinding/n/r: missing field `roleRef`"
+        );
+    }
+
+    #[test]
+    fn namespaced_manifests_without_namespace_get_the_default() {
+        let (s, r) =
+            load_str("apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\n")
+                .unwrap();
+        let key = k8s::RbacKey::new(RbacKind::Role, Some("default"), "r");
+        assert!(s.sources["kubernetes"].kube().unwrap().get(&key).is_some());
+        assert!(
+            r.warnings[0].contains("placed in \"default\""),
+            "{:?}",
+            r.warnings
         );
     }
 

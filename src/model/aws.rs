@@ -314,10 +314,10 @@ pub fn decode_documents(kind: IamKind, v: &mut Value) -> Result<(), IamParseErro
             }
         }
         _ => {
-            if let Some(doc) = obj.get_mut("AssumeRolePolicyDocument") {
-                if !doc.is_null() {
-                    decode(doc, "AssumeRolePolicyDocument".into())?;
-                }
+            if let Some(doc) = obj.get_mut("AssumeRolePolicyDocument")
+                && !doc.is_null()
+            {
+                decode(doc, "AssumeRolePolicyDocument".into())?;
             }
             for list_name in ["UserPolicyList", "GroupPolicyList", "RolePolicyList"] {
                 if let Some(Value::Array(items)) = obj.get_mut(list_name) {

@@ -280,6 +280,9 @@ pub enum RbacParseError {
     ApiVersion { api_version: String, kind: RbacKind },
     #[error("{path}: {message}")]
     Field { path: String, message: String },
+    /// A problem with the object as a whole (such as a missing top-level field).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -353,9 +356,16 @@ struct RawSubject {
 }
 
 fn typed<'a, T: Deserialize<'a>>(value: &'a Value) -> Result<T, RbacParseError> {
-    serde_path_to_error::deserialize(value).map_err(|e| RbacParseError::Field {
-        path: e.path().to_string(),
-        message: e.inner().to_string(),
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            RbacParseError::Invalid(e.inner().to_string())
+        } else {
+            RbacParseError::Field {
+                path,
+                message: e.inner().to_string(),
+            }
+        }
     })
 }
 
@@ -570,10 +580,10 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 pub fn normalize(value: &Value) -> Value {
     let mut v = value.clone();
     if let Some(obj) = v.as_object_mut() {
-        if let Some(Value::String(api_version)) = obj.get_mut("apiVersion") {
-            if let Some((group, _)) = api_version.split_once('/') {
-                *api_version = group.to_owned();
-            }
+        if let Some(Value::String(api_version)) = obj.get_mut("apiVersion")
+            && let Some((group, _)) = api_version.split_once('/')
+        {
+            *api_version = group.to_owned();
         }
         if let Some(Value::Object(meta)) = obj.get_mut("metadata") {
             for f in VOLATILE_METADATA {
@@ -604,10 +614,10 @@ pub fn normalize(value: &Value) -> Value {
         if let Some(Value::Array(subjects)) = obj.get_mut("subjects") {
             sort_dedup(subjects);
         }
-        if let Some(Value::Object(agg)) = obj.get_mut("aggregationRule") {
-            if let Some(Value::Array(sel)) = agg.get_mut("clusterRoleSelectors") {
-                sort_dedup(sel);
-            }
+        if let Some(Value::Object(agg)) = obj.get_mut("aggregationRule")
+            && let Some(Value::Array(sel)) = agg.get_mut("clusterRoleSelectors")
+        {
+            sort_dedup(sel);
         }
     }
     drop_empty(&mut v);

@@ -13,9 +13,23 @@ use proptest::sample::{select, subsequence};
 use serde_json::{Value, json};
 
 const GROUPS: &[&str] = &["", "apps", "*"];
-const RESOURCES: &[&str] = &["pods", "secrets", "deployments", "pods/exec", "*", "*/scale", "deployments/scale"];
+const RESOURCES: &[&str] = &[
+    "pods",
+    "secrets",
+    "deployments",
+    "pods/exec",
+    "*",
+    "*/scale",
+    "deployments/scale",
+];
 const VERBS: &[&str] = &["get", "list", "create", "delete", "*", "escalate"];
-const SUBJECTS: &[(&str, &str)] = &[("User", "u1"), ("User", "u2"), ("Group", "g1"), ("Group", "system:authenticated"), ("ServiceAccount", "s1")];
+const SUBJECTS: &[(&str, &str)] = &[
+    ("User", "u1"),
+    ("User", "u2"),
+    ("Group", "g1"),
+    ("Group", "system:authenticated"),
+    ("ServiceAccount", "s1"),
+];
 const ROLES: &[&str] = &["r0", "r1", "r2", "r3"];
 const NAMESPACES: &[&str] = &["a", "b"];
 
@@ -24,13 +38,19 @@ fn non_empty(items: &'static [&'static str]) -> impl Strategy<Value = Vec<&'stat
 }
 
 fn rule() -> impl Strategy<Value = Value> {
-    (non_empty(GROUPS), non_empty(RESOURCES), non_empty(VERBS), proptest::bool::weighted(0.2)).prop_map(|(g, r, v, named)| {
-        let mut rule = json!({"apiGroups": g, "resources": r, "verbs": v});
-        if named {
-            rule["resourceNames"] = json!(["n1"]);
-        }
-        rule
-    })
+    (
+        non_empty(GROUPS),
+        non_empty(RESOURCES),
+        non_empty(VERBS),
+        proptest::bool::weighted(0.2),
+    )
+        .prop_map(|(g, r, v, named)| {
+            let mut rule = json!({"apiGroups": g, "resources": r, "verbs": v});
+            if named {
+                rule["resourceNames"] = json!(["n1"]);
+            }
+            rule
+        })
 }
 
 fn cluster_role(name: &'static str) -> impl Strategy<Value = Value> {
@@ -107,7 +127,8 @@ fn kube_snapshot(objects: &[Value]) -> Snapshot {
         model.insert(KubeObject::from_raw(o.clone()).expect("valid object"));
     }
     let mut s = Snapshot::new();
-    s.sources.insert("c".into(), SourceSnapshot::kubernetes("c", model));
+    s.sources
+        .insert("c".into(), SourceSnapshot::kubernetes("c", model));
     s
 }
 
@@ -144,7 +165,11 @@ fn assert_swapped(ab: &Report, ba: &Report) -> Result<(), TestCaseError> {
         prop_assert_eq!(r.direction, flipped(c.direction));
         prop_assert_eq!(r.change, flipped_kind(c.change));
         if c.direction.widens() {
-            prop_assert!(c.witness.is_some(), "widening without a witness: {:?}", c.object);
+            prop_assert!(
+                c.witness.is_some(),
+                "widening without a witness: {:?}",
+                c.object
+            );
         }
     }
     Ok(())
@@ -261,17 +286,38 @@ fn parse_subject(s: &str) -> permdrift::model::k8s::Subject {
     }
 }
 
-const ACTIONS: &[&str] = &["s3:GetObject", "s3:PutObject", "s3:*", "iam:PassRole", "iam:Get*", "ec2:Describe*", "sts:AssumeRole", "newsvc:Thing"];
-const ARNS: &[&str] = &["*", "arn:aws:s3:::data/*", "arn:aws:s3:::data/private/*", "arn:aws:iam::1:role/app"];
+const ACTIONS: &[&str] = &[
+    "s3:GetObject",
+    "s3:PutObject",
+    "s3:*",
+    "iam:PassRole",
+    "iam:Get*",
+    "ec2:Describe*",
+    "sts:AssumeRole",
+    "newsvc:Thing",
+];
+const ARNS: &[&str] = &[
+    "*",
+    "arn:aws:s3:::data/*",
+    "arn:aws:s3:::data/private/*",
+    "arn:aws:iam::1:role/app",
+];
 
 fn statement() -> impl Strategy<Value = Value> {
-    (non_empty(ACTIONS), non_empty(ARNS), proptest::bool::weighted(0.15), proptest::bool::weighted(0.2)).prop_map(|(a, r, deny, cond)| {
-        let mut s = json!({"Effect": if deny { "Deny" } else { "Allow" }, "Action": a, "Resource": r});
-        if cond {
-            s["Condition"] = json!({"Bool": {"aws:SecureTransport": "true"}});
-        }
-        s
-    })
+    (
+        non_empty(ACTIONS),
+        non_empty(ARNS),
+        proptest::bool::weighted(0.15),
+        proptest::bool::weighted(0.2),
+    )
+        .prop_map(|(a, r, deny, cond)| {
+            let mut s =
+                json!({"Effect": if deny { "Deny" } else { "Allow" }, "Action": a, "Resource": r});
+            if cond {
+                s["Condition"] = json!({"Bool": {"aws:SecureTransport": "true"}});
+            }
+            s
+        })
 }
 
 fn account() -> impl Strategy<Value = Vec<(IamKind, Value)>> {
@@ -308,17 +354,26 @@ fn iam_snapshot(entities: &[(IamKind, Value)]) -> Snapshot {
         model.insert(key, object);
     }
     let mut s = Snapshot::new();
-    s.sources.insert("acct".into(), SourceSnapshot::aws("acct", model));
+    s.sources
+        .insert("acct".into(), SourceSnapshot::aws("acct", model));
     s
 }
 
 /// Splits every multi-action statement into one statement per action, renaming Sids.
 fn split_statements(entities: &[(IamKind, Value)]) -> Vec<(IamKind, Value)> {
     fn split(doc: &mut Value) {
-        let Some(Value::Array(statements)) = doc.get_mut("Statement") else { return };
+        let Some(Value::Array(statements)) = doc.get_mut("Statement") else {
+            return;
+        };
         let mut out = Vec::new();
         for (i, s) in statements.iter().enumerate() {
-            for (j, action) in s["Action"].as_array().cloned().unwrap_or_default().into_iter().enumerate() {
+            for (j, action) in s["Action"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+            {
                 let mut one = s.clone();
                 one["Action"] = action;
                 one["Sid"] = json!(format!("S{i}x{j}"));

