@@ -5,3 +5,4 @@
 //! edges (`input`, `source`, `cli`) do I/O around it.
 
 pub mod cli;
+pub mod source;
