@@ -4,7 +4,7 @@
 //! or simply retry later, and says so.
 
 use aws_credential_types::provider::error::CredentialsError;
-use aws_sdk_iam::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
 
 /// Everything that can stop a live IAM snapshot. An error always means no
 /// document: a partial snapshot would read as deleted entities.
@@ -171,7 +171,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let profile = call.profile.map(str::to_owned);
-    let detail = DisplayErrorContext(&err).to_string();
+    let detail = chain_text(&err);
 
     // Credential resolution failures arrive wrapped in whatever SdkError variant
     // the orchestrator chose, so look for the provider's error in the chain.
@@ -188,8 +188,23 @@ where
     match &err {
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
-            let code = err.code().unwrap_or_default().to_owned();
-            let message = err.message().unwrap_or_default().to_owned();
+            let body = service
+                .raw()
+                .body()
+                .bytes()
+                .and_then(|b| std::str::from_utf8(b).ok());
+            // moto wraps auth errors as <ErrorResponse><Errors><Error>, which the
+            // SDK's parser does not read; fall back to the body's first tags.
+            let code = err
+                .code()
+                .map(str::to_owned)
+                .or_else(|| body.and_then(|b| xml_text(b, "Code")))
+                .unwrap_or_default();
+            let message = err
+                .message()
+                .map(str::to_owned)
+                .or_else(|| body.and_then(|b| xml_text(b, "Message")))
+                .unwrap_or_default();
             match code.as_str() {
                 "ExpiredToken" | "ExpiredTokenException" | "TokenRefreshRequired" => {
                     AwsSourceError::ExpiredCredentials {
@@ -263,4 +278,82 @@ fn has_credentials_error(err: &(dyn std::error::Error + 'static)) -> bool {
         next = e.source();
     }
     false
+}
+
+/// The error and its causes as one line, without the SDK's generic wrapper
+/// words ("dispatch failure", "other", ...) or causes that repeat their parent.
+fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    const WRAPPERS: &[&str] = &[
+        "dispatch failure",
+        "io error",
+        "other",
+        "service error",
+        "response error",
+        "timeout",
+        "failed to construct request",
+    ];
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        let repeats = parts.last().is_some_and(|last| last.contains(&text));
+        if !text.is_empty() && !WRAPPERS.contains(&text.as_str()) && !repeats {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    if parts.is_empty() {
+        return "no details".into();
+    }
+    parts.join(": ")
+}
+
+/// Text of the first `<tag>...</tag>` in an XML body, entities decoded.
+fn xml_text(body: &str, tag: &str) -> Option<String> {
+    let open = format!("<{tag}>");
+    let start = body.find(&open)? + open.len();
+    let end = start + body[start..].find(&format!("</{tag}>"))?;
+    let text = body[start..end]
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&");
+    (!text.is_empty()).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_text_reads_nested_error_shapes() {
+        let moto = "<ErrorResponse><Errors><Error><Code>AccessDenied</Code>\
+                    <Message>a &amp; b</Message></Error></Errors></ErrorResponse>";
+        assert_eq!(xml_text(moto, "Code").as_deref(), Some("AccessDenied"));
+        assert_eq!(xml_text(moto, "Message").as_deref(), Some("a & b"));
+        assert_eq!(xml_text("<html></html>", "Code"), None);
+    }
+
+    #[test]
+    fn messages_name_the_source_the_operation_and_the_fix() {
+        let err = AwsSourceError::AccessDenied {
+            operation: "iam:GetAccountAuthorizationDetails",
+            action: "iam:GetAccountAuthorizationDetails",
+            message: "not authorized".into(),
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("aws source: access denied calling iam:GetAccountAuthorizationDetails")
+        );
+        assert!(msg.contains("`iam:GetAccountAuthorizationDetails`"));
+        let err = AwsSourceError::NoCredentials {
+            profile: Some("prod".into()),
+            detail: "x".into(),
+        };
+        assert!(
+            err.to_string()
+                .contains("for profile prod: run `aws sso login --profile prod`")
+        );
+    }
 }
