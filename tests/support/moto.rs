@@ -49,7 +49,7 @@ impl Moto {
             let log = aws.dir.join(format!("moto-{port}-{attempt}.log"));
             let child = spawn_moto(port, env, &log);
             let mut moto = Moto {
-                watchdog: spawn_watchdog(child.id()),
+                watchdog: spawn_watchdog(child.id(), &log),
                 child,
                 port,
                 log,
@@ -95,6 +95,14 @@ impl Moto {
             max_attempts: 3,
             ..AwsSourceOptions::default()
         }
+    }
+
+    /// Requests moto has served so far, counted from its request log (an
+    /// independent check on clients' own counts).
+    pub fn served_requests(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .map(|log| log.lines().filter(|l| l.contains("\"POST ")).count())
+            .unwrap_or(0)
     }
 
     /// Raw POST of a query-protocol action; returns moto's XML body. moto
@@ -152,6 +160,7 @@ impl Drop for Moto {
             let _ = watchdog.kill();
             let _ = watchdog.wait();
         }
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -185,11 +194,13 @@ fn spawn_moto(port: u16, env: &[(&str, &str)], log: &Path) -> Child {
 }
 
 /// Ends moto when this process goes away without dropping it (statics are
-/// never dropped): polls the test process's PID and kills moto's PID.
-fn spawn_watchdog(moto_pid: u32) -> Option<Child> {
+/// never dropped): polls the test process's PID, then kills moto's PID and
+/// removes its log.
+fn spawn_watchdog(moto_pid: u32, log: &Path) -> Option<Child> {
     let script = format!(
-        "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill {moto_pid} 2>/dev/null",
-        parent = std::process::id()
+        "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill {moto_pid} 2>/dev/null; rm -f '{log}'",
+        parent = std::process::id(),
+        log = log.display()
     );
     Command::new("sh")
         .args(["-c", &script])

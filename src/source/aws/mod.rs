@@ -67,7 +67,8 @@ pub struct AwsFetch {
     pub document: serde_json::Value,
     /// `GetAccountAuthorizationDetails` pages read.
     pub pages: u32,
-    /// HTTP requests sent to IAM and STS, retries included.
+    /// HTTP requests sent to IAM and STS, retries included (requests a
+    /// credentials provider makes itself, such as AssumeRole or SSO, are not).
     pub requests: u32,
 }
 
