@@ -1086,7 +1086,7 @@ async fn access_denied_in_iam_error_shape_names_the_action() {
 }
 
 #[tokio::test]
-async fn truncated_page_without_marker_is_incomplete() {
+async fn truncated_page_without_marker_or_with_a_repeated_one_is_incomplete() {
     let (pages, _) = recorded_pages().await;
     let broken = pages[0].replace(
         &format!("<Marker>{}</Marker>", xml_escape(&marker_for(1))),
@@ -1104,6 +1104,19 @@ async fn truncated_page_without_marker_is_incomplete() {
         .expect_err("cannot go on");
     assert!(
         matches!(err, AwsSourceError::Incomplete { pages: 1, .. }),
+        "{err:?}"
+    );
+
+    // A server that hands out the same marker again would loop forever.
+    let looping = vec![pages[0].clone(), pages[0].clone()];
+    let (url, _) = start_replay(ReplayState {
+        pages: looping,
+        ..Default::default()
+    })
+    .await;
+    let err = fetch(&replay_options(&url)).await.0.expect_err("loops");
+    assert!(
+        matches!(&err, AwsSourceError::Incomplete { pages: 2, reason, .. } if reason.contains("repeated")),
         "{err:?}"
     );
 }
