@@ -241,7 +241,8 @@ pub struct AwsEnv {
 pub fn aws_env() -> &'static AwsEnv {
     static ENV: OnceLock<AwsEnv> = OnceLock::new();
     ENV.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("permdrift-aws-{}", std::process::id()));
+        remove_stale_env_dirs();
+        let dir = std::env::temp_dir().join(format!("{ENV_DIR_PREFIX}{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create aws config dir");
         let config = dir.join("config");
         let credentials = dir.join("credentials");
@@ -293,6 +294,28 @@ pub fn aws_env() -> &'static AwsEnv {
         }
         AwsEnv { dir }
     })
+}
+
+const ENV_DIR_PREFIX: &str = "permdrift-aws-";
+
+/// Removes config directories left by earlier test processes that are gone
+/// (a static's directory is never cleaned up by its own process).
+fn remove_stale_env_dirs() {
+    if !Path::new("/proc/self").exists() {
+        return; // cannot tell live processes from dead ones here
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(ENV_DIR_PREFIX)) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Sets the keys `PROCESS_PROFILE` hands out (written atomically, since the
