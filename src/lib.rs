@@ -15,4 +15,5 @@ pub mod model;
 pub mod render;
 pub mod report;
 pub mod snapshot;
+pub mod source;
 pub mod whocan;

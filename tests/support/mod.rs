@@ -1,0 +1,3 @@
+//! Real servers the integration tests and benchmarks run against.
+
+pub mod moto;
