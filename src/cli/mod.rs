@@ -76,7 +76,7 @@ pub struct InputArgs {
     kube_name: String,
     /// Name of the AWS source built from authorization details [default: the account id].
     #[arg(long = "aws-source-name", value_name = "NAME")]
-    aws_name: Option<String>,
+    pub(crate) aws_name: Option<String>,
     /// Namespace for namespaced manifests that name none (what `kubectl apply -n` would use).
     #[arg(long, value_name = "NS", default_value = "default")]
     default_namespace: String,

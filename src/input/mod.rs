@@ -334,6 +334,22 @@ impl Loader {
         Ok(())
     }
 
+    /// Adds a GetAccountAuthorizationDetails-shaped document read from a live account.
+    pub fn add_authorization_details(
+        &mut self,
+        origin: &str,
+        document: &Value,
+    ) -> Result<(), InputError> {
+        match xml::unwrap_gaad(document) {
+            Some(details) => self.add_gaad(origin, "", details.clone()),
+            None => Err(InputError::Content {
+                path: origin.to_owned(),
+                location: "document".into(),
+                message: "not GetAccountAuthorizationDetails output".into(),
+            }),
+        }
+    }
+
     fn add_gaad(
         &mut self,
         name: &str,
