@@ -1174,10 +1174,17 @@ async fn cli_snapshot_grants_match_what_was_created_and_diff_sees_widening() {
     let bucket = "arn:aws:s3:::cli-exports/*";
     let read = json!({"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":bucket}]});
     let pass = json!({"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iam:PassRole","Resource":format!("arn:aws:iam::{ACCOUNT_ID}:role/cli-worker")}]});
-    iam.create_policy().policy_name("cli-read").policy_document(read.to_string()).send().await.unwrap();
+    iam.create_policy()
+        .policy_name("cli-read")
+        .policy_document(read.to_string())
+        .send()
+        .await
+        .unwrap();
     iam.create_role()
         .role_name("cli-worker")
-        .assume_role_policy_document(trust(json!({"AWS": format!("arn:aws:iam::{ACCOUNT_ID}:root")})).to_string())
+        .assume_role_policy_document(
+            trust(json!({"AWS": format!("arn:aws:iam::{ACCOUNT_ID}:root")})).to_string(),
+        )
         .send()
         .await
         .unwrap();
@@ -1187,10 +1194,29 @@ async fn cli_snapshot_grants_match_what_was_created_and_diff_sees_widening() {
         .send()
         .await
         .unwrap();
-    iam.create_group().group_name("cli-deployers").send().await.unwrap();
-    iam.put_group_policy().group_name("cli-deployers").policy_name("pass").policy_document(pass.to_string()).send().await.unwrap();
-    iam.create_user().user_name("cli-dana").send().await.unwrap();
-    iam.add_user_to_group().group_name("cli-deployers").user_name("cli-dana").send().await.unwrap();
+    iam.create_group()
+        .group_name("cli-deployers")
+        .send()
+        .await
+        .unwrap();
+    iam.put_group_policy()
+        .group_name("cli-deployers")
+        .policy_name("pass")
+        .policy_document(pass.to_string())
+        .send()
+        .await
+        .unwrap();
+    iam.create_user()
+        .user_name("cli-dana")
+        .send()
+        .await
+        .unwrap();
+    iam.add_user_to_group()
+        .group_name("cli-deployers")
+        .user_name("cli-dana")
+        .send()
+        .await
+        .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let before = dir.path().join("before.json");
@@ -1219,7 +1245,10 @@ async fn cli_snapshot_grants_match_what_was_created_and_diff_sees_widening() {
     let model = source.iam().unwrap();
     let catalog = Catalog::embedded();
     let subjects = |action: &str, resource: &str| -> Vec<String> {
-        whocan::iam(model, catalog, action, Some(resource)).into_iter().map(|a| a.subject).collect()
+        whocan::iam(model, catalog, action, Some(resource))
+            .into_iter()
+            .map(|a| a.subject)
+            .collect()
     };
     let worker = format!("arn:aws:iam::{ACCOUNT_ID}:role/cli-worker");
     let dana = format!("arn:aws:iam::{ACCOUNT_ID}:user/cli-dana");
@@ -1228,19 +1257,45 @@ async fn cli_snapshot_grants_match_what_was_created_and_diff_sees_widening() {
     assert!(!subjects("s3:PutObject", "arn:aws:s3:::cli-exports/report.csv").contains(&worker));
     // Group-inherited: dana may pass the worker role, and only that role.
     assert!(subjects("iam:PassRole", &worker).contains(&dana));
-    assert!(!subjects("iam:PassRole", &format!("arn:aws:iam::{ACCOUNT_ID}:role/other")).contains(&dana));
+    assert!(
+        !subjects(
+            "iam:PassRole",
+            &format!("arn:aws:iam::{ACCOUNT_ID}:role/other")
+        )
+        .contains(&dana)
+    );
     // Trust: the account root may assume the worker role.
-    assert!(subjects("sts:AssumeRole", &worker).contains(&format!("arn:aws:iam::{ACCOUNT_ID}:root")));
+    assert!(
+        subjects("sts:AssumeRole", &worker).contains(&format!("arn:aws:iam::{ACCOUNT_ID}:root"))
+    );
 
     // A human follows bad advice through the SDK: the worker role may now do anything.
     let admin = json!({"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]});
-    iam.put_role_policy().role_name("cli-worker").policy_name("debug").policy_document(admin.to_string()).send().await.unwrap();
+    iam.put_role_policy()
+        .role_name("cli-worker")
+        .policy_name("debug")
+        .policy_document(admin.to_string())
+        .send()
+        .await
+        .unwrap();
     let after = dir.path().join("after.json");
     let a: Vec<String> = args(&after);
     let o = permdrift_cli(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = permdrift_cli(&["diff", before.to_str().unwrap(), after.to_str().unwrap(), "--format", "json", "-q"]);
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = permdrift_cli(&[
+        "diff",
+        before.to_str().unwrap(),
+        after.to_str().unwrap(),
+        "--format",
+        "json",
+        "-q",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let report: Value = serde_json::from_slice(&o.stdout).unwrap();
     let change = report["changes"]
         .as_array()
@@ -1250,6 +1305,11 @@ async fn cli_snapshot_grants_match_what_was_created_and_diff_sees_widening() {
         .expect("worker role change");
     assert_eq!(change["severity"], "critical");
     assert_eq!(change["direction"], "widening");
-    assert!(change["risks"].as_array().unwrap().contains(&json!("admin")));
+    assert!(
+        change["risks"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("admin"))
+    );
     assert_eq!(change["witness"]["subject"], worker.as_str());
 }

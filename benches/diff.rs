@@ -1,0 +1,209 @@
+//! Manual snapshot diff at scale: a synthetic 100,000-object cluster (and a
+//! 5,000-role IAM account) diffed against a copy with 1% of objects changed,
+//! through the real `permdrift diff` binary pinned to one core, side by side
+//! with `diff -u` of the same canonical files.
+//!
+//! Run: `cargo bench --bench diff` (knobs: BENCH_RUNS, default 3).
+//! Results go to stdout as a markdown table and to .bench-out/diff.json.
+
+#[path = "synth/mod.rs"]
+mod synth;
+
+use permdrift::index::iam::{IamModel, IamObject};
+use permdrift::index::kube::{KubeModel, KubeObject};
+use permdrift::model::aws::IamKind;
+use permdrift::snapshot::format::{self, Format};
+use permdrift::snapshot::{Snapshot, SourceSnapshot};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+struct Measure {
+    seconds: f64,
+    peak_kib: Option<u64>,
+}
+
+/// Runs a command pinned to CPU 0 under GNU time, returning the median wall time and peak RSS.
+fn measure(label: &str, program: &str, args: &[&str], runs: usize, expect: &[i32]) -> Measure {
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let output = Command::new("taskset")
+            .args(["-c", "0", "/usr/bin/time", "-f", "%e %M", program])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let code = output.status.code().unwrap_or(-1);
+        assert!(
+            expect.contains(&code),
+            "{label} exited {code}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        let mut parts = last.split_whitespace();
+        let seconds: f64 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(f64::NAN);
+        let kib: Option<u64> = parts.next().and_then(|s| s.parse().ok());
+        samples.push((seconds, kib));
+    }
+    samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (seconds, peak_kib) = samples[samples.len() / 2];
+    eprintln!(
+        "  {label}: {seconds:.3} s, peak {} MiB",
+        peak_kib.map_or(0, |k| k / 1024)
+    );
+    Measure { seconds, peak_kib }
+}
+
+fn kube_snapshot(objects: &[Value]) -> Snapshot {
+    let mut model = KubeModel::new();
+    for o in objects {
+        model.insert(KubeObject::from_raw(o.clone()).expect("synthetic object parses"));
+    }
+    let mut s = Snapshot::new();
+    s.sources.insert(
+        "synthetic".into(),
+        SourceSnapshot::kubernetes("synthetic", model),
+    );
+    s
+}
+
+fn iam_snapshot(doc: &Value) -> Snapshot {
+    let mut model = IamModel::new();
+    for kind in IamKind::ALL {
+        for item in doc[kind.list_name()].as_array().into_iter().flatten() {
+            let (key, object) = IamObject::canonical(kind, item.clone()).expect("entity parses");
+            model.insert(key, object);
+        }
+    }
+    let mut s = Snapshot::new();
+    s.sources.insert(
+        "444455556666".into(),
+        SourceSnapshot::aws("444455556666", model),
+    );
+    s
+}
+
+fn write(dir: &Path, name: &str, snapshot: &Snapshot, format: Format) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format::to_string(snapshot, format).expect("render"))
+        .expect("write snapshot");
+    path
+}
+
+fn case(dir: &Path, label: &str, old: &Snapshot, new: &Snapshot, runs: usize) -> Value {
+    let bin = env!("CARGO_BIN_EXE_permdrift");
+    let mut results = json!({"case": label, "objects": old.object_count()});
+    for (format, ext) in [(Format::Json, "json"), (Format::Yaml, "yaml")] {
+        let a = write(dir, &format!("{label}-old.{ext}"), old, format);
+        let b = write(dir, &format!("{label}-new.{ext}"), new, format);
+        let size = std::fs::metadata(&a).map(|m| m.len()).unwrap_or(0);
+        let out = dir.join(format!("{label}-report-{ext}.json"));
+        let (a, b, out) = (
+            a.display().to_string(),
+            b.display().to_string(),
+            out.display().to_string(),
+        );
+        let ours = measure(
+            &format!("{label} permdrift diff ({ext})"),
+            bin,
+            &[
+                "diff",
+                &a,
+                &b,
+                "--format",
+                "json",
+                "-o",
+                &out,
+                "-q",
+                "--fail-on",
+                "never",
+            ],
+            runs,
+            &[0],
+        );
+        let plain = measure(
+            &format!("{label} diff -u ({ext})"),
+            "diff",
+            &["-u", &a, &b],
+            runs,
+            &[0, 1],
+        );
+        let report: Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap_or_default())
+                .unwrap_or_default();
+        results[ext] = json!({
+            "file_mib": size as f64 / 1048576.0,
+            "permdrift_seconds": ours.seconds,
+            "permdrift_peak_mib": ours.peak_kib.map(|k| k / 1024),
+            "diff_u_seconds": plain.seconds,
+            "ratio": ours.seconds / plain.seconds.max(0.001),
+            "changes": report["summary"]["changes"],
+            "widening": report["summary"]["widening"],
+        });
+    }
+    results
+}
+
+fn main() {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".bench-out");
+    std::fs::create_dir_all(&dir).expect("bench output dir");
+
+    let started = Instant::now();
+    let cluster = synth::cluster(&synth::ClusterShape::large(), 42);
+    let changed = synth::mutate(&cluster, 10, 7);
+    let (old, new) = (kube_snapshot(&cluster), kube_snapshot(&changed));
+    eprintln!(
+        "generated {} and {} RBAC objects in {:.1?}",
+        old.object_count(),
+        new.object_count(),
+        started.elapsed()
+    );
+    let kube = case(&dir, "rbac-100k", &old, &new, runs);
+
+    let started = Instant::now();
+    let account = synth::account(5_000, 42);
+    let changed = synth::mutate_account(&account, 10, 7);
+    let (old, new) = (iam_snapshot(&account), iam_snapshot(&changed));
+    eprintln!(
+        "generated an account of {} entities in {:.1?}",
+        old.object_count(),
+        started.elapsed()
+    );
+    let iam = case(&dir, "iam-5000-roles", &old, &new, runs);
+
+    let summary = json!({"date": "run date in BENCHMARKS.md", "runs": runs, "cases": [kube, iam]});
+    std::fs::write(
+        dir.join("diff.json"),
+        serde_json::to_string_pretty(&summary).unwrap_or_default(),
+    )
+    .expect("write summary");
+    println!(
+        "| case | format | file | permdrift diff (1 core) | peak RSS | diff -u | ratio | changes (widening) |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for c in summary["cases"].as_array().into_iter().flatten() {
+        for ext in ["json", "yaml"] {
+            let r = &c[ext];
+            println!(
+                "| {} ({} objects) | {ext} | {:.1} MiB | {:.3} s | {} MiB | {:.3} s | {:.1}x | {} ({}) |",
+                c["case"].as_str().unwrap_or_default(),
+                c["objects"],
+                r["file_mib"].as_f64().unwrap_or_default(),
+                r["permdrift_seconds"].as_f64().unwrap_or_default(),
+                r["permdrift_peak_mib"],
+                r["diff_u_seconds"].as_f64().unwrap_or_default(),
+                r["ratio"].as_f64().unwrap_or_default(),
+                r["changes"],
+                r["widening"],
+            );
+        }
+    }
+}
