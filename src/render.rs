@@ -114,8 +114,8 @@ fn text(report: &Report, p: &Palette) -> String {
                 out,
                 "  {}  {}  {}  [{}: {}]",
                 s.subject,
-                p.paint("32", &format!("+{}", s.gained.len())),
-                p.paint("31", &format!("-{}", s.lost.len())),
+                p.paint("32", &format!("+{}", s.gained_count)),
+                p.paint("31", &format!("-{}", s.lost_count)),
                 s.platform,
                 s.source
             );
@@ -155,18 +155,17 @@ fn text_change(out: &mut String, c: &Change, p: &Palette) {
     if let Some(w) = &c.witness {
         let _ = writeln!(out, "  witness  {}", w.explanation);
     }
-    for (label, grants, sign, code) in [
-        ("gained", &c.gained, "+", "32"),
-        ("lost", &c.lost, "-", "31"),
+    for (label, grants, count, sign, code) in [
+        ("gained", &c.gained, c.gained_count, "+", "32"),
+        ("lost", &c.lost, c.lost_count, "-", "31"),
     ] {
-        if grants.is_empty() {
+        if count == 0 {
             continue;
         }
         let _ = writeln!(
             out,
-            "  {label:<8} {} grant{}",
-            grants.len(),
-            if grants.len() == 1 { "" } else { "s" }
+            "  {label:<8} {count} grant{}",
+            if count == 1 { "" } else { "s" }
         );
         for g in grants.iter().take(MAX_GRANTS_SHOWN) {
             let _ = writeln!(
@@ -175,11 +174,12 @@ fn text_change(out: &mut String, c: &Change, p: &Palette) {
                 p.paint(code, &format!("{sign} {}", grant_line(g)))
             );
         }
-        if grants.len() > MAX_GRANTS_SHOWN {
+        let shown = grants.len().min(MAX_GRANTS_SHOWN);
+        if count > shown {
             let _ = writeln!(
                 out,
-                "    ... and {} more (all in --format json)",
-                grants.len() - MAX_GRANTS_SHOWN
+                "    ... and {} more (see --format json)",
+                count - shown
             );
         }
     }
@@ -246,16 +246,20 @@ fn markdown(report: &Report) -> String {
         if let Some(w) = &c.witness {
             let _ = writeln!(out, "**Witness:** {}\n", w.explanation);
         }
-        for (label, grants) in [("Gained", &c.gained), ("Lost", &c.lost)] {
-            if grants.is_empty() {
+        for (label, grants, count) in [
+            ("Gained", &c.gained, c.gained_count),
+            ("Lost", &c.lost, c.lost_count),
+        ] {
+            if count == 0 {
                 continue;
             }
-            let _ = writeln!(out, "**{label}** ({})\n", grants.len());
+            let _ = writeln!(out, "**{label}** ({count})\n");
             for g in grants.iter().take(MAX_GRANTS_SHOWN) {
                 let _ = writeln!(out, "- `{}`", grant_line(g).replace('`', "'"));
             }
-            if grants.len() > MAX_GRANTS_SHOWN {
-                let _ = writeln!(out, "- ... and {} more", grants.len() - MAX_GRANTS_SHOWN);
+            let shown = grants.len().min(MAX_GRANTS_SHOWN);
+            if count > shown {
+                let _ = writeln!(out, "- ... and {} more", count - shown);
             }
             out.push('\n');
         }

@@ -230,7 +230,10 @@ pub struct Change {
     pub direction: Direction,
     pub severity: Severity,
     pub risks: Vec<Risk>,
+    /// How many grants were gained; `gained` lists at most `--max-grants` of them.
+    pub gained_count: usize,
     pub gained: Vec<Grant>,
+    pub lost_count: usize,
     pub lost: Vec<Grant>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub witness: Option<Witness>,
@@ -244,7 +247,9 @@ pub struct SubjectDelta {
     pub source: String,
     pub platform: Platform,
     pub subject: String,
+    pub gained_count: usize,
     pub gained: Vec<Grant>,
+    pub lost_count: usize,
     pub lost: Vec<Grant>,
 }
 

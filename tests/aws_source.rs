@@ -1238,7 +1238,8 @@ async fn cli_snapshot_grants_match_what_was_created_and_diff_sees_widening() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("aws: account 123456789012"));
 
-    let (snapshot, _) = permdrift::input::load(&[before.clone()], Default::default()).unwrap();
+    let (snapshot, _) =
+        permdrift::input::load(std::slice::from_ref(&before), Default::default()).unwrap();
     let source = &snapshot.sources[ACCOUNT_ID];
     assert_eq!(source.meta.account_id.as_deref(), Some(ACCOUNT_ID));
     assert!(source.meta.collected_at.is_some());

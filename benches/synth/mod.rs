@@ -277,10 +277,9 @@ pub fn mutate(objects: &[Value], per_mille: usize, seed: u64) -> Vec<Value> {
     if let Some(op) = out
         .iter_mut()
         .find(|o| o["metadata"]["name"] == "op0-aggregate-to-view")
+        && let Some(rules) = op["rules"].as_array_mut()
     {
-        if let Some(rules) = op["rules"].as_array_mut() {
-            rules.push(json!({"apiGroups": ["op0.example.com"], "resources": ["secrets-mirror"], "verbs": ["get", "list"]}));
-        }
+        rules.push(json!({"apiGroups": ["op0.example.com"], "resources": ["secrets-mirror"], "verbs": ["get", "list"]}));
     }
     out.into_iter()
         .enumerate()

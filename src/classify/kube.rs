@@ -5,11 +5,12 @@
 //! applies when a gained perm allows the risky request, whatever its
 //! spelling: `*` on `*` allows reading secrets as much as `get secrets` does.
 
-use crate::diff::kube::{KubeGrant, OwnedPerm};
+use crate::diff::kube::KubeGrant;
 use crate::grants::kube_perm::Perm;
 use crate::model::k8s::{RBAC_GROUP, Subject, SubjectKind};
 use crate::report::{Risk, Severity, Witness};
-use std::collections::{BTreeSet, HashSet};
+use rustc_hash::FxHashSet;
+use std::collections::BTreeSet;
 
 const READ_VERBS: [&str; 3] = ["get", "list", "watch"];
 
@@ -226,9 +227,25 @@ fn is_discovery(perm: &Perm<'_>) -> bool {
     }
 }
 
-/// Tags of one gained perm held by one subject in one scope.
-pub fn grant_risks(grant: &KubeGrant) -> BTreeSet<Risk> {
-    let perm = grant.perm.as_perm();
+/// What classification looks at in one grant. Many grants share a facet, so
+/// rules run once per distinct facet, not once per grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Facet<'a> {
+    perm: Perm<'a>,
+    cluster_wide: bool,
+    system_subject: bool,
+}
+
+fn facet<'a>(g: &KubeGrant<'a>) -> Facet<'a> {
+    Facet {
+        perm: g.perm,
+        cluster_wide: g.namespace.is_none(),
+        system_subject: is_system_subject(g.subject),
+    }
+}
+
+fn facet_risks(f: &Facet<'_>) -> BTreeSet<Risk> {
+    let perm = f.perm;
     let mut risks = BTreeSet::new();
     for (risk, requests) in REQUEST_TAGS {
         if requests
@@ -245,12 +262,7 @@ pub fn grant_risks(grant: &KubeGrant) -> BTreeSet<Risk> {
             verb,
             name,
         } => {
-            if grant.namespace.is_none()
-                && group == "*"
-                && resource == "*"
-                && verb == "*"
-                && name.is_none()
-            {
+            if f.cluster_wide && group == "*" && resource == "*" && verb == "*" && name.is_none() {
                 risks.insert(Risk::ClusterAdmin);
             }
             if verb == "*" {
@@ -267,7 +279,7 @@ pub fn grant_risks(grant: &KubeGrant) -> BTreeSet<Risk> {
             }
         }
         Perm::NonResource { url, verb } => {
-            if url.ends_with('*') && (url.len() <= 2 || !DISCOVERY_URLS.contains(&url)) {
+            if url.ends_with('*') && !DISCOVERY_URLS.contains(&url) {
                 risks.insert(Risk::NonresourceWildcard);
             }
             if verb == "*" {
@@ -275,10 +287,15 @@ pub fn grant_risks(grant: &KubeGrant) -> BTreeSet<Risk> {
             }
         }
     }
-    if is_system_subject(&grant.subject) {
+    if f.system_subject {
         risks.insert(Risk::SystemGroupBinding);
     }
     risks
+}
+
+/// Tags of one gained perm held by one subject in one scope.
+pub fn grant_risks(grant: &KubeGrant<'_>) -> BTreeSet<Risk> {
+    facet_risks(&facet(grant))
 }
 
 /// The facts of a change beyond its gained perms.
@@ -287,32 +304,39 @@ pub struct KubeContext<'a> {
     pub aggregation_label: bool,
 }
 
-/// Tags and severity of a change from its gained perms (lost perms never raise severity).
-pub fn classify(gained: &BTreeSet<KubeGrant>, cx: &KubeContext<'_>) -> (BTreeSet<Risk>, Severity) {
-    if gained.is_empty() {
-        return (BTreeSet::new(), Severity::Info);
-    }
+const NO_AGGREGATION: KubeContext<'static> = KubeContext {
+    aggregated_into: &BTreeSet::new(),
+    aggregation_label: false,
+};
+
+fn classify_facets<'a>(
+    facets: impl Iterator<Item = Facet<'a>>,
+    cx: &KubeContext<'_>,
+) -> Option<(BTreeSet<Risk>, Severity)> {
     let mut risks = BTreeSet::new();
+    let mut any = false;
     let mut any_write = false;
     let mut system_beyond_discovery = false;
-    let mut deleted: HashSet<(&str, &str)> = HashSet::new();
-    for g in gained {
-        let perm = g.perm.as_perm();
-        risks.extend(grant_risks(g));
-        any_write |= is_write(&perm);
-        if is_system_subject(&g.subject) && !is_discovery(&perm) {
+    let mut deleted: FxHashSet<(&str, &str)> = FxHashSet::default();
+    for f in facets {
+        any = true;
+        risks.extend(facet_risks(&f));
+        any_write |= is_write(&f.perm);
+        if f.system_subject && !is_discovery(&f.perm) {
             system_beyond_discovery = true;
         }
-        if let OwnedPerm::Resource {
+        if let Perm::Resource {
             group,
             resource,
-            verb,
+            verb: "delete" | "deletecollection" | "*",
             ..
-        } = &g.perm
-            && matches!(verb.as_str(), "delete" | "deletecollection" | "*")
+        } = f.perm
         {
             deleted.insert((group, resource));
         }
+    }
+    if !any {
+        return None;
     }
     // Deleting many kinds of things at once is as broad as `*`.
     if deleted.len() >= 5 {
@@ -351,7 +375,13 @@ pub fn classify(gained: &BTreeSet<KubeGrant>, cx: &KubeContext<'_>) -> (BTreeSet
     } else {
         Severity::Low
     };
-    (risks, severity)
+    Some((risks, severity))
+}
+
+/// Tags and severity of a change from its gained perms (lost perms never raise severity).
+pub fn classify(gained: &[KubeGrant<'_>], cx: &KubeContext<'_>) -> (BTreeSet<Risk>, Severity) {
+    let facets: FxHashSet<Facet<'_>> = gained.iter().map(facet).collect();
+    classify_facets(facets.into_iter(), cx).unwrap_or((BTreeSet::new(), Severity::Info))
 }
 
 /// Risks in the order a reader most needs to hear about them.
@@ -410,30 +440,31 @@ fn scope_words(namespace: Option<&str>) -> String {
 /// Picks the most severe gained perm and makes it a concrete request the old
 /// state did not allow. `allowed_before` answers for the old state.
 pub fn witness(
-    gained: &BTreeSet<KubeGrant>,
+    gained: &[KubeGrant<'_>],
     mut allowed_before: impl FnMut(&Subject, Option<&str>, &Perm<'_>) -> bool,
 ) -> Option<Witness> {
-    let best = gained.iter().max_by_key(|g| {
-        let risks = grant_risks(g);
-        let mut single = BTreeSet::new();
-        single.insert((*g).clone());
-        let (_, severity) = classify(
-            &single,
-            &KubeContext {
-                aggregated_into: &BTreeSet::new(),
-                aggregation_label: false,
-            },
-        );
-        // Prefer severity, then the most telling risk; ties go to the first in order.
-        let telling = risks
-            .iter()
-            .filter_map(|r| WITNESS_PRIORITY.iter().position(|p| p == r))
-            .min()
-            .map_or(0, |i| WITNESS_PRIORITY.len() - i);
-        (severity, telling, std::cmp::Reverse(*g))
-    })?;
-    let perm = best.perm.as_perm();
-    let ns = best.namespace.as_deref();
+    // Score each distinct facet once; the witness is the first grant with the best one.
+    let mut scores: rustc_hash::FxHashMap<Facet<'_>, (Severity, usize)> =
+        rustc_hash::FxHashMap::default();
+    for g in gained {
+        let f = facet(g);
+        scores.entry(f).or_insert_with(|| {
+            let (risks, severity) = classify_facets(std::iter::once(f), &NO_AGGREGATION)
+                .unwrap_or((BTreeSet::new(), Severity::Info));
+            let telling = risks
+                .iter()
+                .filter_map(|r| WITNESS_PRIORITY.iter().position(|p| p == r))
+                .min()
+                .map_or(0, |i| WITNESS_PRIORITY.len() - i);
+            (severity, telling)
+        });
+    }
+    let best_score = scores.values().max().copied()?;
+    let best = gained
+        .iter()
+        .find(|g| scores.get(&facet(g)) == Some(&best_score))?;
+    let perm = best.perm;
+    let ns = best.namespace;
     let concrete = if perm.is_wildcard() {
         WITNESS_REQUESTS.iter().find_map(|(g, r, v)| {
             let request = Perm::Resource {
@@ -442,7 +473,7 @@ pub fn witness(
                 verb: v,
                 name: None,
             };
-            (allows(&perm, g, r, v) && !allowed_before(&best.subject, ns, &request))
+            (allows(&perm, g, r, v) && !allowed_before(best.subject, ns, &request))
                 .then_some((*g, *r, *v))
         })
     } else {
@@ -461,7 +492,7 @@ pub fn witness(
         ) if group != "*" && !resource.starts_with('*') => {
             CONCRETE_VERBS.iter().copied().find(|v| {
                 !allowed_before(
-                    &best.subject,
+                    best.subject,
                     ns,
                     &Perm::Resource {
                         group,
@@ -476,7 +507,7 @@ pub fn witness(
     };
     let subject = best.subject.to_string();
     let scope = scope_label(ns);
-    Some(match (concrete, &best.perm) {
+    Some(match (concrete, perm) {
         (Some((g, r, v)), _) => Witness {
             explanation: format!(
                 "{subject} can now {v} {} {} (through `{}`); before, it could not",
@@ -492,7 +523,7 @@ pub fn witness(
         },
         (
             None,
-            OwnedPerm::Resource {
+            Perm::Resource {
                 group,
                 resource,
                 verb,
@@ -504,7 +535,7 @@ pub fn witness(
                 Some(n) => format!("{qualified} named {n:?}"),
                 None => qualified,
             };
-            let verb = concrete_verb.map_or_else(|| verb.clone(), str::to_owned);
+            let verb = concrete_verb.unwrap_or(verb).to_owned();
             Witness {
                 explanation: format!(
                     "{subject} can now {verb} {target} {}; before, it could not",
@@ -512,20 +543,18 @@ pub fn witness(
                 ),
                 subject,
                 action: verb,
-                resource: name
-                    .as_ref()
-                    .map_or_else(|| resource.clone(), |n| format!("{resource}/{n}")),
+                resource: name.map_or_else(|| resource.to_owned(), |n| format!("{resource}/{n}")),
                 scope,
-                api_group: Some(group.clone()),
+                api_group: Some(group.to_owned()),
             }
         }
-        (None, OwnedPerm::NonResource { url, verb }) => Witness {
+        (None, Perm::NonResource { url, verb }) => Witness {
             explanation: format!(
                 "{subject} can now {verb} {url} cluster-wide; before, it could not"
             ),
             subject,
-            action: verb.clone(),
-            resource: url.clone(),
+            action: verb.to_owned(),
+            resource: url.to_owned(),
             scope,
             api_group: None,
         },
@@ -566,39 +595,28 @@ pub fn describe(perm: &Perm<'_>) -> String {
 mod tests {
     use super::*;
 
-    fn grant(
-        subject: Subject,
-        ns: Option<&str>,
-        group: &str,
-        resource: &str,
-        verb: &str,
-    ) -> KubeGrant {
-        KubeGrant {
-            subject,
-            namespace: ns.map(str::to_owned),
-            perm: OwnedPerm::Resource {
-                group: group.into(),
-                resource: resource.into(),
-                verb: verb.into(),
-                name: None,
-            },
+    fn res<'a>(group: &'a str, resource: &'a str, verb: &'a str) -> Perm<'a> {
+        Perm::Resource {
+            group,
+            resource,
+            verb,
+            name: None,
         }
     }
 
-    fn cx() -> KubeContext<'static> {
-        static EMPTY: BTreeSet<String> = BTreeSet::new();
-        KubeContext {
-            aggregated_into: &EMPTY,
-            aggregation_label: false,
-        }
+    fn one(subject: &Subject, ns: Option<&str>, perm: Perm<'_>) -> (BTreeSet<Risk>, Severity) {
+        let g = KubeGrant {
+            subject,
+            namespace: ns,
+            perm,
+        };
+        classify(&[g], &NO_AGGREGATION)
     }
 
     #[test]
     fn full_wildcard_is_cluster_admin() {
-        let g: BTreeSet<_> = [grant(Subject::group("eng"), None, "*", "*", "*")]
-            .into_iter()
-            .collect();
-        let (risks, sev) = classify(&g, &cx());
+        let eng = Subject::group("eng");
+        let (risks, sev) = one(&eng, None, res("*", "*", "*"));
         assert_eq!(sev, Severity::Critical);
         for r in [
             Risk::ClusterAdmin,
@@ -610,82 +628,59 @@ mod tests {
         ] {
             assert!(risks.contains(&r), "{r:?}");
         }
-        let ns: BTreeSet<_> = [grant(Subject::group("eng"), Some("a"), "*", "*", "*")]
-            .into_iter()
-            .collect();
-        assert!(!classify(&ns, &cx()).0.contains(&Risk::ClusterAdmin));
+        assert!(
+            !one(&eng, Some("a"), res("*", "*", "*"))
+                .0
+                .contains(&Risk::ClusterAdmin)
+        );
     }
 
     #[test]
     fn severities() {
-        let one = |g: KubeGrant| classify(&[g].into_iter().collect(), &cx());
+        let a = Subject::user("a");
         assert_eq!(
-            one(grant(Subject::user("a"), Some("n"), "", "secrets", "list")).1,
+            one(&a, Some("n"), res("", "secrets", "list")).1,
             Severity::High
         );
         assert_eq!(
-            one(grant(
-                Subject::user("a"),
-                Some("n"),
-                "",
-                "configmaps",
-                "get"
-            ))
-            .1,
+            one(&a, Some("n"), res("", "configmaps", "get")).1,
             Severity::Low
         );
         assert_eq!(
-            one(grant(
-                Subject::user("a"),
-                Some("n"),
-                "",
-                "configmaps",
-                "patch"
-            ))
-            .1,
+            one(&a, Some("n"), res("", "configmaps", "patch")).1,
             Severity::Medium
         );
         assert_eq!(
-            one(grant(
-                Subject::user("a"),
-                Some("n"),
-                "apps",
-                "deployments",
-                "patch"
-            ))
-            .1,
+            one(&a, Some("n"), res("apps", "deployments", "patch")).1,
             Severity::High
         );
-        let discovery = KubeGrant {
-            subject: Subject::group("system:authenticated"),
-            namespace: None,
-            perm: OwnedPerm::NonResource {
-                url: "/version".into(),
-                verb: "get".into(),
+        let everyone = Subject::group("system:authenticated");
+        let (risks, sev) = one(
+            &everyone,
+            None,
+            Perm::NonResource {
+                url: "/version",
+                verb: "get",
             },
-        };
-        let (risks, sev) = one(discovery);
+        );
         assert!(risks.contains(&Risk::SystemGroupBinding));
         assert_eq!(sev, Severity::Low);
         assert_eq!(
-            one(grant(
-                Subject::group("system:authenticated"),
-                None,
-                "",
-                "pods",
-                "list"
-            ))
-            .1,
+            one(&everyone, None, res("", "pods", "list")).1,
             Severity::Critical
         );
+        assert_eq!(classify(&[], &NO_AGGREGATION).1, Severity::Info);
     }
 
     #[test]
     fn witness_is_concrete_and_new() {
-        let g: BTreeSet<_> = [grant(Subject::group("eng"), Some("prod"), "", "*", "*")]
-            .into_iter()
-            .collect();
-        let w = witness(&g, |_, _, p| {
+        let eng = Subject::group("eng");
+        let g = KubeGrant {
+            subject: &eng,
+            namespace: Some("prod"),
+            perm: res("", "*", "*"),
+        };
+        let w = witness(&[g], |_, _, p| {
             matches!(
                 p,
                 Perm::Resource {
@@ -701,5 +696,24 @@ mod tests {
             ("create", "pods/exec")
         );
         assert_eq!(w.scope, "namespace:prod");
+    }
+
+    #[test]
+    fn witness_prefers_the_most_telling_risk() {
+        let eng = Subject::group("eng");
+        let grants = [
+            KubeGrant {
+                subject: &eng,
+                namespace: None,
+                perm: res("", "pods/exec", "create"),
+            },
+            KubeGrant {
+                subject: &eng,
+                namespace: None,
+                perm: res("", "secrets", "get"),
+            },
+        ];
+        let w = witness(&grants, |_, _, _| false).unwrap();
+        assert_eq!(w.resource, "secrets");
     }
 }

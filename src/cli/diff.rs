@@ -47,6 +47,9 @@ pub struct DiffArgs {
     /// Treat objects absent from an incomplete snapshot as removed (or added).
     #[arg(long)]
     missing_as_removed: bool,
+    /// List at most this many grants per change and per subject (0: all); counts stay exact.
+    #[arg(long, value_name = "N", default_value_t = crate::diff::DEFAULT_MAX_GRANTS)]
+    max_grants: usize,
     /// Write the report here (atomically) instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -83,6 +86,7 @@ pub fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<u8> {
     let options = DiffOptions {
         expand_actions: args.expand_actions,
         missing_as_removed: args.missing_as_removed,
+        max_grants: args.max_grants,
     };
     let report = diff(&old, &new, &catalog, &options);
     let color = args.output.is_none() && args.color.enabled();

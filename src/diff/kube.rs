@@ -14,72 +14,21 @@ use crate::model::k8s::{RbacKey, RbacKind, Subject};
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
-/// An owned perm, for reports that outlive the models.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum OwnedPerm {
-    Resource {
-        group: String,
-        resource: String,
-        verb: String,
-        name: Option<String>,
-    },
-    NonResource {
-        url: String,
-        verb: String,
-    },
-}
-
-impl OwnedPerm {
-    pub fn from_perm(p: &Perm<'_>) -> Self {
-        match *p {
-            Perm::Resource {
-                group,
-                resource,
-                verb,
-                name,
-            } => OwnedPerm::Resource {
-                group: group.to_owned(),
-                resource: resource.to_owned(),
-                verb: verb.to_owned(),
-                name: name.map(str::to_owned),
-            },
-            Perm::NonResource { url, verb } => OwnedPerm::NonResource {
-                url: url.to_owned(),
-                verb: verb.to_owned(),
-            },
-        }
-    }
-
-    pub fn as_perm(&self) -> Perm<'_> {
-        match self {
-            OwnedPerm::Resource {
-                group,
-                resource,
-                verb,
-                name,
-            } => Perm::Resource {
-                group,
-                resource,
-                verb,
-                name: name.as_deref(),
-            },
-            OwnedPerm::NonResource { url, verb } => Perm::NonResource { url, verb },
-        }
-    }
-}
-
-/// One subject allowed one perm in one scope (`None` = cluster-wide).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KubeGrant {
-    pub subject: Subject,
-    pub namespace: Option<String>,
-    pub perm: OwnedPerm,
+/// One subject allowed one perm in one scope (`None` = cluster-wide). Borrows
+/// from the models, so millions of them stay cheap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KubeGrant<'m> {
+    pub subject: &'m Subject,
+    pub namespace: Option<&'m str>,
+    pub perm: Perm<'m>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KubeEffect {
-    pub gained: BTreeSet<KubeGrant>,
-    pub lost: BTreeSet<KubeGrant>,
+pub struct KubeEffect<'m> {
+    /// Sorted, without duplicates.
+    pub gained: Vec<KubeGrant<'m>>,
+    /// Sorted, without duplicates.
+    pub lost: Vec<KubeGrant<'m>>,
     /// Aggregated ClusterRoles through which the change reached subjects.
     pub aggregated_into: BTreeSet<String>,
     /// Whether the object's own labels made it join or leave an aggregation.
@@ -147,7 +96,7 @@ impl<'m> KubeDiffer<'m> {
         delta
     }
 
-    pub fn effect(&mut self, key: &RbacKey) -> KubeEffect {
+    pub fn effect(&mut self, key: &RbacKey) -> KubeEffect<'m> {
         let mut effect = KubeEffect::default();
         match key.kind {
             RbacKind::RoleBinding | RbacKind::ClusterRoleBinding => {
@@ -178,8 +127,9 @@ impl<'m> KubeDiffer<'m> {
                 roles.extend(aggregators.iter().map(|a| RbacKey::cluster_role(a)));
                 for role in &roles {
                     let via = (role != key).then(|| role.name.clone());
-                    let reached_gained = self.role_side(role, Side::Gained, &mut effect.gained);
-                    let reached_lost = self.role_side(role, Side::Lost, &mut effect.lost);
+                    let reached_gained =
+                        self.role_side(key, role, Side::Gained, &mut effect.gained);
+                    let reached_lost = self.role_side(key, role, Side::Lost, &mut effect.lost);
                     if let (Some(via), true) = (via, reached_gained || reached_lost) {
                         effect.aggregated_into.insert(via);
                     }
@@ -187,47 +137,71 @@ impl<'m> KubeDiffer<'m> {
             }
             RbacKind::ServiceAccount => {}
         }
+        for list in [&mut effect.gained, &mut effect.lost] {
+            list.sort_unstable();
+            list.dedup();
+        }
         effect
     }
 
-    fn binding_side(&mut self, key: &RbacKey, side: Side, out: &mut BTreeSet<KubeGrant>) {
+    fn binding_side(&mut self, key: &RbacKey, side: Side, out: &mut Vec<KubeGrant<'m>>) {
         let (src, dst) = self.sides(side);
-        let Some(binding) = src.model().get(key).and_then(KubeObject::binding) else {
+        let model = src.model();
+        let Some((key, binding)) = model
+            .get_key_value(key)
+            .and_then(|(k, o)| Some((k, o.binding()?)))
+        else {
             return;
         };
         let counterpart = dst.model().get(key).and_then(KubeObject::binding);
         let role = bound_role(key, binding);
         let scope = Scope::from_namespace(key.namespace.as_deref());
         let all = src.role(&role);
-        let subjects: BTreeSet<&Subject> = binding.subjects.iter().collect();
-        let all: Vec<Perm<'m>> = {
-            let mut v: Vec<Perm<'m>> = all.iter().copied().collect();
-            v.sort();
-            v
-        };
-        for subject in subjects {
-            // A subject already bound to the same role gains nothing from this
-            // binding; what its role gained is the role's change.
-            let unchanged = counterpart
-                .is_some_and(|c| c.role_ref == binding.role_ref && c.subjects.contains(subject));
-            if unchanged {
+        let (_, dst) = self.sides(side);
+        let mut seen: Vec<&Subject> = Vec::with_capacity(binding.subjects.len());
+        for subject in &binding.subjects {
+            if seen.contains(&subject) {
                 continue;
             }
-            for perm in &all {
-                if !dst.subject_covers(subject, scope, perm) {
-                    out.insert(KubeGrant {
-                        subject: subject.clone(),
-                        namespace: key.namespace.clone(),
-                        perm: OwnedPerm::from_perm(perm),
+            seen.push(subject);
+            // A subject already bound to the same role gains nothing from this
+            // binding; what its role gained is the role's change.
+            if counterpart
+                .is_some_and(|c| c.role_ref == binding.role_ref && c.subjects.contains(subject))
+            {
+                continue;
+            }
+            let nothing_else = dst.subject_sets(subject, scope).is_empty();
+            for perm in all.iter() {
+                if nothing_else || !dst.subject_covers(subject, scope, perm) {
+                    out.push(KubeGrant {
+                        subject,
+                        namespace: key.namespace.as_deref(),
+                        perm: *perm,
                     });
                 }
             }
         }
     }
 
-    /// Returns whether the role's delta reached any subject.
-    fn role_side(&mut self, role: &RbacKey, side: Side, out: &mut BTreeSet<KubeGrant>) -> bool {
-        let delta = self.role_delta(side, role);
+    /// Applies what `role` gained (or lost) through the change of `changed`
+    /// (the role itself, or one it aggregates) to the subjects bound to it.
+    /// Returns whether it reached any subject.
+    fn role_side(
+        &mut self,
+        changed: &RbacKey,
+        role: &RbacKey,
+        side: Side,
+        out: &mut Vec<KubeGrant<'m>>,
+    ) -> bool {
+        let mut delta = self.role_delta(side, role);
+        if role != changed {
+            // An aggregated role's delta may hold other members' changes too;
+            // this change accounts only for the perms its own role carries.
+            let (src, _) = self.sides(side);
+            let own = src.role(changed);
+            delta = Rc::new(delta.iter().filter(|p| own.contains(p)).copied().collect());
+        }
         if delta.is_empty() {
             return false;
         }
@@ -243,10 +217,10 @@ impl<'m> KubeDiffer<'m> {
                 for perm in delta.iter() {
                     if !dst.subject_covers(subject, scope, perm) {
                         reached = true;
-                        out.insert(KubeGrant {
-                            subject: subject.clone(),
-                            namespace: binding_key.namespace.clone(),
-                            perm: OwnedPerm::from_perm(perm),
+                        out.push(KubeGrant {
+                            subject,
+                            namespace: binding_key.namespace.as_deref(),
+                            perm: *perm,
                         });
                     }
                 }
@@ -296,8 +270,8 @@ mod tests {
         let e = d.effect(&RbacKey::new(RbacKind::ClusterRoleBinding, None, "b"));
         assert_eq!(e.gained.len(), 1);
         assert!(e.lost.is_empty());
-        let g = e.gained.iter().next().unwrap();
-        assert_eq!(g.subject, Subject::group("eng"));
+        let g = e.gained[0];
+        assert_eq!(*g.subject, Subject::group("eng"));
         assert_eq!(g.namespace, None);
     }
 
@@ -347,9 +321,9 @@ mod tests {
             e.aggregated_into,
             ["admin".to_string()].into_iter().collect()
         );
-        let g = e.gained.iter().next().unwrap();
+        let g = e.gained[0];
         assert_eq!(
-            (g.subject.clone(), g.namespace.as_deref()),
+            (g.subject.clone(), g.namespace),
             (Subject::user("alice"), Some("team"))
         );
         // And the reverse is a loss.
@@ -375,5 +349,35 @@ mod tests {
         let e = d.effect(&RbacKey::cluster_role("r"));
         let subjects: Vec<_> = e.gained.iter().map(|g| g.subject.name.clone()).collect();
         assert_eq!(subjects, ["g1"]);
+    }
+
+    #[test]
+    fn each_aggregated_member_accounts_only_for_its_own_perms() {
+        let admin = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"admin"},
+            "aggregationRule":{"clusterRoleSelectors":[{"matchLabels":{"agg":"true"}}]}});
+        let bind = crb("b", "admin", "eng");
+        let a0 = role("a", json!({"agg":"true"}), json!([]));
+        let b0 = role("b", json!({"agg":"true"}), json!([]));
+        let a1 = role("a", json!({"agg":"true"}), secrets_get());
+        let b1 = role(
+            "b",
+            json!({"agg":"true"}),
+            json!([{"apiGroups":[""],"resources":["pods"],"verbs":["get"]}]),
+        );
+        let old = model(&[admin.clone(), bind.clone(), a0, b0]);
+        let new = model(&[admin, bind, a1, b1]);
+        let mut d = KubeDiffer::new(&old, &new);
+        for (name, resource) in [("a", "secrets"), ("b", "pods")] {
+            let e = d.effect(&RbacKey::cluster_role(name));
+            let resources: Vec<String> = e
+                .gained
+                .iter()
+                .map(|g| match g.perm {
+                    Perm::Resource { resource, .. } => resource.to_owned(),
+                    Perm::NonResource { url, .. } => url.to_owned(),
+                })
+                .collect();
+            assert_eq!(resources, [resource], "change of {name}");
+        }
     }
 }

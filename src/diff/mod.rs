@@ -14,76 +14,105 @@ pub mod text;
 use crate::classify;
 use crate::grants::catalog::Catalog;
 use crate::grants::iam_perm::{ActionSet, IamCompiler};
+use crate::grants::kube_perm::Perm;
 use crate::index::iam::IamModel;
 use crate::index::kube::KubeModel;
 use crate::model::aws::{self, IamKey, IamKind};
 use crate::model::iam_policy::Effect;
+use crate::model::k8s::Subject;
 use crate::model::k8s::{self, RbacKey};
 use crate::report::{
     Change, ChangeKind, Direction, Grant, Incomplete, ObjectRef, Report, SCHEMA, SubjectDelta,
 };
 use crate::snapshot::{MissingPart, Platform, Snapshot, SourceData, SourceSnapshot};
 use iam::{IamDiffer, IamGrant};
-use kube::{KubeDiffer, KubeGrant, OwnedPerm};
+use kube::{KubeDiffer, KubeGrant};
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct DiffOptions {
     /// List concrete catalog actions instead of the policy's patterns.
     pub expand_actions: bool,
     /// Report objects absent from an incomplete side as removed or added.
     pub missing_as_removed: bool,
+    /// Most grants listed per change and per subject (0: all); counts are always exact.
+    pub max_grants: usize,
+}
+
+/// Enough to review; a change reaching a hundred thousand subjects lists the first ones.
+pub const DEFAULT_MAX_GRANTS: usize = 1000;
+
+impl Default for DiffOptions {
+    fn default() -> Self {
+        Self {
+            expand_actions: false,
+            missing_as_removed: false,
+            max_grants: DEFAULT_MAX_GRANTS,
+        }
+    }
+}
+
+/// What the per-platform diffs produce.
+#[derive(Default)]
+struct Sink {
+    changes: Vec<Change>,
+    subjects: Vec<SubjectDelta>,
+    incomplete: Vec<Incomplete>,
+    warnings: Vec<String>,
+}
+
+/// The first `cap` of a list (all when `cap` is 0) and its full length.
+fn capped<T>(items: impl Iterator<Item = T>, cap: usize) -> (Vec<T>, usize) {
+    let mut kept = Vec::new();
+    let mut total = 0;
+    for item in items {
+        if cap == 0 || total < cap {
+            kept.push(item);
+        }
+        total += 1;
+    }
+    (kept, total)
 }
 
 /// Diffs two snapshots. Pure: everything it needs is passed in.
 pub fn diff(old: &Snapshot, new: &Snapshot, catalog: &Catalog, options: &DiffOptions) -> Report {
-    let mut changes = Vec::new();
-    let mut incomplete = Vec::new();
-    let mut warnings = Vec::new();
-    for pair in pair_sources(old, new, &mut incomplete, &mut warnings) {
-        let (o, n) = pair;
+    let mut sink = Sink::default();
+    for (o, n) in pair_sources(old, new, &mut sink.incomplete, &mut sink.warnings) {
         match (&o.data, &n.data) {
             (SourceData::Kubernetes(om), SourceData::Kubernetes(nm)) => {
-                diff_kube(o, n, om, nm, options, &mut changes, &mut incomplete);
+                diff_kube(o, n, om, nm, options, &mut sink)
             }
             (SourceData::Aws(om), SourceData::Aws(nm)) => {
-                diff_iam(
-                    o,
-                    n,
-                    om,
-                    nm,
-                    catalog,
-                    options,
-                    &mut changes,
-                    &mut incomplete,
-                    &mut warnings,
-                );
+                diff_iam(o, n, om, nm, catalog, options, &mut sink)
             }
-            _ => {
-                incomplete.push(Incomplete {
-                    source: n.name.clone(),
-                    reason: format!(
-                        "platform changed from {} to {}; not compared",
-                        o.platform(),
-                        n.platform()
-                    ),
-                    objects_not_compared: o.object_count() + n.object_count(),
-                });
-            }
+            _ => sink.incomplete.push(Incomplete {
+                source: n.name.clone(),
+                reason: format!(
+                    "platform changed from {} to {}; not compared",
+                    o.platform(),
+                    n.platform()
+                ),
+                objects_not_compared: o.object_count() + n.object_count(),
+            }),
         }
     }
+    let mut changes = sink.changes;
     changes.sort_by(compare_changes);
-    let subjects = subject_deltas(&changes);
+    let mut subjects = sink.subjects;
+    subjects.sort_by(|a, b| {
+        (&a.source, a.platform, &a.subject).cmp(&(&b.source, b.platform, &b.subject))
+    });
     Report {
         schema: SCHEMA.into(),
         summary: Report::summarize(&changes),
         changes,
         subjects,
-        incomplete,
-        warnings,
+        incomplete: sink.incomplete,
+        warnings: sink.warnings,
     }
 }
 
@@ -305,14 +334,19 @@ fn fingerprint(source: &str, object: &str, old: Option<&Value>, new: Option<&Val
     hex::encode(Sha256::digest(body.to_string().as_bytes()))
 }
 
+/// A subject's deduplicated gains and losses across all changes of a source.
+type KubeSubjectAcc<'m> = (
+    FxHashSet<(Option<&'m str>, Perm<'m>)>,
+    FxHashSet<(Option<&'m str>, Perm<'m>)>,
+);
+
 fn diff_kube(
     o: &SourceSnapshot,
     n: &SourceSnapshot,
     om: &KubeModel,
     nm: &KubeModel,
     options: &DiffOptions,
-    changes: &mut Vec<Change>,
-    incomplete: &mut Vec<Incomplete>,
+    sink: &mut Sink,
 ) {
     let merged = merge_keys(
         om.objects().map(|(k, v)| (k, &v.raw)),
@@ -327,10 +361,18 @@ fn diff_kube(
         options,
         &mut not_compared,
     );
-    note_incomplete(o, n, not_compared, incomplete);
+    note_incomplete(o, n, not_compared, &mut sink.incomplete);
     let mut differ = KubeDiffer::new(om, nm);
+    let mut per_subject: FxHashMap<&Subject, KubeSubjectAcc<'_>> = FxHashMap::default();
     for (key, kind, old_norm, new_norm) in changed {
         let effect = differ.effect(&key);
+        for (list, lost) in [(&effect.gained, false), (&effect.lost, true)] {
+            for g in list {
+                let acc = per_subject.entry(g.subject).or_default();
+                let set = if lost { &mut acc.1 } else { &mut acc.0 };
+                set.insert((g.namespace, g.perm));
+            }
+        }
         let cx = classify::kube::KubeContext {
             aggregated_into: &effect.aggregated_into,
             aggregation_label: effect.aggregation_label,
@@ -346,7 +388,9 @@ fn diff_kube(
             None
         };
         let label = key.to_string();
-        changes.push(Change {
+        let (gained, gained_count) = capped(kube_grant_groups(&effect.gained), options.max_grants);
+        let (lost, lost_count) = capped(kube_grant_groups(&effect.lost), options.max_grants);
+        sink.changes.push(Change {
             source: n.name.clone(),
             platform: Platform::Kubernetes,
             object: ObjectRef {
@@ -359,69 +403,101 @@ fn diff_kube(
             direction,
             severity,
             risks: risks.into_iter().collect(),
-            gained: kube_grants(&effect.gained),
-            lost: kube_grants(&effect.lost),
+            gained_count,
+            gained,
+            lost_count,
+            lost,
             witness,
             text_diff: text::object_diff(&label, old_norm.as_ref(), new_norm.as_ref()),
             fingerprint: fingerprint(&n.name, &label, old_norm.as_ref(), new_norm.as_ref()),
         });
     }
+    for (subject, (gained, lost)) in per_subject {
+        let as_grants = |set: FxHashSet<(Option<&str>, Perm<'_>)>| {
+            let mut v: Vec<KubeGrant<'_>> = set
+                .into_iter()
+                .map(|(namespace, perm)| KubeGrant {
+                    subject,
+                    namespace,
+                    perm,
+                })
+                .collect();
+            v.sort_unstable();
+            capped(kube_grant_groups(&v), options.max_grants)
+        };
+        let (gained, gained_count) = as_grants(gained);
+        let (lost, lost_count) = as_grants(lost);
+        sink.subjects.push(SubjectDelta {
+            source: n.name.clone(),
+            platform: Platform::Kubernetes,
+            subject: subject.to_string(),
+            gained_count,
+            gained,
+            lost_count,
+            lost,
+        });
+    }
 }
 
-/// (subject, scope, api group, resource, verb, names listed?) of output grants.
-type GrantGroup = (String, String, Option<String>, String, String, bool);
+/// Whether two sorted grants fold into one output grant (same subject, scope,
+/// group, resource and verb, names merged).
+fn same_output_grant(a: &KubeGrant<'_>, b: &KubeGrant<'_>) -> bool {
+    // Only grants naming objects merge; an all-names grant stands alone.
+    a.subject == b.subject
+        && a.namespace == b.namespace
+        && output_head(a) == output_head(b)
+        && output_head(a).4
+}
 
-/// Output grants, one per (subject, scope, group, resource, verb), names merged.
-pub fn kube_grants(set: &BTreeSet<KubeGrant>) -> Vec<Grant> {
-    let mut grouped: BTreeMap<GrantGroup, Vec<String>> = BTreeMap::new();
-    for g in set {
-        let scope = match &g.namespace {
+/// (non-resource?, group, resource or URL, verb, names an object?)
+fn output_head<'a>(g: &KubeGrant<'a>) -> (bool, &'a str, &'a str, &'a str, bool) {
+    match g.perm {
+        Perm::Resource {
+            group,
+            resource,
+            verb,
+            name,
+        } => (false, group, resource, verb, name.is_some()),
+        Perm::NonResource { url, verb } => (true, "", url, verb, false),
+    }
+}
+
+/// Output grants from sorted atomic grants, one per (subject, scope, group,
+/// resource, verb), resource names merged; lazily, so a cap stops early.
+pub fn kube_grant_groups<'a>(grants: &'a [KubeGrant<'a>]) -> impl Iterator<Item = Grant> + 'a {
+    grants.chunk_by(same_output_grant).map(|chunk| {
+        let first = chunk[0];
+        let scope = match first.namespace {
             Some(ns) => format!("namespace:{ns}"),
             None => "cluster".into(),
         };
-        let (group, resource, verb, name) = match &g.perm {
-            OwnedPerm::Resource {
+        let (api_group, resource, action) = match first.perm {
+            Perm::Resource {
                 group,
                 resource,
                 verb,
-                name,
-            } => (
-                Some(group.clone()),
-                resource.clone(),
-                verb.clone(),
-                name.clone(),
-            ),
-            OwnedPerm::NonResource { url, verb } => (None, url.clone(), verb.clone(), None),
+                ..
+            } => (Some(group.to_owned()), resource.to_owned(), verb.to_owned()),
+            Perm::NonResource { url, verb } => (None, url.to_owned(), verb.to_owned()),
         };
-        let names = grouped
-            .entry((
-                g.subject.to_string(),
-                scope,
-                group,
-                resource,
-                verb,
-                name.is_some(),
-            ))
-            .or_default();
-        if let Some(name) = name {
-            names.push(name);
+        let resource_names = chunk
+            .iter()
+            .filter_map(|g| match g.perm {
+                Perm::Resource { name: Some(n), .. } => Some(n.to_owned()),
+                _ => None,
+            })
+            .collect();
+        Grant {
+            subject: first.subject.to_string(),
+            scope,
+            action,
+            resource,
+            api_group,
+            resource_names,
+            condition: None,
+            effect: None,
         }
-    }
-    grouped
-        .into_iter()
-        .map(
-            |((subject, scope, api_group, resource, action, _), resource_names)| Grant {
-                subject,
-                scope,
-                action,
-                resource,
-                api_group,
-                resource_names,
-                condition: None,
-                effect: None,
-            },
-        )
-        .collect()
+    })
 }
 
 /// The spellings of `set` that produced its ids (`!a,b` stands for a NotAction list).
@@ -486,7 +562,6 @@ fn iam_grants(
     out.into_iter().collect()
 }
 
-#[allow(clippy::too_many_arguments)]
 fn diff_iam(
     o: &SourceSnapshot,
     n: &SourceSnapshot,
@@ -494,10 +569,9 @@ fn diff_iam(
     nm: &IamModel,
     catalog: &Catalog,
     options: &DiffOptions,
-    changes: &mut Vec<Change>,
-    incomplete: &mut Vec<Incomplete>,
-    warnings: &mut Vec<String>,
+    sink: &mut Sink,
 ) {
+    let mut per_subject: BTreeMap<String, (BTreeSet<Grant>, BTreeSet<Grant>)> = BTreeMap::new();
     let merged = merge_keys(
         om.objects().map(|(k, v)| (k, &v.raw)),
         nm.objects().map(|(k, v)| (k, &v.raw)),
@@ -511,7 +585,7 @@ fn diff_iam(
         options,
         &mut not_compared,
     );
-    note_incomplete(o, n, not_compared, incomplete);
+    note_incomplete(o, n, not_compared, &mut sink.incomplete);
     let account = n
         .meta
         .account_id
@@ -552,7 +626,21 @@ fn diff_iam(
         };
         let label = format!("{} {}", key.kind, key.arn);
         let compiler = differ.new_cache().compiler();
-        changes.push(Change {
+        let gained_all = iam_grants(&effect.gained, &scope, options.expand_actions, compiler);
+        let lost_all = iam_grants(&effect.lost, &scope, options.expand_actions, compiler);
+        for (list, lost) in [(&gained_all, false), (&lost_all, true)] {
+            for g in list {
+                let acc = per_subject.entry(g.subject.clone()).or_default();
+                if lost {
+                    acc.1.insert(g.clone());
+                } else {
+                    acc.0.insert(g.clone());
+                }
+            }
+        }
+        let (gained, gained_count) = capped(gained_all.into_iter(), options.max_grants);
+        let (lost, lost_count) = capped(lost_all.into_iter(), options.max_grants);
+        sink.changes.push(Change {
             source: n.name.clone(),
             platform: Platform::Aws,
             object: ObjectRef {
@@ -565,8 +653,10 @@ fn diff_iam(
             direction,
             severity,
             risks: risks.into_iter().collect(),
-            gained: iam_grants(&effect.gained, &scope, options.expand_actions, compiler),
-            lost: iam_grants(&effect.lost, &scope, options.expand_actions, compiler),
+            gained_count,
+            gained,
+            lost_count,
+            lost,
             witness,
             text_diff: text::object_diff(&label, old_norm.as_ref(), new_norm.as_ref()),
             fingerprint: fingerprint(&n.name, &label, old_norm.as_ref(), new_norm.as_ref()),
@@ -575,46 +665,28 @@ fn diff_iam(
             && kind == ChangeKind::Removed
             && nm.users_of_policy(&key.arn).next().is_some()
         {
-            warnings.push(format!(
+            sink.warnings.push(format!(
                 "{} was removed but is still attached in NEW",
                 key.arn
             ));
         }
     }
+    for (subject, (gained, lost)) in per_subject {
+        let (gained, gained_count) = capped(gained.into_iter(), options.max_grants);
+        let (lost, lost_count) = capped(lost.into_iter(), options.max_grants);
+        sink.subjects.push(SubjectDelta {
+            source: n.name.clone(),
+            platform: Platform::Aws,
+            subject,
+            gained_count,
+            gained,
+            lost_count,
+            lost,
+        });
+    }
     for arn in differ.missing_policies() {
-        warnings.push(format!(
+        sink.warnings.push(format!(
             "managed policy {arn} is attached but not in the snapshot; its permissions are shown as `attached-policy:{arn}`"
         ));
     }
-}
-
-/// Per-subject totals across all changes of a source.
-fn subject_deltas(changes: &[Change]) -> Vec<SubjectDelta> {
-    type Acc = (BTreeSet<Grant>, BTreeSet<Grant>);
-    let mut acc: BTreeMap<(String, Platform, String), Acc> = BTreeMap::new();
-    for c in changes {
-        for (list, lost) in [(&c.gained, false), (&c.lost, true)] {
-            for g in list {
-                let entry = acc
-                    .entry((c.source.clone(), c.platform, g.subject.clone()))
-                    .or_default();
-                if lost {
-                    entry.1.insert(g.clone());
-                } else {
-                    entry.0.insert(g.clone());
-                }
-            }
-        }
-    }
-    acc.into_iter()
-        .map(
-            |((source, platform, subject), (gained, lost))| SubjectDelta {
-                source,
-                platform,
-                subject,
-                gained: gained.into_iter().collect(),
-                lost: lost.into_iter().collect(),
-            },
-        )
-        .collect()
 }

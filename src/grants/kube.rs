@@ -8,14 +8,14 @@
 use super::kube_perm::{Perm, PermSet, Scope, covers, expand_rules};
 use crate::index::kube::{KubeModel, KubeObject, bound_role};
 use crate::model::k8s::{RbacKey, RbacKind, Subject};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::rc::Rc;
 
 /// The effective perms of a role: its rules, plus for an aggregated
 /// ClusterRole the rules of every ClusterRole its selectors pick, transitively.
 pub fn role_perms<'m>(model: &'m KubeModel, role: &RbacKey) -> PermSet<'m> {
-    let mut out = HashSet::new();
-    let mut visited = HashSet::new();
+    let mut out = PermSet::default();
+    let mut visited = FxHashSet::default();
     collect_role_perms(model, role, &mut out, &mut visited);
     out
 }
@@ -24,7 +24,7 @@ fn collect_role_perms<'m>(
     model: &'m KubeModel,
     role: &RbacKey,
     out: &mut PermSet<'m>,
-    visited: &mut HashSet<RbacKey>,
+    visited: &mut FxHashSet<RbacKey>,
 ) {
     if !visited.insert(role.clone()) {
         return;
@@ -46,19 +46,23 @@ fn collect_role_perms<'m>(
 pub type SubjectSets<'m> = Rc<Vec<Rc<PermSet<'m>>>>;
 
 /// Per-computation caches over one model: role perm sets and, per subject and
-/// scope, the perm sets that apply there. Dropped after each diff.
+/// scope, the perm sets that apply there. Keys borrow from the model, so a
+/// lookup never allocates. Dropped after each diff.
 pub struct PermCache<'m> {
     model: &'m KubeModel,
-    roles: HashMap<RbacKey, Rc<PermSet<'m>>>,
-    subjects: HashMap<(Subject, Option<String>), SubjectSets<'m>>,
+    roles: FxHashMap<RbacKey, Rc<PermSet<'m>>>,
+    /// (subject, namespace it has bindings in, or none for cluster-only) -> sets.
+    subjects: FxHashMap<(&'m Subject, Option<&'m str>), SubjectSets<'m>>,
+    empty: SubjectSets<'m>,
 }
 
 impl<'m> PermCache<'m> {
     pub fn new(model: &'m KubeModel) -> Self {
         Self {
             model,
-            roles: HashMap::new(),
-            subjects: HashMap::new(),
+            roles: FxHashMap::default(),
+            subjects: FxHashMap::default(),
+            empty: Rc::new(Vec::new()),
         }
     }
 
@@ -76,18 +80,26 @@ impl<'m> PermCache<'m> {
     }
 
     /// The perm sets that apply to `subject` in `scope`.
-    pub fn subject_sets(
-        &mut self,
-        subject: &Subject,
-        scope: Scope<'_>,
-    ) -> Rc<Vec<Rc<PermSet<'m>>>> {
-        let cache_key = (subject.clone(), scope.namespace().map(str::to_owned));
+    pub fn subject_sets(&mut self, subject: &Subject, scope: Scope<'_>) -> SubjectSets<'m> {
+        let model = self.model;
+        let Some((subject, bindings)) = model.subject_bindings(subject) else {
+            return self.empty.clone();
+        };
+        // A namespace the subject has no bindings in shares the cluster-only entry.
+        let namespaced = match scope {
+            Scope::Cluster => None,
+            Scope::Namespace(ns) => bindings.namespaced.get_key_value(ns),
+        };
+        let cache_key = (subject, namespaced.map(|(ns, _)| ns.as_str()));
         if let Some(s) = self.subjects.get(&cache_key) {
             return s.clone();
         }
-        let model = self.model;
+        let keys = bindings
+            .cluster
+            .iter()
+            .chain(namespaced.into_iter().flat_map(|(_, keys)| keys));
         let mut sets = Vec::new();
-        for binding_key in model.bindings_of_subject_in(subject, scope) {
+        for binding_key in keys {
             if let Some(b) = model.get(binding_key).and_then(KubeObject::binding) {
                 sets.push(self.role(&bound_role(binding_key, b)));
             }

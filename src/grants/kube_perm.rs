@@ -9,7 +9,7 @@
 //! Coverage is answered by looking up the few generalisations of a perm.
 
 use crate::model::k8s::PolicyRule;
-use std::collections::HashSet;
+use rustc_hash::FxHashSet;
 use std::fmt;
 
 /// Where a perm applies: cluster-wide (a ClusterRoleBinding) or one namespace.
@@ -43,7 +43,7 @@ impl fmt::Display for Scope<'_> {
     }
 }
 
-pub type PermSet<'m> = HashSet<Perm<'m>>;
+pub type PermSet<'m> = FxHashSet<Perm<'m>>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Perm<'a> {
@@ -81,7 +81,7 @@ impl<'a> Perm<'a> {
 
 /// Expands rules into atomic perms. A rule naming both resources and
 /// nonResourceURLs is invalid in Kubernetes; both halves are read anyway.
-pub fn expand_rules<'a>(rules: &'a [PolicyRule], out: &mut HashSet<Perm<'a>>) {
+pub fn expand_rules<'a>(rules: &'a [PolicyRule], out: &mut PermSet<'a>) {
     for rule in rules {
         for verb in &rule.verbs {
             for group in &rule.api_groups {
@@ -113,7 +113,7 @@ pub fn expand_rules<'a>(rules: &'a [PolicyRule], out: &mut HashSet<Perm<'a>>) {
 }
 
 /// Whether `set` allows everything `p` allows.
-pub fn covers<'a>(set: &HashSet<Perm<'a>>, p: &Perm<'a>) -> bool {
+pub fn covers<'a>(set: &PermSet<'a>, p: &Perm<'a>) -> bool {
     if set.contains(p) {
         return true;
     }
@@ -244,13 +244,13 @@ mod tests {
 
     #[test]
     fn wildcards_cover_concrete_but_not_the_reverse() {
-        let set: HashSet<_> = [res("*", "*", "*", None)].into_iter().collect();
+        let set: PermSet = [res("*", "*", "*", None)].into_iter().collect();
         assert!(covers(
             &set,
             &res("apps", "deployments/scale", "update", Some("x"))
         ));
         assert!(covers(&set, &res("", "pods", "escalate", None)));
-        let explicit: HashSet<_> = [
+        let explicit: PermSet = [
             "get", "list", "watch", "create", "update", "patch", "delete",
         ]
         .into_iter()
@@ -262,7 +262,7 @@ mod tests {
 
     #[test]
     fn subresource_wildcard_and_names() {
-        let set: HashSet<_> = [
+        let set: PermSet = [
             res("apps", "*/scale", "update", None),
             res("", "secrets", "get", Some("a")),
         ]
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn non_resource_prefixes() {
-        let set: HashSet<_> = [Perm::NonResource {
+        let set: PermSet = [Perm::NonResource {
             url: "/apis/*",
             verb: "get",
         }]

@@ -10,8 +10,9 @@ use crate::model::k8s::{
     self, BindingDef, LabelSelector, RbacBody, RbacKey, RbacKind, RbacObject, RbacParseError,
     RoleDef, RoleRefKind, Subject,
 };
+use rustc_hash::FxHashMap;
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// An object as stored: the raw document (kept for snapshots, text diffs and
 /// reverts) and its parsed form.
@@ -54,12 +55,25 @@ pub fn bound_role(binding_key: &RbacKey, binding: &BindingDef) -> RbacKey {
     }
 }
 
+/// The bindings that name one subject: cluster-wide, and per namespace.
+#[derive(Clone, Debug, Default)]
+pub struct SubjectBindings {
+    pub cluster: BTreeSet<RbacKey>,
+    pub namespaced: BTreeMap<String, BTreeSet<RbacKey>>,
+}
+
+impl SubjectBindings {
+    fn is_empty(&self) -> bool {
+        self.cluster.is_empty() && self.namespaced.is_empty()
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct KubeModel {
     objects: BTreeMap<RbacKey, KubeObject>,
-    bindings_by_role: HashMap<RbacKey, BTreeSet<RbacKey>>,
-    bindings_by_subject: HashMap<Subject, BTreeMap<Option<String>, BTreeSet<RbacKey>>>,
-    cluster_roles_by_label: HashMap<(String, String), BTreeSet<String>>,
+    bindings_by_role: FxHashMap<RbacKey, BTreeSet<RbacKey>>,
+    bindings_by_subject: FxHashMap<Subject, SubjectBindings>,
+    cluster_roles_by_label: FxHashMap<(String, String), BTreeSet<String>>,
     aggregators: BTreeMap<String, Vec<LabelSelector>>,
 }
 
@@ -78,6 +92,11 @@ impl KubeModel {
 
     pub fn get(&self, key: &RbacKey) -> Option<&KubeObject> {
         self.objects.get(key)
+    }
+
+    /// The model's own copy of `key` with its object.
+    pub fn get_key_value(&self, key: &RbacKey) -> Option<(&RbacKey, &KubeObject)> {
+        self.objects.get_key_value(key)
     }
 
     pub fn objects(&self) -> impl Iterator<Item = (&RbacKey, &KubeObject)> {
@@ -112,12 +131,15 @@ impl KubeModel {
                     .or_default()
                     .insert(key.clone());
                 for s in &b.subjects {
-                    self.bindings_by_subject
-                        .entry(s.clone())
-                        .or_default()
-                        .entry(key.namespace.clone())
-                        .or_default()
-                        .insert(key.clone());
+                    let entry = self.bindings_by_subject.entry(s.clone()).or_default();
+                    match &key.namespace {
+                        Some(ns) => entry
+                            .namespaced
+                            .entry(ns.clone())
+                            .or_default()
+                            .insert(key.clone()),
+                        None => entry.cluster.insert(key.clone()),
+                    };
                 }
             }
             RbacBody::Role(r) if key.kind == RbacKind::ClusterRole => {
@@ -147,14 +169,21 @@ impl KubeModel {
                     }
                 }
                 for s in &b.subjects {
-                    if let Some(scopes) = self.bindings_by_subject.get_mut(s) {
-                        if let Some(set) = scopes.get_mut(&key.namespace) {
-                            set.remove(key);
-                            if set.is_empty() {
-                                scopes.remove(&key.namespace);
+                    if let Some(entry) = self.bindings_by_subject.get_mut(s) {
+                        match &key.namespace {
+                            Some(ns) => {
+                                if let Some(set) = entry.namespaced.get_mut(ns) {
+                                    set.remove(key);
+                                    if set.is_empty() {
+                                        entry.namespaced.remove(ns);
+                                    }
+                                }
+                            }
+                            None => {
+                                entry.cluster.remove(key);
                             }
                         }
-                        if scopes.is_empty() {
+                        if entry.is_empty() {
                             self.bindings_by_subject.remove(s);
                         }
                     }
@@ -181,7 +210,12 @@ impl KubeModel {
         self.bindings_by_role.get(role).into_iter().flatten()
     }
 
-    /// Bindings naming `subject`, grouped by scope (`None` = cluster).
+    /// The model's own copy of `subject` and the bindings naming it.
+    pub fn subject_bindings(&self, subject: &Subject) -> Option<(&Subject, &SubjectBindings)> {
+        self.bindings_by_subject.get_key_value(subject)
+    }
+
+    /// Bindings naming `subject`, with their scope (`None` = cluster).
     pub fn bindings_of_subject(
         &self,
         subject: &Subject,
@@ -189,10 +223,12 @@ impl KubeModel {
         self.bindings_by_subject
             .get(subject)
             .into_iter()
-            .flat_map(|scopes| {
-                scopes
-                    .iter()
-                    .flat_map(|(ns, keys)| keys.iter().map(move |k| (ns.as_deref(), k)))
+            .flat_map(|b| {
+                b.cluster.iter().map(|k| (None, k)).chain(
+                    b.namespaced
+                        .iter()
+                        .flat_map(|(ns, keys)| keys.iter().map(move |k| (Some(ns.as_str()), k))),
+                )
             })
     }
 
@@ -202,11 +238,11 @@ impl KubeModel {
         subject: &Subject,
         scope: Scope<'_>,
     ) -> impl Iterator<Item = &RbacKey> {
-        let scopes = self.bindings_by_subject.get(subject);
-        let cluster = scopes.and_then(|s| s.get(&None));
+        let entry = self.bindings_by_subject.get(subject);
+        let cluster = entry.map(|b| &b.cluster);
         let namespaced = match scope {
             Scope::Cluster => None,
-            Scope::Namespace(ns) => scopes.and_then(|s| s.get(&Some(ns.to_owned()))),
+            Scope::Namespace(ns) => entry.and_then(|b| b.namespaced.get(ns)),
         };
         cluster.into_iter().chain(namespaced).flatten()
     }

@@ -15,7 +15,7 @@ use permdrift::report::{ChangeKind, Direction, Risk, Severity};
 use permdrift::snapshot::Snapshot;
 use permdrift::whocan::{self, KubeQuery};
 use serde_json::Value;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 fn data(path: &str) -> PathBuf {
@@ -49,7 +49,7 @@ fn kube(s: &Snapshot) -> &KubeModel {
 }
 
 fn own_rules<'m>(model: &'m KubeModel, name: &str) -> PermSet<'m> {
-    let mut out = HashSet::new();
+    let mut out = PermSet::default();
     let role = model
         .get(&RbacKey::cluster_role(name))
         .and_then(KubeObject::role)
