@@ -81,20 +81,33 @@ pub fn found(report: &Report, fail_on: FailOn) -> bool {
 
 pub fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<u8> {
     let catalog = catalog(args.catalog.as_ref())?;
+    let started = std::time::Instant::now();
     let old = load(ctx, std::slice::from_ref(&args.old), &args.input)?;
+    ctx.timing("load OLD", started);
+    let started = std::time::Instant::now();
     let new = load(ctx, std::slice::from_ref(&args.new), &args.input)?;
+    ctx.timing("load NEW", started);
     let options = DiffOptions {
         expand_actions: args.expand_actions,
         missing_as_removed: args.missing_as_removed,
         max_grants: args.max_grants,
     };
+    let started = std::time::Instant::now();
     let report = diff(&old, &new, &catalog, &options);
+    ctx.timing("diff", started);
+    let started = std::time::Instant::now();
     let color = args.output.is_none() && args.color.enabled();
     let text = render(&report, args.format, color);
+    ctx.timing("render", started);
+    let started = std::time::Instant::now();
     match &args.output {
         Some(path) => output::write_atomic(path, text.as_bytes())?,
         None => output::print(&text)?,
     }
+    ctx.timing("write", started);
+    let started = std::time::Instant::now();
+    drop((old, new, text));
+    ctx.timing("free", started);
     let incomplete = !report.incomplete.is_empty() && !args.missing_as_removed;
     if incomplete && !args.allow_incomplete {
         ctx.warn("a state was incomplete, so some objects were not compared; exiting 2 (use --allow-incomplete to exit by the findings)");

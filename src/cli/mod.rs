@@ -31,6 +31,9 @@ struct Cli {
     /// Print only results and errors, no progress or summaries on stderr.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Also report how long each phase took.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -99,6 +102,7 @@ impl InputArgs {
 /// Context passed to every command.
 pub struct Ctx {
     pub quiet: bool,
+    pub verbose: bool,
 }
 
 impl Ctx {
@@ -106,6 +110,16 @@ impl Ctx {
     pub fn info(&self, line: &str) {
         if !self.quiet {
             eprintln!("permdrift: {line}");
+        }
+    }
+
+    /// A phase timing, shown with --verbose.
+    pub fn timing(&self, phase: &str, started: std::time::Instant) {
+        if self.verbose {
+            eprintln!(
+                "permdrift: {phase}: {:.3}s",
+                started.elapsed().as_secs_f64()
+            );
         }
     }
 
@@ -176,7 +190,10 @@ fn catalog(
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let ctx = Ctx { quiet: cli.quiet };
+    let ctx = Ctx {
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+    };
     let result = match cli.command {
         Command::Snapshot(args) => snapshot::run(&ctx, args),
         Command::Diff(args) => diff::run(&ctx, args),
