@@ -85,6 +85,12 @@ pub fn handle(app: &App, method: &Method, path: &str, body: &Bytes) -> Response 
     let sub = path.trim_start_matches("/_testserver").trim_matches('/');
     match (method.as_str(), sub) {
         ("GET", "healthz") => (StatusCode::OK, "ok").into_response(),
+        ("GET", "ca.crt") => (
+            StatusCode::OK,
+            [("content-type", "application/x-pem-file")],
+            crate::serve::CA_PEM,
+        )
+            .into_response(),
         ("GET", "stats") => {
             let mut s = app.stats.snapshot();
             let st = app.read_store();
@@ -136,7 +142,7 @@ pub fn handle(app: &App, method: &Method, path: &str, body: &Bytes) -> Response 
         _ => reply(
             StatusCode::NOT_FOUND,
             json!({"error": "unknown control endpoint", "endpoints": [
-                "GET /_testserver/healthz",
+                "GET /_testserver/healthz", "GET /_testserver/ca.crt",
                 "GET|DELETE /_testserver/stats", "POST /_testserver/stats/reset",
                 "GET|POST|PUT|DELETE /_testserver/faults",
                 "GET|POST|PUT|DELETE /_testserver/deny",

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -251,11 +251,7 @@ enum Reply {
 
 const TABLE_CT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 
-pub async fn handle(
-    State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-) -> Response {
+pub async fn handle(app: Arc<App>, peer: SocketAddr, req: Request) -> Response {
     let received = jiff::Timestamp::now();
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
@@ -272,6 +268,22 @@ pub async fn handle(
     if path == "/_testserver" || path.starts_with("/_testserver/") {
         return control::handle(&app, &parts.method, &path, &body);
     }
+    let ct = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    // Typed kubectl clients send protobuf; everything else here is JSON.
+    let body = if ct.starts_with("application/vnd.kubernetes.protobuf") && !body.is_empty() {
+        match crate::proto::decode(&body) {
+            Ok(v) => to_bytes(&v),
+            Err(e) => {
+                return error_response(&ApiError::new(415, "UnsupportedMediaType", e.to_string()));
+            }
+        }
+    } else {
+        body
+    };
     let r = Req {
         method: parts.method.clone(),
         uri: parts

@@ -15,7 +15,9 @@ mod load;
 mod managed;
 mod ops;
 mod patch;
+mod proto;
 mod selector;
+mod serve;
 mod store;
 mod table;
 mod watch;
@@ -27,8 +29,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use clap::Parser;
 use serde_json::json;
 
@@ -188,10 +188,7 @@ async fn main() -> anyhow::Result<()> {
         shutdown_rx,
         addr.to_string(),
     ));
-    let router = Router::new()
-        .fallback(http::handle)
-        .layer(DefaultBodyLimit::disable())
-        .with_state(app);
+    let tls = serve::acceptor()?;
 
     {
         let mut out = std::io::stdout().lock();
@@ -199,16 +196,9 @@ async fn main() -> anyhow::Result<()> {
         out.flush()?;
     }
 
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        // end open watch streams so graceful shutdown does not wait on them
-        let _ = shutdown_tx.send(true);
-    })
-    .await
-    .context("serving")?;
+    serve::run(listener, app, tls, shutdown_signal()).await;
+    // End open watch streams, then give in-flight responses a moment.
+    let _ = shutdown_tx.send(true);
+    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
 }
