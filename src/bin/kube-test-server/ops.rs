@@ -232,8 +232,29 @@ fn set_type(c: &Ctx, obj: &mut Value) {
     }
 }
 
+/// Drops empty metadata collections, as Go's `omitempty` does on the real
+/// server (removing the last label leaves no `labels: {}` behind).
+fn normalize_meta(obj: &mut Value) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.retain(|k, v| {
+            let empty = match v {
+                Value::Object(m) => m.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                Value::Null => true,
+                _ => false,
+            };
+            !(empty
+                && matches!(
+                    k.as_str(),
+                    "labels" | "annotations" | "finalizers" | "ownerReferences" | "managedFields"
+                ))
+        });
+    }
+}
+
 /// Kind-specific defaulting and validation, for creates and updates.
 fn defaults(c: &Ctx, obj: &mut Value) -> Result<(), ApiError> {
+    normalize_meta(obj);
     let name = meta_str(obj, "name").to_string();
     match (c.kd.group.as_str(), c.kd.plural.as_str()) {
         ("", "namespaces") => {

@@ -56,6 +56,8 @@ impl Stream {
             }
             if self.opts.drop_after.is_some_and(|n| self.sent >= n) {
                 self.done = true;
+                // Let the connection flush what was sent, then cut it.
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 return Some(Err(std::io::Error::other(
                     "injected fault: watch stream dropped",
                 )));
