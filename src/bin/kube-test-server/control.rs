@@ -74,11 +74,11 @@ fn bad(msg: impl std::fmt::Display) -> Response {
     reply(StatusCode::BAD_REQUEST, json!({"error": msg.to_string()}))
 }
 
-fn parse(body: &Bytes) -> Result<Value, Response> {
+fn parse(body: &Bytes) -> Result<Value, serde_json::Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    serde_json::from_slice(body).map_err(bad)
+    serde_json::from_slice(body)
 }
 
 pub fn handle(app: &App, method: &Method, path: &str, body: &Bytes) -> Response {
@@ -104,15 +104,13 @@ pub fn handle(app: &App, method: &Method, path: &str, body: &Bytes) -> Response 
             reply(StatusCode::OK, json!({"reset": true}))
         }
         ("GET", "faults") => reply(StatusCode::OK, app.faults.describe()),
-        ("POST" | "PUT", "faults") => {
-            match parse(body).and_then(|v| FaultConfig::parse(v).map_err(bad)) {
-                Ok(cfg) => {
-                    app.faults.set(cfg);
-                    reply(StatusCode::OK, app.faults.describe())
-                }
-                Err(r) => r,
+        ("POST" | "PUT", "faults") => match parse(body).and_then(FaultConfig::parse) {
+            Ok(cfg) => {
+                app.faults.set(cfg);
+                reply(StatusCode::OK, app.faults.describe())
             }
-        }
+            Err(e) => bad(e),
+        },
         ("DELETE", "faults") => {
             app.faults.set(FaultConfig::default());
             reply(StatusCode::OK, app.faults.describe())
@@ -122,7 +120,7 @@ pub fn handle(app: &App, method: &Method, path: &str, body: &Bytes) -> Response 
             reply(StatusCode::OK, json!({"rules": rules}))
         }
         ("POST" | "PUT", "deny") => {
-            match parse(body).and_then(|v| auth::parse_rules(v).map_err(bad)) {
+            match parse(body).and_then(auth::parse_rules) {
                 Ok(new) => {
                     let mut rules = app.deny.write().unwrap_or_else(|e| e.into_inner());
                     // POST adds, PUT replaces
@@ -132,7 +130,7 @@ pub fn handle(app: &App, method: &Method, path: &str, body: &Bytes) -> Response 
                     rules.extend(new);
                     reply(StatusCode::OK, json!({"rules": *rules}))
                 }
-                Err(r) => r,
+                Err(e) => bad(e),
             }
         }
         ("DELETE", "deny") => {

@@ -435,7 +435,7 @@ impl Registry {
             if versions.is_empty() {
                 continue;
             }
-            versions.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+            versions.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
             out.push((g.clone(), versions));
         }
         out

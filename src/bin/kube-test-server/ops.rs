@@ -440,10 +440,12 @@ pub fn create(st: &mut Store, c: &Ctx, mut body: Value) -> Result<Written, ApiEr
     }
     init_meta(st, c, &mut body);
     set_type(c, &mut body);
-    if c.kd.from_crd && c.kd.status_subresource && !c.preload {
-        if let Some(m) = body.as_object_mut() {
-            m.remove("status");
-        }
+    if c.kd.from_crd
+        && c.kd.status_subresource
+        && !c.preload
+        && let Some(m) = body.as_object_mut()
+    {
+        m.remove("status");
     }
     defaults(c, &mut body)?;
     if !c.preload {
@@ -492,13 +494,14 @@ fn finish_update(
         meta.remove("selfLink");
     }
     set_type(c, &mut new);
-    if c.kd.status_subresource && subresource.is_empty() {
-        if let Some(m) = new.as_object_mut() {
-            match cur.value.get("status") {
-                Some(s) => m.insert("status".into(), s.clone()),
-                None => m.remove("status"),
-            };
-        }
+    if c.kd.status_subresource
+        && subresource.is_empty()
+        && let Some(m) = new.as_object_mut()
+    {
+        match cur.value.get("status") {
+            Some(s) => m.insert("status".into(), s.clone()),
+            None => m.remove("status"),
+        };
     }
     defaults(c, &mut new)?;
     if spec_differs(&cur.value, &new) {
