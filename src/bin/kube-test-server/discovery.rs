@@ -15,13 +15,15 @@ pub const AGGREGATED_CT: &str =
 const AGGREGATED_CT_BETA: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
 
-pub fn version() -> Value {
+/// `/version` for a `major.minor` such as "1.33".
+pub fn version(major_minor: &str) -> Value {
+    let (major, minor) = major_minor.split_once('.').unwrap_or(("1", "33"));
     json!({
-        "major": "1",
-        "minor": "33",
-        "emulationMajor": "1",
-        "emulationMinor": "33",
-        "gitVersion": "v1.33.0-kube-test-server",
+        "major": major,
+        "minor": minor,
+        "emulationMajor": major,
+        "emulationMinor": minor,
+        "gitVersion": format!("v{major}.{minor}.0-kube-test-server"),
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
         "buildDate": "2025-01-01T00:00:00Z",

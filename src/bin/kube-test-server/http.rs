@@ -47,6 +47,8 @@ pub struct App {
     pub bookmark_interval: Duration,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     pub server_addr: String,
+    /// `major.minor` reported by /version
+    pub server_version: String,
 }
 
 impl App {
@@ -60,6 +62,7 @@ impl App {
         bookmark_interval: Duration,
         shutdown: tokio::sync::watch::Receiver<bool>,
         server_addr: String,
+        server_version: String,
     ) -> Self {
         App {
             store: RwLock::new(store),
@@ -71,6 +74,7 @@ impl App {
             bookmark_interval,
             shutdown,
             server_addr,
+            server_version,
         }
     }
 
@@ -371,7 +375,7 @@ fn nonresource(app: &App, r: &Req, path: &str) -> Response {
     let reg = app.read_store().kinds.clone();
     let aggregated = discovery::wants_aggregated(r.accept());
     match p {
-        "/version" => ok(discovery::version()),
+        "/version" => ok(discovery::version(&app.server_version)),
         "/healthz" | "/livez" | "/readyz" => (StatusCode::OK, "ok").into_response(),
         "/api" | "/apis" => match aggregated {
             Some(ct) => {
@@ -412,9 +416,10 @@ fn verb_of(r: &Req, info: &Info) -> &'static str {
         (&Method::GET | &Method::HEAD, _) if watch => "watch",
         (&Method::GET | &Method::HEAD, true) => "get",
         (&Method::GET | &Method::HEAD, false) => "list",
-        (&Method::POST, _) => "create",
-        (&Method::PUT, _) => "update",
-        (&Method::PATCH, _) => "patch",
+        // POST names no object; PUT and PATCH must
+        (&Method::POST, false) => "create",
+        (&Method::PUT, true) => "update",
+        (&Method::PATCH, true) => "patch",
         (&Method::DELETE, true) => "delete",
         (&Method::DELETE, false) => "deletecollection",
         _ => "unknown",

@@ -100,7 +100,13 @@ pub fn load(st: &mut Store, files: &[impl AsRef<Path>], now: &str) -> Result<usi
     let mut total = 0;
     for f in files {
         let path = f.as_ref().display().to_string();
+        let t = std::time::Instant::now();
         let objects = parse_file(f.as_ref())?;
+        tracing::info!(
+            "{path}: parsed {} objects in {:?}",
+            objects.len(),
+            t.elapsed()
+        );
         let rank = |v: &Value| match v.get("kind").and_then(Value::as_str) {
             Some("CustomResourceDefinition") => 0,
             Some("Namespace") => 1,

@@ -42,7 +42,8 @@ use serde_json::json;
 #[derive(Debug, Parser)]
 #[command(name = "kube-test-server", version, about, long_about)]
 struct Args {
-    /// Address to listen on; port 0 picks a free port. The first line on
+    /// Address to listen on, for plain HTTP and HTTPS (built-in test
+    /// certificate) alike; port 0 picks a free port. The first line on
     /// stdout is `listening on http://ADDR`.
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
     listen: SocketAddr,
@@ -90,6 +91,11 @@ struct Args {
     /// Seed for faults, UIDs and generated names.
     #[arg(long, default_value_t = 0, value_name = "N")]
     seed: u64,
+
+    /// Kubernetes version (major.minor) reported by /version. The gcloud
+    /// kubectl dispatcher runs the kubectl release matching it.
+    #[arg(long, default_value = "1.33", value_name = "MAJOR.MINOR")]
+    server_version: String,
 
     /// Seconds between BOOKMARK events on watches that allow them.
     #[arg(long, default_value_t = 5, value_name = "SECS")]
@@ -187,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(args.bookmark_interval.max(1)),
         shutdown_rx,
         addr.to_string(),
+        args.server_version.clone(),
     ));
     let tls = serve::acceptor()?;
 
