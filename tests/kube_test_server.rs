@@ -1408,3 +1408,62 @@ fn load_and_list_100k_objects() {
     eprintln!("kubectl get clusterroles (table) of 50k: {:?}", t.elapsed());
     assert_eq!(table.lines().count(), 50_001);
 }
+
+#[tokio::test]
+async fn event_recorder_and_leases_work() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::api::events::v1::Event as EventsV1;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+    let srv = KubeTestServer::start();
+    let client = srv.client().await;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "permdrift-test".into(),
+            instance: None,
+        },
+    );
+    let target = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("ConfigMap".into()),
+        name: Some("watched".into()),
+        namespace: Some("default".into()),
+        ..Default::default()
+    };
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: "Drift".into(),
+        note: Some("rolebinding widened".into()),
+        action: "Detect".into(),
+        secondary: None,
+    };
+    // the second publish of the same event patches the series
+    recorder.publish(&ev, &target).await.unwrap();
+    recorder.publish(&ev, &target).await.unwrap();
+    let events: Api<EventsV1> = Api::namespaced(client.clone(), "default");
+    let list = events.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].reason.as_deref(), Some("Drift"));
+    assert_eq!(list.items[0].series.as_ref().map(|s| s.count), Some(2));
+    let table = srv.kubectl_ok(&["get", "events.events.k8s.io"]);
+    assert!(
+        table.contains("Drift") && table.contains("configmap/watched"),
+        "{table}"
+    );
+
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    let lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "leader"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15},
+    }))
+    .unwrap();
+    // PUT creates leases, like the real server
+    leases
+        .replace("leader", &PostParams::default(), &lease)
+        .await
+        .unwrap();
+    let got = leases.get("leader").await.unwrap();
+    assert_eq!(got.spec.unwrap().holder_identity.as_deref(), Some("a"));
+}
