@@ -726,7 +726,7 @@ fn get(app: &App, r: &Req, kd: &Arc<KindDef>, info: &Info) -> Result<Reply, ApiE
         meta.insert("resourceVersion".into(), json!(obj.rv.to_string()));
         let t = table::table(
             kd,
-            std::iter::once(&obj.value),
+            std::iter::once(obj.value()),
             Include::parse(r.q("includeObject")),
             meta,
         );
@@ -874,7 +874,7 @@ fn list(
         }
         let t = table::table(
             kd,
-            page.items.iter().map(|o| &o.value),
+            page.items.iter().map(|o| o.value()),
             Include::parse(r.q("includeObject")),
             meta,
         );
@@ -1018,7 +1018,7 @@ fn write(
     let sub = info.subresource.as_deref().unwrap_or_default();
     let done = |code: u16, obj: &Obj| {
         let body = obj.render(&av);
-        let mut audit_obj = obj.value.clone();
+        let mut audit_obj = obj.value();
         if let Some(m) = audit_obj.as_object_mut() {
             m.insert("apiVersion".into(), json!(av));
         }
@@ -1028,7 +1028,7 @@ fn write(
             body,
             audit_response: Some(audit_obj),
             rv: Some(obj.rv.to_string()),
-            name: Some(obj.name().to_string()),
+            name: Some(obj.name.clone()),
         })
     };
     match verb {
@@ -1077,7 +1077,7 @@ fn write(
             if !gone || kd.return_deleted {
                 return Ok(done(200, &obj));
             }
-            let mut details = json!({"name": name, "kind": kd.plural, "uid": obj.meta_str("uid")});
+            let mut details = json!({"name": name, "kind": kd.plural, "uid": obj.uid});
             if !kd.group.is_empty() {
                 details["group"] = json!(kd.group);
             }

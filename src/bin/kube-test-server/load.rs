@@ -1,13 +1,16 @@
 //! `--load FILE`: fixtures read at start. A file is a JSON array, a `List`
-//! (JSON or YAML) or multi-document YAML; JSON is parsed directly (the fast
-//! path for 100k-object benchmarks). Objects are created through the normal
-//! create path in dependency order (CRDs, namespaces, the rest), keeping
-//! their own uid/creationTimestamp/managedFields and creating missing
-//! namespaces.
+//! (JSON or YAML) or multi-document YAML. A top-level JSON array is streamed
+//! element by element (the fast path for 100k-object benchmarks: no parsed
+//! copy of the whole file is ever held). Objects go through the normal create
+//! path, keeping their own uid/creationTimestamp/managedFields; missing
+//! namespaces are created, and objects of kinds not served yet (custom
+//! resources listed before their CRD) are retried after everything else.
 
+use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
+use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde_json::{Value, json};
 
 use crate::ops::{self, Ctx};
@@ -39,53 +42,14 @@ pub enum LoadError {
     },
 }
 
-/// Flattens `List`s (and nested arrays) into single objects.
-fn flatten(v: Value, out: &mut Vec<Value>) {
-    match v {
-        Value::Array(a) => a.into_iter().for_each(|x| flatten(x, out)),
-        Value::Object(mut m) => {
-            let is_list = m
-                .get("kind")
-                .and_then(Value::as_str)
-                .is_some_and(|k| k == "List" || k.ends_with("List"))
-                && m.get("items").is_some_and(Value::is_array);
-            if is_list {
-                if let Some(items) = m.remove("items") {
-                    flatten(items, out);
-                }
-            } else {
-                out.push(Value::Object(m));
-            }
-        }
-        Value::Null => {}
-        _ => {}
-    }
-}
-
-fn parse_file(path: &Path) -> Result<Vec<Value>, LoadError> {
-    let p = path.display().to_string();
-    let data = std::fs::read(path).map_err(|source| LoadError::Read {
-        path: p.clone(),
-        source,
-    })?;
-    let first = data.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    let mut out = Vec::new();
-    if matches!(first, Some(b'{') | Some(b'[')) {
-        let v: Value = serde_json::from_slice(&data).map_err(|source| LoadError::Json {
-            path: p.clone(),
-            source,
-        })?;
-        flatten(v, &mut out);
-    } else {
-        for doc in serde_yaml::Deserializer::from_slice(&data) {
-            let v = Value::deserialize(doc).map_err(|source| LoadError::Yaml {
-                path: p.clone(),
-                source,
-            })?;
-            flatten(v, &mut out);
-        }
-    }
-    Ok(out)
+struct Loader<'a> {
+    st: &'a mut Store,
+    now: &'a str,
+    path: String,
+    index: usize,
+    total: usize,
+    /// (path, index, object) of objects whose kind was not served when read
+    deferred: Vec<(String, usize, Value)>,
 }
 
 fn group_of(api_version: &str) -> (&str, &str) {
@@ -95,96 +59,208 @@ fn group_of(api_version: &str) -> (&str, &str) {
     }
 }
 
-/// Loads every file into the store; returns the number of objects created.
-pub fn load(st: &mut Store, files: &[impl AsRef<Path>], now: &str) -> Result<usize, LoadError> {
-    let mut total = 0;
-    for f in files {
-        let path = f.as_ref().display().to_string();
-        let t = std::time::Instant::now();
-        let objects = parse_file(f.as_ref())?;
-        tracing::info!(
-            "{path}: parsed {} objects in {:?}",
-            objects.len(),
-            t.elapsed()
-        );
-        let rank = |v: &Value| match v.get("kind").and_then(Value::as_str) {
-            Some("CustomResourceDefinition") => 0,
-            Some("Namespace") => 1,
-            _ => 2,
-        };
-        let mut indexed: Vec<(usize, Value)> = objects.into_iter().enumerate().collect();
-        indexed.sort_by_key(|(i, v)| (rank(v), *i));
-        for (index, obj) in indexed {
-            let av = obj
-                .get("apiVersion")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let kind = obj
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let name = obj
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let what = format!("{av} {kind} {name}");
-            let err = |message: String| LoadError::Object {
-                path: path.clone(),
-                index,
-                what: what.clone(),
-                message,
-            };
-            let (group, version) = group_of(&av);
-            let kd = st
-                .kinds
-                .by_kind(group, &kind)
-                .filter(|k| k.serves(version))
-                .ok_or_else(|| err("no such kind is served".into()))?;
-            let ns = obj
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("default")
-                .to_string();
-            if kd.namespaced && !st.namespace_exists(&ns) {
-                let ns_kd = st
-                    .kinds
-                    .get("", "namespaces")
-                    .ok_or_else(|| err("namespaces are not served".into()))?;
-                let c = Ctx {
-                    kd: &ns_kd,
-                    version: "v1",
-                    namespace: None,
-                    manager: "kube-test-server",
-                    now,
-                    dry_run: false,
-                    preload: true,
-                };
-                ops::create(
-                    st,
-                    &c,
-                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-                )
-                .map_err(|e| err(e.message))?;
+fn str_field(v: &Value, ptr: &str) -> String {
+    v.pointer(ptr)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+impl Loader<'_> {
+    /// Takes one document: a `List` is unpacked, anything else created.
+    fn add(&mut self, v: Value) -> Result<(), LoadError> {
+        match v {
+            Value::Array(a) => a.into_iter().try_for_each(|x| self.add(x)),
+            Value::Object(mut m)
+                if m.get("items").is_some_and(Value::is_array)
+                    && m
+                        .get("kind")
+                        .and_then(Value::as_str)
+                        .is_some_and(|k| k.ends_with("List")) =>
+            {
+                match m.remove("items") {
+                    Some(items) => self.add(items),
+                    None => Ok(()),
+                }
             }
-            let c = Ctx {
-                kd: &kd,
-                version,
-                namespace: kd.namespaced.then_some(ns.as_str()),
-                manager: "kube-test-server",
-                now,
-                dry_run: false,
-                preload: true,
-            };
-            match ops::create(st, &c, obj) {
-                Ok(_) => total += 1,
-                // a fixture repeating a default namespace is fine
-                Err(e) if e.code == 409 && kind == "Namespace" => {}
-                Err(e) => return Err(err(e.message)),
+            Value::Null => Ok(()),
+            obj => {
+                self.index += 1;
+                let (path, index) = (self.path.clone(), self.index);
+                self.create(obj, &path, index, false)
             }
         }
     }
-    Ok(total)
+
+    fn create(&mut self, obj: Value, path: &str, index: usize, last_try: bool) -> Result<(), LoadError> {
+        let av = str_field(&obj, "/apiVersion");
+        let kind = str_field(&obj, "/kind");
+        let name = str_field(&obj, "/metadata/name");
+        let err = |message: String| LoadError::Object {
+            path: path.to_string(),
+            index,
+            what: format!("{av} {kind} {name}"),
+            message,
+        };
+        let (group, version) = group_of(&av);
+        let Some(kd) = self
+            .st
+            .kinds
+            .by_kind(group, &kind)
+            .filter(|k| k.serves(version))
+        else {
+            if last_try {
+                return Err(err("no such kind is served".into()));
+            }
+            self.deferred.push((path.to_string(), index, obj));
+            return Ok(());
+        };
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string();
+        if kd.namespaced && !self.st.namespace_exists(&ns) {
+            let ns_kd = self
+                .st
+                .kinds
+                .get("", "namespaces")
+                .ok_or_else(|| err("namespaces are not served".into()))?;
+            let c = Ctx {
+                kd: &ns_kd,
+                version: "v1",
+                namespace: None,
+                manager: "kube-test-server",
+                now: self.now,
+                dry_run: false,
+                preload: true,
+            };
+            ops::create(
+                self.st,
+                &c,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            )
+            .map_err(|e| err(e.message))?;
+        }
+        let c = Ctx {
+            kd: &kd,
+            version,
+            namespace: kd.namespaced.then_some(ns.as_str()),
+            manager: "kube-test-server",
+            now: self.now,
+            dry_run: false,
+            preload: true,
+        };
+        // A namespace may already exist (a default one, or created for an
+        // earlier object): the fixture's version replaces it.
+        let again = (kind == "Namespace").then(|| obj.clone());
+        match ops::create(self.st, &c, obj) {
+            Ok(_) => self.total += 1,
+            Err(e) if e.code == 409 && again.is_some() => {
+                if let Some(mut ns_obj) = again {
+                    if let Some(meta) = ns_obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                        meta.remove("resourceVersion");
+                    }
+                    ops::update(self.st, &c, &name, ns_obj, "").map_err(|e| err(e.message))?;
+                    self.total += 1;
+                }
+            }
+            Err(e) => return Err(err(e.message)),
+        }
+        Ok(())
+    }
+}
+
+/// Feeds each element of a top-level JSON array to the loader as it is parsed.
+struct EachElement<'l, 'a> {
+    loader: &'l mut Loader<'a>,
+    failure: &'l mut Option<LoadError>,
+}
+
+impl<'de> Visitor<'de> for EachElement<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON array of objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(v) = seq.next_element::<Value>()? {
+            if let Err(e) = self.loader.add(v) {
+                *self.failure = Some(e);
+                return Err(serde::de::Error::custom("load aborted"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for EachElement<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+fn load_file(loader: &mut Loader, path: &Path) -> Result<(), LoadError> {
+    let p = path.display().to_string();
+    let data = std::fs::read(path).map_err(|source| LoadError::Read {
+        path: p.clone(),
+        source,
+    })?;
+    loader.path = p.clone();
+    loader.index = 0;
+    match data.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => {
+            let mut failure = None;
+            let mut de = serde_json::Deserializer::from_slice(&data);
+            let res = EachElement {
+                loader,
+                failure: &mut failure,
+            }
+            .deserialize(&mut de)
+            .and_then(|_| de.end());
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            res.map_err(|source| LoadError::Json { path: p, source })
+        }
+        Some(b'{') => {
+            let v: Value = serde_json::from_slice(&data)
+                .map_err(|source| LoadError::Json { path: p, source })?;
+            loader.add(v)
+        }
+        _ => {
+            for doc in serde_yaml::Deserializer::from_slice(&data) {
+                let v = Value::deserialize(doc).map_err(|source| LoadError::Yaml {
+                    path: p.clone(),
+                    source,
+                })?;
+                loader.add(v)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Loads every file into the store; returns the number of objects created.
+pub fn load(st: &mut Store, files: &[impl AsRef<Path>], now: &str) -> Result<usize, LoadError> {
+    let mut loader = Loader {
+        st,
+        now,
+        path: String::new(),
+        index: 0,
+        total: 0,
+        deferred: Vec::new(),
+    };
+    for f in files {
+        load_file(&mut loader, f.as_ref())?;
+    }
+    // Custom resources read before their CRD; CRDs may have registered
+    // their kinds since.
+    for (path, index, obj) in std::mem::take(&mut loader.deferred) {
+        loader.create(obj, &path, index, true)?;
+    }
+    Ok(loader.total)
 }

@@ -370,8 +370,12 @@ fn commit(st: &mut Store, c: &Ctx, value: Value) -> Arc<Obj> {
     if c.dry_run {
         return Obj::build(value, st.current_rv());
     }
+    let is_crd = c.kd.group == "apiextensions.k8s.io" && c.kd.plural == "customresourcedefinitions";
+    let crd = is_crd.then(|| value.clone());
     let obj = st.put(&c.res(), value);
-    after_write(st, c, &obj.value);
+    if let Some(crd) = crd {
+        after_write(st, c, &crd);
+    }
     obj
 }
 
@@ -471,9 +475,10 @@ fn finish_update(
     subresource: &str,
     tracked: bool,
 ) -> Result<Written, ApiError> {
-    let name = cur.name().to_string();
+    let name = cur.name.clone();
+    let old = cur.value();
     {
-        let old_meta = cur.value.get("metadata").and_then(Value::as_object);
+        let old_meta = old.get("metadata").and_then(Value::as_object);
         let Some(meta) = meta_mut(&mut new) else {
             return Err(ApiError::bad_request("metadata must be an object"));
         };
@@ -498,15 +503,14 @@ fn finish_update(
         && subresource.is_empty()
         && let Some(m) = new.as_object_mut()
     {
-        match cur.value.get("status") {
+        match old.get("status") {
             Some(s) => m.insert("status".into(), s.clone()),
             None => m.remove("status"),
         };
     }
     defaults(c, &mut new)?;
-    if spec_differs(&cur.value, &new) {
-        let g = cur
-            .value
+    if spec_differs(&old, &new) {
+        let g = old
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
             .unwrap_or(0);
@@ -516,9 +520,9 @@ fn finish_update(
     }
     if !tracked {
         let av = c.requested_api_version();
-        managed::track_update(Some(&cur.value), &mut new, &c.writer(&av, subresource));
+        managed::track_update(Some(&old), &mut new, &c.writer(&av, subresource));
     }
-    if comparable(&new) == comparable(&cur.value) {
+    if comparable(&new) == comparable(&old) {
         // The real server skips writes that change nothing: no new
         // resourceVersion, no watch event.
         return Ok(Written {
@@ -549,7 +553,7 @@ fn finish_update(
 fn check_rv_precondition(c: &Ctx, cur: &Obj, body: &Value) -> Result<(), ApiError> {
     let want = meta_str(body, "resourceVersion");
     if !want.is_empty() && want != cur.rv.to_string() {
-        return Err(ApiError::stale(&c.target(cur.name())));
+        return Err(ApiError::stale(&c.target(&cur.name)));
     }
     Ok(())
 }
@@ -571,7 +575,7 @@ fn check_name(body: &mut Value, name: &str) -> Result<(), ApiError> {
 
 /// Overlays only the status of `from` onto `cur` (status subresource writes).
 fn status_only(cur: &Obj, from: &Value) -> Value {
-    let mut v = cur.value.clone();
+    let mut v = cur.value();
     if let Some(m) = v.as_object_mut() {
         match from.get("status") {
             Some(s) => m.insert("status".into(), s.clone()),
@@ -673,7 +677,7 @@ pub fn patch(
     let Some(cur) = st.get(&c.res(), &c.key(name)) else {
         return Err(ApiError::not_found(&c.target(name)));
     };
-    let mut doc = cur.value.clone();
+    let mut doc = cur.value();
     if let Some(m) = doc.as_object_mut() {
         m.insert("apiVersion".into(), json!(c.requested_api_version()));
     }
@@ -761,7 +765,8 @@ fn apply(
     if let Some(cur) = &cur {
         check_rv_precondition(c, cur, &config)?;
     }
-    let merged = managed::apply(cur.as_ref().map(|o| &o.value), &config, force, &w).map_err(
+    let live = cur.as_ref().map(|o| o.value());
+    let merged = managed::apply(live.as_ref(), &config, force, &w).map_err(
         |conflicts| {
             let causes: Vec<Value> = conflicts
                 .iter()
@@ -837,7 +842,7 @@ pub fn delete(
         return Err(ApiError::not_found(&c.target(name)));
     };
     if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str) {
-        let actual = cur.meta_str("uid");
+        let actual = &cur.uid;
         if uid != actual {
             return Err(ApiError::conflict(
                 &c.target(name),
@@ -864,16 +869,16 @@ pub fn delete(
     if c.dry_run {
         return Ok((cur, true));
     }
-    let has_finalizers = cur
-        .value
+    let cur_value = cur.value();
+    let has_finalizers = cur_value
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty());
     if has_finalizers {
-        if cur.value.pointer("/metadata/deletionTimestamp").is_some() {
+        if cur_value.pointer("/metadata/deletionTimestamp").is_some() {
             return Ok((cur, false));
         }
-        let mut v = cur.value.clone();
+        let mut v = cur_value;
         if let Some(meta) = meta_mut(&mut v) {
             meta.insert("deletionTimestamp".into(), json!(c.now));
             meta.insert("deletionGracePeriodSeconds".into(), json!(0));
@@ -888,7 +893,7 @@ pub fn delete(
     }
     if c.kd.group == "apiextensions.k8s.io"
         && c.kd.plural == "customresourcedefinitions"
-        && let Ok(kd) = kind_from_crd(&cur.value)
+        && let Ok(kd) = kind_from_crd(&cur_value)
         && st
             .kinds
             .get(&kd.group, &kd.plural)
@@ -914,8 +919,8 @@ pub fn delete_collection(
     let page = st.page(&c.res(), filter, st.current_rv(), None, None);
     let mut out = Vec::new();
     for obj in page.items {
-        let name = obj.name().to_string();
-        let ns = obj.namespace().to_string();
+        let name = obj.name.clone();
+        let ns = obj.namespace.clone();
         let cc = Ctx {
             namespace: if ns.is_empty() {
                 c.namespace

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use crate::store::Obj;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SelectorError {
     #[error("unable to parse requirement: {0}")]
@@ -170,13 +172,9 @@ impl LabelSelector {
         Ok(LabelSelector { reqs })
     }
 
-    pub fn matches(&self, obj: &Value) -> bool {
-        if self.reqs.is_empty() {
-            return true;
-        }
-        let labels = obj.pointer("/metadata/labels").and_then(Value::as_object);
+    pub fn matches(&self, obj: &Obj) -> bool {
         self.reqs.iter().all(|r| {
-            let v = labels.and_then(|l| l.get(&r.key)).and_then(Value::as_str);
+            let v = obj.label(&r.key);
             match &r.op {
                 Op::Exists => v.is_some(),
                 Op::NotExists => v.is_none(),
@@ -232,16 +230,25 @@ impl FieldSelector {
         Ok(FieldSelector { reqs })
     }
 
-    pub fn matches(&self, obj: &Value) -> bool {
+    pub fn matches(&self, obj: &Obj) -> bool {
+        // Paths other than name/namespace need the parsed object; parse once.
+        let mut parsed: Option<Value> = None;
         self.reqs.iter().all(|(path, eq, want)| {
-            let mut cur = Some(obj);
-            for p in path {
-                cur = cur.and_then(|c| c.get(p));
-            }
-            let got = match cur {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
+            let got = match (path.first().map(String::as_str), path.get(1).map(String::as_str), path.len()) {
+                (Some("metadata"), Some("name"), 2) => obj.name.clone(),
+                (Some("metadata"), Some("namespace"), 2) => obj.namespace.clone(),
+                _ => {
+                    let v = parsed.get_or_insert_with(|| obj.value());
+                    let mut cur = Some(&*v);
+                    for p in path {
+                        cur = cur.and_then(|c| c.get(p));
+                    }
+                    match cur {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(Value::Null) | None => String::new(),
+                        Some(other) => other.to_string(),
+                    }
+                }
             };
             (got == *want) == *eq
         })
@@ -258,9 +265,9 @@ pub struct Filter {
 }
 
 impl Filter {
-    pub fn matches(&self, obj: &Value) -> bool {
+    pub fn matches(&self, obj: &Obj) -> bool {
         if let Some(ns) = &self.namespace
-            && obj.pointer("/metadata/namespace").and_then(Value::as_str) != Some(ns.as_str())
+            && obj.namespace != *ns
         {
             return false;
         }

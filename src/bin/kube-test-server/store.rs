@@ -24,13 +24,28 @@ use crate::selector::Filter;
 /// (namespace or "", name)
 pub type ObjKey = (String, String);
 
-/// One stored object version; never mutated once built.
+/// One stored object version; never mutated once built. Only the JSON and
+/// the few fields every list, selector and watch needs are kept (a parsed
+/// `serde_json::Value` costs ~10x the bytes); [`Obj::value`] parses on demand.
 #[derive(Debug)]
 pub struct Obj {
-    pub value: Value,
-    /// `value` serialized once, so lists and watches only copy bytes
+    /// the object serialized once, so lists and watches only copy bytes
     pub json: Bytes,
     pub rv: u64,
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    api_version: String,
+    labels: Vec<(String, String)>,
+}
+
+fn meta_string(value: &Value, field: &str) -> String {
+    value
+        .get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 impl Obj {
@@ -41,37 +56,67 @@ impl Obj {
         }
         // Serializing a Value cannot fail (all map keys are strings).
         let json = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
-        Arc::new(Obj { value, json, rv })
+        let labels = value
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Arc::new(Obj {
+            json,
+            rv,
+            name: meta_string(&value, "name"),
+            namespace: meta_string(&value, "namespace"),
+            uid: meta_string(&value, "uid"),
+            api_version: value
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            labels,
+        })
     }
 
-    pub fn meta_str(&self, field: &str) -> &str {
-        self.value
-            .get("metadata")
-            .and_then(|m| m.get(field))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
+    /// A marker carrying only a resourceVersion (watch channel signals).
+    pub fn marker(rv: u64) -> Arc<Obj> {
+        Arc::new(Obj {
+            json: Bytes::new(),
+            rv,
+            name: String::new(),
+            namespace: String::new(),
+            uid: String::new(),
+            api_version: String::new(),
+            labels: Vec::new(),
+        })
     }
 
-    pub fn name(&self) -> &str {
-        self.meta_str("name")
+    /// The object as JSON value (parsed from the stored bytes).
+    pub fn value(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+    }
+
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The JSON for a client that asked for `api_version` (objects are
     /// stored at their kind's preferred version; other served versions
     /// differ only in apiVersion here).
     pub fn render(&self, api_version: &str) -> Bytes {
-        if self.value.get("apiVersion").and_then(Value::as_str) == Some(api_version) {
+        if self.api_version == api_version {
             return self.json.clone();
         }
-        let mut v = self.value.clone();
+        let mut v = self.value();
         if let Some(m) = v.as_object_mut() {
             m.insert("apiVersion".into(), json!(api_version));
         }
         Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
-    }
-
-    pub fn namespace(&self) -> &str {
-        self.meta_str("namespace")
     }
 }
 
@@ -161,12 +206,12 @@ pub struct Store {
 /// the selection appear as ADDED, moving out as DELETED, like the real cacher.
 fn route(filter: &Filter, typ: EventType, obj: &Obj, old: Option<&Arc<Obj>>) -> Option<EventType> {
     match typ {
-        EventType::Added => filter.matches(&obj.value).then_some(EventType::Added),
-        EventType::Deleted => filter.matches(&obj.value).then_some(EventType::Deleted),
+        EventType::Added => filter.matches(obj).then_some(EventType::Added),
+        EventType::Deleted => filter.matches(obj).then_some(EventType::Deleted),
         EventType::InitialEnd => None,
         EventType::Modified => {
-            let now = filter.matches(&obj.value);
-            let before = old.is_some_and(|o| filter.matches(&o.value));
+            let now = filter.matches(obj);
+            let before = old.is_some_and(|o| filter.matches(o));
             match (before, now) {
                 (true, true) => Some(EventType::Modified),
                 (false, true) => Some(EventType::Added),
@@ -244,7 +289,7 @@ impl Store {
     pub fn put(&mut self, res: &ResKey, value: Value) -> Arc<Obj> {
         self.rv += 1;
         let obj = Obj::build(value, self.rv);
-        let key = (obj.namespace().to_string(), obj.name().to_string());
+        let key = (obj.namespace.clone(), obj.name.clone());
         let old = self
             .objects
             .entry(res.clone())
@@ -264,7 +309,7 @@ impl Store {
     pub fn remove(&mut self, res: &ResKey, key: &ObjKey) -> Option<Arc<Obj>> {
         let old = self.objects.get_mut(res)?.remove(key)?;
         self.rv += 1;
-        let gone = Obj::build(old.value.clone(), self.rv);
+        let gone = Obj::build(old.value(), self.rv);
         self.record(
             res,
             key.clone(),
@@ -416,13 +461,13 @@ impl Store {
                 break;
             }
             let Some(obj) = obj else { continue };
-            if !filter.matches(&obj.value) {
+            if !filter.matches(obj) {
                 continue;
             }
             if items.len() == limit {
                 next = items
                     .last()
-                    .map(|o: &Arc<Obj>| (o.namespace().to_string(), o.name().to_string()));
+                    .map(|o: &Arc<Obj>| (o.namespace.clone(), o.name.clone()));
                 break;
             }
             items.push(obj.clone());
@@ -452,11 +497,7 @@ impl Store {
                 if matches!(start, WatchStart::StreamingList) {
                     let _ = tx.send(WatchMsg {
                         typ: EventType::InitialEnd,
-                        obj: Arc::new(Obj {
-                            value: Value::Null,
-                            json: Bytes::new(),
-                            rv: self.rv,
-                        }),
+                        obj: Obj::marker(self.rv),
                     });
                 }
             }

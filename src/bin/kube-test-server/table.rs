@@ -414,22 +414,22 @@ fn cells(kd: &KindDef, v: &Value, now: i64) -> Vec<Value> {
     }
 }
 
-fn row_object(v: &Value, include: Include) -> Option<Value> {
+fn row_object(mut v: Value, include: Include) -> Option<Value> {
     match include {
         Include::None => None,
-        Include::Object => Some(v.clone()),
+        Include::Object => Some(v),
         Include::Metadata => Some(json!({
             "kind": "PartialObjectMetadata",
             "apiVersion": "meta.k8s.io/v1",
-            "metadata": v.get("metadata").cloned().unwrap_or_else(|| json!({})),
+            "metadata": v.get_mut("metadata").map(Value::take).unwrap_or_else(|| json!({})),
         })),
     }
 }
 
 /// A `Table` of `items`; `list_meta` becomes its metadata.
-pub fn table<'a>(
+pub fn table(
     kd: &KindDef,
-    items: impl Iterator<Item = &'a Value>,
+    items: impl Iterator<Item = Value>,
     include: Include,
     list_meta: Map<String, Value>,
 ) -> Value {
@@ -437,7 +437,7 @@ pub fn table<'a>(
     let rows: Vec<Value> = items
         .map(|v| {
             let mut row = Map::new();
-            row.insert("cells".into(), Value::Array(cells(kd, v, now)));
+            row.insert("cells".into(), Value::Array(cells(kd, &v, now)));
             if let Some(o) = row_object(v, include) {
                 row.insert("object".into(), o);
             }

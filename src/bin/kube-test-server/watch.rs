@@ -142,7 +142,7 @@ impl Stream {
             Some((kd, include)) => {
                 let mut meta = Map::new();
                 meta.insert("resourceVersion".into(), json!(m.obj.rv.to_string()));
-                let t = table::table(kd, std::iter::once(&m.obj.value), *include, meta);
+                let t = table::table(kd, std::iter::once(m.obj.value()), *include, meta);
                 Bytes::from(serde_json::to_vec(&t).unwrap_or_default())
             }
             None => m.obj.render(&self.opts.api_version),
