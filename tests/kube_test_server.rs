@@ -1466,4 +1466,10 @@ async fn event_recorder_and_leases_work() {
         .unwrap();
     let got = leases.get("leader").await.unwrap();
     assert_eq!(got.spec.unwrap().holder_identity.as_deref(), Some("a"));
+    // the same over https with the test CA
+    let tls: Api<Lease> = Api::namespaced(srv.client_tls().await, "kube-node-lease");
+    assert_eq!(
+        tls.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
 }

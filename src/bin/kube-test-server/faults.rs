@@ -216,7 +216,7 @@ impl Faults {
                         }
                     }
                 };
-                d.latency += Duration::from_millis(ms);
+                d.latency = d.latency.saturating_add(Duration::from_millis(ms));
                 fired = true;
                 *injected.entry("latency").or_default() += 1;
             }

@@ -947,9 +947,11 @@ fn watch(
         )
     };
     let timeout = match r.q("timeoutSeconds").filter(|t| !t.is_empty()) {
+        // capped so deadlines stay representable
         Some(t) => Duration::from_secs(
             t.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t:?}")))?,
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t:?}")))?
+                .min(86_400 * 365),
         ),
         None => Duration::from_secs(1800),
     };

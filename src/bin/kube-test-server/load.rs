@@ -6,13 +6,16 @@
 //! namespaces are created, and objects of kinds not served yet (custom
 //! resources listed before their CRD) are retried after everything else.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
 use serde_json::{Value, json};
 
+use crate::kinds::KindDef;
 use crate::ops::{self, Ctx};
 use crate::store::Store;
 
@@ -50,6 +53,8 @@ struct Loader<'a> {
     total: usize,
     /// (path, index, object) of objects whose kind was not served when read
     deferred: Vec<(String, usize, Value)>,
+    /// kinds already resolved, by (apiVersion, kind): fixtures repeat a few
+    kinds: HashMap<(String, String), Arc<KindDef>>,
 }
 
 fn group_of(api_version: &str) -> (&str, &str) {
@@ -73,8 +78,7 @@ impl Loader<'_> {
             Value::Array(a) => a.into_iter().try_for_each(|x| self.add(x)),
             Value::Object(mut m)
                 if m.get("items").is_some_and(Value::is_array)
-                    && m
-                        .get("kind")
+                    && m.get("kind")
                         .and_then(Value::as_str)
                         .is_some_and(|k| k.ends_with("List")) =>
             {
@@ -92,7 +96,13 @@ impl Loader<'_> {
         }
     }
 
-    fn create(&mut self, obj: Value, path: &str, index: usize, last_try: bool) -> Result<(), LoadError> {
+    fn create(
+        &mut self,
+        obj: Value,
+        path: &str,
+        index: usize,
+        last_try: bool,
+    ) -> Result<(), LoadError> {
         let av = str_field(&obj, "/apiVersion");
         let kind = str_field(&obj, "/kind");
         let name = str_field(&obj, "/metadata/name");
@@ -103,12 +113,17 @@ impl Loader<'_> {
             message,
         };
         let (group, version) = group_of(&av);
-        let Some(kd) = self
-            .st
-            .kinds
-            .by_kind(group, &kind)
-            .filter(|k| k.serves(version))
-        else {
+        let cache_key = (av.clone(), kind.clone());
+        let cached = self.kinds.get(&cache_key).cloned();
+        let Some(kd) = cached.or_else(|| {
+            let kd = self
+                .st
+                .kinds
+                .by_kind(group, &kind)
+                .filter(|k| k.serves(version))?;
+            self.kinds.insert(cache_key, kd.clone());
+            Some(kd)
+        }) else {
             if last_try {
                 return Err(err("no such kind is served".into()));
             }
@@ -253,6 +268,7 @@ pub fn load(st: &mut Store, files: &[impl AsRef<Path>], now: &str) -> Result<usi
         index: 0,
         total: 0,
         deferred: Vec::new(),
+        kinds: HashMap::new(),
     };
     for f in files {
         load_file(&mut loader, f.as_ref())?;

@@ -190,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
         deny,
         faults::Faults::new(fault_cfg, args.seed),
         audit,
-        Duration::from_secs(args.bookmark_interval.max(1)),
+        Duration::from_secs(args.bookmark_interval.clamp(1, 86_400)),
         shutdown_rx,
         addr.to_string(),
         args.server_version.clone(),

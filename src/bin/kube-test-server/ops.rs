@@ -515,7 +515,7 @@ fn finish_update(
             .and_then(Value::as_i64)
             .unwrap_or(0);
         if let Some(meta) = meta_mut(&mut new) {
-            meta.insert("generation".into(), json!(g + 1));
+            meta.insert("generation".into(), json!(g.saturating_add(1)));
         }
     }
     if !tracked {
@@ -766,26 +766,23 @@ fn apply(
         check_rv_precondition(c, cur, &config)?;
     }
     let live = cur.as_ref().map(|o| o.value());
-    let merged = managed::apply(live.as_ref(), &config, force, &w).map_err(
-        |conflicts| {
-            let causes: Vec<Value> = conflicts
-                .iter()
-                .map(|k| {
-                    json!({
-                        "type": "FieldManagerConflict",
-                        "message": format!("conflict with \"{}\" using {}", k.manager, k.api_version),
-                        "field": managed::dotted(&k.path),
-                    })
+    let merged = managed::apply(live.as_ref(), &config, force, &w).map_err(|conflicts| {
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|k| {
+                json!({
+                    "type": "FieldManagerConflict",
+                    "message": format!("conflict with \"{}\" using {}", k.manager, k.api_version),
+                    "field": managed::dotted(&k.path),
                 })
-                .collect();
-            let mut details = json!({"name": name, "kind": c.kd.plural, "causes": causes});
-            if !c.kd.group.is_empty() {
-                details["group"] = json!(c.kd.group);
-            }
-            ApiError::new(409, "Conflict", managed::conflict_message(&conflicts))
-                .with_details(details)
-        },
-    )?;
+            })
+            .collect();
+        let mut details = json!({"name": name, "kind": c.kd.plural, "causes": causes});
+        if !c.kd.group.is_empty() {
+            details["group"] = json!(c.kd.group);
+        }
+        ApiError::new(409, "Conflict", managed::conflict_message(&conflicts)).with_details(details)
+    })?;
     match cur {
         None => {
             if !subresource.is_empty() {

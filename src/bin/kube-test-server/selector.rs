@@ -234,7 +234,11 @@ impl FieldSelector {
         // Paths other than name/namespace need the parsed object; parse once.
         let mut parsed: Option<Value> = None;
         self.reqs.iter().all(|(path, eq, want)| {
-            let got = match (path.first().map(String::as_str), path.get(1).map(String::as_str), path.len()) {
+            let got = match (
+                path.first().map(String::as_str),
+                path.get(1).map(String::as_str),
+                path.len(),
+            ) {
                 (Some("metadata"), Some("name"), 2) => obj.name.clone(),
                 (Some("metadata"), Some("namespace"), 2) => obj.namespace.clone(),
                 _ => {
