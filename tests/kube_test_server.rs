@@ -1473,3 +1473,64 @@ async fn event_recorder_and_leases_work() {
         1
     );
 }
+
+#[test]
+fn filtered_watch_sees_objects_enter_and_leave_the_selection() {
+    let srv = KubeTestServer::start();
+    let port = srv.port;
+    let auth = format!("Bearer {TOKEN}");
+    let watcher = std::thread::spawn(move || {
+        http_request(
+            port,
+            "GET",
+            "/api/v1/namespaces/default/configmaps?watch=true&labelSelector=app%3Dt&timeoutSeconds=2",
+            &[("Authorization", &auth)],
+            None,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let patch = |labels: &str| {
+        let r = http_request(
+            srv.port,
+            "PATCH",
+            &format!("{cms}/c"),
+            &[
+                ("Authorization", &format!("Bearer {TOKEN}")),
+                ("Content-Type", "application/merge-patch+json"),
+            ],
+            Some(format!(r#"{{"metadata":{{"labels":{labels}}}}}"#).as_bytes()),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    srv.request("POST", cms, Some(r#"{"metadata":{"name":"other"}}"#));
+    srv.request(
+        "POST",
+        cms,
+        Some(r#"{"metadata":{"name":"c","labels":{"app":"t"}}}"#),
+    );
+    patch(r#"{"x":"1"}"#);
+    patch(r#"{"app":"gone"}"#);
+    patch(r#"{"app":"t"}"#);
+    srv.request("DELETE", &format!("{cms}/c"), None);
+    let events: Vec<(String, String)> = watcher
+        .join()
+        .unwrap()
+        .lines()
+        .iter()
+        .map(|l| {
+            (
+                l["type"].as_str().unwrap().to_string(),
+                l["object"]["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = ["ADDED", "MODIFIED", "DELETED", "ADDED", "DELETED"]
+        .iter()
+        .map(|t| (t.to_string(), "c".to_string()))
+        .collect();
+    assert_eq!(events, want);
+}

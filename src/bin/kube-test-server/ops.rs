@@ -771,7 +771,7 @@ fn apply(
             .iter()
             .map(|k| {
                 json!({
-                    "type": "FieldManagerConflict",
+                    "reason": "FieldManagerConflict",
                     "message": format!("conflict with \"{}\" using {}", k.manager, k.api_version),
                     "field": managed::dotted(&k.path),
                 })
