@@ -43,9 +43,68 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// List fields that strategic merge patch merges by key in the kinds served
+/// here (from the Kubernetes types' `patchMergeKey` tags); every other list
+/// is replaced, as RBAC `rules` and `subjects` are.
+fn merge_key(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "secrets" | "imagePullSecrets" | "containers" | "initContainers" | "env" | "volumes"
+        | "volumeMounts" => "name",
+        "ownerReferences" => "uid",
+        "conditions" => "type",
+        _ => return None,
+    })
+}
+
+/// Lists of scalars merged as sets (`patchStrategy: merge` without a key).
+fn merges_as_set(field: &str) -> bool {
+    field == "finalizers"
+}
+
+fn merge_keyed_list(target: &mut Vec<Value>, patch: &[Value], key: &str) {
+    for item in patch {
+        let id = item.get(key);
+        let pos = id.and_then(|id| target.iter().position(|t| t.get(key) == Some(id)));
+        match (item.get("$patch").and_then(Value::as_str), pos) {
+            (Some("delete"), Some(i)) => {
+                target.remove(i);
+            }
+            (Some("delete"), None) => {}
+            (_, Some(i)) => strategic_merge_patch(&mut target[i], item),
+            (_, None) => {
+                let mut v = item.clone();
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("$patch");
+                }
+                target.push(v);
+            }
+        }
+    }
+}
+
+/// Reorders `list` as `$setElementOrder` asks; unlisted items keep their
+/// relative order at the end.
+fn set_order(list: &mut Vec<Value>, order: &[Value], key: Option<&str>) {
+    let id = |v: &Value| match key {
+        Some(k) => v.get(k).cloned(),
+        None => Some(v.clone()),
+    };
+    let mut rest = std::mem::take(list);
+    for o in order {
+        let want = match key {
+            Some(k) => o.get(k).cloned(),
+            None => Some(o.clone()),
+        };
+        if let Some(i) = rest.iter().position(|v| id(v) == want && want.is_some()) {
+            list.push(rest.remove(i));
+        }
+    }
+    list.append(&mut rest);
+}
+
 /// Strategic merge patch, for the kinds served here: a merge patch that
-/// understands the `$patch`, `$deleteFromPrimitiveList` and ordering
-/// directives kubectl may emit. Lists are replaced, as RBAC lists are.
+/// understands the `$patch`, `$deleteFromPrimitiveList`, `$setElementOrder`
+/// directives kubectl emits and merges the few keyed lists these kinds have.
 pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(p) = patch else {
         *target = patch.clone();
@@ -75,8 +134,33 @@ pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
             t.remove(k);
         } else if v.is_object() {
             strategic_merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+        } else if let (Some(items), Some(Value::Array(cur))) = (v.as_array(), t.get_mut(k)) {
+            if let Some(key) = merge_key(k) {
+                merge_keyed_list(cur, items, key);
+            } else if merges_as_set(k) {
+                for x in items {
+                    if !cur.contains(x) {
+                        cur.push(x.clone());
+                    }
+                }
+            } else {
+                *cur = items.clone();
+            }
         } else {
-            t.insert(k.clone(), v.clone());
+            let mut v = v.clone();
+            // a keyed list arriving where there was none: drop directives
+            if let (Some(_), Some(items)) = (merge_key(k), v.as_array_mut()) {
+                items.retain(|i| i.get("$patch").is_none());
+            }
+            t.insert(k.clone(), v);
+        }
+    }
+    // apply ordering directives after the merges they refer to
+    for (k, v) in p {
+        if let (Some(field), Some(order)) = (k.strip_prefix("$setElementOrder/"), v.as_array())
+            && let Some(Value::Array(list)) = t.get_mut(field)
+        {
+            set_order(list, order, merge_key(field));
         }
     }
 }
