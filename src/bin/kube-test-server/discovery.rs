@@ -17,7 +17,7 @@ const AGGREGATED_CT_BETA: &str =
 
 /// `/version` for a `major.minor` such as "1.33".
 pub fn version(major_minor: &str) -> Value {
-    let (major, minor) = major_minor.split_once('.').unwrap_or(("1", "33"));
+    let (major, minor) = major_minor.split_once('.').unwrap_or(("1", "32"));
     json!({
         "major": major,
         "minor": minor,

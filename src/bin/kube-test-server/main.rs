@@ -93,8 +93,9 @@ struct Args {
     seed: u64,
 
     /// Kubernetes version (major.minor) reported by /version. The gcloud
-    /// kubectl dispatcher runs the kubectl release matching it.
-    #[arg(long, default_value = "1.33", value_name = "MAJOR.MINOR")]
+    /// kubectl dispatcher runs the kubectl release matching it (1.32 is the
+    /// kubectl the project targets).
+    #[arg(long, default_value = "1.32", value_name = "MAJOR.MINOR")]
     server_version: String,
 
     /// Seconds between BOOKMARK events on watches that allow them.
