@@ -505,6 +505,11 @@ async fn resource_request(app: &Arc<App>, r: &Req, ident: &Identity, info: Info)
     };
     let stats_key = format!("{verb} {}", kd.plural);
     app.stats.count_request(&stats_key);
+    let fail = |e: &ApiError| {
+        let resp = error_response(e);
+        app.stats.add_bytes(&stats_key, to_bytes(&e.status()).len());
+        resp
+    };
     let sub_ok = match info.subresource.as_deref() {
         None => true,
         Some("status") => kd.status_subresource,
@@ -521,7 +526,7 @@ async fn resource_request(app: &Arc<App>, r: &Req, ident: &Identity, info: Info)
         } else {
             ApiError::path_not_found()
         };
-        return error_response(&e);
+        return fail(&e);
     }
 
     let is_write = matches!(
@@ -568,7 +573,7 @@ async fn resource_request(app: &Arc<App>, r: &Req, ident: &Identity, info: Info)
     };
     if let Some(e) = injected_error(&decision) {
         audit_err(&e);
-        return error_response(&e);
+        return fail(&e);
     }
 
     let resource = match &info.subresource {
@@ -585,7 +590,7 @@ async fn resource_request(app: &Arc<App>, r: &Req, ident: &Identity, info: Info)
     if is_denied(app, user, &action) {
         let e = auth::forbidden(user, &action);
         audit_err(&e);
-        return error_response(&e);
+        return fail(&e);
     }
 
     let result = match verb {
@@ -597,7 +602,7 @@ async fn resource_request(app: &Arc<App>, r: &Req, ident: &Identity, info: Info)
     match result {
         Err(e) => {
             audit_err(&e);
-            error_response(&e)
+            fail(&e)
         }
         Ok(Reply::Stream(resp)) => {
             app.audit.emit(&Record {
