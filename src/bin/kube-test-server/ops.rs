@@ -366,9 +366,14 @@ fn after_write(st: &mut Store, c: &Ctx, obj: &Value) {
     }
 }
 
-fn commit(st: &mut Store, c: &Ctx, value: Value) -> Arc<Obj> {
+/// Stores `value`; a dry run only shows it, with the resourceVersion the
+/// object already had (`prior`), as the real server does.
+fn commit(st: &mut Store, c: &Ctx, value: Value, prior: Option<u64>) -> Arc<Obj> {
     if c.dry_run {
-        return Obj::build(value, st.current_rv());
+        return match prior {
+            Some(rv) => Obj::build(value, rv),
+            None => Obj::unversioned(value),
+        };
     }
     let is_crd = c.kd.group == "apiextensions.k8s.io" && c.kd.plural == "customresourcedefinitions";
     let crd = is_crd.then(|| value.clone());
@@ -460,7 +465,7 @@ pub fn create(st: &mut Store, c: &Ctx, mut body: Value) -> Result<Written, ApiEr
         managed::track_update(None, &mut body, &c.writer(&av, ""));
     }
     Ok(Written {
-        obj: commit(st, c, body),
+        obj: commit(st, c, body, None),
         created: true,
     })
 }
@@ -537,7 +542,7 @@ fn finish_update(
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty());
     if terminating && !finalizers_left && !c.dry_run {
-        let obj = commit(st, c, new);
+        let obj = commit(st, c, new, Some(cur.rv));
         let gone = st.remove(&c.res(), &c.key(&name)).unwrap_or(obj);
         return Ok(Written {
             obj: gone,
@@ -545,7 +550,7 @@ fn finish_update(
         });
     }
     Ok(Written {
-        obj: commit(st, c, new),
+        obj: commit(st, c, new, Some(cur.rv)),
         created: false,
     })
 }
@@ -805,7 +810,7 @@ fn apply(
             }
             defaults(c, &mut new)?;
             Ok(Written {
-                obj: commit(st, c, new),
+                obj: commit(st, c, new, None),
                 created: true,
             })
         }

@@ -50,9 +50,22 @@ fn meta_string(value: &Value, field: &str) -> String {
 
 impl Obj {
     /// Stamps `rv` into `metadata.resourceVersion` and serializes.
-    pub fn build(mut value: Value, rv: u64) -> Arc<Obj> {
+    pub fn build(value: Value, rv: u64) -> Arc<Obj> {
+        Self::assemble(value, rv, true)
+    }
+
+    /// An object that was never stored (a dry-run create): no resourceVersion.
+    pub fn unversioned(value: Value) -> Arc<Obj> {
+        Self::assemble(value, 0, false)
+    }
+
+    fn assemble(mut value: Value, rv: u64, stamp: bool) -> Arc<Obj> {
         if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.insert("resourceVersion".into(), json!(rv.to_string()));
+            if stamp {
+                meta.insert("resourceVersion".into(), json!(rv.to_string()));
+            } else {
+                meta.remove("resourceVersion");
+            }
         }
         // Serializing a Value cannot fail (all map keys are strings).
         let json = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
