@@ -392,6 +392,7 @@ spec:
     served: true
     storage: true
     schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+    subresources: {status: {}}
     additionalPrinterColumns:
     - {name: Size, type: integer, jsonPath: .spec.size}
 "#;
@@ -421,6 +422,37 @@ spec:
         "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
     ]);
     assert_eq!(established, "True");
+    // status subresource: status only through /status, generation for spec only
+    let w = "/apis/example.com/v1/namespaces/default/widgets/w1";
+    let merge = |path: &str, body: &str| {
+        let r = http_request(
+            srv.port,
+            "PATCH",
+            path,
+            &[
+                ("Authorization", &format!("Bearer {TOKEN}")),
+                ("Content-Type", "application/merge-patch+json"),
+            ],
+            Some(body.as_bytes()),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    let o = merge(
+        &format!("{w}/status"),
+        r#"{"status":{"ready":true},"spec":{"size":9}}"#,
+    );
+    assert_eq!(
+        (o["status"]["ready"].clone(), o["spec"]["size"].clone()),
+        (json!(true), json!(3))
+    );
+    assert_eq!(o["metadata"]["generation"], 1);
+    let o = merge(w, r#"{"status":{"ready":false},"spec":{"size":4}}"#);
+    assert_eq!(
+        (o["status"]["ready"].clone(), o["spec"]["size"].clone()),
+        (json!(true), json!(4))
+    );
+    assert_eq!(o["metadata"]["generation"], 2);
     srv.kubectl_ok(&["delete", "crd", "widgets.example.com"]);
     let r = srv.request(
         "GET",
