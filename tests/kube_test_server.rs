@@ -1017,7 +1017,26 @@ async fn audit_records_users_and_objects_and_reaches_the_webhook() {
     );
     assert_eq!(r.status, 401);
 
+    // a watch is audited when it starts and when it ends, under one auditID
+    let auth = format!("Bearer {TOKEN}");
+    let w = http_request(
+        srv.port,
+        "GET",
+        "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=1",
+        &[("Authorization", &auth)],
+        None,
+    );
+    assert_eq!(w.status, 200);
+    std::thread::sleep(Duration::from_millis(100));
+
     let events = srv.audit_events();
+    let watches: Vec<&Value> = events.iter().filter(|e| e["verb"] == "watch").collect();
+    assert_eq!(watches.len(), 2, "{watches:?}");
+    assert_eq!(
+        (watches[0]["stage"].as_str(), watches[1]["stage"].as_str()),
+        (Some("ResponseStarted"), Some("ResponseComplete"))
+    );
+    assert_eq!(watches[0]["auditID"], watches[1]["auditID"]);
     let create_cr = events
         .iter()
         .find(|e| e["verb"] == "create" && e["objectRef"]["resource"] == "clusterroles")

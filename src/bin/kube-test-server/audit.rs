@@ -156,10 +156,16 @@ impl Audit {
     }
 
     pub fn emit(&self, rec: &Record) {
+        if self.enabled() {
+            self.emit_event(rec.to_event());
+        }
+    }
+
+    /// Writes an already built event (e.g. a watch's ResponseComplete).
+    pub fn emit_event(&self, ev: Value) {
         if !self.enabled() {
             return;
         }
-        let ev = rec.to_event();
         if let Some(f) = &self.file {
             let mut w = f.lock().unwrap_or_else(|e| e.into_inner());
             let line = serde_json::to_vec(&ev).unwrap_or_default();

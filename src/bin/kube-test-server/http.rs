@@ -593,10 +593,19 @@ async fn resource_request(app: &Arc<App>, r: &Req, ident: &Identity, info: Info)
         return fail(&e);
     }
 
+    let watch_audit = watch::AuditSlot::default();
     let result = match verb {
         "get" => get(app, r, &kd, &info),
         "list" => list(app, r, &kd, &info, &decision),
-        "watch" => watch(app, r, &kd, &info, &decision, &stats_key),
+        "watch" => watch(
+            app,
+            r,
+            &kd,
+            &info,
+            &decision,
+            &stats_key,
+            watch_audit.clone(),
+        ),
         _ => write(app, r, &kd, &info, verb),
     };
     match result {
@@ -605,7 +614,7 @@ async fn resource_request(app: &Arc<App>, r: &Req, ident: &Identity, info: Info)
             fail(&e)
         }
         Ok(Reply::Stream(resp)) => {
-            app.audit.emit(&Record {
+            let ev = Record {
                 level: "Metadata",
                 stage: "ResponseStarted",
                 request_uri: &r.uri,
@@ -621,7 +630,13 @@ async fn resource_request(app: &Arc<App>, r: &Req, ident: &Identity, info: Info)
                 response_object: None,
                 received: r.received,
                 decision: "allow",
-            });
+            }
+            .to_event();
+            if app.audit.enabled() {
+                // the stream emits ResponseComplete (same auditID) when it ends
+                *watch_audit.lock().unwrap_or_else(|e| e.into_inner()) = Some(ev.clone());
+                app.audit.emit_event(ev);
+            }
             resp
         }
         Ok(Reply::Done(d)) => {
@@ -937,6 +952,7 @@ fn watch(
     info: &Info,
     decision: &Decision,
     stats_key: &str,
+    audit_end: watch::AuditSlot,
 ) -> Result<Reply, ApiError> {
     let filter = build_filter(r, kd, info)?;
     let rv = r.q("resourceVersion").unwrap_or_default();
@@ -994,6 +1010,7 @@ fn watch(
             .wants_table()
             .then(|| (kd.clone(), Include::parse(r.q("includeObject")))),
         stats_key: stats_key.to_string(),
+        audit_end,
     };
     let mut resp = Response::new(watch::body(app.clone(), rx, opts));
     if let Ok(v) = HeaderValue::from_str(ct) {

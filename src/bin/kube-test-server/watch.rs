@@ -28,7 +28,11 @@ pub struct WatchOpts {
     /// render objects as Tables (kubectl get -w)
     pub table: Option<(Arc<KindDef>, Include)>,
     pub stats_key: String,
+    /// the watch's audit event, re-emitted as ResponseComplete at the end
+    pub audit_end: AuditSlot,
 }
+
+pub type AuditSlot = Arc<std::sync::Mutex<Option<Value>>>;
 
 enum Item {
     Msg(WatchMsg),
@@ -148,6 +152,23 @@ impl Stream {
             None => m.obj.render(&self.opts.api_version),
         };
         self.frame(m.typ.as_str(), &body)
+    }
+}
+
+impl Drop for Stream {
+    // Runs when the stream ends or the client goes away.
+    fn drop(&mut self) {
+        let slot = self
+            .opts
+            .audit_end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut ev) = slot {
+            ev["stage"] = json!("ResponseComplete");
+            ev["stageTimestamp"] = json!(crate::audit::micro_time(jiff::Timestamp::now()));
+            self.app.audit.emit_event(ev);
+        }
     }
 }
 
