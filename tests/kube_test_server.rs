@@ -1585,3 +1585,107 @@ fn filtered_watch_sees_objects_enter_and_leave_the_selection() {
         .collect();
     assert_eq!(events, want);
 }
+
+#[test]
+fn cluster_role_aggregation_follows_labels() {
+    let srv = KubeTestServer::start();
+    let agg = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: team-admin}
+aggregationRule:
+  clusterRoleSelectors:
+  - matchLabels: {example.com/aggregate-to-team-admin: "true"}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: super-admin}
+aggregationRule:
+  clusterRoleSelectors:
+  - matchExpressions: [{key: example.com/aggregate-to-super, operator: Exists}]
+"#;
+    let out = srv.kubectl_stdin(&["apply", "--server-side", "-f", "-"], agg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    srv.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "secrets-reader",
+        "--verb=get",
+        "--resource=secrets",
+    ]);
+    srv.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "pods-reader",
+        "--verb=list",
+        "--resource=pods",
+    ]);
+    let rules = |name: &str| -> Value {
+        serde_json::from_str(&srv.kubectl_ok(&["get", "clusterrole", name, "-o", "json"]))
+            .map(|v: Value| v["rules"].clone())
+            .unwrap()
+    };
+    assert_eq!(rules("team-admin"), Value::Null);
+    srv.kubectl_ok(&[
+        "label",
+        "clusterrole",
+        "secrets-reader",
+        "example.com/aggregate-to-team-admin=true",
+    ]);
+    srv.kubectl_ok(&[
+        "label",
+        "clusterrole",
+        "pods-reader",
+        "example.com/aggregate-to-team-admin=true",
+    ]);
+    assert_eq!(
+        rules("team-admin"),
+        json!([
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+        ])
+    );
+    // aggregated roles aggregate further
+    srv.kubectl_ok(&[
+        "label",
+        "clusterrole",
+        "team-admin",
+        "example.com/aggregate-to-super=yes",
+    ]);
+    assert_eq!(rules("super-admin").as_array().unwrap().len(), 2);
+    // a source's rule change and removal propagate
+    srv.kubectl_ok(&[
+        "patch",
+        "clusterrole",
+        "pods-reader",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/rules/0/verbs/-","value":"watch"}]"#,
+    ]);
+    assert_eq!(rules("super-admin")[0]["verbs"], json!(["list", "watch"]));
+    srv.kubectl_ok(&[
+        "label",
+        "clusterrole",
+        "pods-reader",
+        "example.com/aggregate-to-team-admin-",
+    ]);
+    srv.kubectl_ok(&["delete", "clusterrole", "secrets-reader"]);
+    assert_eq!(rules("team-admin"), Value::Null);
+    assert_eq!(rules("super-admin"), Value::Null);
+    let managers = srv.kubectl_ok(&[
+        "get",
+        "clusterrole",
+        "team-admin",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+        "--show-managed-fields",
+    ]);
+    assert!(
+        managers.contains("clusterrole-aggregation-controller"),
+        "{managers}"
+    );
+}

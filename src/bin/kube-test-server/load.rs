@@ -278,5 +278,9 @@ pub fn load(st: &mut Store, files: &[impl AsRef<Path>], now: &str) -> Result<usi
     for (path, index, obj) in std::mem::take(&mut loader.deferred) {
         loader.create(obj, &path, index, true)?;
     }
-    Ok(loader.total)
+    let total = loader.total;
+    if !loader.st.aggregators.is_empty() {
+        crate::aggregate::reconcile(loader.st, now);
+    }
+    Ok(total)
 }

@@ -3,6 +3,7 @@
 //! faults); the server binds, announces `listening on http://ADDR` as its
 //! first stdout line, and serves until SIGTERM/SIGINT.
 
+mod aggregate;
 mod audit;
 mod auth;
 mod control;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
+use crate::aggregate;
 use crate::error::{ApiError, Target};
 use crate::kinds::{KindDef, kind_from_crd};
 use crate::managed::{self, Writer};
@@ -377,9 +378,18 @@ fn commit(st: &mut Store, c: &Ctx, value: Value, prior: Option<u64>) -> Arc<Obj>
     }
     let is_crd = c.kd.group == "apiextensions.k8s.io" && c.kd.plural == "customresourcedefinitions";
     let crd = is_crd.then(|| value.clone());
+    // ClusterRoles feed aggregation: remember the old version and selectors
+    let cluster_role =
+        (c.kd.group == aggregate::GROUP && c.kd.plural == "clusterroles").then(|| {
+            let key = (String::new(), meta_str(&value, "name").to_string());
+            (st.get(&c.res(), &key), aggregate::selectors_of(&value))
+        });
     let obj = st.put(&c.res(), value);
     if let Some(crd) = crd {
         after_write(st, c, &crd);
+    }
+    if let Some((old, selectors)) = cluster_role {
+        aggregate::after_write(st, c.now, c.preload, old.as_deref(), Some(&obj), selectors);
     }
     obj
 }
@@ -553,6 +563,16 @@ fn finish_update(
         obj: commit(st, c, new, Some(cur.rv)),
         created: false,
     })
+}
+
+/// A controller's update of `cur` (tracked under `c.manager`).
+pub fn update_from_controller(
+    st: &mut Store,
+    c: &Ctx,
+    cur: &Arc<Obj>,
+    new: Value,
+) -> Result<Written, ApiError> {
+    finish_update(st, c, cur, new, "", false)
 }
 
 fn check_rv_precondition(c: &Ctx, cur: &Obj, body: &Value) -> Result<(), ApiError> {
@@ -908,6 +928,9 @@ pub fn delete(
         st.kinds.remove_crd(&kd.group, &kd.plural);
     }
     let gone = st.remove(&res, &c.key(name)).unwrap_or(cur);
+    if c.kd.group == aggregate::GROUP && c.kd.plural == "clusterroles" {
+        aggregate::after_write(st, c.now, false, Some(&gone), None, None);
+    }
     Ok((gone, true))
 }
 

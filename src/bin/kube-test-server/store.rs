@@ -213,6 +213,10 @@ pub struct Store {
     watchers: Vec<Watcher>,
     pub kinds: Registry,
     rng: StdRng,
+    /// ClusterRoles with an aggregationRule: name -> clusterRoleSelectors
+    pub aggregators: BTreeMap<String, Vec<Value>>,
+    /// set while aggregation writes, so they do not re-trigger it
+    pub reconciling: bool,
 }
 
 /// Decides what a filtered watcher sees of one write: objects moving into
@@ -246,6 +250,8 @@ impl Store {
             watchers: Vec::new(),
             kinds: Registry::with_builtins(),
             rng: StdRng::seed_from_u64(seed),
+            aggregators: BTreeMap::new(),
+            reconciling: false,
         }
     }
 
@@ -346,6 +352,13 @@ impl Store {
             }
         }
         out
+    }
+
+    /// Visits every current object of `res` in key order.
+    pub fn each(&self, res: &ResKey, mut f: impl FnMut(&Arc<Obj>)) {
+        if let Some(m) = self.objects.get(res) {
+            m.values().for_each(&mut f);
+        }
     }
 
     pub fn keys_of(&self, res: &ResKey) -> Vec<ObjKey> {
