@@ -381,8 +381,14 @@ fn commit(st: &mut Store, c: &Ctx, value: Value, prior: Option<u64>) -> Arc<Obj>
     // ClusterRoles feed aggregation: remember the old version and selectors
     let cluster_role =
         (c.kd.group == aggregate::GROUP && c.kd.plural == "clusterroles").then(|| {
+            // the old version only matters once aggregation runs, not while loading
             let key = (String::new(), meta_str(&value, "name").to_string());
-            (st.get(&c.res(), &key), aggregate::selectors_of(&value))
+            let old = if c.preload {
+                None
+            } else {
+                st.get(&c.res(), &key)
+            };
+            (old, aggregate::selectors_of(&value))
         });
     let obj = st.put(&c.res(), value);
     if let Some(crd) = crd {
