@@ -1689,3 +1689,62 @@ aggregationRule:
         "{managers}"
     );
 }
+
+#[tokio::test]
+async fn kube_discovery_and_dynamic_objects() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject};
+    use kube::discovery::{Discovery, Scope};
+
+    let srv = KubeTestServer::start();
+    let client = srv.client().await;
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "drifts.permdrift.dev"},
+        "spec": {
+            "group": "permdrift.dev", "scope": "Cluster",
+            "names": {"plural": "drifts", "singular": "drift", "kind": "Drift", "shortNames": ["dr"]},
+            "versions": [
+                {"name": "v1alpha1", "served": true, "storage": false, "schema": {"openAPIV3Schema": {"type": "object"}}},
+                {"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object"}}}
+            ]
+        }
+    }))
+    .unwrap();
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .unwrap();
+    let discovery = Discovery::new(client.clone()).run().await.unwrap();
+    let (ar, caps) = discovery
+        .groups()
+        .flat_map(|g| g.recommended_resources())
+        .find(|(ar, _)| ar.kind == "Drift")
+        .expect("Drift discovered");
+    assert_eq!((ar.version.as_str(), ar.plural.as_str()), ("v1", "drifts"));
+    assert!(matches!(caps.scope, Scope::Cluster));
+    assert!(
+        discovery
+            .groups()
+            .any(|g| g.name() == "rbac.authorization.k8s.io")
+    );
+
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "permdrift.dev/v1", "kind": "Drift", "metadata": {"name": "d1"}, "spec": {"severity": "high"}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
+    // the other served version sees the same object
+    let alpha = ApiResource {
+        version: "v1alpha1".into(),
+        api_version: "permdrift.dev/v1alpha1".into(),
+        ..ar.clone()
+    };
+    let got = Api::<DynamicObject>::all_with(client, &alpha)
+        .get("d1")
+        .await
+        .unwrap();
+    assert_eq!(got.types.unwrap().api_version, "permdrift.dev/v1alpha1");
+    assert_eq!(got.data["spec"]["severity"], "high");
+}
