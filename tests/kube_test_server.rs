@@ -1203,15 +1203,15 @@ fn faults_are_injected_and_control_api_is_exempt() {
     srv.control(
         "PUT",
         "/_testserver/faults",
-        r#"{"latency_ms":[300,350],"resources":["configmaps"]}"#,
+        r#"{"latency_ms":[500,550],"resources":["configmaps"]}"#,
     );
     let t = Instant::now();
     assert_eq!(get(&srv, cms).status, 200);
-    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(t.elapsed() >= Duration::from_millis(500));
     let t = Instant::now();
     assert_eq!(get(&srv, "/api/v1/namespaces").status, 200);
     assert!(
-        t.elapsed() < Duration::from_millis(300),
+        t.elapsed() < Duration::from_millis(450),
         "filtered by resource"
     );
     // garbage bodies
