@@ -1748,3 +1748,74 @@ async fn kube_discovery_and_dynamic_objects() {
     assert_eq!(got.types.unwrap().api_version, "permdrift.dev/v1alpha1");
     assert_eq!(got.data["spec"]["severity"], "high");
 }
+
+#[test]
+fn rbac_validation_like_the_real_server() {
+    let srv = KubeTestServer::start();
+    srv.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "b",
+        "--clusterrole=view",
+        "--user=u",
+    ]);
+    // roleRef is immutable
+    let out = srv.kubectl(&[
+        "patch",
+        "clusterrolebinding",
+        "b",
+        "--type=merge",
+        "-p",
+        r#"{"roleRef":{"name":"edit"}}"#,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            r#"The ClusterRoleBinding "b" is invalid: roleRef: Invalid value: rbac.RoleRef{APIGroup:"rbac.authorization.k8s.io", Kind:"ClusterRole", Name:"view"}: cannot change roleRef"#
+        ),
+        "{err}"
+    );
+    let crs = "/apis/rbac.authorization.k8s.io/v1/clusterroles";
+    let r = srv.request(
+        "POST",
+        crs,
+        Some(r#"{"metadata":{"name":"x"},"rules":[{"apiGroups":[""],"resources":["pods"]}]}"#),
+    );
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        r.json()["message"],
+        r#"ClusterRole.rbac.authorization.k8s.io "x" is invalid: rules[0].verbs: Required value: verbs must contain at least one value"#
+    );
+    let r = srv.request("POST", crs, Some(r#"{"metadata":{"name":"x"},"rules":[{"verbs":["get"],"nonResourceURLs":["/healthz"]}]}"#));
+    assert_eq!(r.status, 201, "cluster roles may name non-resource URLs");
+    let r = srv.request(
+        "POST",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles",
+        Some(r#"{"metadata":{"name":"x"},"rules":[{"verbs":["get"],"nonResourceURLs":["/healthz"]}]}"#),
+    );
+    assert_eq!(r.status, 422);
+    let r = srv.request(
+        "POST",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        Some(r#"{"metadata":{"name":"y"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"Role","name":"x"},"subjects":[]}"#),
+    );
+    assert_eq!(r.status, 422);
+    assert!(
+        r.json()["message"].as_str().unwrap().contains(
+            r#"roleRef.kind: Unsupported value: "Role": supported values: "ClusterRole""#
+        )
+    );
+    let r = srv.request(
+        "POST",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        Some(r#"{"metadata":{"name":"y"},"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"x"},"subjects":[{"kind":"ServiceAccount","name":"sa"}]}"#),
+    );
+    assert_eq!(r.status, 422);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("subjects[0].namespace: Required value")
+    );
+}

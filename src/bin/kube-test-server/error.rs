@@ -156,9 +156,16 @@ impl ApiError {
             "FieldValueRequired" => "Required value",
             "FieldValueForbidden" => "Forbidden",
             "FieldValueDuplicate" => "Duplicate value",
+            "FieldValueNotSupported" => "Unsupported value",
             _ => "Invalid value",
         };
-        let msg = format!("{field}: {type_word}: {detail}");
+        // the cause carries the body without the field, as field.Error does
+        let body = if detail.is_empty() {
+            type_word.to_string()
+        } else {
+            format!("{type_word}: {detail}")
+        };
+        let msg = format!("{field}: {body}");
         let mut details = Map::new();
         details.insert("name".into(), json!(name));
         if !group.is_empty() {
@@ -167,7 +174,7 @@ impl ApiError {
         details.insert("kind".into(), json!(kind));
         details.insert(
             "causes".into(),
-            json!([{"reason": cause_reason, "message": msg, "field": field}]),
+            json!([{"reason": cause_reason, "message": body, "field": field}]),
         );
         Self::new(
             422,

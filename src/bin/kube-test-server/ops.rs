@@ -350,6 +350,181 @@ fn defaults(c: &Ctx, obj: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The RBAC checks of the real server that matter to clients: rules need
+/// verbs (and API groups for resources), bindings need a valid roleRef that
+/// never changes, and subjects need a known kind.
+fn validate_rbac(c: &Ctx, old: Option<&Value>, obj: &Value) -> Result<(), ApiError> {
+    if c.kd.group != "rbac.authorization.k8s.io" {
+        return Ok(());
+    }
+    let name = meta_str(obj, "name");
+    let invalid =
+        |field: String, reason: &str, detail: String| Err(c.invalid(name, &field, reason, &detail));
+    let strs = |v: &Value, k: &str| -> Vec<String> {
+        v.get(k)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    match c.kd.kind.as_str() {
+        "Role" | "ClusterRole" => {
+            let rules = obj
+                .get("rules")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for (i, r) in rules.iter().enumerate() {
+                if strs(r, "verbs").is_empty() {
+                    return invalid(
+                        format!("rules[{i}].verbs"),
+                        "FieldValueRequired",
+                        "verbs must contain at least one value".into(),
+                    );
+                }
+                let non_resource = strs(r, "nonResourceURLs");
+                if !non_resource.is_empty() {
+                    let mixed = !strs(r, "apiGroups").is_empty()
+                        || !strs(r, "resources").is_empty()
+                        || !strs(r, "resourceNames").is_empty();
+                    if c.kd.kind == "Role" || mixed {
+                        let why = if c.kd.kind == "Role" {
+                            "namespaced rules cannot apply to non-resource URLs"
+                        } else {
+                            "rules cannot apply to both regular resources and non-resource URLs"
+                        };
+                        return invalid(
+                            format!("rules[{i}].nonResourceURLs"),
+                            "FieldValueInvalid",
+                            format!("{non_resource:?}: {why}"),
+                        );
+                    }
+                    continue;
+                }
+                if r.get("apiGroups")
+                    .and_then(Value::as_array)
+                    .is_none_or(|a| a.is_empty())
+                {
+                    return invalid(
+                        format!("rules[{i}].apiGroups"),
+                        "FieldValueRequired",
+                        "resource rules must supply at least one api group".into(),
+                    );
+                }
+                if strs(r, "resources").is_empty() {
+                    return invalid(
+                        format!("rules[{i}].resources"),
+                        "FieldValueRequired",
+                        "resource rules must supply at least one resource".into(),
+                    );
+                }
+            }
+        }
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let role_ref = obj.get("roleRef").cloned().unwrap_or(Value::Null);
+            let rs = |k: &str| {
+                role_ref
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            if let Some(old) = old
+                && old.get("roleRef") != obj.get("roleRef")
+            {
+                let o = old.get("roleRef").cloned().unwrap_or(Value::Null);
+                let os = |k: &str| {
+                    o.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                return invalid(
+                    "roleRef".into(),
+                    "FieldValueInvalid",
+                    format!(
+                        "rbac.RoleRef{{APIGroup:\"{}\", Kind:\"{}\", Name:\"{}\"}}: cannot change roleRef",
+                        os("apiGroup"),
+                        os("kind"),
+                        os("name")
+                    ),
+                );
+            }
+            if rs("apiGroup") != "rbac.authorization.k8s.io" {
+                return invalid(
+                    "roleRef.apiGroup".into(),
+                    "FieldValueNotSupported",
+                    format!(
+                        "\"{}\": supported values: \"rbac.authorization.k8s.io\"",
+                        rs("apiGroup")
+                    ),
+                );
+            }
+            let kinds: &[&str] = if c.kd.kind == "RoleBinding" {
+                &["Role", "ClusterRole"]
+            } else {
+                &["ClusterRole"]
+            };
+            if !kinds.contains(&rs("kind").as_str()) {
+                let supported: Vec<String> = kinds.iter().map(|k| format!("\"{k}\"")).collect();
+                return invalid(
+                    "roleRef.kind".into(),
+                    "FieldValueNotSupported",
+                    format!(
+                        "\"{}\": supported values: {}",
+                        rs("kind"),
+                        supported.join(", ")
+                    ),
+                );
+            }
+            if rs("name").is_empty() {
+                return invalid("roleRef.name".into(), "FieldValueRequired", String::new());
+            }
+            let subjects = obj
+                .get("subjects")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for (i, s) in subjects.iter().enumerate() {
+                let f = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or_default();
+                if f("name").is_empty() {
+                    return invalid(
+                        format!("subjects[{i}].name"),
+                        "FieldValueRequired",
+                        String::new(),
+                    );
+                }
+                match f("kind") {
+                    "ServiceAccount" => {
+                        if c.kd.kind == "ClusterRoleBinding" && f("namespace").is_empty() {
+                            return invalid(
+                                format!("subjects[{i}].namespace"),
+                                "FieldValueRequired",
+                                String::new(),
+                            );
+                        }
+                    }
+                    "User" | "Group" => {}
+                    other => {
+                        return invalid(
+                            format!("subjects[{i}].kind"),
+                            "FieldValueNotSupported",
+                            format!(
+                                "\"{other}\": supported values: \"ServiceAccount\", \"User\", \"Group\""
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// After-commit effects on the kind table.
 fn after_write(st: &mut Store, c: &Ctx, obj: &Value) {
     if c.kd.group == "apiextensions.k8s.io"
@@ -474,6 +649,9 @@ pub fn create(st: &mut Store, c: &Ctx, mut body: Value) -> Result<Written, ApiEr
     }
     defaults(c, &mut body)?;
     if !c.preload {
+        validate_rbac(c, None, &body)?;
+    }
+    if !c.preload {
         if let Some(meta) = meta_mut(&mut body) {
             meta.remove("managedFields");
         }
@@ -530,6 +708,7 @@ fn finish_update(
         };
     }
     defaults(c, &mut new)?;
+    validate_rbac(c, Some(&old), &new)?;
     if spec_differs(&old, &new) {
         let g = old
             .pointer("/metadata/generation")
@@ -835,6 +1014,7 @@ fn apply(
                 m.remove("status");
             }
             defaults(c, &mut new)?;
+            validate_rbac(c, None, &new)?;
             Ok(Written {
                 obj: commit(st, c, new, None),
                 created: true,
