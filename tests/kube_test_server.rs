@@ -1155,6 +1155,25 @@ async fn deny_list_forbids_like_the_real_server() {
         .unwrap();
     let out = srv.kubectl(&["get", "rolebindings", "-A"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot list resource \"rolebindings\""));
+    // access reviews answer from the same deny list
+    let out = srv.kubectl(&["auth", "can-i", "list", "rolebindings", "-A"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "no - denied by the kube-test-server deny list"
+    );
+    assert_eq!(
+        srv.kubectl_ok(&[
+            "auth",
+            "can-i",
+            "list",
+            "rolebindings",
+            "-A",
+            "--as",
+            "someone-else"
+        ])
+        .trim(),
+        "yes"
+    );
     // cleared at run time
     srv.control("DELETE", "/_testserver/deny", "");
     all.list(&ListParams::default()).await.unwrap();

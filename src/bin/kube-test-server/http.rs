@@ -595,6 +595,7 @@ async fn resource_request(app: &Arc<App>, r: &Req, ident: &Identity, info: Info)
 
     let watch_audit = watch::AuditSlot::default();
     let result = match verb {
+        _ if kd.review => review(app, r, &kd, ident, verb),
         "get" => get(app, r, &kd, &info),
         "list" => list(app, r, &kd, &info, &decision),
         "watch" => watch(
@@ -1017,6 +1018,101 @@ fn watch(
         resp.headers_mut().insert(header::CONTENT_TYPE, v);
     }
     Ok(Reply::Stream(resp))
+}
+
+/// An access review, answered by the deny list: the only authorizer here.
+fn review(
+    app: &App,
+    r: &Req,
+    kd: &KindDef,
+    ident: &Identity,
+    verb: &str,
+) -> Result<Reply, ApiError> {
+    if verb != "create" {
+        return Err(ApiError::method_not_allowed());
+    }
+    let mut body = ops::parse_body(&r.body)?;
+    let spec = body.get("spec").cloned().unwrap_or(Value::Null);
+    let s = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let subject = if kd.kind == "SubjectAccessReview" {
+        let groups: Vec<String> = spec
+            .get("groups")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|g| g.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        auth::UserInfo {
+            username: s(&spec, "user"),
+            groups,
+        }
+    } else {
+        ident.effective().clone()
+    };
+    let (verb, group, resource, namespace, name) = match spec.get("resourceAttributes") {
+        Some(ra) => {
+            let sub = s(ra, "subresource");
+            let res = if sub.is_empty() {
+                s(ra, "resource")
+            } else {
+                format!("{}/{sub}", s(ra, "resource"))
+            };
+            (
+                s(ra, "verb"),
+                s(ra, "group"),
+                res,
+                s(ra, "namespace"),
+                s(ra, "name"),
+            )
+        }
+        None => {
+            let nr = spec
+                .get("nonResourceAttributes")
+                .cloned()
+                .unwrap_or(Value::Null);
+            (
+                s(&nr, "verb"),
+                String::new(),
+                s(&nr, "path"),
+                String::new(),
+                String::new(),
+            )
+        }
+    };
+    let action = Action {
+        verb: &verb,
+        group: &group,
+        resource: &resource,
+        namespace: &namespace,
+        name: &name,
+    };
+    let denied = is_denied(app, &subject, &action);
+    let status = if denied {
+        json!({"allowed": false, "denied": true, "reason": "denied by the kube-test-server deny list"})
+    } else {
+        json!({"allowed": true, "reason": "kube-test-server allows everything not on its deny list"})
+    };
+    if let Some(m) = body.as_object_mut() {
+        m.insert("apiVersion".into(), json!("authorization.k8s.io/v1"));
+        m.insert("kind".into(), json!(kd.kind));
+        m.insert("status".into(), status);
+        m.entry("metadata").or_insert_with(|| json!({}));
+    }
+    Ok(Reply::Done(Done {
+        code: 201,
+        content_type: "application/json",
+        body: to_bytes(&body),
+        audit_response: Some(body),
+        rv: None,
+        name: None,
+    }))
 }
 
 fn write(

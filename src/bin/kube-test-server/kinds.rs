@@ -327,6 +327,8 @@ pub struct KindDef {
     pub printer_columns: Vec<PrinterColumn>,
     /// set for kinds registered by a CRD
     pub from_crd: bool,
+    /// an access review: create-only, answered from the deny list, never stored
+    pub review: bool,
 }
 
 impl KindDef {
@@ -347,6 +349,9 @@ impl KindDef {
     }
 
     pub fn verbs(&self) -> Vec<&'static str> {
+        if self.review {
+            return vec!["create"];
+        }
         let mut v = vec!["create", "delete"];
         if self.deletecollection {
             v.push("deletecollection");
@@ -388,8 +393,34 @@ impl Registry {
                 printer: b.printer,
                 printer_columns: Vec::new(),
                 from_crd: false,
+                review: false,
             };
             r.insert(kd);
+        }
+        // Access reviews (`kubectl auth can-i`), answered from the deny list.
+        for (kind, plural) in [
+            ("SelfSubjectAccessReview", "selfsubjectaccessreviews"),
+            ("SubjectAccessReview", "subjectaccessreviews"),
+        ] {
+            r.insert(KindDef {
+                group: "authorization.k8s.io".into(),
+                versions: vec!["v1".into()],
+                kind: kind.into(),
+                list_kind: format!("{kind}List"),
+                plural: plural.into(),
+                singular: kind.to_lowercase(),
+                short_names: Vec::new(),
+                categories: Vec::new(),
+                namespaced: false,
+                status_subresource: false,
+                create_on_update: false,
+                return_deleted: false,
+                deletecollection: false,
+                printer: Printer::Custom,
+                printer_columns: Vec::new(),
+                from_crd: false,
+                review: true,
+            });
         }
         r
     }
@@ -616,5 +647,6 @@ pub fn kind_from_crd(crd: &Value) -> Result<KindDef, CrdError> {
         printer: Printer::Custom,
         printer_columns,
         from_crd: true,
+        review: false,
     })
 }

@@ -179,6 +179,45 @@ const SECRET: &[Field] = &[
     f(5, "immutable", Ty::Bool),
 ];
 
+const RESOURCE_ATTRIBUTES: &[Field] = &[
+    f(1, "namespace", Ty::Str),
+    f(2, "verb", Ty::Str),
+    f(3, "group", Ty::Str),
+    f(4, "version", Ty::Str),
+    f(5, "resource", Ty::Str),
+    f(6, "subresource", Ty::Str),
+    f(7, "name", Ty::Str),
+];
+
+const NON_RESOURCE_ATTRIBUTES: &[Field] = &[f(1, "path", Ty::Str), f(2, "verb", Ty::Str)];
+
+const SELF_ACCESS_REVIEW: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(
+        2,
+        "spec",
+        Ty::Msg(&[
+            f(1, "resourceAttributes", Ty::Msg(RESOURCE_ATTRIBUTES)),
+            f(2, "nonResourceAttributes", Ty::Msg(NON_RESOURCE_ATTRIBUTES)),
+        ]),
+    ),
+];
+
+const ACCESS_REVIEW: &[Field] = &[
+    f(1, "metadata", Ty::Msg(OBJECT_META)),
+    f(
+        2,
+        "spec",
+        Ty::Msg(&[
+            f(1, "resourceAttributes", Ty::Msg(RESOURCE_ATTRIBUTES)),
+            f(2, "nonResourceAttributes", Ty::Msg(NON_RESOURCE_ATTRIBUTES)),
+            f(3, "user", Ty::Str),
+            rep(4, "groups", Ty::Str),
+            f(6, "uid", Ty::Str),
+        ]),
+    ),
+];
+
 const UNKNOWN_TYPE_META: &[Field] = &[f(1, "apiVersion", Ty::Str), f(2, "kind", Ty::Str)];
 
 fn schema_for(kind: &str) -> Option<&'static [Field]> {
@@ -189,6 +228,8 @@ fn schema_for(kind: &str) -> Option<&'static [Field]> {
         "ServiceAccount" => SERVICE_ACCOUNT,
         "ConfigMap" => CONFIG_MAP,
         "Secret" => SECRET,
+        "SelfSubjectAccessReview" => SELF_ACCESS_REVIEW,
+        "SubjectAccessReview" => ACCESS_REVIEW,
         _ => return None,
     })
 }
