@@ -12,7 +12,7 @@ pub enum OutputFormat {
 }
 
 /// Grants listed per change in text and markdown; JSON always has all of them.
-const MAX_GRANTS_SHOWN: usize = 20;
+pub const MAX_GRANTS_SHOWN: usize = 20;
 /// Lines of object diff shown per change in text and markdown.
 const MAX_DIFF_LINES: usize = 80;
 

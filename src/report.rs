@@ -125,6 +125,55 @@ pub enum Risk {
 }
 
 impl Risk {
+    pub const ALL: [Risk; 36] = [
+        Risk::ClusterAdmin,
+        Risk::WildcardVerb,
+        Risk::WildcardResource,
+        Risk::WildcardApigroup,
+        Risk::NonresourceWildcard,
+        Risk::Escalate,
+        Risk::Bind,
+        Risk::Impersonate,
+        Risk::SecretsRead,
+        Risk::PodCreate,
+        Risk::PodExec,
+        Risk::PodPortforward,
+        Risk::NodesProxy,
+        Risk::CsrApprove,
+        Risk::AdmissionWebhookWrite,
+        Risk::ServiceaccountTokenCreate,
+        Risk::PvCreate,
+        Risk::RbacWrite,
+        Risk::EventsDelete,
+        Risk::ConfigmapWrite,
+        Risk::DeleteBroad,
+        Risk::SystemGroupBinding,
+        Risk::AggregationLabel,
+        Risk::Admin,
+        Risk::WildcardAction,
+        Risk::PrivilegeEscalation,
+        Risk::Passrole,
+        Risk::CredentialsExposure,
+        Risk::DataAccess,
+        Risk::ResourceExposure,
+        Risk::TrustWidened,
+        Risk::TrustPublic,
+        Risk::TrustCrossAccount,
+        Risk::BoundaryRemoved,
+        Risk::DenyRemoved,
+        Risk::ConditionLoosened,
+    ];
+
+    /// One bit per tag, for cheap unions over many grants.
+    pub fn bit(self) -> u64 {
+        1 << (self as u64)
+    }
+
+    /// The tags whose bits are set in `mask`.
+    pub fn from_mask(mask: u64) -> impl Iterator<Item = Risk> {
+        Risk::ALL.into_iter().filter(move |r| mask & r.bit() != 0)
+    }
+
     pub fn as_str(self) -> String {
         serde_json::to_value(self)
             .ok()

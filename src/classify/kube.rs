@@ -9,7 +9,7 @@ use crate::diff::kube::KubeGrant;
 use crate::grants::kube_perm::Perm;
 use crate::model::k8s::{RBAC_GROUP, Subject, SubjectKind};
 use crate::report::{Risk, Severity, Witness};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeSet;
 
 const READ_VERBS: [&str; 3] = ["get", "list", "watch"];
@@ -244,15 +244,24 @@ fn facet<'a>(g: &KubeGrant<'a>) -> Facet<'a> {
     }
 }
 
-fn facet_risks(f: &Facet<'_>) -> BTreeSet<Risk> {
+/// The verdict of the rules on one facet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct FacetInfo {
+    /// Risk tags as bits (`Risk::bit`).
+    risks: u64,
+    write: bool,
+    system_beyond_discovery: bool,
+}
+
+fn facet_info(f: &Facet<'_>) -> FacetInfo {
     let perm = f.perm;
-    let mut risks = BTreeSet::new();
+    let mut risks = 0u64;
     for (risk, requests) in REQUEST_TAGS {
         if requests
             .iter()
             .any(|(g, r, verbs)| verbs.iter().any(|v| allows(&perm, g, r, v)))
         {
-            risks.insert(*risk);
+            risks |= risk.bit();
         }
     }
     match perm {
@@ -263,39 +272,43 @@ fn facet_risks(f: &Facet<'_>) -> BTreeSet<Risk> {
             name,
         } => {
             if f.cluster_wide && group == "*" && resource == "*" && verb == "*" && name.is_none() {
-                risks.insert(Risk::ClusterAdmin);
+                risks |= Risk::ClusterAdmin.bit();
             }
             if verb == "*" {
-                risks.insert(Risk::WildcardVerb);
+                risks |= Risk::WildcardVerb.bit();
             }
             if resource.starts_with('*') {
-                risks.insert(Risk::WildcardResource);
+                risks |= Risk::WildcardResource.bit();
             }
             if group == "*" {
-                risks.insert(Risk::WildcardApigroup);
+                risks |= Risk::WildcardApigroup.bit();
             }
             if resource == "*" && matches!(verb, "*" | "delete" | "deletecollection") {
-                risks.insert(Risk::DeleteBroad);
+                risks |= Risk::DeleteBroad.bit();
             }
         }
         Perm::NonResource { url, verb } => {
             if url.ends_with('*') && !DISCOVERY_URLS.contains(&url) {
-                risks.insert(Risk::NonresourceWildcard);
+                risks |= Risk::NonresourceWildcard.bit();
             }
             if verb == "*" {
-                risks.insert(Risk::WildcardVerb);
+                risks |= Risk::WildcardVerb.bit();
             }
         }
     }
     if f.system_subject {
-        risks.insert(Risk::SystemGroupBinding);
+        risks |= Risk::SystemGroupBinding.bit();
     }
-    risks
+    FacetInfo {
+        risks,
+        write: is_write(&perm),
+        system_beyond_discovery: f.system_subject && !is_discovery(&perm),
+    }
 }
 
 /// Tags of one gained perm held by one subject in one scope.
 pub fn grant_risks(grant: &KubeGrant<'_>) -> BTreeSet<Risk> {
-    facet_risks(&facet(grant))
+    Risk::from_mask(facet_info(&facet(grant)).risks).collect()
 }
 
 /// The facts of a change beyond its gained perms.
@@ -309,79 +322,158 @@ const NO_AGGREGATION: KubeContext<'static> = KubeContext {
     aggregation_label: false,
 };
 
-fn classify_facets<'a>(
-    facets: impl Iterator<Item = Facet<'a>>,
+const HIGH: [Risk; 7] = [
+    Risk::SecretsRead,
+    Risk::PodCreate,
+    Risk::PodExec,
+    Risk::NodesProxy,
+    Risk::CsrApprove,
+    Risk::AdmissionWebhookWrite,
+    Risk::ServiceaccountTokenCreate,
+];
+
+fn severity(
+    risks: u64,
+    any_write: bool,
+    system_beyond_discovery: bool,
     cx: &KubeContext<'_>,
-) -> Option<(BTreeSet<Risk>, Severity)> {
-    let mut risks = BTreeSet::new();
-    let mut any = false;
-    let mut any_write = false;
-    let mut system_beyond_discovery = false;
-    let mut deleted: FxHashSet<(&str, &str)> = FxHashSet::default();
-    for f in facets {
-        any = true;
-        risks.extend(facet_risks(&f));
-        any_write |= is_write(&f.perm);
-        if f.system_subject && !is_discovery(&f.perm) {
-            system_beyond_discovery = true;
-        }
-        if let Perm::Resource {
-            group,
-            resource,
-            verb: "delete" | "deletecollection" | "*",
-            ..
-        } = f.perm
-        {
-            deleted.insert((group, resource));
-        }
-    }
-    if !any {
-        return None;
-    }
-    // Deleting many kinds of things at once is as broad as `*`.
-    if deleted.len() >= 5 {
-        risks.insert(Risk::DeleteBroad);
-    }
-    if cx.aggregation_label && !cx.aggregated_into.is_empty() {
-        risks.insert(Risk::AggregationLabel);
-    }
+) -> Severity {
+    let has = |r: Risk| risks & r.bit() != 0;
     let into_powerful = cx
         .aggregated_into
         .iter()
         .any(|r| matches!(r.as_str(), "admin" | "edit" | "cluster-admin"));
-    let critical = risks.contains(&Risk::ClusterAdmin)
-        || risks.contains(&Risk::Escalate)
-        || risks.contains(&Risk::Bind)
-        || risks.contains(&Risk::Impersonate)
-        || (risks.contains(&Risk::SystemGroupBinding) && system_beyond_discovery)
-        || (risks.contains(&Risk::AggregationLabel) && into_powerful);
-    let high = [
-        Risk::SecretsRead,
-        Risk::PodCreate,
-        Risk::PodExec,
-        Risk::NodesProxy,
-        Risk::CsrApprove,
-        Risk::AdmissionWebhookWrite,
-        Risk::ServiceaccountTokenCreate,
-    ]
-    .iter()
-    .any(|r| risks.contains(r));
-    let severity = if critical {
+    let critical = has(Risk::ClusterAdmin)
+        || has(Risk::Escalate)
+        || has(Risk::Bind)
+        || has(Risk::Impersonate)
+        || (has(Risk::SystemGroupBinding) && system_beyond_discovery)
+        || (has(Risk::AggregationLabel) && into_powerful);
+    if critical {
         Severity::Critical
-    } else if high {
+    } else if HIGH.iter().any(|r| has(*r)) {
         Severity::High
     } else if any_write {
         Severity::Medium
     } else {
         Severity::Low
-    };
-    Some((risks, severity))
+    }
+}
+
+/// Classifies the changes of one diff, remembering each facet's verdict
+/// across changes (the same perms recur in thousands of bindings).
+#[derive(Default)]
+pub struct Classifier<'m> {
+    facets: FxHashMap<Facet<'m>, FacetInfo>,
+}
+
+impl<'m> Classifier<'m> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn info(&mut self, f: Facet<'m>) -> FacetInfo {
+        *self.facets.entry(f).or_insert_with(|| facet_info(&f))
+    }
+
+    /// Tags and severity of a change from its gained perms (lost perms never raise severity).
+    pub fn classify(
+        &mut self,
+        gained: &[KubeGrant<'m>],
+        cx: &KubeContext<'_>,
+    ) -> (BTreeSet<Risk>, Severity) {
+        if gained.is_empty() {
+            return (BTreeSet::new(), Severity::Info);
+        }
+        let mut risks = 0u64;
+        let mut any_write = false;
+        let mut system_beyond_discovery = false;
+        let mut deleted: FxHashSet<(&str, &str)> = FxHashSet::default();
+        let mut previous: Option<Facet<'m>> = None;
+        for g in gained {
+            let f = facet(g);
+            // Consecutive grants often repeat a facet (one perm, many subjects).
+            if previous == Some(f) {
+                continue;
+            }
+            previous = Some(f);
+            let info = self.info(f);
+            risks |= info.risks;
+            any_write |= info.write;
+            system_beyond_discovery |= info.system_beyond_discovery;
+            if let Perm::Resource {
+                group,
+                resource,
+                verb: "delete" | "deletecollection" | "*",
+                ..
+            } = f.perm
+            {
+                deleted.insert((group, resource));
+            }
+        }
+        // Deleting many kinds of things at once is as broad as `*`.
+        if deleted.len() >= 5 {
+            risks |= Risk::DeleteBroad.bit();
+        }
+        if cx.aggregation_label && !cx.aggregated_into.is_empty() {
+            risks |= Risk::AggregationLabel.bit();
+        }
+        (
+            Risk::from_mask(risks).collect(),
+            severity(risks, any_write, system_beyond_discovery, cx),
+        )
+    }
+
+    /// Picks the most severe gained perm and makes it a concrete request the old
+    /// state did not allow. `allowed_before` answers for the old state.
+    pub fn witness(
+        &mut self,
+        gained: &[KubeGrant<'m>],
+        allowed_before: impl FnMut(&Subject, Option<&str>, &Perm<'_>) -> bool,
+    ) -> Option<Witness> {
+        // Score each distinct facet once; the witness is the first grant with the best one.
+        let mut best: Option<((Severity, usize), &KubeGrant<'m>)> = None;
+        let mut previous: Option<Facet<'m>> = None;
+        for g in gained {
+            let f = facet(g);
+            if previous == Some(f) {
+                continue;
+            }
+            previous = Some(f);
+            let info = self.info(f);
+            let telling = Risk::from_mask(info.risks)
+                .filter_map(|r| WITNESS_PRIORITY.iter().position(|p| *p == r))
+                .min()
+                .map_or(0, |i| WITNESS_PRIORITY.len() - i);
+            let score = (
+                severity(
+                    info.risks,
+                    info.write,
+                    info.system_beyond_discovery,
+                    &NO_AGGREGATION,
+                ),
+                telling,
+            );
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, g));
+            }
+        }
+        best.map(|(_, g)| concrete_witness(g, allowed_before))
+    }
 }
 
 /// Tags and severity of a change from its gained perms (lost perms never raise severity).
 pub fn classify(gained: &[KubeGrant<'_>], cx: &KubeContext<'_>) -> (BTreeSet<Risk>, Severity) {
-    let facets: FxHashSet<Facet<'_>> = gained.iter().map(facet).collect();
-    classify_facets(facets.into_iter(), cx).unwrap_or((BTreeSet::new(), Severity::Info))
+    Classifier::new().classify(gained, cx)
+}
+
+/// Picks the most severe gained perm and makes it a concrete request the old
+/// state did not allow. `allowed_before` answers for the old state.
+pub fn witness(
+    gained: &[KubeGrant<'_>],
+    allowed_before: impl FnMut(&Subject, Option<&str>, &Perm<'_>) -> bool,
+) -> Option<Witness> {
+    Classifier::new().witness(gained, allowed_before)
 }
 
 /// Risks in the order a reader most needs to hear about them.
@@ -437,32 +529,11 @@ fn scope_words(namespace: Option<&str>) -> String {
     }
 }
 
-/// Picks the most severe gained perm and makes it a concrete request the old
-/// state did not allow. `allowed_before` answers for the old state.
-pub fn witness(
-    gained: &[KubeGrant<'_>],
+/// Makes one gained grant a concrete request the old state did not allow.
+fn concrete_witness(
+    best: &KubeGrant<'_>,
     mut allowed_before: impl FnMut(&Subject, Option<&str>, &Perm<'_>) -> bool,
-) -> Option<Witness> {
-    // Score each distinct facet once; the witness is the first grant with the best one.
-    let mut scores: rustc_hash::FxHashMap<Facet<'_>, (Severity, usize)> =
-        rustc_hash::FxHashMap::default();
-    for g in gained {
-        let f = facet(g);
-        scores.entry(f).or_insert_with(|| {
-            let (risks, severity) = classify_facets(std::iter::once(f), &NO_AGGREGATION)
-                .unwrap_or((BTreeSet::new(), Severity::Info));
-            let telling = risks
-                .iter()
-                .filter_map(|r| WITNESS_PRIORITY.iter().position(|p| p == r))
-                .min()
-                .map_or(0, |i| WITNESS_PRIORITY.len() - i);
-            (severity, telling)
-        });
-    }
-    let best_score = scores.values().max().copied()?;
-    let best = gained
-        .iter()
-        .find(|g| scores.get(&facet(g)) == Some(&best_score))?;
+) -> Witness {
     let perm = best.perm;
     let ns = best.namespace;
     let concrete = if perm.is_wildcard() {
@@ -507,7 +578,7 @@ pub fn witness(
     };
     let subject = best.subject.to_string();
     let scope = scope_label(ns);
-    Some(match (concrete, perm) {
+    match (concrete, perm) {
         (Some((g, r, v)), _) => Witness {
             explanation: format!(
                 "{subject} can now {v} {} {} (through `{}`); before, it could not",
@@ -558,7 +629,7 @@ pub fn witness(
             scope,
             api_group: None,
         },
-    })
+    }
 }
 
 /// A resource as kubectl spells it: `deployments.apps/scale`, `pods/exec`.

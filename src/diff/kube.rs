@@ -137,8 +137,10 @@ impl<'m> KubeDiffer<'m> {
             }
             RbacKind::ServiceAccount => {}
         }
+        // Each part was produced in order; the stable sort merges the sorted
+        // runs (one per role reached) in linear time.
         for list in [&mut effect.gained, &mut effect.lost] {
-            list.sort_unstable();
+            list.sort();
             list.dedup();
         }
         effect
@@ -156,14 +158,12 @@ impl<'m> KubeDiffer<'m> {
         let counterpart = dst.model().get(key).and_then(KubeObject::binding);
         let role = bound_role(key, binding);
         let scope = Scope::from_namespace(key.namespace.as_deref());
-        let all = src.role(&role);
+        let all = src.role_sorted(&role);
         let (_, dst) = self.sides(side);
-        let mut seen: Vec<&Subject> = Vec::with_capacity(binding.subjects.len());
-        for subject in &binding.subjects {
-            if seen.contains(&subject) {
-                continue;
-            }
-            seen.push(subject);
+        let mut subjects: Vec<&'m Subject> = binding.subjects.iter().collect();
+        subjects.sort_unstable();
+        subjects.dedup();
+        for subject in subjects {
             // A subject already bound to the same role gains nothing from this
             // binding; what its role gained is the role's change.
             if counterpart
@@ -207,22 +207,27 @@ impl<'m> KubeDiffer<'m> {
         }
         let (src, dst) = self.sides(side);
         let model = src.model();
-        let mut reached = false;
+        // Everyone the role reaches, in order, so the grants come out sorted.
+        let mut reach: Vec<(&'m Subject, Option<&'m str>)> = Vec::new();
         for binding_key in model.bindings_of_role(role) {
-            let Some(binding) = model.get(binding_key).and_then(KubeObject::binding) else {
-                continue;
-            };
-            let scope = Scope::from_namespace(binding_key.namespace.as_deref());
-            for subject in &binding.subjects {
-                for perm in delta.iter() {
-                    if !dst.subject_covers(subject, scope, perm) {
-                        reached = true;
-                        out.push(KubeGrant {
-                            subject,
-                            namespace: binding_key.namespace.as_deref(),
-                            perm: *perm,
-                        });
-                    }
+            if let Some(binding) = model.get(binding_key).and_then(KubeObject::binding) {
+                let namespace = binding_key.namespace.as_deref();
+                reach.extend(binding.subjects.iter().map(|s| (s, namespace)));
+            }
+        }
+        reach.sort_unstable();
+        reach.dedup();
+        let mut reached = false;
+        for (subject, namespace) in reach {
+            let scope = Scope::from_namespace(namespace);
+            for perm in delta.iter() {
+                if !dst.subject_covers(subject, scope, perm) {
+                    reached = true;
+                    out.push(KubeGrant {
+                        subject,
+                        namespace,
+                        perm: *perm,
+                    });
                 }
             }
         }

@@ -27,8 +27,9 @@ use crate::report::{
 use crate::snapshot::{MissingPart, Platform, Snapshot, SourceData, SourceSnapshot};
 use iam::{IamDiffer, IamGrant};
 use kube::{KubeDiffer, KubeGrant};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,6 +42,8 @@ pub struct DiffOptions {
     pub missing_as_removed: bool,
     /// Most grants listed per change and per subject (0: all); counts are always exact.
     pub max_grants: usize,
+    /// List each subject's grants (not just their counts).
+    pub subject_grants: bool,
 }
 
 /// Enough to review; a change reaching a hundred thousand subjects lists the first ones.
@@ -52,6 +55,7 @@ impl Default for DiffOptions {
             expand_actions: false,
             missing_as_removed: false,
             max_grants: DEFAULT_MAX_GRANTS,
+            subject_grants: true,
         }
     }
 }
@@ -208,7 +212,7 @@ fn missing_reason(missing: &[MissingPart]) -> String {
 }
 
 /// Walks two sorted maps together, yielding keys with their presence on each side.
-fn merge_keys<'a, K: Ord + 'a, V: 'a>(
+fn merge_keys<'a, K: Ord + 'a, V: ?Sized + 'a>(
     old: impl Iterator<Item = (&'a K, &'a V)>,
     new: impl Iterator<Item = (&'a K, &'a V)>,
 ) -> Vec<(&'a K, Option<&'a V>, Option<&'a V>)> {
@@ -251,9 +255,12 @@ fn merge_keys<'a, K: Ord + 'a, V: 'a>(
 }
 
 /// Decides which keys changed, leaving out what an incomplete side may just not have read.
-fn changed_keys<'a, K: Ord + Clone>(
-    merged: Vec<(&'a K, Option<&'a Value>, Option<&'a Value>)>,
-    normalize: impl Fn(&K, &Value) -> Value,
+/// `same` is a cheap first check (raw equality); only objects that fail it
+/// are normalised and compared in their normal form.
+fn changed_keys<'a, K: Ord + Clone, V: ?Sized>(
+    merged: Vec<(&'a K, Option<&'a V>, Option<&'a V>)>,
+    same: impl Fn(&V, &V) -> bool,
+    normalize: impl Fn(&K, &V) -> Value,
     old_missing: impl Fn(&K) -> bool,
     new_missing: impl Fn(&K) -> bool,
     options: &DiffOptions,
@@ -263,7 +270,7 @@ fn changed_keys<'a, K: Ord + Clone>(
     for (key, o, n) in merged {
         match (o, n) {
             (Some(o), Some(n)) => {
-                if o != n {
+                if !same(o, n) {
                     let (on, nn) = (normalize(key, o), normalize(key, n));
                     if on != nn {
                         out.push((key.clone(), ChangeKind::Modified, Some(on), Some(nn)));
@@ -334,12 +341,6 @@ fn fingerprint(source: &str, object: &str, old: Option<&Value>, new: Option<&Val
     hex::encode(Sha256::digest(body.to_string().as_bytes()))
 }
 
-/// A subject's deduplicated gains and losses across all changes of a source.
-type KubeSubjectAcc<'m> = (
-    FxHashSet<(Option<&'m str>, Perm<'m>)>,
-    FxHashSet<(Option<&'m str>, Perm<'m>)>,
-);
-
 fn diff_kube(
     o: &SourceSnapshot,
     n: &SourceSnapshot,
@@ -349,13 +350,14 @@ fn diff_kube(
     sink: &mut Sink,
 ) {
     let merged = merge_keys(
-        om.objects().map(|(k, v)| (k, &v.raw)),
-        nm.objects().map(|(k, v)| (k, &v.raw)),
+        om.objects().map(|(k, v)| (k, v.json())),
+        nm.objects().map(|(k, v)| (k, v.json())),
     );
     let mut not_compared = 0;
     let changed = changed_keys(
         merged,
-        |_, v| k8s::normalize(v),
+        |a: &RawValue, b: &RawValue| a.get() == b.get(),
+        |_, v: &RawValue| k8s::normalize(&serde_json::from_str(v.get()).unwrap_or(Value::Null)),
         |k| kube_missing(&o.meta.missing, k),
         |k| kube_missing(&n.meta.missing, k),
         options,
@@ -363,33 +365,27 @@ fn diff_kube(
     );
     note_incomplete(o, n, not_compared, &mut sink.incomplete);
     let mut differ = KubeDiffer::new(om, nm);
-    let mut per_subject: FxHashMap<&Subject, KubeSubjectAcc<'_>> = FxHashMap::default();
+    let mut classifier = classify::kube::Classifier::new();
+    let mut effects = Vec::with_capacity(changed.len());
     for (key, kind, old_norm, new_norm) in changed {
         let effect = differ.effect(&key);
-        for (list, lost) in [(&effect.gained, false), (&effect.lost, true)] {
-            for g in list {
-                let acc = per_subject.entry(g.subject).or_default();
-                let set = if lost { &mut acc.1 } else { &mut acc.0 };
-                set.insert((g.namespace, g.perm));
-            }
-        }
         let cx = classify::kube::KubeContext {
             aggregated_into: &effect.aggregated_into,
             aggregation_label: effect.aggregation_label,
         };
-        let (risks, severity) = classify::kube::classify(&effect.gained, &cx);
+        let (risks, severity) = classifier.classify(&effect.gained, &cx);
         let direction = Direction::from_parts(!effect.gained.is_empty(), !effect.lost.is_empty());
         let witness = if direction.widens() {
             let old_cache = differ.old_cache();
-            classify::kube::witness(&effect.gained, |s, ns, p| {
+            classifier.witness(&effect.gained, |s, ns, p| {
                 old_cache.subject_covers(s, crate::grants::kube_perm::Scope::from_namespace(ns), p)
             })
         } else {
             None
         };
         let label = key.to_string();
-        let (gained, gained_count) = capped(kube_grant_groups(&effect.gained), options.max_grants);
-        let (lost, lost_count) = capped(kube_grant_groups(&effect.lost), options.max_grants);
+        let (gained, gained_count) = kube_output(&effect.gained, options.max_grants);
+        let (lost, lost_count) = kube_output(&effect.lost, options.max_grants);
         sink.changes.push(Change {
             source: n.name.clone(),
             platform: Platform::Kubernetes,
@@ -411,24 +407,67 @@ fn diff_kube(
             text_diff: text::object_diff(&label, old_norm.as_ref(), new_norm.as_ref()),
             fingerprint: fingerprint(&n.name, &label, old_norm.as_ref(), new_norm.as_ref()),
         });
+        effects.push(effect);
     }
-    for (subject, (gained, lost)) in per_subject {
-        let as_grants = |set: FxHashSet<(Option<&str>, Perm<'_>)>| {
-            let mut v: Vec<KubeGrant<'_>> = set
-                .into_iter()
-                .map(|(namespace, perm)| KubeGrant {
-                    subject,
-                    namespace,
-                    perm,
-                })
-                .collect();
-            v.sort_unstable();
-            capped(kube_grant_groups(&v), options.max_grants)
-        };
-        let (gained, gained_count) = as_grants(gained);
-        let (lost, lost_count) = as_grants(lost);
-        sink.subjects.push(SubjectDelta {
-            source: n.name.clone(),
+    kube_subject_deltas(&n.name, &effects, options, &mut sink.subjects);
+}
+
+/// Per-subject totals across changes. Each change's grants are sorted by
+/// subject, so a subject's grants in one change are one run; a subject seen
+/// in a single change needs no further work, several runs are merged.
+fn kube_subject_deltas(
+    source: &str,
+    effects: &[kube::KubeEffect<'_>],
+    options: &DiffOptions,
+    out: &mut Vec<SubjectDelta>,
+) {
+    type Runs<'e, 'm> =
+        FxHashMap<&'m Subject, (Vec<&'e [KubeGrant<'m>]>, Vec<&'e [KubeGrant<'m>]>)>;
+    let mut runs: Runs<'_, '_> = FxHashMap::default();
+    for effect in effects {
+        for (list, lost) in [(&effect.gained, false), (&effect.lost, true)] {
+            for run in
+                list.chunk_by(|a, b| std::ptr::eq(a.subject, b.subject) || a.subject == b.subject)
+            {
+                let entry = runs.entry(run[0].subject).or_default();
+                if lost {
+                    entry.1.push(run);
+                } else {
+                    entry.0.push(run);
+                }
+            }
+        }
+    }
+    let cap = if options.subject_grants {
+        options.max_grants
+    } else {
+        usize::MAX
+    };
+    let output = |grants: &[KubeGrant<'_>]| {
+        if options.subject_grants {
+            kube_output(grants, cap)
+        } else {
+            (Vec::new(), grants.chunk_by(same_output_grant).count())
+        }
+    };
+    let total = |list: &[&[KubeGrant<'_>]]| -> (Vec<Grant>, usize) {
+        match list {
+            [] => (Vec::new(), 0),
+            [one] => output(one),
+            many => {
+                let mut all: Vec<KubeGrant<'_>> =
+                    many.iter().flat_map(|r| r.iter().copied()).collect();
+                all.sort();
+                all.dedup();
+                output(&all)
+            }
+        }
+    };
+    for (subject, (gained_runs, lost_runs)) in runs {
+        let (gained, gained_count) = total(&gained_runs);
+        let (lost, lost_count) = total(&lost_runs);
+        out.push(SubjectDelta {
+            source: source.to_owned(),
             platform: Platform::Kubernetes,
             subject: subject.to_string(),
             gained_count,
@@ -437,6 +476,14 @@ fn diff_kube(
             lost,
         });
     }
+}
+
+/// The first `cap` output grants of sorted atomic grants (all when `cap` is 0)
+/// and how many there are in all; only the listed ones are built.
+fn kube_output(grants: &[KubeGrant<'_>], cap: usize) -> (Vec<Grant>, usize) {
+    let total = grants.chunk_by(same_output_grant).count();
+    let take = if cap == 0 { usize::MAX } else { cap };
+    (kube_grant_groups(grants).take(take).collect(), total)
 }
 
 /// Whether two sorted grants fold into one output grant (same subject, scope,
@@ -579,7 +626,8 @@ fn diff_iam(
     let mut not_compared = 0;
     let changed = changed_keys(
         merged,
-        |k: &IamKey, v| aws::normalize(k.kind, v),
+        |a: &Value, b: &Value| a == b,
+        |k: &IamKey, v: &Value| aws::normalize(k.kind, v),
         |_| !o.is_complete(),
         |_| !n.is_complete(),
         options,
@@ -671,9 +719,18 @@ fn diff_iam(
             ));
         }
     }
+    let cap = if options.subject_grants {
+        options.max_grants
+    } else {
+        usize::MAX
+    };
     for (subject, (gained, lost)) in per_subject {
-        let (gained, gained_count) = capped(gained.into_iter(), options.max_grants);
-        let (lost, lost_count) = capped(lost.into_iter(), options.max_grants);
+        let (mut gained, gained_count) = capped(gained.into_iter(), cap);
+        let (mut lost, lost_count) = capped(lost.into_iter(), cap);
+        if !options.subject_grants {
+            gained.clear();
+            lost.clear();
+        }
         sink.subjects.push(SubjectDelta {
             source: n.name.clone(),
             platform: Platform::Aws,

@@ -6,7 +6,7 @@
 //! in a scope for the length of one computation; perms borrow from the model.
 
 use super::kube_perm::{Perm, PermSet, Scope, covers, expand_rules};
-use crate::index::kube::{KubeModel, KubeObject, bound_role};
+use crate::index::kube::{KubeModel, KubeObject};
 use crate::model::k8s::{RbacKey, RbacKind, Subject};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::rc::Rc;
@@ -51,6 +51,7 @@ pub type SubjectSets<'m> = Rc<Vec<Rc<PermSet<'m>>>>;
 pub struct PermCache<'m> {
     model: &'m KubeModel,
     roles: FxHashMap<RbacKey, Rc<PermSet<'m>>>,
+    sorted: FxHashMap<RbacKey, Rc<[Perm<'m>]>>,
     /// (subject, namespace it has bindings in, or none for cluster-only) -> sets.
     subjects: FxHashMap<(&'m Subject, Option<&'m str>), SubjectSets<'m>>,
     empty: SubjectSets<'m>,
@@ -61,6 +62,7 @@ impl<'m> PermCache<'m> {
         Self {
             model,
             roles: FxHashMap::default(),
+            sorted: FxHashMap::default(),
             subjects: FxHashMap::default(),
             empty: Rc::new(Vec::new()),
         }
@@ -79,6 +81,18 @@ impl<'m> PermCache<'m> {
         perms
     }
 
+    /// A role's perms in sorted order, so grants come out sorted.
+    pub fn role_sorted(&mut self, role: &RbacKey) -> Rc<[Perm<'m>]> {
+        if let Some(p) = self.sorted.get(role) {
+            return p.clone();
+        }
+        let mut perms: Vec<Perm<'m>> = self.role(role).iter().copied().collect();
+        perms.sort_unstable();
+        let perms: Rc<[Perm<'m>]> = perms.into();
+        self.sorted.insert(role.clone(), perms.clone());
+        perms
+    }
+
     /// The perm sets that apply to `subject` in `scope`.
     pub fn subject_sets(&mut self, subject: &Subject, scope: Scope<'_>) -> SubjectSets<'m> {
         let model = self.model;
@@ -94,15 +108,13 @@ impl<'m> PermCache<'m> {
         if let Some(s) = self.subjects.get(&cache_key) {
             return s.clone();
         }
-        let keys = bindings
+        let roles = bindings
             .cluster
-            .iter()
-            .chain(namespaced.into_iter().flat_map(|(_, keys)| keys));
+            .values()
+            .chain(namespaced.into_iter().flat_map(|(_, keys)| keys.values()));
         let mut sets = Vec::new();
-        for binding_key in keys {
-            if let Some(b) = model.get(binding_key).and_then(KubeObject::binding) {
-                sets.push(self.role(&bound_role(binding_key, b)));
-            }
+        for role in roles {
+            sets.push(self.role(role));
         }
         let sets = Rc::new(sets);
         self.subjects.insert(cache_key, sets.clone());

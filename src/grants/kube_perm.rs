@@ -43,7 +43,77 @@ impl fmt::Display for Scope<'_> {
     }
 }
 
-pub type PermSet<'m> = FxHashSet<Perm<'m>>;
+/// A set of perms that remembers which kinds of wildcard it holds, so a
+/// coverage check only tries the generalisations that can be present.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PermSet<'m> {
+    perms: FxHashSet<Perm<'m>>,
+    any_group: bool,
+    any_verb: bool,
+    any_resource: bool,
+    any_subresource: bool,
+    url_prefix: bool,
+    any_url_verb: bool,
+}
+
+impl<'m> PermSet<'m> {
+    pub fn insert(&mut self, p: Perm<'m>) -> bool {
+        match p {
+            Perm::Resource {
+                group,
+                resource,
+                verb,
+                ..
+            } => {
+                self.any_group |= group == "*";
+                self.any_verb |= verb == "*";
+                self.any_resource |= resource == "*";
+                self.any_subresource |= resource.starts_with("*/");
+            }
+            Perm::NonResource { url, verb } => {
+                self.url_prefix |= url.ends_with('*');
+                self.any_url_verb |= verb == "*";
+            }
+        }
+        self.perms.insert(p)
+    }
+
+    pub fn contains(&self, p: &Perm<'_>) -> bool {
+        // Perm<'m> is covariant, so a shorter-lived key can be looked up.
+        let set: &FxHashSet<Perm<'_>> = &self.perms;
+        set.contains(p)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Perm<'m>> {
+        self.perms.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.perms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.perms.is_empty()
+    }
+}
+
+impl<'m> FromIterator<Perm<'m>> for PermSet<'m> {
+    fn from_iter<I: IntoIterator<Item = Perm<'m>>>(iter: I) -> Self {
+        let mut set = PermSet::default();
+        for p in iter {
+            set.insert(p);
+        }
+        set
+    }
+}
+
+impl<'m> Extend<Perm<'m>> for PermSet<'m> {
+    fn extend<I: IntoIterator<Item = Perm<'m>>>(&mut self, iter: I) {
+        for p in iter {
+            self.insert(p);
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Perm<'a> {
@@ -113,7 +183,7 @@ pub fn expand_rules<'a>(rules: &'a [PolicyRule], out: &mut PermSet<'a>) {
 }
 
 /// Whether `set` allows everything `p` allows.
-pub fn covers<'a>(set: &PermSet<'a>, p: &Perm<'a>) -> bool {
+pub fn covers(set: &PermSet<'_>, p: &Perm<'_>) -> bool {
     if set.contains(p) {
         return true;
     }
@@ -124,26 +194,45 @@ pub fn covers<'a>(set: &PermSet<'a>, p: &Perm<'a>) -> bool {
             verb,
             name,
         } => {
-            let sub = resource
-                .split_once('/')
-                .filter(|(base, _)| *base != "*")
-                .map(|(_, sub)| format!("*/{sub}"));
-            let groups: &[&str] = if group == "*" { &["*"] } else { &[group, "*"] };
-            let verbs: &[&str] = if verb == "*" { &["*"] } else { &[verb, "*"] };
+            let sub = if set.any_subresource {
+                resource
+                    .split_once('/')
+                    .filter(|(base, _)| *base != "*")
+                    .map(|(_, sub)| format!("*/{sub}"))
+            } else {
+                None
+            };
+            let mut groups: [&str; 2] = [group, ""];
+            let ng = if set.any_group && group != "*" {
+                groups[1] = "*";
+                2
+            } else {
+                1
+            };
+            let mut verbs: [&str; 2] = [verb, ""];
+            let nv = if set.any_verb && verb != "*" {
+                verbs[1] = "*";
+                2
+            } else {
+                1
+            };
+            let mut resources: [&str; 3] = [resource, "", ""];
+            let mut nr = 1;
+            if let Some(sub) = &sub {
+                resources[nr] = sub;
+                nr += 1;
+            }
+            if set.any_resource && resource != "*" {
+                resources[nr] = "*";
+                nr += 1;
+            }
             let names: &[Option<&str>] = match name {
                 Some(n) => &[Some(n), None],
                 None => &[None],
             };
-            let mut resources: Vec<&str> = vec![resource];
-            if let Some(sub) = &sub {
-                resources.push(sub);
-            }
-            if resource != "*" {
-                resources.push("*");
-            }
-            for g in groups {
-                for r in &resources {
-                    for v in verbs {
+            for g in &groups[..ng] {
+                for r in &resources[..nr] {
+                    for v in &verbs[..nv] {
                         for n in names {
                             let candidate = Perm::Resource {
                                 group: g,
@@ -161,20 +250,26 @@ pub fn covers<'a>(set: &PermSet<'a>, p: &Perm<'a>) -> bool {
             false
         }
         Perm::NonResource { url, verb } => {
-            let verbs: &[&str] = if verb == "*" { &["*"] } else { &[verb, "*"] };
-            let base = url.strip_suffix('*').unwrap_or(url);
-            // Every prefix pattern `base[..k]*` matches what `url` matches.
-            let mut pattern = String::with_capacity(base.len() + 1);
-            for k in (0..=base.len()).filter(|k| base.is_char_boundary(*k)) {
-                pattern.clear();
-                pattern.push_str(&base[..k]);
-                pattern.push('*');
-                for v in verbs {
-                    if set.contains(&Perm::NonResource {
-                        url: &pattern,
-                        verb: v,
-                    }) {
-                        return true;
+            let verbs: &[&str] = if verb == "*" || !set.any_url_verb {
+                &[verb][..]
+            } else {
+                &[verb, "*"][..]
+            };
+            if set.url_prefix {
+                let base = url.strip_suffix('*').unwrap_or(url);
+                // Every prefix pattern `base[..k]*` matches what `url` matches.
+                let mut pattern = String::with_capacity(base.len() + 1);
+                for k in (0..=base.len()).filter(|k| base.is_char_boundary(*k)) {
+                    pattern.clear();
+                    pattern.push_str(&base[..k]);
+                    pattern.push('*');
+                    for v in verbs {
+                        if set.contains(&Perm::NonResource {
+                            url: &pattern,
+                            verb: v,
+                        }) {
+                            return true;
+                        }
                     }
                 }
             }

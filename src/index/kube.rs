@@ -12,20 +12,48 @@ use crate::model::k8s::{
 };
 use rustc_hash::FxHashMap;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// An object as stored: the raw document (kept for snapshots, text diffs and
-/// reverts) and its parsed form.
-#[derive(Clone, Debug, PartialEq)]
+/// An object as stored: its raw JSON text (kept for snapshots, text diffs
+/// and reverts; compact, and cheaper than a value tree for 100,000 objects)
+/// and its parsed form.
+#[derive(Clone, Debug)]
 pub struct KubeObject {
-    pub raw: Value,
+    raw: Box<RawValue>,
     pub parsed: RbacObject,
 }
 
+impl PartialEq for KubeObject {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw.get() == other.raw.get()
+    }
+}
+
 impl KubeObject {
+    /// From a parsed document; stored as compact JSON with sorted keys.
     pub fn from_raw(raw: Value) -> Result<Self, RbacParseError> {
         let parsed = k8s::parse_object(&raw)?;
+        let raw = serde_json::value::to_raw_value(&raw)
+            .map_err(|e| RbacParseError::Invalid(e.to_string()))?;
         Ok(Self { raw, parsed })
+    }
+
+    /// From an object's JSON text, kept as it is.
+    pub fn from_json(raw: Box<RawValue>) -> Result<Self, RbacParseError> {
+        let parsed = k8s::parse_object_json(raw.get())?;
+        Ok(Self { raw, parsed })
+    }
+
+    /// The object's JSON text.
+    pub fn json(&self) -> &RawValue {
+        &self.raw
+    }
+
+    /// The object as a value tree (parsed on demand).
+    pub fn value(&self) -> Value {
+        // The text was valid JSON when stored, so this cannot fail.
+        serde_json::from_str(self.raw.get()).unwrap_or(Value::Null)
     }
 
     pub fn role(&self) -> Option<&RoleDef> {
@@ -43,85 +71,7 @@ impl KubeObject {
     }
 }
 
-/// The key of the role a binding refers to.
-pub fn bound_role(binding_key: &RbacKey, binding: &BindingDef) -> RbacKey {
-    match binding.role_ref.kind {
-        RoleRefKind::ClusterRole => RbacKey::cluster_role(&binding.role_ref.name),
-        RoleRefKind::Role => RbacKey {
-            kind: RbacKind::Role,
-            namespace: binding_key.namespace.clone(),
-            name: binding.role_ref.name.clone(),
-        },
-    }
-}
-
-/// The bindings that name one subject: cluster-wide, and per namespace.
-#[derive(Clone, Debug, Default)]
-pub struct SubjectBindings {
-    pub cluster: BTreeSet<RbacKey>,
-    pub namespaced: BTreeMap<String, BTreeSet<RbacKey>>,
-}
-
-impl SubjectBindings {
-    fn is_empty(&self) -> bool {
-        self.cluster.is_empty() && self.namespaced.is_empty()
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct KubeModel {
-    objects: BTreeMap<RbacKey, KubeObject>,
-    bindings_by_role: FxHashMap<RbacKey, BTreeSet<RbacKey>>,
-    bindings_by_subject: FxHashMap<Subject, SubjectBindings>,
-    cluster_roles_by_label: FxHashMap<(String, String), BTreeSet<String>>,
-    aggregators: BTreeMap<String, Vec<LabelSelector>>,
-}
-
-impl KubeModel {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn len(&self) -> usize {
-        self.objects.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.objects.is_empty()
-    }
-
-    pub fn get(&self, key: &RbacKey) -> Option<&KubeObject> {
-        self.objects.get(key)
-    }
-
-    /// The model's own copy of `key` with its object.
-    pub fn get_key_value(&self, key: &RbacKey) -> Option<(&RbacKey, &KubeObject)> {
-        self.objects.get_key_value(key)
-    }
-
-    pub fn objects(&self) -> impl Iterator<Item = (&RbacKey, &KubeObject)> {
-        self.objects.iter()
-    }
-
-    pub fn keys(&self) -> impl Iterator<Item = &RbacKey> {
-        self.objects.keys()
-    }
-
-    /// Inserts or replaces an object, returning the previous version.
-    pub fn insert(&mut self, object: KubeObject) -> Option<KubeObject> {
-        let key = object.parsed.key.clone();
-        let previous = self.remove(&key);
-        self.index(&object);
-        self.objects.insert(key, object);
-        previous
-    }
-
-    pub fn remove(&mut self, key: &RbacKey) -> Option<KubeObject> {
-        let object = self.objects.remove(key)?;
-        self.unindex(&object);
-        Some(object)
-    }
-
+impl Index {
     fn index(&mut self, object: &KubeObject) {
         let key = &object.parsed.key;
         match &object.parsed.body {
@@ -130,15 +80,22 @@ impl KubeModel {
                     .entry(bound_role(key, b))
                     .or_default()
                     .insert(key.clone());
+                let role = bound_role(key, b);
                 for s in &b.subjects {
-                    let entry = self.bindings_by_subject.entry(s.clone()).or_default();
+                    if !self.bindings_by_subject.contains_key(s) {
+                        self.bindings_by_subject
+                            .insert(s.clone(), SubjectBindings::default());
+                    }
+                    let Some(entry) = self.bindings_by_subject.get_mut(s) else {
+                        continue;
+                    };
                     match &key.namespace {
                         Some(ns) => entry
                             .namespaced
                             .entry(ns.clone())
                             .or_default()
-                            .insert(key.clone()),
-                        None => entry.cluster.insert(key.clone()),
+                            .insert(key.clone(), role.clone()),
+                        None => entry.cluster.insert(key.clone(), role.clone()),
                     };
                 }
             }
@@ -204,15 +161,110 @@ impl KubeModel {
             _ => {}
         }
     }
+}
+
+/// The key of the role a binding refers to.
+pub fn bound_role(binding_key: &RbacKey, binding: &BindingDef) -> RbacKey {
+    match binding.role_ref.kind {
+        RoleRefKind::ClusterRole => RbacKey::cluster_role(&binding.role_ref.name),
+        RoleRefKind::Role => RbacKey {
+            kind: RbacKind::Role,
+            namespace: binding_key.namespace.clone(),
+            name: binding.role_ref.name.clone(),
+        },
+    }
+}
+
+/// The bindings that name one subject, cluster-wide and per namespace, each
+/// with the key of the role it binds (so lookups need not fetch the binding).
+#[derive(Clone, Debug, Default)]
+pub struct SubjectBindings {
+    pub cluster: BTreeMap<RbacKey, RbacKey>,
+    pub namespaced: BTreeMap<String, BTreeMap<RbacKey, RbacKey>>,
+}
+
+impl SubjectBindings {
+    fn is_empty(&self) -> bool {
+        self.cluster.is_empty() && self.namespaced.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct KubeModel {
+    objects: BTreeMap<RbacKey, KubeObject>,
+    index: Index,
+}
+
+/// The reverse maps, kept apart from the objects so both can be updated in one pass.
+#[derive(Clone, Debug, Default)]
+struct Index {
+    bindings_by_role: FxHashMap<RbacKey, BTreeSet<RbacKey>>,
+    bindings_by_subject: FxHashMap<Subject, SubjectBindings>,
+    cluster_roles_by_label: FxHashMap<(String, String), BTreeSet<String>>,
+    aggregators: BTreeMap<String, Vec<LabelSelector>>,
+}
+
+impl KubeModel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    pub fn get(&self, key: &RbacKey) -> Option<&KubeObject> {
+        self.objects.get(key)
+    }
+
+    /// The model's own copy of `key` with its object.
+    pub fn get_key_value(&self, key: &RbacKey) -> Option<(&RbacKey, &KubeObject)> {
+        self.objects.get_key_value(key)
+    }
+
+    pub fn objects(&self) -> impl Iterator<Item = (&RbacKey, &KubeObject)> {
+        self.objects.iter()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &RbacKey> {
+        self.objects.keys()
+    }
+
+    /// Inserts or replaces an object, returning the previous version.
+    pub fn insert(&mut self, object: KubeObject) -> Option<KubeObject> {
+        use std::collections::btree_map::Entry;
+        match self.objects.entry(object.parsed.key.clone()) {
+            Entry::Occupied(mut slot) => {
+                self.index.unindex(slot.get());
+                self.index.index(&object);
+                Some(slot.insert(object))
+            }
+            Entry::Vacant(slot) => {
+                self.index.index(&object);
+                slot.insert(object);
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, key: &RbacKey) -> Option<KubeObject> {
+        let object = self.objects.remove(key)?;
+        self.index.unindex(&object);
+        Some(object)
+    }
 
     /// Bindings that reference `role` (which need not exist).
     pub fn bindings_of_role(&self, role: &RbacKey) -> impl Iterator<Item = &RbacKey> {
-        self.bindings_by_role.get(role).into_iter().flatten()
+        self.index.bindings_by_role.get(role).into_iter().flatten()
     }
 
     /// The model's own copy of `subject` and the bindings naming it.
     pub fn subject_bindings(&self, subject: &Subject) -> Option<(&Subject, &SubjectBindings)> {
-        self.bindings_by_subject.get_key_value(subject)
+        self.index.bindings_by_subject.get_key_value(subject)
     }
 
     /// Bindings naming `subject`, with their scope (`None` = cluster).
@@ -220,14 +272,15 @@ impl KubeModel {
         &self,
         subject: &Subject,
     ) -> impl Iterator<Item = (Option<&str>, &RbacKey)> {
-        self.bindings_by_subject
+        self.index
+            .bindings_by_subject
             .get(subject)
             .into_iter()
             .flat_map(|b| {
-                b.cluster.iter().map(|k| (None, k)).chain(
+                b.cluster.keys().map(|k| (None, k)).chain(
                     b.namespaced
                         .iter()
-                        .flat_map(|(ns, keys)| keys.iter().map(move |k| (Some(ns.as_str()), k))),
+                        .flat_map(|(ns, keys)| keys.keys().map(move |k| (Some(ns.as_str()), k))),
                 )
             })
     }
@@ -238,30 +291,31 @@ impl KubeModel {
         subject: &Subject,
         scope: Scope<'_>,
     ) -> impl Iterator<Item = &RbacKey> {
-        let entry = self.bindings_by_subject.get(subject);
+        let entry = self.index.bindings_by_subject.get(subject);
         let cluster = entry.map(|b| &b.cluster);
         let namespaced = match scope {
             Scope::Cluster => None,
             Scope::Namespace(ns) => entry.and_then(|b| b.namespaced.get(ns)),
         };
-        cluster.into_iter().chain(namespaced).flatten()
+        cluster.into_iter().chain(namespaced).flat_map(|m| m.keys())
     }
 
     /// Every subject named by any binding.
     pub fn subjects(&self) -> impl Iterator<Item = &Subject> {
-        self.bindings_by_subject.keys()
+        self.index.bindings_by_subject.keys()
     }
 
     /// Aggregated ClusterRoles (name -> selectors).
     pub fn aggregators(&self) -> &BTreeMap<String, Vec<LabelSelector>> {
-        &self.aggregators
+        &self.index.aggregators
     }
 
     /// ClusterRoles whose labels match `selector`.
     pub fn cluster_roles_matching(&self, selector: &LabelSelector) -> Vec<&str> {
         let candidates: Box<dyn Iterator<Item = &str>> = match selector.match_labels.iter().next() {
             Some((k, v)) => Box::new(
-                self.cluster_roles_by_label
+                self.index
+                    .cluster_roles_by_label
                     .get(&(k.clone(), v.clone()))
                     .into_iter()
                     .flatten()
@@ -293,7 +347,8 @@ impl KubeModel {
         else {
             return Vec::new();
         };
-        self.aggregators
+        self.index
+            .aggregators
             .iter()
             .filter(|(agg, selectors)| {
                 agg.as_str() != name && selectors.iter().any(|s| s.matches(&role.labels))

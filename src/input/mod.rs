@@ -206,6 +206,19 @@ impl Loader {
             }
         })?;
         self.report.files += 1;
+        // Fast paths for the big inputs: permdrift's own JSON snapshots and
+        // kubectl's JSON lists. Any doubt falls through to the general path.
+        if snapshot_format::looks_like_json_snapshot(text)
+            && let Some(snapshot) = snapshot_format::from_json(text)
+        {
+            self.report.documents += 1;
+            self.report.objects += snapshot.object_count();
+            self.snapshots.push((name.to_owned(), snapshot));
+            return Ok(());
+        }
+        if text.trim_start().starts_with('{') && self.add_json_list(name, text)? {
+            return Ok(());
+        }
         let docs = documents::parse(name, text)?;
         for doc in docs {
             self.report.documents += 1;
@@ -313,6 +326,12 @@ impl Loader {
             },
             message: e.to_string(),
         })?;
+        self.insert_kube(name, location, object);
+        Ok(())
+    }
+
+    /// Adds a parsed object, noting where it came from and any redefinition.
+    fn insert_kube(&mut self, name: &str, location: &str, object: KubeObject) {
         let key = object.parsed.key.clone();
         let here = (name.to_owned(), location.to_owned());
         if self.kube.insert(object).is_some() {
@@ -331,7 +350,52 @@ impl Loader {
             self.report.objects += 1;
         }
         self.kube_origin.insert(key, here);
-        Ok(())
+    }
+
+    /// `kubectl get -o json` output read without value trees: each item is
+    /// parsed straight from its text; anything unusual (another kind, a
+    /// missing namespace, an error) takes the general path for that item.
+    /// Returns false when the text is not such a list.
+    fn add_json_list(&mut self, name: &str, text: &str) -> Result<bool, InputError> {
+        #[derive(serde::Deserialize)]
+        struct ListRaw<'a> {
+            #[serde(default)]
+            kind: Option<String>,
+            #[serde(borrow, default)]
+            items: Option<Vec<&'a serde_json::value::RawValue>>,
+        }
+        let Ok(list) = serde_json::from_str::<ListRaw<'_>>(text) else {
+            return Ok(false);
+        };
+        let (Some(kind), Some(items)) = (list.kind, list.items) else {
+            return Ok(false);
+        };
+        if !kind.ends_with("List") {
+            return Ok(false);
+        }
+        self.report.documents += 1;
+        for (j, item) in items.into_iter().enumerate() {
+            let location = format!("items[{j}]");
+            // kubectl pretty-prints items; only compact ones are kept as text.
+            let fast = if item.get().contains('\n') {
+                None
+            } else {
+                KubeObject::from_json(item.to_owned()).ok()
+            };
+            match fast {
+                Some(object) => self.insert_kube(name, &location, object),
+                None => {
+                    let value: Value =
+                        serde_json::from_str(item.get()).map_err(|e| InputError::Content {
+                            path: name.to_owned(),
+                            location: location.clone(),
+                            message: e.to_string(),
+                        })?;
+                    self.add_kube_object(name, &location, value)?;
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Adds a GetAccountAuthorizationDetails-shaped document read from a live account.

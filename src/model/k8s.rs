@@ -293,20 +293,36 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// Everything the model reads from an object, in one pass; other fields
+/// (managedFields, annotations, status) are skipped without being built.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawMeta {
-    #[serde(default, deserialize_with = "null_default")]
-    labels: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawRole {
+struct RawObject {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: Option<RawMeta>,
     #[serde(default, deserialize_with = "null_default")]
     rules: Vec<PolicyRule>,
     #[serde(default)]
     aggregation_rule: Option<RawAggregation>,
+    #[serde(default)]
+    role_ref: Option<RawRoleRef>,
+    #[serde(default, deserialize_with = "null_default")]
+    subjects: Vec<RawSubject>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMeta {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    labels: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -334,14 +350,6 @@ struct RawRequirement {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawBinding {
-    role_ref: RawRoleRef,
-    #[serde(default, deserialize_with = "null_default")]
-    subjects: Vec<RawSubject>,
-}
-
-#[derive(Deserialize)]
 struct RawRoleRef {
     kind: String,
     name: String,
@@ -355,18 +363,16 @@ struct RawSubject {
     namespace: Option<String>,
 }
 
-fn typed<'a, T: Deserialize<'a>>(value: &'a Value) -> Result<T, RbacParseError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            RbacParseError::Invalid(e.inner().to_string())
-        } else {
-            RbacParseError::Field {
-                path,
-                message: e.inner().to_string(),
-            }
+fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> RbacParseError {
+    let path = e.path().to_string();
+    if path == "." {
+        RbacParseError::Invalid(e.inner().to_string())
+    } else {
+        RbacParseError::Field {
+            path,
+            message: e.inner().to_string(),
         }
-    })
+    }
 }
 
 fn field_error(path: impl Into<String>, message: impl Into<String>) -> RbacParseError {
@@ -386,50 +392,56 @@ pub fn kind_of(value: &Value) -> Option<(&str, &str)> {
 
 /// Reads only the identity of a raw RBAC object.
 pub fn key_of(value: &Value) -> Result<RbacKey, RbacParseError> {
-    let (api_version, kind_str) = kind_of(value).ok_or(RbacParseError::Missing("kind"))?;
-    let kind =
-        RbacKind::from_kind(kind_str).ok_or_else(|| RbacParseError::NotRbac(kind_str.into()))?;
-    if !kind.accepts_api_version(api_version) {
-        return Err(RbacParseError::ApiVersion {
-            api_version: api_version.into(),
-            kind,
-        });
+    parse_object(value).map(|o| o.key)
+}
+
+/// Parses a raw object into the typed model.
+pub fn parse_object(value: &Value) -> Result<RbacObject, RbacParseError> {
+    build(serde_path_to_error::deserialize(value).map_err(path_error)?)
+}
+
+/// Parses an object straight from its JSON text, without building a value tree.
+pub fn parse_object_json(json: &str) -> Result<RbacObject, RbacParseError> {
+    match serde_json::from_str::<RawObject>(json) {
+        Ok(raw) => build(raw),
+        // Only a failure pays for tracking the path, to name the field.
+        Err(_) => {
+            let mut de = serde_json::Deserializer::from_str(json);
+            build(serde_path_to_error::deserialize(&mut de).map_err(path_error)?)
+        }
     }
-    let meta = value
-        .get("metadata")
-        .ok_or(RbacParseError::Missing("metadata"))?;
+}
+
+fn build(raw: RawObject) -> Result<RbacObject, RbacParseError> {
+    let kind_str = raw.kind.ok_or(RbacParseError::Missing("kind"))?;
+    let api_version = raw
+        .api_version
+        .ok_or(RbacParseError::Missing("apiVersion"))?;
+    let kind = RbacKind::from_kind(&kind_str).ok_or(RbacParseError::NotRbac(kind_str))?;
+    if !kind.accepts_api_version(&api_version) {
+        return Err(RbacParseError::ApiVersion { api_version, kind });
+    }
+    let meta = raw.metadata.ok_or(RbacParseError::Missing("metadata"))?;
     let name = meta
-        .get("name")
-        .and_then(Value::as_str)
+        .name
         .filter(|n| !n.is_empty())
         .ok_or(RbacParseError::Missing("metadata.name"))?;
-    let namespace = match meta.get("namespace") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(ns)) if ns.is_empty() => None,
-        Some(Value::String(ns)) => Some(ns.as_str()),
-        Some(_) => return Err(field_error("metadata.namespace", "expected a string")),
-    };
-    let namespace = match (kind.is_namespaced(), namespace) {
+    let namespace = match (
+        kind.is_namespaced(),
+        meta.namespace.filter(|n| !n.is_empty()),
+    ) {
         (true, None) => return Err(RbacParseError::Missing("metadata.namespace")),
         (true, ns) => ns,
         // Cluster-scoped objects ignore a stray namespace, as the API server does.
         (false, _) => None,
     };
-    Ok(RbacKey::new(kind, namespace, name))
-}
-
-/// Parses a raw object into the typed model.
-pub fn parse_object(value: &Value) -> Result<RbacObject, RbacParseError> {
-    let key = key_of(value)?;
+    let key = RbacKey {
+        kind,
+        namespace,
+        name,
+    };
     let body = match key.kind {
         RbacKind::Role | RbacKind::ClusterRole => {
-            let raw: RawRole = typed(value)?;
-            let meta: RawMeta = match value.get("metadata") {
-                Some(m) => typed(m).map_err(|e| prefix_error("metadata", e))?,
-                None => RawMeta {
-                    labels: BTreeMap::new(),
-                },
-            };
             let aggregation = match (key.kind, raw.aggregation_rule) {
                 (RbacKind::ClusterRole, Some(agg)) => Some(
                     agg.cluster_role_selectors
@@ -447,8 +459,10 @@ pub fn parse_object(value: &Value) -> Result<RbacObject, RbacParseError> {
             })
         }
         RbacKind::RoleBinding | RbacKind::ClusterRoleBinding => {
-            let raw: RawBinding = typed(value)?;
-            let role_kind = match raw.role_ref.kind.as_str() {
+            let role_ref = raw
+                .role_ref
+                .ok_or_else(|| RbacParseError::Invalid("missing field `roleRef`".into()))?;
+            let role_kind = match role_ref.kind.as_str() {
                 "ClusterRole" => RoleRefKind::ClusterRole,
                 "Role" if key.kind == RbacKind::RoleBinding => RoleRefKind::Role,
                 other => {
@@ -467,7 +481,7 @@ pub fn parse_object(value: &Value) -> Result<RbacObject, RbacParseError> {
             RbacBody::Binding(BindingDef {
                 role_ref: RoleRef {
                     kind: role_kind,
-                    name: raw.role_ref.name,
+                    name: role_ref.name,
                 },
                 subjects,
             })
@@ -475,13 +489,6 @@ pub fn parse_object(value: &Value) -> Result<RbacObject, RbacParseError> {
         RbacKind::ServiceAccount => RbacBody::ServiceAccount,
     };
     Ok(RbacObject { key, body })
-}
-
-fn prefix_error(prefix: &str, e: RbacParseError) -> RbacParseError {
-    match e {
-        RbacParseError::Field { path, message } => field_error(format!("{prefix}.{path}"), message),
-        other => other,
-    }
 }
 
 fn selector(raw: RawSelector, index: usize) -> Result<LabelSelector, RbacParseError> {

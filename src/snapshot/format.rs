@@ -9,9 +9,9 @@ use super::{MissingPart, Platform, Snapshot, SourceData, SourceMeta, SourceSnaps
 use crate::index::iam::{IamModel, IamObject};
 use crate::index::kube::{KubeModel, KubeObject};
 use crate::model::aws::IamKind;
-use crate::model::k8s;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 
 pub const API_GROUP: &str = "permdrift.dev";
@@ -66,6 +66,141 @@ fn yes() -> bool {
     true
 }
 
+/// A source's Kubernetes objects as read: value trees (YAML, or JSON read
+/// generically) or raw JSON text borrowed from the file (the fast path).
+enum ObjectsIn<'a> {
+    Values(Vec<Value>),
+    Raw(Vec<&'a RawValue>),
+}
+
+fn meta_of(header: &SourceHeader) -> SourceMeta {
+    let mut meta = SourceMeta {
+        context: header.context.clone(),
+        server: header.server.clone(),
+        account_id: header.account_id.clone(),
+        resource_versions: header.resource_versions.clone(),
+        collected_at: header.collected_at.clone(),
+        missing: header.missing.clone(),
+    };
+    if !header.complete && meta.missing.is_empty() {
+        meta.missing.push(MissingPart {
+            resource: "*".into(),
+            namespace: None,
+            reason: "marked incomplete".into(),
+        });
+    }
+    meta
+}
+
+fn build_source(
+    path: &str,
+    header: SourceHeader,
+    objects: Option<ObjectsIn<'_>>,
+    details: Option<Value>,
+) -> Result<SourceSnapshot, SnapshotError> {
+    let meta = meta_of(&header);
+    let data = match header.platform {
+        Platform::Kubernetes => {
+            if details.is_some() {
+                return Err(invalid(
+                    format!("{path}.authorizationDetails"),
+                    "a kubernetes source holds `objects`",
+                ));
+            }
+            let mut model = KubeModel::new();
+            let mut add =
+                |j: usize, object: Result<KubeObject, crate::model::k8s::RbacParseError>| {
+                    let object = object
+                        .map_err(|e| invalid(format!("{path}.objects[{j}]"), e.to_string()))?;
+                    let key = object.parsed.key.clone();
+                    if model.insert(object).is_some() {
+                        return Err(invalid(
+                            format!("{path}.objects[{j}]"),
+                            format!("duplicate object {key}"),
+                        ));
+                    }
+                    Ok(())
+                };
+            match objects {
+                None => {}
+                Some(ObjectsIn::Values(items)) => {
+                    for (j, item) in items.into_iter().enumerate() {
+                        add(j, KubeObject::from_raw(item))?;
+                    }
+                }
+                Some(ObjectsIn::Raw(items)) => {
+                    for (j, item) in items.into_iter().enumerate() {
+                        // Our writer puts each object compact on one line; anything
+                        // else is re-serialised so the stored text stays canonical.
+                        let object = if item.get().contains('\n') {
+                            serde_json::from_str(item.get())
+                                .map_err(|e| {
+                                    crate::model::k8s::RbacParseError::Invalid(e.to_string())
+                                })
+                                .and_then(KubeObject::from_raw)
+                        } else {
+                            KubeObject::from_json(item.to_owned())
+                        };
+                        add(j, object)?;
+                    }
+                }
+            }
+            SourceData::Kubernetes(model)
+        }
+        Platform::Aws => {
+            if objects.is_some() {
+                return Err(invalid(
+                    format!("{path}.objects"),
+                    "an aws source holds `authorizationDetails`",
+                ));
+            }
+            let mut model = IamModel::new();
+            if let Some(mut details) = details {
+                for kind in IamKind::ALL {
+                    let list_path = format!("{path}.authorizationDetails.{}", kind.list_name());
+                    let items = match details.get_mut(kind.list_name()).map(Value::take) {
+                        None | Some(Value::Null) => Vec::new(),
+                        Some(Value::Array(items)) => items,
+                        Some(_) => return Err(invalid(list_path, "expected a list")),
+                    };
+                    for (j, item) in items.into_iter().enumerate() {
+                        let (key, object) = IamObject::canonical(kind, item)
+                            .map_err(|e| invalid(format!("{list_path}[{j}]"), e.to_string()))?;
+                        if model.get(&key).is_some() {
+                            return Err(invalid(
+                                format!("{list_path}[{j}]"),
+                                format!("duplicate entity {key}"),
+                            ));
+                        }
+                        model.insert(key, object);
+                    }
+                }
+            }
+            SourceData::Aws(model)
+        }
+    };
+    Ok(SourceSnapshot {
+        name: header.name,
+        meta,
+        data,
+    })
+}
+
+fn add_source(
+    snapshot: &mut Snapshot,
+    path: &str,
+    source: SourceSnapshot,
+) -> Result<(), SnapshotError> {
+    if snapshot.sources.contains_key(&source.name) {
+        return Err(invalid(
+            path,
+            format!("duplicate source name {:?}", source.name),
+        ));
+    }
+    snapshot.sources.insert(source.name.clone(), source);
+    Ok(())
+}
+
 /// Builds an indexed snapshot from a parsed snapshot document.
 pub fn from_value(mut doc: Value) -> Result<Snapshot, SnapshotError> {
     let api_version = doc
@@ -86,100 +221,91 @@ pub fn from_value(mut doc: Value) -> Result<Snapshot, SnapshotError> {
         let Some(map) = source.as_object_mut() else {
             return Err(invalid(path, "expected an object"));
         };
-        let objects = map.remove("objects");
+        let objects = match map.remove("objects") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => Some(ObjectsIn::Values(items)),
+            Some(_) => return Err(invalid(format!("{path}.objects"), "expected a list")),
+        };
         let details = map.remove("authorizationDetails");
         let header: SourceHeader = serde_path_to_error::deserialize(&source)
             .map_err(|e| invalid(format!("{path}.{}", e.path()), e.inner().to_string()))?;
-        let mut meta = SourceMeta {
-            context: header.context,
-            server: header.server,
-            account_id: header.account_id,
-            resource_versions: header.resource_versions,
-            collected_at: header.collected_at,
-            missing: header.missing,
-        };
-        if !header.complete && meta.missing.is_empty() {
-            meta.missing.push(MissingPart {
-                resource: "*".into(),
-                namespace: None,
-                reason: "marked incomplete".into(),
-            });
-        }
-        let data = match header.platform {
-            Platform::Kubernetes => {
-                if details.is_some() {
-                    return Err(invalid(
-                        format!("{path}.authorizationDetails"),
-                        "a kubernetes source holds `objects`",
-                    ));
-                }
-                let items = match objects {
-                    None | Some(Value::Null) => Vec::new(),
-                    Some(Value::Array(items)) => items,
-                    Some(_) => return Err(invalid(format!("{path}.objects"), "expected a list")),
-                };
-                let mut model = KubeModel::new();
-                for (j, item) in items.into_iter().enumerate() {
-                    let object = KubeObject::from_raw(item)
-                        .map_err(|e| invalid(format!("{path}.objects[{j}]"), e.to_string()))?;
-                    let key = object.parsed.key.clone();
-                    if model.insert(object).is_some() {
-                        return Err(invalid(
-                            format!("{path}.objects[{j}]"),
-                            format!("duplicate object {key}"),
-                        ));
-                    }
-                }
-                SourceData::Kubernetes(model)
-            }
-            Platform::Aws => {
-                if objects.is_some() {
-                    return Err(invalid(
-                        format!("{path}.objects"),
-                        "an aws source holds `authorizationDetails`",
-                    ));
-                }
-                let mut model = IamModel::new();
-                if let Some(mut details) = details {
-                    for kind in IamKind::ALL {
-                        let list_path = format!("{path}.authorizationDetails.{}", kind.list_name());
-                        let items = match details.get_mut(kind.list_name()).map(Value::take) {
-                            None | Some(Value::Null) => Vec::new(),
-                            Some(Value::Array(items)) => items,
-                            Some(_) => return Err(invalid(list_path, "expected a list")),
-                        };
-                        for (j, item) in items.into_iter().enumerate() {
-                            let (key, object) = IamObject::canonical(kind, item)
-                                .map_err(|e| invalid(format!("{list_path}[{j}]"), e.to_string()))?;
-                            if model.get(&key).is_some() {
-                                return Err(invalid(
-                                    format!("{list_path}[{j}]"),
-                                    format!("duplicate entity {key}"),
-                                ));
-                            }
-                            model.insert(key, object);
-                        }
-                    }
-                }
-                SourceData::Aws(model)
-            }
-        };
-        if snapshot.sources.contains_key(&header.name) {
-            return Err(invalid(
-                path,
-                format!("duplicate source name {:?}", header.name),
-            ));
-        }
-        snapshot.sources.insert(
-            header.name.clone(),
-            SourceSnapshot {
-                name: header.name,
-                meta,
-                data,
-            },
-        );
+        let built = build_source(&path, header, objects, details)?;
+        add_source(&mut snapshot, &path, built)?;
     }
     Ok(snapshot)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DocumentRaw<'a> {
+    api_version: String,
+    #[serde(borrow, default)]
+    sources: Vec<SourceRaw<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SourceRaw<'a> {
+    name: String,
+    platform: Platform,
+    #[serde(default = "yes")]
+    complete: bool,
+    #[serde(default)]
+    context: Option<String>,
+    #[serde(default)]
+    server: Option<String>,
+    #[serde(default)]
+    account_id: Option<String>,
+    #[serde(default)]
+    resource_versions: BTreeMap<String, String>,
+    #[serde(default)]
+    collected_at: Option<String>,
+    #[serde(default)]
+    missing: Vec<MissingPart>,
+    #[serde(borrow, default)]
+    objects: Option<Vec<&'a RawValue>>,
+    #[serde(borrow, default)]
+    authorization_details: Option<&'a RawValue>,
+}
+
+/// Whether JSON text starts like a snapshot this writer produced (the fast
+/// path applies); anything else goes through [`from_value`].
+pub fn looks_like_json_snapshot(text: &str) -> bool {
+    let head = &text[..text.len().min(256)];
+    head.trim_start().starts_with('{') && head.contains(API_GROUP) && head.contains("\"Snapshot\"")
+}
+
+/// Reads a JSON snapshot without building value trees for its Kubernetes
+/// objects. `None` when the text is not such a snapshot or has any problem,
+/// so the caller can fall back to the general path and its precise errors.
+pub fn from_json(text: &str) -> Option<Snapshot> {
+    let doc: DocumentRaw<'_> = serde_json::from_str(text).ok()?;
+    if doc.api_version != API_VERSION {
+        return None;
+    }
+    let mut snapshot = Snapshot::new();
+    for (i, source) in doc.sources.into_iter().enumerate() {
+        let path = format!("sources[{i}]");
+        let header = SourceHeader {
+            name: source.name,
+            platform: source.platform,
+            complete: source.complete,
+            context: source.context,
+            server: source.server,
+            account_id: source.account_id,
+            resource_versions: source.resource_versions,
+            collected_at: source.collected_at,
+            missing: source.missing,
+        };
+        let details = match source.authorization_details {
+            Some(raw) => Some(serde_json::from_str(raw.get()).ok()?),
+            None => None,
+        };
+        let built =
+            build_source(&path, header, source.objects.map(ObjectsIn::Raw), details).ok()?;
+        add_source(&mut snapshot, &path, built).ok()?;
+    }
+    Some(snapshot)
 }
 
 #[derive(Serialize)]
@@ -199,33 +325,36 @@ struct SourceOut<'a> {
     #[serde(flatten)]
     meta: &'a SourceMeta,
     #[serde(skip_serializing_if = "Option::is_none")]
-    objects: Option<Vec<&'a Value>>,
+    objects: Option<Vec<Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     authorization_details: Option<BTreeMap<&'static str, Vec<&'a Value>>>,
 }
 
-fn document(snapshot: &Snapshot) -> DocumentOut<'_> {
+fn iam_lists(m: &IamModel) -> BTreeMap<&'static str, Vec<&Value>> {
+    let mut lists: BTreeMap<&'static str, Vec<&Value>> = IamKind::ALL
+        .iter()
+        .map(|k| (k.list_name(), Vec::new()))
+        .collect();
+    for (key, object) in m.objects() {
+        lists
+            .entry(key.kind.list_name())
+            .or_default()
+            .push(&object.raw);
+    }
+    lists
+}
+
+/// YAML: a plain serialisation of the whole document (objects as value trees).
+fn yaml(snapshot: &Snapshot) -> Result<String, SnapshotError> {
     let sources = snapshot
         .sources
         .values()
         .map(|s| {
             let (objects, authorization_details) = match &s.data {
                 SourceData::Kubernetes(m) => {
-                    (Some(m.objects().map(|(_, o)| &o.raw).collect()), None)
+                    (Some(m.objects().map(|(_, o)| o.value()).collect()), None)
                 }
-                SourceData::Aws(m) => {
-                    let mut lists: BTreeMap<&'static str, Vec<&Value>> = IamKind::ALL
-                        .iter()
-                        .map(|k| (k.list_name(), Vec::new()))
-                        .collect();
-                    for (key, object) in m.objects() {
-                        lists
-                            .entry(key.kind.list_name())
-                            .or_default()
-                            .push(&object.raw);
-                    }
-                    (None, Some(lists))
-                }
+                SourceData::Aws(m) => (None, Some(iam_lists(m))),
             };
             SourceOut {
                 name: &s.name,
@@ -237,10 +366,101 @@ fn document(snapshot: &Snapshot) -> DocumentOut<'_> {
             }
         })
         .collect();
-    DocumentOut {
+    let doc = DocumentOut {
         api_version: API_VERSION,
         kind: KIND,
         sources,
+    };
+    serde_yaml::to_string(&doc).map_err(|e| invalid("", e.to_string()))
+}
+
+/// JSON: the document pretty-printed, but each object compact on its own line,
+/// so files stay small and line diffs show whole objects.
+fn json(snapshot: &Snapshot) -> Result<String, SnapshotError> {
+    use std::fmt::Write;
+    let compact = |v: &dyn erased::ToJson| v.to_json().map_err(|e| invalid("", e.to_string()));
+    let mut out = format!(
+        "{{\n  \"apiVersion\": \"{API_VERSION}\",\n  \"kind\": \"{KIND}\",\n  \"sources\": ["
+    );
+    for (i, s) in snapshot.sources.values().enumerate() {
+        out.push_str(if i == 0 { "\n    {\n" } else { ",\n    {\n" });
+        let header = SourceOut {
+            name: &s.name,
+            platform: s.platform(),
+            complete: s.is_complete(),
+            meta: &s.meta,
+            objects: None,
+            authorization_details: None,
+        };
+        // Header fields in declaration order, one per line.
+        let header = serde_json::to_string(&header).map_err(|e| invalid("", e.to_string()))?;
+        let fields: serde_json::Map<String, Value> =
+            serde_json::from_str(&header).map_err(|e| invalid("", e.to_string()))?;
+        let order = [
+            "name",
+            "platform",
+            "complete",
+            "context",
+            "server",
+            "accountId",
+            "resourceVersions",
+            "collectedAt",
+            "missing",
+        ];
+        for key in order {
+            if let Some(v) = fields.get(key) {
+                let _ = writeln!(out, "      \"{key}\": {},", compact(v)?);
+            }
+        }
+        match &s.data {
+            SourceData::Kubernetes(m) => {
+                out.push_str("      \"objects\": [");
+                for (j, (_, o)) in m.objects().enumerate() {
+                    out.push_str(if j == 0 { "\n        " } else { ",\n        " });
+                    out.push_str(o.json().get());
+                }
+                out.push_str(if m.is_empty() { "]\n" } else { "\n      ]\n" });
+            }
+            SourceData::Aws(m) => {
+                out.push_str("      \"authorizationDetails\": {");
+                for (k, (list, items)) in iam_lists(m).into_iter().enumerate() {
+                    let _ = write!(
+                        out,
+                        "{}\n        \"{list}\": [",
+                        if k == 0 { "" } else { "," }
+                    );
+                    for (j, item) in items.iter().enumerate() {
+                        out.push_str(if j == 0 {
+                            "\n          "
+                        } else {
+                            ",\n          "
+                        });
+                        out.push_str(&compact(*item)?);
+                    }
+                    out.push_str(if items.is_empty() { "]" } else { "\n        ]" });
+                }
+                out.push_str("\n      }\n");
+            }
+        }
+        out.push_str("    }");
+    }
+    out.push_str(if snapshot.sources.is_empty() {
+        "]\n}\n"
+    } else {
+        "\n  ]\n}\n"
+    });
+    Ok(out)
+}
+
+mod erased {
+    /// Compact JSON of anything serialisable.
+    pub trait ToJson {
+        fn to_json(&self) -> Result<String, serde_json::Error>;
+    }
+    impl<T: serde::Serialize> ToJson for T {
+        fn to_json(&self) -> Result<String, serde_json::Error> {
+            serde_json::to_string(self)
+        }
     }
 }
 
@@ -252,12 +472,9 @@ pub enum Format {
 
 /// The canonical text of a snapshot.
 pub fn to_string(snapshot: &Snapshot, format: Format) -> Result<String, SnapshotError> {
-    let doc = document(snapshot);
     let mut text = match format {
-        Format::Json => {
-            serde_json::to_string_pretty(&doc).map_err(|e| invalid("", e.to_string()))?
-        }
-        Format::Yaml => serde_yaml::to_string(&doc).map_err(|e| invalid("", e.to_string()))?,
+        Format::Json => json(snapshot)?,
+        Format::Yaml => yaml(snapshot)?,
     };
     if !text.ends_with('\n') {
         text.push('\n');
@@ -265,19 +482,20 @@ pub fn to_string(snapshot: &Snapshot, format: Format) -> Result<String, Snapshot
     Ok(text)
 }
 
-/// Keys of a Kubernetes object in snapshot order, for error messages.
+/// How to name a Kubernetes object in messages: `Kind/namespace/name`.
 pub fn describe_object(v: &Value) -> String {
-    match k8s::key_of(v) {
-        Ok(key) => key.to_string(),
-        Err(_) => {
-            let kind = v.get("kind").and_then(Value::as_str).unwrap_or("object");
-            let name = v
-                .get("metadata")
-                .and_then(|m| m.get("name"))
-                .and_then(Value::as_str)
-                .unwrap_or("?");
-            format!("{kind}/{name}")
-        }
+    let kind = v.get("kind").and_then(Value::as_str).unwrap_or("object");
+    let meta = v.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    match meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+    {
+        Some(ns) if !ns.is_empty() => format!("{kind}/{ns}/{name}"),
+        _ => format!("{kind}/{name}"),
     }
 }
 
@@ -315,7 +533,7 @@ mod tests {
         assert!(text.find("\"acct\"").unwrap() < text.find("\"prod\"").unwrap());
         assert!(text.find("\"ClusterRole\"").unwrap() < text.find("\"Role\"").unwrap());
         // Documents are stored decoded.
-        assert!(text.contains("\"Statement\": []"), "{text}");
+        assert!(text.contains("\"Statement\":[]"), "{text}");
         assert!(!s.sources["acct"].is_complete());
     }
 

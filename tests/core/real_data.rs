@@ -63,14 +63,10 @@ fn aggregated_roles_are_the_union_of_their_aggregate_to_roles() {
     let s = bootstrap();
     let m = kube(&s);
     let view = own_rules(m, "system:aggregate-to-view");
-    let edit: PermSet = view
-        .union(&own_rules(m, "system:aggregate-to-edit"))
-        .copied()
-        .collect();
-    let admin: PermSet = edit
-        .union(&own_rules(m, "system:aggregate-to-admin"))
-        .copied()
-        .collect();
+    let to_edit = own_rules(m, "system:aggregate-to-edit");
+    let to_admin = own_rules(m, "system:aggregate-to-admin");
+    let edit: PermSet = view.iter().chain(to_edit.iter()).copied().collect();
+    let admin: PermSet = edit.iter().chain(to_admin.iter()).copied().collect();
     assert_eq!(role_perms(m, &RbacKey::cluster_role("view")), view);
     assert_eq!(role_perms(m, &RbacKey::cluster_role("edit")), edit);
     assert_eq!(role_perms(m, &RbacKey::cluster_role("admin")), admin);
