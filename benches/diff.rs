@@ -177,9 +177,9 @@ fn main() {
         old.object_count(),
         started.elapsed()
     );
-    let iam = case(&dir, "iam-5000-roles", &old, &new, runs);
+    cases.push(case(&dir, "iam-5000-roles", &old, &new, runs));
 
-    let summary = json!({"date": "run date in BENCHMARKS.md", "runs": runs, "cases": [kube, iam]});
+    let summary = json!({"runs": runs, "cases": cases});
     std::fs::write(
         dir.join("diff.json"),
         serde_json::to_string_pretty(&summary).unwrap_or_default(),

@@ -49,8 +49,23 @@ pub struct ClusterShape {
 }
 
 impl ClusterShape {
-    /// About 100,000 objects.
+    /// About 100,000 objects, aggregation as in a typical cluster: the
+    /// bootstrap roles plus 40 operators aggregating into admin/edit/view.
     pub fn large() -> Self {
+        ClusterShape {
+            namespaces: 2_550,
+            roles_per_namespace: 8,
+            bindings_per_namespace: 26,
+            service_accounts_per_namespace: 3,
+            operators: 40,
+            cluster_bindings: 4_000,
+        }
+    }
+
+    /// About 100,000 objects with heavy aggregation: 300 operators, so
+    /// `admin` holds thousands of perms and an operator role reaches every
+    /// admin/edit/view binding. A stress case.
+    pub fn large_heavy_aggregation() -> Self {
         ClusterShape {
             namespaces: 2_500,
             roles_per_namespace: 8,
