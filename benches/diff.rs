@@ -156,24 +156,32 @@ fn main() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".bench-out");
     std::fs::create_dir_all(&dir).expect("bench output dir");
 
-    let started = Instant::now();
-    let cluster = synth::cluster(&synth::ClusterShape::large(), 42);
-    let changed = synth::mutate(&cluster, 10, 7);
-    let (old, new) = (kube_snapshot(&cluster), kube_snapshot(&changed));
-    eprintln!(
-        "generated {} and {} RBAC objects in {:.1?}",
-        old.object_count(),
-        new.object_count(),
-        started.elapsed()
-    );
-    let kube = case(&dir, "rbac-100k", &old, &new, runs);
-
+    let mut cases = Vec::new();
+    for (label, shape) in [
+        ("rbac-100k", synth::ClusterShape::large()),
+        (
+            "rbac-100k-heavy-aggregation",
+            synth::ClusterShape::large_heavy_aggregation(),
+        ),
+    ] {
+        let started = Instant::now();
+        let cluster = synth::cluster(&shape, 42);
+        let changed = synth::mutate(&cluster, 10, 7);
+        let (old, new) = (kube_snapshot(&cluster), kube_snapshot(&changed));
+        eprintln!(
+            "{label}: generated {} and {} RBAC objects in {:.1?}",
+            old.object_count(),
+            new.object_count(),
+            started.elapsed()
+        );
+        cases.push(case(&dir, label, &old, &new, runs));
+    }
     let started = Instant::now();
     let account = synth::account(5_000, 42);
     let changed = synth::mutate_account(&account, 10, 7);
     let (old, new) = (iam_snapshot(&account), iam_snapshot(&changed));
     eprintln!(
-        "generated an account of {} entities in {:.1?}",
+        "iam: generated an account of {} entities in {:.1?}",
         old.object_count(),
         started.elapsed()
     );
@@ -186,24 +194,29 @@ fn main() {
     )
     .expect("write summary");
     println!(
-        "| case | format | file | permdrift diff (1 core) | peak RSS | diff -u | ratio | changes (widening) |"
+        "| case | objects | changes (widening) | grant deltas | permdrift, JSON snapshots, text report | same, JSON report | same, YAML snapshots | `diff -u` YAML | ratio |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for c in summary["cases"].as_array().into_iter().flatten() {
-        for ext in ["json", "yaml"] {
-            let r = &c[ext];
-            println!(
-                "| {} ({} objects) | {ext} | {:.1} MiB | {:.3} s | {} MiB | {:.3} s | {:.1}x | {} ({}) |",
-                c["case"].as_str().unwrap_or_default(),
-                c["objects"],
-                r["file_mib"].as_f64().unwrap_or_default(),
-                r["permdrift_seconds"].as_f64().unwrap_or_default(),
-                r["permdrift_peak_mib"],
-                r["diff_u_seconds"].as_f64().unwrap_or_default(),
-                r["ratio"].as_f64().unwrap_or_default(),
-                r["changes"],
-                r["widening"],
-            );
-        }
+        let cell = |k: &str| {
+            format!(
+                "{:.2} s / {} MiB",
+                c[k]["seconds"].as_f64().unwrap_or_default(),
+                c[k]["peak_mib"]
+            )
+        };
+        println!(
+            "| {} | {} | {} ({}) | {} | {} | {} | {} | {:.2} s | {:.1}x |",
+            c["case"].as_str().unwrap_or_default(),
+            c["objects"],
+            c["changes"],
+            c["widening"],
+            c["grant_deltas"],
+            cell("text_json"),
+            cell("json_json"),
+            cell("text_yaml"),
+            c["diff_u_yaml"].as_f64().unwrap_or_default(),
+            c["ratio_vs_diff_u_yaml"].as_f64().unwrap_or_default(),
+        );
     }
 }
