@@ -10,7 +10,7 @@ use crate::model::k8s::{
     self, BindingDef, LabelSelector, RbacBody, RbacKey, RbacKind, RbacObject, RbacParseError,
     RoleDef, RoleRefKind, Subject,
 };
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, BTreeSet};
@@ -179,8 +179,8 @@ pub fn bound_role(binding_key: &RbacKey, binding: &BindingDef) -> RbacKey {
 /// with the key of the role it binds (so lookups need not fetch the binding).
 #[derive(Clone, Debug, Default)]
 pub struct SubjectBindings {
-    pub cluster: BTreeMap<RbacKey, RbacKey>,
-    pub namespaced: BTreeMap<String, BTreeMap<RbacKey, RbacKey>>,
+    pub cluster: FxHashMap<RbacKey, RbacKey>,
+    pub namespaced: FxHashMap<String, FxHashMap<RbacKey, RbacKey>>,
 }
 
 impl SubjectBindings {
@@ -198,7 +198,7 @@ pub struct KubeModel {
 /// The reverse maps, kept apart from the objects so both can be updated in one pass.
 #[derive(Clone, Debug, Default)]
 struct Index {
-    bindings_by_role: FxHashMap<RbacKey, BTreeSet<RbacKey>>,
+    bindings_by_role: FxHashMap<RbacKey, FxHashSet<RbacKey>>,
     bindings_by_subject: FxHashMap<Subject, SubjectBindings>,
     cluster_roles_by_label: FxHashMap<(String, String), BTreeSet<String>>,
     aggregators: BTreeMap<String, Vec<LabelSelector>>,
