@@ -85,7 +85,12 @@ pub fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<u8> {
     let old = load(ctx, std::slice::from_ref(&args.old), &args.input)?;
     ctx.timing("load OLD", started);
     let started = std::time::Instant::now();
-    let new = load(ctx, std::slice::from_ref(&args.new), &args.input)?;
+    let new = super::load_over(
+        ctx,
+        std::slice::from_ref(&args.new),
+        &args.input,
+        Some(&old),
+    )?;
     ctx.timing("load NEW", started);
     let options = DiffOptions {
         expand_actions: args.expand_actions,

@@ -134,8 +134,18 @@ fn load(
     paths: &[PathBuf],
     input: &InputArgs,
 ) -> anyhow::Result<crate::snapshot::Snapshot> {
+    load_over(ctx, paths, input, None)
+}
+
+/// Loads paths, sharing the unchanged objects of `base`.
+fn load_over(
+    ctx: &Ctx,
+    paths: &[PathBuf],
+    input: &InputArgs,
+    base: Option<&crate::snapshot::Snapshot>,
+) -> anyhow::Result<crate::snapshot::Snapshot> {
     let started = std::time::Instant::now();
-    let (snapshot, report) = crate::input::load(paths, input.options())?;
+    let (snapshot, report) = crate::input::load_over(paths, input.options(), base)?;
     for w in &report.warnings {
         ctx.warn(w);
     }

@@ -8,9 +8,10 @@
 //! allow it in that scope, so re-granting something already held is neutral.
 
 use crate::grants::kube::PermCache;
-use crate::grants::kube_perm::{Perm, Scope};
+use crate::grants::kube_perm::{Perm, Scope, covers};
 use crate::index::kube::{KubeModel, KubeObject, bound_role};
 use crate::model::k8s::{RbacKey, RbacKind, Subject};
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
@@ -217,11 +218,39 @@ impl<'m> KubeDiffer<'m> {
         }
         reach.sort_unstable();
         reach.dedup();
+        // The same delta is checked for thousands of subjects; which of its
+        // perms a role covers is worked out once per covering role.
+        let words = delta.len().div_ceil(64);
+        let mut memo: FxHashMap<&RbacKey, Vec<u64>> = FxHashMap::default();
+        let dst_model = dst.model();
         let mut reached = false;
+        let mut covered = vec![0u64; words];
         for (subject, namespace) in reach {
-            let scope = Scope::from_namespace(namespace);
-            for perm in delta.iter() {
-                if !dst.subject_covers(subject, scope, perm) {
+            covered.iter_mut().for_each(|w| *w = 0);
+            if let Some((_, bindings)) = dst_model.subject_bindings(subject) {
+                let namespaced = namespace.and_then(|ns| bindings.namespaced.get(ns));
+                for other in bindings
+                    .cluster
+                    .values()
+                    .chain(namespaced.into_iter().flat_map(|m| m.values()))
+                {
+                    let mask = memo.entry(other).or_insert_with(|| {
+                        let set = dst.role(other);
+                        let mut mask = vec![0u64; words];
+                        for (i, perm) in delta.iter().enumerate() {
+                            if covers(&set, perm) {
+                                mask[i / 64] |= 1 << (i % 64);
+                            }
+                        }
+                        mask
+                    });
+                    for (w, m) in covered.iter_mut().zip(mask.iter()) {
+                        *w |= m;
+                    }
+                }
+            }
+            for (i, perm) in delta.iter().enumerate() {
+                if covered[i / 64] & (1 << (i % 64)) == 0 {
                     reached = true;
                     out.push(KubeGrant {
                         subject,

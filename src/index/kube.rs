@@ -14,19 +14,31 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// An object as stored: its raw JSON text (kept for snapshots, text diffs
 /// and reverts; compact, and cheaper than a value tree for 100,000 objects)
-/// and its parsed form.
+/// and its parsed form. Cheap to clone: a baseline and the current state
+/// share every object that did not change.
 #[derive(Clone, Debug)]
-pub struct KubeObject {
+pub struct KubeObject(Arc<KubeObjectData>);
+
+#[derive(Debug)]
+pub struct KubeObjectData {
     raw: Box<RawValue>,
     pub parsed: RbacObject,
 }
 
+impl std::ops::Deref for KubeObject {
+    type Target = KubeObjectData;
+    fn deref(&self) -> &KubeObjectData {
+        &self.0
+    }
+}
+
 impl PartialEq for KubeObject {
     fn eq(&self, other: &Self) -> bool {
-        self.raw.get() == other.raw.get()
+        Arc::ptr_eq(&self.0, &other.0) || self.raw.get() == other.raw.get()
     }
 }
 
@@ -36,13 +48,13 @@ impl KubeObject {
         let parsed = k8s::parse_object(&raw)?;
         let raw = serde_json::value::to_raw_value(&raw)
             .map_err(|e| RbacParseError::Invalid(e.to_string()))?;
-        Ok(Self { raw, parsed })
+        Ok(Self(Arc::new(KubeObjectData { raw, parsed })))
     }
 
     /// From an object's JSON text, kept as it is.
     pub fn from_json(raw: Box<RawValue>) -> Result<Self, RbacParseError> {
         let parsed = k8s::parse_object_json(raw.get())?;
-        Ok(Self { raw, parsed })
+        Ok(Self(Arc::new(KubeObjectData { raw, parsed })))
     }
 
     /// The object's JSON text.

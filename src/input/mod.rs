@@ -98,8 +98,10 @@ pub struct LoadReport {
 }
 
 /// Accumulates state from many files into one snapshot.
-pub struct Loader {
+pub struct Loader<'b> {
     options: InputOptions,
+    /// A snapshot whose unchanged objects may be reused (the OLD side of a diff).
+    base: Option<&'b Snapshot>,
     kube: KubeModel,
     /// File each object was read from, and where exactly.
     kube_origin: BTreeMap<k8s::RbacKey, (String, String)>,
@@ -113,10 +115,16 @@ pub struct Loader {
     pub report: LoadReport,
 }
 
-impl Loader {
+impl<'b> Loader<'b> {
     pub fn new(options: InputOptions) -> Self {
+        Self::over(options, None)
+    }
+
+    /// A loader that shares the unchanged objects of `base` instead of parsing them again.
+    pub fn over(options: InputOptions, base: Option<&'b Snapshot>) -> Self {
         Self {
             options,
+            base,
             kube: KubeModel::new(),
             kube_origin: BTreeMap::new(),
             duplicates: BTreeMap::new(),
@@ -209,7 +217,7 @@ impl Loader {
         // Fast paths for the big inputs: permdrift's own JSON snapshots and
         // kubectl's JSON lists. Any doubt falls through to the general path.
         if snapshot_format::looks_like_json_snapshot(text)
-            && let Some(snapshot) = snapshot_format::from_json(text)
+            && let Some(snapshot) = snapshot_format::from_json_over(text, self.base)
         {
             self.report.documents += 1;
             self.report.objects += snapshot.object_count();
@@ -618,7 +626,16 @@ pub fn load(
     paths: &[PathBuf],
     options: InputOptions,
 ) -> Result<(Snapshot, LoadReport), InputError> {
-    let mut loader = Loader::new(options);
+    load_over(paths, options, None)
+}
+
+/// As [`load`], sharing what is unchanged with `base` (the OLD side of a diff).
+pub fn load_over(
+    paths: &[PathBuf],
+    options: InputOptions,
+    base: Option<&Snapshot>,
+) -> Result<(Snapshot, LoadReport), InputError> {
+    let mut loader = Loader::over(options, base);
     for p in paths {
         loader.add_path(p)?;
     }

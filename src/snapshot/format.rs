@@ -9,6 +9,8 @@ use super::{MissingPart, Platform, Snapshot, SourceData, SourceMeta, SourceSnaps
 use crate::index::iam::{IamModel, IamObject};
 use crate::index::kube::{KubeModel, KubeObject};
 use crate::model::aws::IamKind;
+use crate::model::k8s::RbacKey;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -97,6 +99,7 @@ fn build_source(
     header: SourceHeader,
     objects: Option<ObjectsIn<'_>>,
     details: Option<Value>,
+    base: Option<&KubeModel>,
 ) -> Result<SourceSnapshot, SnapshotError> {
     let meta = meta_of(&header);
     let data = match header.platform {
@@ -106,6 +109,14 @@ fn build_source(
                     format!("{path}.authorizationDetails"),
                     "a kubernetes source holds `objects`",
                 ));
+            }
+            if let (Some(ObjectsIn::Raw(items)), Some(base)) = (&objects, base) {
+                let model = kube_model_over_base(path, items, base)?;
+                return Ok(SourceSnapshot {
+                    name: header.name,
+                    meta,
+                    data: SourceData::Kubernetes(model),
+                });
             }
             let mut model = KubeModel::new();
             let mut add =
@@ -130,18 +141,7 @@ fn build_source(
                 }
                 Some(ObjectsIn::Raw(items)) => {
                     for (j, item) in items.into_iter().enumerate() {
-                        // Our writer puts each object compact on one line; anything
-                        // else is re-serialised so the stored text stays canonical.
-                        let object = if item.get().contains('\n') {
-                            serde_json::from_str(item.get())
-                                .map_err(|e| {
-                                    crate::model::k8s::RbacParseError::Invalid(e.to_string())
-                                })
-                                .and_then(KubeObject::from_raw)
-                        } else {
-                            KubeObject::from_json(item.to_owned())
-                        };
-                        add(j, object)?;
+                        add(j, object_from_text(item))?;
                     }
                 }
             }
@@ -184,6 +184,60 @@ fn build_source(
         meta,
         data,
     })
+}
+
+/// Parses one object's text as stored by [`json`]: compact text is kept as it
+/// is; anything else is re-serialised so the stored text stays canonical.
+fn object_from_text(item: &RawValue) -> Result<KubeObject, crate::model::k8s::RbacParseError> {
+    if item.get().contains('\n') {
+        serde_json::from_str(item.get())
+            .map_err(|e| crate::model::k8s::RbacParseError::Invalid(e.to_string()))
+            .and_then(KubeObject::from_raw)
+    } else {
+        KubeObject::from_json(item.to_owned())
+    }
+}
+
+/// Builds a source's model as `base` plus what differs: an object whose text
+/// is identical to one in `base` is that object, shared and not parsed again,
+/// and the base's index is patched rather than rebuilt. For diffing two
+/// snapshots of one cluster, where almost everything is unchanged.
+fn kube_model_over_base(
+    path: &str,
+    items: &[&RawValue],
+    base: &KubeModel,
+) -> Result<KubeModel, SnapshotError> {
+    let by_text: FxHashMap<&str, &RbacKey> =
+        base.objects().map(|(k, o)| (o.json().get(), k)).collect();
+    let mut model = base.clone();
+    let mut seen: FxHashSet<RbacKey> = FxHashSet::default();
+    for (j, item) in items.iter().enumerate() {
+        let key = match by_text.get(item.get()) {
+            Some(key) => (*key).clone(),
+            None => {
+                let object = object_from_text(item)
+                    .map_err(|e| invalid(format!("{path}.objects[{j}]"), e.to_string()))?;
+                let key = object.parsed.key.clone();
+                model.insert(object);
+                key
+            }
+        };
+        if !seen.insert(key.clone()) {
+            return Err(invalid(
+                format!("{path}.objects[{j}]"),
+                format!("duplicate object {key}"),
+            ));
+        }
+    }
+    let gone: Vec<RbacKey> = base
+        .keys()
+        .filter(|k| !seen.contains(*k))
+        .cloned()
+        .collect();
+    for key in gone {
+        model.remove(&key);
+    }
+    Ok(model)
 }
 
 fn add_source(
@@ -229,7 +283,7 @@ pub fn from_value(mut doc: Value) -> Result<Snapshot, SnapshotError> {
         let details = map.remove("authorizationDetails");
         let header: SourceHeader = serde_path_to_error::deserialize(&source)
             .map_err(|e| invalid(format!("{path}.{}", e.path()), e.inner().to_string()))?;
-        let built = build_source(&path, header, objects, details)?;
+        let built = build_source(&path, header, objects, details, None)?;
         add_source(&mut snapshot, &path, built)?;
     }
     Ok(snapshot)
@@ -279,6 +333,12 @@ pub fn looks_like_json_snapshot(text: &str) -> bool {
 /// objects. `None` when the text is not such a snapshot or has any problem,
 /// so the caller can fall back to the general path and its precise errors.
 pub fn from_json(text: &str) -> Option<Snapshot> {
+    from_json_over(text, None)
+}
+
+/// As [`from_json`], reusing the objects of `base` that did not change (see
+/// `kube_model_over_base`): how a diff reads NEW once OLD is loaded.
+pub fn from_json_over(text: &str, base: Option<&Snapshot>) -> Option<Snapshot> {
     let doc: DocumentRaw<'_> = serde_json::from_str(text).ok()?;
     if doc.api_version != API_VERSION {
         return None;
@@ -301,8 +361,17 @@ pub fn from_json(text: &str) -> Option<Snapshot> {
             Some(raw) => Some(serde_json::from_str(raw.get()).ok()?),
             None => None,
         };
-        let built =
-            build_source(&path, header, source.objects.map(ObjectsIn::Raw), details).ok()?;
+        let base_model = base
+            .and_then(|b| b.sources.get(&header.name))
+            .and_then(SourceSnapshot::kube);
+        let built = build_source(
+            &path,
+            header,
+            source.objects.map(ObjectsIn::Raw),
+            details,
+            base_model,
+        )
+        .ok()?;
         add_source(&mut snapshot, &path, built).ok()?;
     }
     Some(snapshot)

@@ -252,6 +252,29 @@ proptest! {
     }
 
     #[test]
+    fn loading_over_a_base_gives_the_same_snapshot(a in cluster(), b in cluster()) {
+        // NEW read over OLD (objects shared, index patched) must equal NEW read alone.
+        let (sa, sb) = (kube_snapshot(&a), kube_snapshot(&b));
+        let text = format::to_string(&sb, Format::Json).unwrap();
+        let alone = format::from_json(&text).expect("fast path reads our own JSON");
+        let over = format::from_json_over(&text, Some(&sa)).expect("fast path over a base");
+        prop_assert_eq!(format::to_string(&over, Format::Json).unwrap(), text.clone());
+        prop_assert_eq!(format::to_string(&alone, Format::Json).unwrap(), text);
+        let (ra, ro) = (run(&sa, &alone), run(&sa, &over));
+        prop_assert_eq!(serde_json::to_string(&ra).unwrap(), serde_json::to_string(&ro).unwrap());
+        // And the patched index answers like a fresh one.
+        let (ma, mo) = (alone.sources["c"].kube().unwrap(), over.sources["c"].kube().unwrap());
+        for role in ["r0", "r1", "r2", "r3", "view"] {
+            let key = permdrift::model::k8s::RbacKey::cluster_role(role);
+            let mut x: Vec<_> = ma.bindings_of_role(&key).cloned().collect();
+            let mut y: Vec<_> = mo.bindings_of_role(&key).cloned().collect();
+            x.sort();
+            y.sort();
+            prop_assert_eq!(x, y);
+        }
+    }
+
+    #[test]
     fn a_widening_is_never_already_allowed(a in cluster(), b in cluster()) {
         // Every gained grant is a perm the subject did not have anywhere in OLD.
         let (sa, sb) = (kube_snapshot(&a), kube_snapshot(&b));
