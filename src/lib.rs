@@ -7,10 +7,12 @@
 
 pub mod classify;
 pub mod cli;
+pub mod config;
 pub mod diff;
 pub mod grants;
 pub mod index;
 pub mod input;
+pub mod metrics;
 pub mod model;
 pub mod render;
 pub mod report;

@@ -368,48 +368,112 @@ fn diff_kube(
     let mut classifier = classify::kube::Classifier::new();
     let mut effects = Vec::with_capacity(changed.len());
     for (key, kind, old_norm, new_norm) in changed {
-        let effect = differ.effect(&key);
-        let cx = classify::kube::KubeContext {
-            aggregated_into: &effect.aggregated_into,
-            aggregation_label: effect.aggregation_label,
+        let change = ObjectChange {
+            key: &key,
+            kind,
+            old: old_norm,
+            new: new_norm,
         };
-        let (risks, severity) = classifier.classify(&effect.gained, &cx);
-        let direction = Direction::from_parts(!effect.gained.is_empty(), !effect.lost.is_empty());
-        let witness = if direction.widens() {
-            let old_cache = differ.old_cache();
-            classifier.witness(&effect.gained, |s, ns, p| {
-                old_cache.subject_covers(s, crate::grants::kube_perm::Scope::from_namespace(ns), p)
-            })
-        } else {
-            None
-        };
-        let label = key.to_string();
-        let (gained, gained_count) = kube_output(&effect.gained, options.max_grants);
-        let (lost, lost_count) = kube_output(&effect.lost, options.max_grants);
-        sink.changes.push(Change {
-            source: n.name.clone(),
-            platform: Platform::Kubernetes,
-            object: ObjectRef {
-                kind: key.kind.as_str().into(),
-                name: key.name.clone(),
-                namespace: key.namespace.clone(),
-                arn: None,
-            },
-            change: kind,
-            direction,
-            severity,
-            risks: risks.into_iter().collect(),
-            gained_count,
-            gained,
-            lost_count,
-            lost,
-            witness,
-            text_diff: text::object_diff(&label, old_norm.as_ref(), new_norm.as_ref()),
-            fingerprint: fingerprint(&n.name, &label, old_norm.as_ref(), new_norm.as_ref()),
-        });
+        let (change, effect) = kube_change(&mut differ, &mut classifier, &n.name, change, options);
+        sink.changes.push(change);
         effects.push(effect);
     }
     kube_subject_deltas(&n.name, &effects, options, &mut sink.subjects);
+}
+
+/// One changed object: its key, how it changed and its two normal forms.
+pub struct ObjectChange<'k, K> {
+    pub key: &'k K,
+    pub kind: ChangeKind,
+    pub old: Option<Value>,
+    pub new: Option<Value>,
+}
+
+/// Effect, classification, witness, text diff and fingerprint of one changed
+/// Kubernetes object: what `permdrift diff` reports and the operator judges.
+pub fn kube_change<'m>(
+    differ: &mut KubeDiffer<'m>,
+    classifier: &mut classify::kube::Classifier<'m>,
+    source: &str,
+    change: ObjectChange<'_, RbacKey>,
+    options: &DiffOptions,
+) -> (Change, kube::KubeEffect<'m>) {
+    let ObjectChange {
+        key,
+        kind,
+        old,
+        new,
+    } = change;
+    let effect = differ.effect(key);
+    let cx = classify::kube::KubeContext {
+        aggregated_into: &effect.aggregated_into,
+        aggregation_label: effect.aggregation_label,
+    };
+    let (risks, severity) = classifier.classify(&effect.gained, &cx);
+    let direction = Direction::from_parts(!effect.gained.is_empty(), !effect.lost.is_empty());
+    let witness = if direction.widens() {
+        let old_cache = differ.old_cache();
+        classifier.witness(&effect.gained, |s, ns, p| {
+            old_cache.subject_covers(s, crate::grants::kube_perm::Scope::from_namespace(ns), p)
+        })
+    } else {
+        None
+    };
+    let label = key.to_string();
+    let (gained, gained_count) = kube_output(&effect.gained, options.max_grants);
+    let (lost, lost_count) = kube_output(&effect.lost, options.max_grants);
+    let change = Change {
+        source: source.to_owned(),
+        platform: Platform::Kubernetes,
+        object: ObjectRef {
+            kind: key.kind.as_str().into(),
+            name: key.name.clone(),
+            namespace: key.namespace.clone(),
+            arn: None,
+        },
+        change: kind,
+        direction,
+        severity,
+        risks: risks.into_iter().collect(),
+        gained_count,
+        gained,
+        lost_count,
+        lost,
+        witness,
+        text_diff: text::object_diff(&label, old.as_ref(), new.as_ref()),
+        fingerprint: fingerprint(source, &label, old.as_ref(), new.as_ref()),
+    };
+    (change, effect)
+}
+
+/// How one Kubernetes object differs between two models, or `None` when its
+/// normal forms are equal (including both absent).
+pub fn kube_object_change<'k>(
+    old: &KubeModel,
+    new: &KubeModel,
+    key: &'k RbacKey,
+) -> Option<ObjectChange<'k, RbacKey>> {
+    let norm = |m: &KubeModel| m.get(key).map(|o| k8s::normalize(&o.value()));
+    let (o, n) = (old.get(key), new.get(key));
+    if let (Some(o), Some(n)) = (o, n)
+        && o == n
+    {
+        return None;
+    }
+    let (old_norm, new_norm) = (norm(old), norm(new));
+    let kind = match (&old_norm, &new_norm) {
+        (None, None) => return None,
+        (Some(a), Some(b)) if a == b => return None,
+        (Some(_), Some(_)) => ChangeKind::Modified,
+        (None, Some(_)) => ChangeKind::Added,
+        (Some(_), None) => ChangeKind::Removed,
+    };
+    Some(ObjectChange {
+        key,
+        kind,
+        old: old_norm,
+        new: new_norm,
+    })
 }
 
 /// Per-subject totals across changes. Each change's grants are sorted by
@@ -609,6 +673,109 @@ fn iam_grants(
     out.into_iter().collect()
 }
 
+/// Effect, classification, witness, text diff and fingerprint of one changed
+/// IAM entity, with every grant (the change lists at most `max_grants`).
+pub fn iam_change(
+    differ: &mut IamDiffer<'_, '_>,
+    sets: &classify::iam::RiskSets,
+    catalog: &Catalog,
+    source: &str,
+    scope: &str,
+    change: ObjectChange<'_, IamKey>,
+    options: &DiffOptions,
+) -> (Change, Vec<Grant>, Vec<Grant>) {
+    let ObjectChange {
+        key,
+        kind,
+        old: old_norm,
+        new: new_norm,
+    } = change;
+    let effect = differ.effect(key);
+    let role_account = crate::grants::iam_perm::account_of(&key.arn).map(str::to_owned);
+    let compiler = differ.new_cache().compiler();
+    let flags: Vec<bool> = effect
+        .widening()
+        .map(|g| {
+            contributing_patterns(&g.actions, compiler)
+                .iter()
+                .any(|p| p.starts_with('!') || crate::grants::glob::has_wildcard(p))
+        })
+        .collect();
+    let mut index = 0;
+    let (risks, severity) = classify::iam::classify(&effect, sets, role_account.as_deref(), |_| {
+        let w = flags.get(index).copied().unwrap_or(false);
+        index += 1;
+        w
+    });
+    let direction = Direction::from_parts(
+        effect.widening().next().is_some(),
+        effect.narrowing().next().is_some(),
+    );
+    let witness = classify::iam::witness(&effect, sets, catalog, role_account.as_deref(), scope);
+    let name = match (old_norm.as_ref(), new_norm.as_ref()) {
+        (_, Some(v)) | (Some(v), None) => aws::name_of(key.kind, v),
+        (None, None) => String::new(),
+    };
+    let label = format!("{} {}", key.kind, key.arn);
+    let compiler = differ.new_cache().compiler();
+    let gained_all = iam_grants(&effect.gained, scope, options.expand_actions, compiler);
+    let lost_all = iam_grants(&effect.lost, scope, options.expand_actions, compiler);
+    let (gained, gained_count) = capped(gained_all.iter().cloned(), options.max_grants);
+    let (lost, lost_count) = capped(lost_all.iter().cloned(), options.max_grants);
+    let change = Change {
+        source: source.to_owned(),
+        platform: Platform::Aws,
+        object: ObjectRef {
+            kind: key.kind.as_str().into(),
+            name,
+            namespace: None,
+            arn: Some(key.arn.clone()),
+        },
+        change: kind,
+        direction,
+        severity,
+        risks: risks.into_iter().collect(),
+        gained_count,
+        gained,
+        lost_count,
+        lost,
+        witness,
+        text_diff: text::object_diff(&label, old_norm.as_ref(), new_norm.as_ref()),
+        fingerprint: fingerprint(source, &label, old_norm.as_ref(), new_norm.as_ref()),
+    };
+    (change, gained_all, lost_all)
+}
+
+/// How one IAM entity differs between two models, or `None` when equal.
+pub fn iam_object_change<'k>(
+    old: &IamModel,
+    new: &IamModel,
+    key: &'k IamKey,
+) -> Option<ObjectChange<'k, IamKey>> {
+    let (o, n) = (old.get(key), new.get(key));
+    if let (Some(o), Some(n)) = (o, n)
+        && o.raw == n.raw
+    {
+        return None;
+    }
+    let norm =
+        |x: Option<&crate::index::iam::IamObject>| x.map(|o| aws::normalize(key.kind, &o.raw));
+    let (old_norm, new_norm) = (norm(o), norm(n));
+    let kind = match (&old_norm, &new_norm) {
+        (None, None) => return None,
+        (Some(a), Some(b)) if a == b => return None,
+        (Some(_), Some(_)) => ChangeKind::Modified,
+        (None, Some(_)) => ChangeKind::Added,
+        (Some(_), None) => ChangeKind::Removed,
+    };
+    Some(ObjectChange {
+        key,
+        kind,
+        old: old_norm,
+        new: new_norm,
+    })
+}
+
 fn diff_iam(
     o: &SourceSnapshot,
     n: &SourceSnapshot,
@@ -644,38 +811,21 @@ fn diff_iam(
     let sets = classify::iam::RiskSets::new(catalog);
     let mut differ = IamDiffer::new(om, nm, catalog);
     for (key, kind, old_norm, new_norm) in changed {
-        let effect = differ.effect(&key);
-        let role_account = crate::grants::iam_perm::account_of(&key.arn).map(str::to_owned);
-        let compiler = differ.new_cache().compiler();
-        let mut wildcard = BTreeMap::new();
-        for (i, g) in effect.widening().enumerate() {
-            let spelled_wild = contributing_patterns(&g.actions, compiler)
-                .iter()
-                .any(|p| p.starts_with('!') || crate::grants::glob::has_wildcard(p));
-            wildcard.insert(i, spelled_wild);
-        }
-        let flags: Vec<bool> = wildcard.into_values().collect();
-        let mut index = 0;
-        let (risks, severity) =
-            classify::iam::classify(&effect, &sets, role_account.as_deref(), |_| {
-                let w = flags.get(index).copied().unwrap_or(false);
-                index += 1;
-                w
-            });
-        let direction = Direction::from_parts(
-            effect.widening().next().is_some(),
-            effect.narrowing().next().is_some(),
-        );
-        let witness =
-            classify::iam::witness(&effect, &sets, catalog, role_account.as_deref(), &scope);
-        let name = match (old_norm.as_ref(), new_norm.as_ref()) {
-            (_, Some(v)) | (Some(v), None) => aws::name_of(key.kind, v),
-            (None, None) => String::new(),
+        let change = ObjectChange {
+            key: &key,
+            kind,
+            old: old_norm,
+            new: new_norm,
         };
-        let label = format!("{} {}", key.kind, key.arn);
-        let compiler = differ.new_cache().compiler();
-        let gained_all = iam_grants(&effect.gained, &scope, options.expand_actions, compiler);
-        let lost_all = iam_grants(&effect.lost, &scope, options.expand_actions, compiler);
+        let (change, gained_all, lost_all) = iam_change(
+            &mut differ,
+            &sets,
+            catalog,
+            &n.name,
+            &scope,
+            change,
+            options,
+        );
         for (list, lost) in [(&gained_all, false), (&lost_all, true)] {
             for g in list {
                 let acc = per_subject.entry(g.subject.clone()).or_default();
@@ -686,29 +836,7 @@ fn diff_iam(
                 }
             }
         }
-        let (gained, gained_count) = capped(gained_all.into_iter(), options.max_grants);
-        let (lost, lost_count) = capped(lost_all.into_iter(), options.max_grants);
-        sink.changes.push(Change {
-            source: n.name.clone(),
-            platform: Platform::Aws,
-            object: ObjectRef {
-                kind: key.kind.as_str().into(),
-                name,
-                namespace: None,
-                arn: Some(key.arn.clone()),
-            },
-            change: kind,
-            direction,
-            severity,
-            risks: risks.into_iter().collect(),
-            gained_count,
-            gained,
-            lost_count,
-            lost,
-            witness,
-            text_diff: text::object_diff(&label, old_norm.as_ref(), new_norm.as_ref()),
-            fingerprint: fingerprint(&n.name, &label, old_norm.as_ref(), new_norm.as_ref()),
-        });
+        sink.changes.push(change);
         if key.kind == IamKind::Policy
             && kind == ChangeKind::Removed
             && nm.users_of_policy(&key.arn).next().is_some()

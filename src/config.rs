@@ -1,0 +1,488 @@
+//! The operator's configuration file (`permdrift run --config FILE`).
+//!
+//! YAML text comes in; a validated [`Config`] with defaults filled in comes
+//! out, or an error naming the field path (`sources[1].aws.pollInterval`).
+//! Nothing starts on an invalid file. The format is documented in
+//! `docs/operator.md` and rendered by the Helm chart.
+
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const API_VERSION: &str = "permdrift.dev/v1alpha1";
+pub const KIND: &str = "Config";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    #[error("{file}: {path}: {message}")]
+    Field {
+        file: String,
+        path: String,
+        message: String,
+    },
+}
+
+/// A duration written with a unit: `500ms`, `30s`, `5m`, `1h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (write e.g. 500ms, 30s, 5m, 1h)"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{text:?} has no known unit (ms, s, m, h)")),
+    };
+    Ok(d)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Detect,
+    Enforce,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Text,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default = "default_store")]
+    pub path: PathBuf,
+}
+
+fn default_store() -> PathBuf {
+    PathBuf::from("./permdrift-store")
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: default_store(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// How to reach a Kubernetes API server.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubeAccess {
+    /// Use the pod's service account.
+    #[serde(default)]
+    pub in_cluster: bool,
+    /// A kubeconfig context (default: the current one).
+    #[serde(default)]
+    pub context: Option<String>,
+    /// A kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaderElection {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default = "default_lease")]
+    pub lease_name: String,
+    #[serde(default)]
+    pub identity: Option<String>,
+    #[serde(default = "lease_duration")]
+    pub lease_duration: Dur,
+    #[serde(default = "renew_deadline")]
+    pub renew_deadline: Dur,
+    #[serde(default = "retry_period")]
+    pub retry_period: Dur,
+    /// Where the Lease lives (default: in-cluster, else the current context).
+    #[serde(default)]
+    pub kubernetes: Option<KubeAccess>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_lease() -> String {
+    "permdrift".into()
+}
+fn lease_duration() -> Dur {
+    Dur(Duration::from_secs(15))
+}
+fn renew_deadline() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn retry_period() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+
+impl Default for LeaderElection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            namespace: None,
+            lease_name: default_lease(),
+            identity: None,
+            lease_duration: lease_duration(),
+            renew_deadline: renew_deadline(),
+            retry_period: retry_period(),
+            kubernetes: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsAccess {
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    #[serde(default)]
+    pub assume_role: Option<String>,
+    #[serde(default = "poll_interval")]
+    pub poll_interval: Dur,
+}
+
+fn poll_interval() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceConfig {
+    pub name: String,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub kubernetes: Option<KubeAccess>,
+    #[serde(default)]
+    pub aws: Option<AwsAccess>,
+}
+
+/// A known, legitimate standing widening.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AllowRule {
+    pub name: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Glob over a grant's subject (`ServiceAccount:argocd:*`).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Glob over the changed object (`ClusterRoleBinding/argocd-*`, or an ARN).
+    #[serde(default)]
+    pub object: Option<String>,
+    /// Only changes whose risk tags are all in this list.
+    #[serde(default)]
+    pub risks: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventsConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoggingConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    #[serde(default)]
+    pub level: LogLevel,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub leader_election: LeaderElection,
+    pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub allow: Vec<AllowRule>,
+    #[serde(default)]
+    pub events: EventsConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+impl Config {
+    /// Parses and validates configuration text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let syntax = |message: String| ConfigError::Syntax {
+            file: file.to_owned(),
+            message,
+        };
+        let field = |path: &str, message: String| ConfigError::Field {
+            file: file.to_owned(),
+            path: path.to_owned(),
+            message,
+        };
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| syntax(e.to_string()))?;
+        if value.is_null() {
+            return Err(syntax("the file is empty".into()));
+        }
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            field(
+                if path == "." { "(top level)" } else { &path },
+                e.inner().to_string(),
+            )
+        })?;
+        if config.api_version != API_VERSION {
+            return Err(field("apiVersion", format!("must be {API_VERSION:?}")));
+        }
+        if config.kind != KIND {
+            return Err(field("kind", format!("must be {KIND:?}")));
+        }
+        if config.sources.is_empty() {
+            return Err(field("sources", "at least one source is needed".into()));
+        }
+        let mut names = BTreeSet::new();
+        for (i, s) in config.sources.iter().enumerate() {
+            let valid = !s.name.is_empty()
+                && s.name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && s.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+            if !valid {
+                return Err(field(
+                    &format!("sources[{i}].name"),
+                    format!("{:?} must match [a-z0-9][a-z0-9.-]*", s.name),
+                ));
+            }
+            if !names.insert(s.name.clone()) {
+                return Err(field(
+                    &format!("sources[{i}].name"),
+                    format!("{:?} is used twice", s.name),
+                ));
+            }
+            match (&s.kubernetes, &s.aws) {
+                (Some(_), Some(_)) => {
+                    return Err(field(
+                        &format!("sources[{i}]"),
+                        "has both `kubernetes` and `aws`; one source reads one system".into(),
+                    ));
+                }
+                (None, None) => {
+                    return Err(field(
+                        &format!("sources[{i}]"),
+                        "needs `kubernetes` or `aws`".into(),
+                    ));
+                }
+                (Some(k), None)
+                    if k.in_cluster && (k.context.is_some() || k.kubeconfig.is_some()) =>
+                {
+                    return Err(field(
+                        &format!("sources[{i}].kubernetes"),
+                        "`inCluster: true` excludes `context` and `kubeconfig`".into(),
+                    ));
+                }
+                (None, Some(a)) if a.poll_interval.0 < Duration::from_secs(1) => {
+                    return Err(field(
+                        &format!("sources[{i}].aws.pollInterval"),
+                        "must be at least 1s".into(),
+                    ));
+                }
+                _ => {}
+            }
+            if s.mode == Mode::Enforce {
+                return Err(field(
+                    &format!("sources[{i}].mode"),
+                    "enforce is not available yet in this version; use detect".into(),
+                ));
+            }
+        }
+        for (i, rule) in config.allow.iter().enumerate() {
+            if rule.name.trim().is_empty() {
+                return Err(field(
+                    &format!("allow[{i}].name"),
+                    "must not be empty".into(),
+                ));
+            }
+            if let Some(source) = &rule.source
+                && !names.contains(source)
+            {
+                return Err(field(
+                    &format!("allow[{i}].source"),
+                    format!("{source:?} is not a configured source"),
+                ));
+            }
+            if rule.subject.is_none() && rule.object.is_none() && rule.risks.is_none() {
+                return Err(field(
+                    &format!("allow[{i}]"),
+                    "matches everything; give at least one of subject, object or risks".into(),
+                ));
+            }
+            for (j, risk) in rule.risks.iter().flatten().enumerate() {
+                let known = crate::report::Risk::ALL.iter().any(|r| r.as_str() == *risk);
+                if !known {
+                    return Err(field(
+                        &format!("allow[{i}].risks[{j}]"),
+                        format!("{risk:?} is not a risk tag"),
+                    ));
+                }
+            }
+        }
+        let le = &config.leader_election;
+        if le.enabled {
+            if le.renew_deadline.0 >= le.lease_duration.0 {
+                return Err(field(
+                    "leaderElection.renewDeadline",
+                    "must be shorter than leaseDuration".into(),
+                ));
+            }
+            if le.retry_period.0 >= le.renew_deadline.0 {
+                return Err(field(
+                    "leaderElection.retryPeriod",
+                    "must be shorter than renewDeadline".into(),
+                ));
+            }
+        }
+        if config.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(field(
+                "http.listen",
+                format!("{:?} is not host:port", config.http.listen),
+            ));
+        }
+        Ok(config)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Syntax {
+            file: file.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&file, &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "apiVersion: permdrift.dev/v1alpha1\nkind: Config\nsources:\n- name: prod\n  kubernetes: {context: prod}\n";
+
+    #[test]
+    fn defaults_fill_in() {
+        let c = Config::parse("c.yaml", MINIMAL).unwrap();
+        assert_eq!(c.http.listen, "127.0.0.1:8080");
+        assert_eq!(c.store.path, PathBuf::from("./permdrift-store"));
+        assert!(c.leader_election.enabled);
+        assert_eq!(c.leader_election.lease_duration.0, Duration::from_secs(15));
+        assert_eq!(c.sources[0].mode, Mode::Detect);
+    }
+
+    #[test]
+    fn errors_name_the_field_path() {
+        let bad = |text: &str| Config::parse("c.yaml", text).unwrap_err().to_string();
+        let e = bad(&format!(
+            "{MINIMAL}- name: acct\n  aws: {{pollInterval: 30 seconds}}\n"
+        ));
+        assert!(e.starts_with("c.yaml: sources[1].aws.pollInterval:"), "{e}");
+        let e = bad(&MINIMAL.replace("context: prod", "contxt: prod"));
+        assert!(
+            e.contains("sources[0].kubernetes") && e.contains("contxt"),
+            "{e}"
+        );
+        let e = bad(&format!("{MINIMAL}- name: prod\n  aws: {{}}\n"));
+        assert!(e.contains("sources[1].name") && e.contains("twice"), "{e}");
+        let e = bad(&format!(
+            "{MINIMAL}allow:\n- name: x\n  risks: [cluster-admn]\n"
+        ));
+        assert!(e.contains("allow[0].risks[0]"), "{e}");
+        let e = bad("apiVersion: permdrift.dev/v1alpha1\nkind: Config\nsources: []\n");
+        assert!(e.contains("sources: at least one"), "{e}");
+        let e = bad(&format!("{MINIMAL}http: {{listen: nowhere}}\n"));
+        assert!(e.contains("http.listen"), "{e}");
+        let e = bad("kind: [");
+        assert!(e.starts_with("c.yaml:"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("2").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

@@ -1,0 +1,270 @@
+//! Prometheus metrics of the operator (`permdrift_*`, see docs/operator.md).
+//!
+//! The operator's loops record into a [`Metrics`] handle; `/metrics` renders
+//! it in the text exposition format. Counters that alerts watch with
+//! `increase()` are created at zero for every source and severity at start,
+//! so the first increment is visible to the alert.
+
+use crate::report::{Direction, Severity};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub build_info: IntGaugeVec,
+    pub leader: Gauge,
+    pub source_up: IntGaugeVec,
+    pub snapshot_duration: HistogramVec,
+    pub snapshot_objects: IntGaugeVec,
+    pub last_snapshot: GaugeVec,
+    pub changes: IntCounterVec,
+    pub unapproved_widening: IntCounterVec,
+    pub open_widening: IntGaugeVec,
+    pub open_widening_since: GaugeVec,
+    pub detection_latency: HistogramVec,
+    pub exposure_window: HistogramVec,
+    pub watch_events: IntCounterVec,
+    pub watch_restarts: IntCounterVec,
+    pub reverts: IntCounterVec,
+    pub attributed: IntCounterVec,
+    pub approvals_active: IntGaugeVec,
+    pub approvals_expired: IntCounterVec,
+    pub journal_records: IntCounterVec,
+}
+
+const SEVERITIES: [Severity; 4] = [
+    Severity::Critical,
+    Severity::High,
+    Severity::Medium,
+    Severity::Low,
+];
+
+impl Metrics {
+    /// Registers every family; `sources` are (name, platform) pairs.
+    pub fn new(sources: &[(String, &'static str)]) -> Result<Metrics, MetricsError> {
+        let registry = Registry::new();
+        let m = Metrics {
+            build_info: IntGaugeVec::new(
+                Opts::new("permdrift_build_info", "permdrift build, always 1"),
+                &["version"],
+            )?,
+            leader: Gauge::new(
+                "permdrift_leader",
+                "1 on the replica holding the leader Lease, else 0",
+            )?,
+            source_up: IntGaugeVec::new(
+                Opts::new(
+                    "permdrift_source_up",
+                    "1 while the source is read successfully",
+                ),
+                &["source", "platform"],
+            )?,
+            snapshot_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "permdrift_snapshot_duration_seconds",
+                    "Time to read a complete snapshot of a source",
+                )
+                .buckets(vec![
+                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+                ]),
+                &["source", "platform"],
+            )?,
+            snapshot_objects: IntGaugeVec::new(
+                Opts::new(
+                    "permdrift_snapshot_objects",
+                    "Objects in the current state of a source",
+                ),
+                &["source", "platform"],
+            )?,
+            last_snapshot: GaugeVec::new(
+                Opts::new(
+                    "permdrift_last_successful_snapshot_timestamp_seconds",
+                    "Unix time of the last complete read of a source (kept current by watches)",
+                ),
+                &["source"],
+            )?,
+            changes: IntCounterVec::new(
+                Opts::new("permdrift_changes_total", "Changes judged"),
+                &["source", "platform", "direction", "severity"],
+            )?,
+            unapproved_widening: IntCounterVec::new(
+                Opts::new(
+                    "permdrift_unapproved_widening_total",
+                    "Widening changes neither allow-listed nor approved",
+                ),
+                &["source", "severity"],
+            )?,
+            open_widening: IntGaugeVec::new(
+                Opts::new(
+                    "permdrift_open_widening",
+                    "Widening changes not yet accepted, approved or reverted",
+                ),
+                &["source", "severity"],
+            )?,
+            open_widening_since: GaugeVec::new(
+                Opts::new(
+                    "permdrift_open_widening_since_timestamp_seconds",
+                    "Unix time the oldest open widening was detected (0 when none)",
+                ),
+                &["source"],
+            )?,
+            detection_latency: HistogramVec::new(
+                HistogramOpts::new(
+                    "permdrift_detection_latency_seconds",
+                    "From the write (or poll start) to the recorded verdict",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                ]),
+                &["source", "platform"],
+            )?,
+            exposure_window: HistogramVec::new(
+                HistogramOpts::new(
+                    "permdrift_exposure_window_seconds",
+                    "From detection of a widening to its close",
+                )
+                .buckets(vec![
+                    1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 7200.0, 21600.0, 86400.0,
+                ]),
+                &["source"],
+            )?,
+            watch_events: IntCounterVec::new(
+                Opts::new("permdrift_watch_events_total", "Watch events applied"),
+                &["source", "type"],
+            )?,
+            watch_restarts: IntCounterVec::new(
+                Opts::new(
+                    "permdrift_watch_restarts_total",
+                    "Re-lists after dropped streams or 410 Gone",
+                ),
+                &["source", "reason"],
+            )?,
+            reverts: IntCounterVec::new(
+                Opts::new("permdrift_reverts_total", "Revert plans executed"),
+                &["source", "result"],
+            )?,
+            attributed: IntCounterVec::new(
+                Opts::new("permdrift_attributed_changes_total", "Changes attributed"),
+                &["source", "agent", "attribution"],
+            )?,
+            approvals_active: IntGaugeVec::new(
+                Opts::new("permdrift_approvals_active", "Unexpired approvals"),
+                &["source"],
+            )?,
+            approvals_expired: IntCounterVec::new(
+                Opts::new(
+                    "permdrift_approvals_expired_total",
+                    "Approvals that expired",
+                ),
+                &["source"],
+            )?,
+            journal_records: IntCounterVec::new(
+                Opts::new(
+                    "permdrift_journal_records_total",
+                    "Records appended to the journal",
+                ),
+                &["kind"],
+            )?,
+            registry,
+        };
+        m.registry.register(Box::new(m.build_info.clone()))?;
+        m.registry.register(Box::new(m.leader.clone()))?;
+        m.registry.register(Box::new(m.source_up.clone()))?;
+        m.registry.register(Box::new(m.snapshot_duration.clone()))?;
+        m.registry.register(Box::new(m.snapshot_objects.clone()))?;
+        m.registry.register(Box::new(m.last_snapshot.clone()))?;
+        m.registry.register(Box::new(m.changes.clone()))?;
+        m.registry
+            .register(Box::new(m.unapproved_widening.clone()))?;
+        m.registry.register(Box::new(m.open_widening.clone()))?;
+        m.registry
+            .register(Box::new(m.open_widening_since.clone()))?;
+        m.registry.register(Box::new(m.detection_latency.clone()))?;
+        m.registry.register(Box::new(m.exposure_window.clone()))?;
+        m.registry.register(Box::new(m.watch_events.clone()))?;
+        m.registry.register(Box::new(m.watch_restarts.clone()))?;
+        m.registry.register(Box::new(m.reverts.clone()))?;
+        m.registry.register(Box::new(m.attributed.clone()))?;
+        m.registry.register(Box::new(m.approvals_active.clone()))?;
+        m.registry.register(Box::new(m.approvals_expired.clone()))?;
+        m.registry.register(Box::new(m.journal_records.clone()))?;
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for (source, platform) in sources {
+            let (source, platform) = (source.as_str(), *platform);
+            m.source_up.with_label_values(&[source, platform]).set(0);
+            m.last_snapshot.with_label_values(&[source]).set(0.0);
+            m.open_widening_since.with_label_values(&[source]).set(0.0);
+            m.snapshot_objects
+                .with_label_values(&[source, platform])
+                .set(0);
+            m.approvals_active.with_label_values(&[source]).set(0);
+            m.approvals_expired.with_label_values(&[source]);
+            // Histograms appear on /metrics only once a child exists.
+            m.snapshot_duration.with_label_values(&[source, platform]);
+            m.detection_latency.with_label_values(&[source, platform]);
+            m.exposure_window.with_label_values(&[source]);
+            for s in SEVERITIES {
+                m.unapproved_widening
+                    .with_label_values(&[source, s.as_str()]);
+                m.open_widening
+                    .with_label_values(&[source, s.as_str()])
+                    .set(0);
+            }
+            for result in ["succeeded", "failed", "skipped"] {
+                m.reverts.with_label_values(&[source, result]);
+            }
+        }
+        Ok(m)
+    }
+
+    pub fn count_change(
+        &self,
+        source: &str,
+        platform: &str,
+        direction: Direction,
+        severity: Severity,
+    ) {
+        self.changes
+            .with_label_values(&[source, platform, direction.as_str(), severity.as_str()])
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Result<String, MetricsError> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alert_counters_exist_at_zero_for_every_severity() {
+        let m = Metrics::new(&[("prod".into(), "kubernetes")]).unwrap();
+        let text = m.render().unwrap();
+        for s in ["critical", "high", "medium", "low"] {
+            let line = format!(
+                "permdrift_unapproved_widening_total{{severity=\"{s}\",source=\"prod\"}} 0"
+            );
+            assert!(text.contains(&line), "{line} missing in\n{text}");
+        }
+        assert!(text.contains("# HELP permdrift_detection_latency_seconds"));
+        assert!(text.contains("permdrift_build_info{version=\""));
+        m.count_change("prod", "kubernetes", Direction::Widening, Severity::High);
+        assert!(m.render().unwrap().contains(
+            "permdrift_changes_total{direction=\"widening\",platform=\"kubernetes\",severity=\"high\",source=\"prod\"} 1"
+        ));
+    }
+}
