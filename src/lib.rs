@@ -8,12 +8,14 @@
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod decide;
 pub mod diff;
 pub mod grants;
 pub mod index;
 pub mod input;
 pub mod metrics;
 pub mod model;
+pub mod operator;
 pub mod render;
 pub mod report;
 pub mod snapshot;

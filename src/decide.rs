@@ -1,0 +1,489 @@
+//! Judging changes against a source's approved baseline.
+//!
+//! A source's baseline, its current state and the key of an object that
+//! changed come in; an [`Outcome`] comes out: the classified change with its
+//! verdict (allow or alert), whether the baseline advances to the current
+//! object, and whether an earlier open widening closes. Narrowing and neutral
+//! changes advance the baseline; allow-listed widening too; any other
+//! widening stays open until accepted (later: approved or reverted). Pure: no
+//! I/O, and `now` (Unix seconds) is passed in.
+
+use crate::config::{AllowRule, Mode};
+use crate::diff::{self, DiffOptions};
+use crate::grants::catalog::Catalog;
+use crate::grants::glob;
+use crate::index::iam::IamModel;
+use crate::index::kube::KubeModel;
+use crate::model::aws::IamKey;
+use crate::model::k8s::RbacKey;
+use crate::report::{Change, Direction, Severity};
+use crate::snapshot::{SourceData, SourceSnapshot};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// An object of either platform.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKey {
+    Kube(RbacKey),
+    Iam(IamKey),
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ObjectKey::Kube(k) => k.fmt(f),
+            ObjectKey::Iam(k) => k.fmt(f),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Allow,
+    Alert,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Alert => "alert",
+        }
+    }
+}
+
+/// A widening that is recorded and not yet closed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpenWidening {
+    pub object: String,
+    pub fingerprint: String,
+    pub severity: Severity,
+    /// When this object's widening was first detected (Unix seconds); kept
+    /// when later edits supersede it, since the exposure started then.
+    pub detected_at: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The object equals the baseline; an open widening of it, if any, closed (undone by someone).
+    Restored {
+        closed: Option<OpenWidening>,
+    },
+    /// Exactly this change is already recorded and open (seen again after a restart or re-list).
+    AlreadyOpen,
+    Judged(Box<Judged>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Judged {
+    pub change: Change,
+    pub verdict: Verdict,
+    pub reason: String,
+    /// The baseline now holds the current object.
+    pub advanced: bool,
+    /// An earlier open widening of the same object this change replaces or closes.
+    pub superseded: Option<OpenWidening>,
+}
+
+/// What decides verdicts for one source.
+pub struct Policy<'a> {
+    pub source: &'a str,
+    pub mode: Mode,
+    pub allow: &'a [AllowRule],
+}
+
+impl Policy<'_> {
+    /// The allow-list rule a change matches, if any: the source, the object
+    /// and every gained grant's subject match, and its risks are all listed.
+    pub fn allowed_by(&self, change: &Change) -> Option<&AllowRule> {
+        self.allow.iter().find(|rule| {
+            rule.source.as_deref().is_none_or(|s| s == self.source)
+                && rule.object.as_deref().is_none_or(|pattern| {
+                    glob::matches(pattern, &change.object.display())
+                        || change
+                            .object
+                            .arn
+                            .as_deref()
+                            .is_some_and(|arn| glob::matches(pattern, arn))
+                        || glob::matches(
+                            pattern,
+                            &format!("{}/{}", change.object.kind, change.object.name),
+                        )
+                })
+                && rule.subject.as_deref().is_none_or(|pattern| {
+                    change
+                        .gained
+                        .iter()
+                        .all(|g| glob::matches(pattern, &g.subject))
+                })
+                && rule
+                    .risks
+                    .as_ref()
+                    .is_none_or(|listed| change.risks.iter().all(|r| listed.contains(&r.as_str())))
+        })
+    }
+
+    /// The verdict on a change, why, and whether the baseline may advance to it.
+    pub fn verdict(&self, change: &Change) -> (Verdict, String, bool) {
+        match change.direction {
+            Direction::Narrowing => (Verdict::Allow, "narrowing".into(), true),
+            Direction::Neutral => (
+                Verdict::Allow,
+                "neutral: no permission changed".into(),
+                true,
+            ),
+            Direction::Widening | Direction::Mixed => match self.allowed_by(change) {
+                Some(rule) => (
+                    Verdict::Allow,
+                    format!(
+                        "allow-listed by {:?}{}",
+                        rule.name,
+                        rule.reason
+                            .as_deref()
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
+                    ),
+                    true,
+                ),
+                None => match self.mode {
+                    Mode::Detect => (
+                        Verdict::Alert,
+                        "unapproved widening (detect mode)".into(),
+                        false,
+                    ),
+                    Mode::Enforce => (
+                        Verdict::Alert,
+                        "unapproved widening (enforce mode: revert planned)".into(),
+                        false,
+                    ),
+                },
+            },
+        }
+    }
+}
+
+/// The judged state of one source: its baseline and its open widenings.
+pub struct SourceState {
+    pub baseline: SourceSnapshot,
+    pub open: BTreeMap<ObjectKey, OpenWidening>,
+}
+
+impl SourceState {
+    pub fn new(baseline: SourceSnapshot) -> Self {
+        Self {
+            baseline,
+            open: BTreeMap::new(),
+        }
+    }
+
+    fn finish(&mut self, key: ObjectKey, change: Change, policy: &Policy<'_>, now: f64) -> Outcome {
+        let open = self.open.get(&key).cloned();
+        if open
+            .as_ref()
+            .is_some_and(|o| o.fingerprint == change.fingerprint)
+        {
+            return Outcome::AlreadyOpen;
+        }
+        let (verdict, reason, advanced) = policy.verdict(&change);
+        let superseded = if advanced {
+            self.open.remove(&key)
+        } else {
+            let detected_at = open.as_ref().map_or(now, |o| o.detected_at);
+            self.open.insert(
+                key,
+                OpenWidening {
+                    object: change.object.display(),
+                    fingerprint: change.fingerprint.clone(),
+                    severity: change.severity,
+                    detected_at,
+                },
+            )
+        };
+        Outcome::Judged(Box::new(Judged {
+            change,
+            verdict,
+            reason,
+            advanced,
+            superseded,
+        }))
+    }
+
+    /// Judges the Kubernetes object `key` of `current` against the baseline.
+    pub fn judge_kube(
+        &mut self,
+        current: &KubeModel,
+        key: &RbacKey,
+        policy: &Policy<'_>,
+        now: f64,
+        options: &DiffOptions,
+    ) -> Outcome {
+        let SourceData::Kubernetes(baseline) = &self.baseline.data else {
+            return Outcome::AlreadyOpen;
+        };
+        let Some(object_change) = diff::kube_object_change(baseline, current, key) else {
+            let closed = self.open.remove(&ObjectKey::Kube(key.clone()));
+            return Outcome::Restored { closed };
+        };
+        let (change, _) = {
+            let mut differ = diff::kube::KubeDiffer::new(baseline, current);
+            let mut classifier = crate::classify::kube::Classifier::new();
+            diff::kube_change(
+                &mut differ,
+                &mut classifier,
+                policy.source,
+                object_change,
+                options,
+            )
+        };
+        let outcome = self.finish(ObjectKey::Kube(key.clone()), change, policy, now);
+        if let Outcome::Judged(j) = &outcome
+            && j.advanced
+        {
+            self.advance_kube(current, key);
+        }
+        outcome
+    }
+
+    /// Judges the IAM entity `key` of `current` against the baseline.
+    pub fn judge_iam(
+        &mut self,
+        current: &IamModel,
+        catalog: &Catalog,
+        key: &IamKey,
+        policy: &Policy<'_>,
+        now: f64,
+        options: &DiffOptions,
+    ) -> Outcome {
+        let SourceData::Aws(baseline) = &self.baseline.data else {
+            return Outcome::AlreadyOpen;
+        };
+        let Some(object_change) = diff::iam_object_change(baseline, current, key) else {
+            let closed = self.open.remove(&ObjectKey::Iam(key.clone()));
+            return Outcome::Restored { closed };
+        };
+        let account = self
+            .baseline
+            .meta
+            .account_id
+            .clone()
+            .or_else(|| current.account_id().map(str::to_owned))
+            .unwrap_or_else(|| "unknown".into());
+        let (change, _, _) = {
+            let mut differ = diff::iam::IamDiffer::new(baseline, current, catalog);
+            let sets = crate::classify::iam::RiskSets::new(catalog);
+            diff::iam_change(
+                &mut differ,
+                &sets,
+                catalog,
+                policy.source,
+                &format!("account:{account}"),
+                object_change,
+                options,
+            )
+        };
+        let outcome = self.finish(ObjectKey::Iam(key.clone()), change, policy, now);
+        if let Outcome::Judged(j) = &outcome
+            && j.advanced
+        {
+            self.advance_iam(current, key);
+        }
+        outcome
+    }
+
+    /// Makes the baseline hold `current`'s version of `key` (or not hold it).
+    pub fn advance_kube(&mut self, current: &KubeModel, key: &RbacKey) {
+        if let SourceData::Kubernetes(baseline) = &mut self.baseline.data {
+            match current.get(key) {
+                Some(object) => {
+                    baseline.insert(object.clone());
+                }
+                None => {
+                    baseline.remove(key);
+                }
+            }
+        }
+    }
+
+    pub fn advance_iam(&mut self, current: &IamModel, key: &IamKey) {
+        if let SourceData::Aws(baseline) = &mut self.baseline.data {
+            match current.get(key) {
+                Some(object) => {
+                    baseline.insert(key.clone(), object.clone());
+                }
+                None => {
+                    baseline.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Accepts every open widening: the baseline takes the current objects.
+    pub fn accept_all(&mut self, current: &SourceData) -> Vec<(ObjectKey, OpenWidening)> {
+        let open = std::mem::take(&mut self.open);
+        for key in open.keys() {
+            match (key, current) {
+                (ObjectKey::Kube(k), SourceData::Kubernetes(m)) => self.advance_kube(m, k),
+                (ObjectKey::Iam(k), SourceData::Aws(m)) => self.advance_iam(m, k),
+                _ => {}
+            }
+        }
+        open.into_iter().collect()
+    }
+
+    /// Unix time the oldest open widening was detected, 0 when none.
+    pub fn oldest_open(&self) -> f64 {
+        self.open
+            .values()
+            .map(|o| o.detected_at)
+            .reduce(f64::min)
+            .unwrap_or(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::kube::KubeObject;
+    use serde_json::{Value, json};
+
+    fn model(objects: &[Value]) -> KubeModel {
+        let mut m = KubeModel::new();
+        for o in objects {
+            m.insert(KubeObject::from_raw(o.clone()).unwrap());
+        }
+        m
+    }
+
+    fn reader() -> Value {
+        json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"reader"},
+            "rules":[{"apiGroups":[""],"resources":["secrets"],"verbs":["get"]}]})
+    }
+
+    fn binding(group: &str) -> Value {
+        json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"b"},
+            "roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"reader"},
+            "subjects":[{"kind":"Group","name":group,"apiGroup":"rbac.authorization.k8s.io"}]})
+    }
+
+    fn state(objects: &[Value]) -> SourceState {
+        SourceState::new(SourceSnapshot::kubernetes("c", model(objects)))
+    }
+
+    fn policy(allow: &[AllowRule]) -> Policy<'_> {
+        Policy {
+            source: "c",
+            mode: Mode::Detect,
+            allow,
+        }
+    }
+
+    fn key() -> RbacKey {
+        RbacKey::new(crate::model::k8s::RbacKind::ClusterRoleBinding, None, "b")
+    }
+
+    #[test]
+    fn widening_stays_open_and_is_not_recorded_twice() {
+        let mut s = state(&[reader()]);
+        let current = model(&[reader(), binding("eng")]);
+        let options = DiffOptions::default();
+        let Outcome::Judged(j) = s.judge_kube(&current, &key(), &policy(&[]), 100.0, &options)
+        else {
+            panic!()
+        };
+        assert_eq!(j.verdict, Verdict::Alert);
+        assert!(!j.advanced);
+        assert_eq!(s.open.len(), 1);
+        assert_eq!(
+            s.judge_kube(&current, &key(), &policy(&[]), 200.0, &options),
+            Outcome::AlreadyOpen
+        );
+        // Undoing it closes the open widening.
+        let Outcome::Restored { closed: Some(c) } =
+            s.judge_kube(&model(&[reader()]), &key(), &policy(&[]), 300.0, &options)
+        else {
+            panic!()
+        };
+        assert_eq!(c.detected_at, 100.0);
+        assert!(s.open.is_empty());
+    }
+
+    #[test]
+    fn narrowing_advances_the_baseline() {
+        let mut s = state(&[reader(), binding("eng")]);
+        let current = model(&[reader()]);
+        let options = DiffOptions::default();
+        let Outcome::Judged(j) = s.judge_kube(&current, &key(), &policy(&[]), 1.0, &options) else {
+            panic!()
+        };
+        assert_eq!((j.verdict, j.advanced), (Verdict::Allow, true));
+        let SourceData::Kubernetes(b) = &s.baseline.data else {
+            panic!()
+        };
+        assert!(b.get(&key()).is_none());
+        // Now equal to the baseline: nothing to judge.
+        assert!(matches!(
+            s.judge_kube(&current, &key(), &policy(&[]), 2.0, &options),
+            Outcome::Restored { closed: None }
+        ));
+    }
+
+    #[test]
+    fn allow_list_matches_subject_object_and_risks() {
+        let rule = |subject: &str, risks: Option<Vec<String>>| AllowRule {
+            name: "eng readers".into(),
+            reason: Some("reviewed".into()),
+            source: Some("c".into()),
+            subject: Some(subject.into()),
+            object: Some("ClusterRoleBinding/*".into()),
+            risks,
+        };
+        let current = model(&[reader(), binding("eng")]);
+        let options = DiffOptions::default();
+        let mut s = state(&[reader()]);
+        let allow = [rule("Group:eng", Some(vec!["secrets-read".into()]))];
+        let Outcome::Judged(j) = s.judge_kube(&current, &key(), &policy(&allow), 1.0, &options)
+        else {
+            panic!()
+        };
+        assert_eq!(j.verdict, Verdict::Allow);
+        assert!(j.reason.contains("eng readers"), "{}", j.reason);
+        assert!(j.advanced && s.open.is_empty());
+        for allow in [
+            [rule("Group:ops", None)],
+            [rule("Group:*", Some(vec!["pod-exec".into()]))],
+        ] {
+            let mut s = state(&[reader()]);
+            let Outcome::Judged(j) = s.judge_kube(&current, &key(), &policy(&allow), 1.0, &options)
+            else {
+                panic!()
+            };
+            assert_eq!(j.verdict, Verdict::Alert);
+        }
+    }
+
+    #[test]
+    fn a_later_edit_supersedes_but_keeps_the_first_detection_time() {
+        let mut s = state(&[reader()]);
+        let options = DiffOptions::default();
+        s.judge_kube(
+            &model(&[reader(), binding("eng")]),
+            &key(),
+            &policy(&[]),
+            10.0,
+            &options,
+        );
+        let Outcome::Judged(j) = s.judge_kube(
+            &model(&[reader(), binding("all")]),
+            &key(),
+            &policy(&[]),
+            20.0,
+            &options,
+        ) else {
+            panic!()
+        };
+        assert!(j.superseded.is_some());
+        assert_eq!(s.oldest_open(), 10.0);
+    }
+}

@@ -1,0 +1,55 @@
+//! The operator: `permdrift run`.
+//!
+//! Watches every configured cluster and polls every configured AWS account,
+//! judges each change against the source's approved baseline (`decide`),
+//! records it in the store, and reports it to Prometheus, Kubernetes Events
+//! and the logs. One task per source owns that source's state; leadership
+//! (`leader`) decides who records; `http` serves metrics, health and the
+//! baseline API.
+
+pub mod http;
+pub mod leader;
+pub mod records;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// Requests to a source's loop.
+#[derive(Debug)]
+pub enum Command {
+    /// Accept every open widening into the baseline; replies with how many.
+    AcceptBaseline {
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
+}
+
+/// Which sources have a complete snapshot (what `/readyz` reports).
+#[derive(Clone, Debug, Default)]
+pub struct Readiness(Arc<Mutex<BTreeMap<String, bool>>>);
+
+impl Readiness {
+    pub fn new(sources: impl IntoIterator<Item = String>) -> Self {
+        Self(Arc::new(Mutex::new(
+            sources.into_iter().map(|s| (s, false)).collect(),
+        )))
+    }
+
+    pub fn set(&self, source: &str, ready: bool) {
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(source.to_owned(), ready);
+        }
+    }
+
+    /// Sources still without a complete snapshot.
+    pub fn waiting(&self) -> Vec<String> {
+        match self.0.lock() {
+            Ok(map) => map
+                .iter()
+                .filter(|(_, ready)| !**ready)
+                .map(|(s, _)| s.clone())
+                .collect(),
+            Err(_) => vec!["(state unavailable)".into()],
+        }
+    }
+}
