@@ -479,6 +479,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/permdrift.yaml");
+        let c = Config::load(std::path::Path::new(path)).unwrap();
+        assert_eq!(c.sources.len(), 3);
+        assert_eq!(c.allow.len(), 1);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));

@@ -320,13 +320,21 @@ impl SourceState {
     }
 
     /// Accepts every open widening: the baseline takes the current objects.
-    pub fn accept_all(&mut self, current: &SourceData) -> Vec<(ObjectKey, OpenWidening)> {
+    pub fn accept_all_kube(&mut self, current: &KubeModel) -> Vec<(ObjectKey, OpenWidening)> {
         let open = std::mem::take(&mut self.open);
         for key in open.keys() {
-            match (key, current) {
-                (ObjectKey::Kube(k), SourceData::Kubernetes(m)) => self.advance_kube(m, k),
-                (ObjectKey::Iam(k), SourceData::Aws(m)) => self.advance_iam(m, k),
-                _ => {}
+            if let ObjectKey::Kube(k) = key {
+                self.advance_kube(current, k);
+            }
+        }
+        open.into_iter().collect()
+    }
+
+    pub fn accept_all_iam(&mut self, current: &IamModel) -> Vec<(ObjectKey, OpenWidening)> {
+        let open = std::mem::take(&mut self.open);
+        for key in open.keys() {
+            if let ObjectKey::Iam(k) = key {
+                self.advance_iam(current, k);
             }
         }
         open.into_iter().collect()

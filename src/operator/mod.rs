@@ -15,6 +15,18 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
+/// The wall clock, read only at the edges (Unix seconds).
+pub fn now() -> f64 {
+    jiff::Timestamp::now().as_microsecond() as f64 / 1e6
+}
+
+/// RFC 3339 text of Unix seconds, for journal records.
+pub fn rfc3339(unix: f64) -> String {
+    jiff::Timestamp::from_microsecond((unix * 1e6) as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
 /// Requests to a source's loop.
 #[derive(Debug)]
 pub enum Command {

@@ -1,0 +1,188 @@
+//! The loop of one Kubernetes cluster.
+//!
+//! Watch events come in and are applied to the live index; each change the
+//! index reports is judged against the baseline (while this replica
+//! records), recorded, and announced as a Kubernetes Event on the changed
+//! object. Followers keep the index warm, so a takeover needs no re-list.
+
+use super::judge::{self, Announce};
+use super::source::{self, Current, SourceCtx};
+use super::{Command, now};
+use crate::decide::{ObjectKey, SourceState};
+use crate::index::kube::KubeObject;
+use crate::report::Direction;
+use crate::snapshot::SourceSnapshot;
+use crate::source::kube::{LiveIndex, watch_cluster};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+/// When an object was last written, from its managedFields (seconds resolution).
+fn written_at(object: Option<&KubeObject>) -> Option<f64> {
+    let v = object?.value();
+    let fields = v.get("metadata")?.get("managedFields")?.as_array()?;
+    fields
+        .iter()
+        .filter_map(|f| f.get("time")?.as_str()?.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_millisecond() as f64 / 1000.0)
+        .reduce(f64::max)
+}
+
+fn reference(object: &KubeObject) -> ObjectReference {
+    let v = object.value();
+    let meta = v.get("metadata");
+    let text = |path: &str| meta.and_then(|m| m.get(path)).and_then(|x| x.as_str()).map(str::to_owned);
+    ObjectReference {
+        api_version: v.get("apiVersion").and_then(|x| x.as_str()).map(str::to_owned),
+        kind: v.get("kind").and_then(|x| x.as_str()).map(str::to_owned),
+        name: text("name"),
+        namespace: text("namespace"),
+        uid: text("uid"),
+        resource_version: text("resourceVersion"),
+        ..ObjectReference::default()
+    }
+}
+
+async fn announce(recorder: Option<&Recorder>, object: Option<&KubeObject>, what: &Announce) {
+    let (Some(recorder), Some(object), Announce::Judged { change, verdict, reason }) = (recorder, object, what) else {
+        return;
+    };
+    let (type_, reason_name) = match change.direction {
+        Direction::Widening | Direction::Mixed => (EventType::Warning, "PermissionWidening"),
+        Direction::Narrowing => (EventType::Normal, "PermissionNarrowing"),
+        Direction::Neutral => return,
+    };
+    let mut note = format!(
+        "{} {} ({}; {}): {}",
+        change.severity.as_str(),
+        change.direction.as_str(),
+        verdict.as_str(),
+        reason,
+        change.witness.as_ref().map(|w| w.explanation.as_str()).unwrap_or("permissions removed")
+    );
+    note.truncate(1000);
+    let event = Event {
+        type_,
+        reason: reason_name.into(),
+        note: Some(note),
+        action: "Judged".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &reference(object)).await {
+        tracing::warn!(error = %e, "could not publish a Kubernetes Event");
+    }
+}
+
+pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance: String) {
+    let recorder = events.then(|| {
+        Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "permdrift".into(),
+                instance: Some(instance),
+            },
+        )
+    });
+    let mut index = LiveIndex::new();
+    let stream = watch_cluster(client, Default::default());
+    tokio::pin!(stream);
+    let mut state: Option<SourceState> = None;
+    let mut patches = 0usize;
+    let mut ready = false;
+    loop {
+        tokio::select! {
+            event = stream.next() => {
+                let Some(event) = event else { break };
+                cx.metrics.watch_events.with_label_values(&[cx.name.as_str(), event.label()]).inc();
+                let changes = index.apply(event);
+                if index.is_synced() && !ready {
+                    ready = index.missing().is_empty();
+                    cx.readiness.set(&cx.name, ready);
+                }
+                cx.metrics.source_up.with_label_values(&[cx.name.as_str(), cx.platform]).set(i64::from(index.is_synced()));
+                cx.metrics.snapshot_objects.with_label_values(&[cx.name.as_str(), cx.platform])
+                    .set(i64::try_from(index.model().len()).unwrap_or(i64::MAX));
+                if index.is_synced() {
+                    cx.metrics.last_snapshot.with_label_values(&[cx.name.as_str()]).set(now());
+                }
+                if !cx.is_recording() || !index.is_synced() || !index.missing().is_empty() {
+                    continue;
+                }
+                let result = match state.as_mut() {
+                    Some(s) => {
+                        let mut result = Ok(());
+                        for change in &changes {
+                            let key = ObjectKey::Kube(change.key.clone());
+                            let written = written_at(change.current.as_ref());
+                            match source::judge_one(&cx, s, Current::Kube(index.model()), &key, written).await {
+                                Ok(what) => {
+                                    if let Announce::Judged { .. } = what { patches += 1; }
+                                    announce(recorder.as_ref(), change.current.as_ref().or(change.previous.as_ref()), &what).await;
+                                }
+                                Err(e) => { result = Err(e); break; }
+                            }
+                        }
+                        result
+                    }
+                    None => takeover(&cx, &mut state, index.model(), recorder.as_ref()).await,
+                };
+                if let Err(e) = result {
+                    tracing::error!(source = %cx.name, error = %e, "could not record; rebuilding from the journal");
+                    state = None;
+                } else if let Some(s) = &state {
+                    if let Err(e) = source::maybe_compact(&cx, s, &mut patches).await {
+                        tracing::warn!(source = %cx.name, error = %e, "could not compact the baseline");
+                    }
+                }
+            }
+            changed = cx.recording.changed() => {
+                if changed.is_err() { break; }
+                if cx.is_recording() {
+                    if index.is_synced() && index.missing().is_empty() {
+                        if let Err(e) = takeover(&cx, &mut state, index.model(), recorder.as_ref()).await {
+                            tracing::error!(source = %cx.name, error = %e, "takeover failed");
+                            state = None;
+                        }
+                    }
+                } else {
+                    state = None;
+                    judge::clear_open_gauges(&cx.judge_cx());
+                }
+            }
+            cmd = cx.commands.recv() => match cmd {
+                Some(Command::AcceptBaseline { reply }) => {
+                    let answer = match state.as_mut() {
+                        Some(s) => source::accept(&cx, s, Current::Kube(index.model())).await,
+                        None => Err("this replica is not recording (not the leader, or the cluster is not synced)".into()),
+                    };
+                    let _ = reply.send(answer);
+                }
+                None => break,
+            },
+            _ = cx.shutdown.changed() => break,
+        }
+    }
+}
+
+/// Becomes the recorder: rebuild the judged state and judge every object that
+/// differs from the baseline (what the journal holds is not recorded again).
+async fn takeover(
+    cx: &SourceCtx,
+    state: &mut Option<SourceState>,
+    current: &crate::index::kube::KubeModel,
+    recorder: Option<&Recorder>,
+) -> Result<(), String> {
+    let snapshot = SourceSnapshot::kubernetes(&cx.name, current.clone());
+    let mut loaded = source::load_state(cx, &snapshot).await?;
+    let keys = source::differing_keys(Current::of(&loaded.baseline.data), Current::Kube(current));
+    for key in keys {
+        let ObjectKey::Kube(k) = &key else { continue };
+        let object = current.get(k);
+        let what = source::judge_one(cx, &mut loaded, Current::Kube(current), &key, written_at(object)).await?;
+        announce(recorder, object, &what).await;
+    }
+    judge::update_open_gauges(&cx.judge_cx(), &loaded);
+    *state = Some(loaded);
+    Ok(())
+}

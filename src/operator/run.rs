@@ -1,0 +1,190 @@
+//! Starting and stopping the operator.
+//!
+//! A validated configuration comes in; the tasks come up: leader election
+//! (or permanent leadership when disabled), a supervisor that opens the
+//! store while this replica leads (only then does it record), one loop per
+//! source, and the HTTP server. A shutdown signal stops them in order and
+//! releases the Lease.
+
+use super::http::{self, HttpState};
+use super::leader::{self, LeaderConfig};
+use super::source::{SourceCtx, aws_loop};
+use super::store::StoreHandle;
+use super::{Command, Readiness, kube_loop};
+use crate::config::{Config, KubeAccess};
+use crate::grants::catalog::Catalog;
+use crate::metrics::Metrics;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
+use kube::api::Api;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("{0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, source: std::io::Error },
+    #[error("source {source_name:?}: {message}")]
+    Kube { source_name: String, message: String },
+    #[error("leader election: {0}")]
+    Leader(String),
+}
+
+/// A client for a cluster, from the pod's service account or a kubeconfig.
+pub async fn kube_client(access: &KubeAccess) -> Result<Client, String> {
+    crate::source::install_crypto_provider();
+    let config = if access.in_cluster {
+        kube::Config::incluster().map_err(|e| format!("in-cluster configuration: {e}"))?
+    } else {
+        let kubeconfig = match &access.kubeconfig {
+            Some(path) => kube::config::Kubeconfig::read_from(path).map_err(|e| format!("{}: {e}", path.display()))?,
+            None => kube::config::Kubeconfig::read().map_err(|e| format!("kubeconfig: {e}"))?,
+        };
+        let options = kube::config::KubeConfigOptions {
+            context: access.context.clone(),
+            ..Default::default()
+        };
+        kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| format!("kubeconfig context {}: {e}", access.context.as_deref().unwrap_or("(current)")))?
+    };
+    Client::try_from(config).map_err(|e| e.to_string())
+}
+
+fn identity(configured: Option<&str>) -> String {
+    configured
+        .map(str::to_owned)
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("permdrift-{}", std::process::id()))
+}
+
+/// Runs until `shutdown` turns true.
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), OperatorError> {
+    let platforms: Vec<(String, &'static str)> = config
+        .sources
+        .iter()
+        .map(|s| (s.name.clone(), if s.kubernetes.is_some() { "kubernetes" } else { "aws" }))
+        .collect();
+    let metrics = Metrics::new(&platforms)?;
+    let readiness = Readiness::new(platforms.iter().map(|(n, _)| n.clone()));
+    let store = StoreHandle::new(config.store.path.clone(), metrics.clone());
+    let me = identity(config.leader_election.identity.as_deref());
+    let le = &config.leader_election;
+    let (leading_tx, mut leading_rx) = watch::channel(!le.enabled);
+    let mut tasks = Vec::new();
+    if le.enabled {
+        let access = le.kubernetes.clone().unwrap_or_else(|| KubeAccess {
+            in_cluster: std::env::var("KUBERNETES_SERVICE_HOST").is_ok(),
+            ..KubeAccess::default()
+        });
+        let client = kube_client(&access).await.map_err(OperatorError::Leader)?;
+        let namespace = le
+            .namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".into());
+        let cfg = LeaderConfig {
+            namespace: namespace.clone(),
+            name: le.lease_name.clone(),
+            identity: me.clone(),
+            lease_duration: le.lease_duration.0,
+            renew_deadline: le.renew_deadline.0,
+            retry_period: le.retry_period.0,
+        };
+        tracing::info!(identity = %me, lease = %cfg.name, namespace = %namespace, "leader election on");
+        tasks.push(tokio::spawn(leader::run(Api::<Lease>::namespaced(client, &namespace), cfg, leading_tx, shutdown.clone())));
+    }
+    // Record only while leading and holding the store.
+    let (recording_tx, recording_rx) = watch::channel(false);
+    {
+        let store = store.clone();
+        let metrics = metrics.clone();
+        let mut shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let leading = *leading_rx.borrow_and_update();
+                metrics.leader.set(if leading { 1.0 } else { 0.0 });
+                if leading && !store.is_open().await {
+                    match store.open().await {
+                        Ok(warnings) => {
+                            for w in warnings {
+                                tracing::warn!(store = %store.dir().display(), "{w}");
+                            }
+                            recording_tx.send_replace(true);
+                        }
+                        Err(e) => tracing::error!(store = %store.dir().display(), error = %e, "cannot open the store"),
+                    }
+                } else if !leading {
+                    recording_tx.send_replace(false);
+                    store.close().await;
+                }
+                tokio::select! {
+                    changed = leading_rx.changed() => if changed.is_err() { break },
+                    _ = shutdown.changed() => break,
+                }
+            }
+            recording_tx.send_replace(false);
+            store.close().await;
+        }));
+    }
+    let catalog: &'static Catalog = Catalog::embedded();
+    let allow = Arc::new(config.allow.clone());
+    let mut commands: BTreeMap<String, mpsc::Sender<Command>> = BTreeMap::new();
+    for source in &config.sources {
+        let (tx, rx) = mpsc::channel(8);
+        commands.insert(source.name.clone(), tx);
+        let cx = SourceCtx {
+            name: source.name.clone(),
+            platform: if source.kubernetes.is_some() { "kubernetes" } else { "aws" },
+            mode: source.mode,
+            allow: allow.clone(),
+            metrics: metrics.clone(),
+            store: store.clone(),
+            readiness: readiness.clone(),
+            recording: recording_rx.clone(),
+            commands: rx,
+            shutdown: shutdown.clone(),
+            catalog,
+        };
+        match (&source.kubernetes, &source.aws) {
+            (Some(access), _) => {
+                let client = kube_client(access).await.map_err(|message| OperatorError::Kube {
+                    source_name: source.name.clone(),
+                    message,
+                })?;
+                tasks.push(tokio::spawn(kube_loop::kube_loop(cx, client, config.events.enabled, me.clone())));
+            }
+            (None, Some(access)) => tasks.push(tokio::spawn(aws_loop(cx, access.clone()))),
+            (None, None) => {}
+        }
+    }
+    let state = HttpState {
+        metrics,
+        readiness,
+        commands: Arc::new(commands),
+    };
+    let addr = config.http.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| OperatorError::Listen { addr: addr.clone(), source })?;
+    let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+    tracing::info!(listen = %bound, sources = config.sources.len(), "permdrift operator started");
+    let mut stop = shutdown.clone();
+    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "http server stopped");
+    }
+    for task in tasks {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+    }
+    tracing::info!("permdrift operator stopped");
+    Ok(())
+}

@@ -1,0 +1,366 @@
+//! A source's loop: its current state, and (while this replica records) its
+//! judged state.
+//!
+//! Fresh state comes in (an AWS poll here; a cluster's watch events in
+//! `kube_loop`); changed objects are judged against the baseline and the
+//! outcomes recorded. On becoming the recorder the baseline and open
+//! widenings are rebuilt from the journal (or the first complete snapshot
+//! becomes the baseline), and every object that differs from the baseline is
+//! judged once: what the journal already holds is recognised by fingerprint
+//! and not recorded again.
+
+use super::judge::{self, Announce, Context};
+use super::records;
+use super::store::StoreHandle;
+use super::{Command, Readiness, now, rfc3339};
+use crate::config::{AllowRule, AwsAccess, Mode};
+use crate::decide::{ObjectKey, Outcome, Policy, SourceState};
+use crate::diff::DiffOptions;
+use crate::grants::catalog::Catalog;
+use crate::index::iam::IamObject;
+use crate::index::kube::KubeObject;
+use crate::input::Loader;
+use crate::metrics::Metrics;
+use crate::snapshot::{SourceData, SourceSnapshot};
+use crate::source::aws::{AwsSourceOptions, fetch_account};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// Patches since the last full baseline after which a new one is written.
+const COMPACT_AFTER: usize = 10_000;
+
+/// Everything a source loop shares with the rest of the operator.
+pub struct SourceCtx {
+    pub name: String,
+    pub platform: &'static str,
+    pub mode: Mode,
+    pub allow: Arc<Vec<AllowRule>>,
+    pub metrics: Metrics,
+    pub store: StoreHandle,
+    pub readiness: Readiness,
+    /// True while this replica leads and has the store open.
+    pub recording: watch::Receiver<bool>,
+    pub commands: mpsc::Receiver<Command>,
+    pub shutdown: watch::Receiver<bool>,
+    pub catalog: &'static Catalog,
+}
+
+impl SourceCtx {
+    pub fn policy(&self) -> Policy<'_> {
+        Policy {
+            source: &self.name,
+            mode: self.mode,
+            allow: &self.allow,
+        }
+    }
+
+    pub fn judge_cx(&self) -> Context<'_> {
+        Context {
+            source: &self.name,
+            platform: self.platform,
+            metrics: &self.metrics,
+            store: &self.store,
+        }
+    }
+
+    pub fn is_recording(&self) -> bool {
+        *self.recording.borrow()
+    }
+}
+
+/// Options for judging in the operator: counts stay exact, listed grants few.
+pub fn judge_options() -> DiffOptions {
+    DiffOptions {
+        max_grants: 50,
+        subject_grants: false,
+        ..DiffOptions::default()
+    }
+}
+
+/// The judged state of a source: the baseline from the journal (the last full
+/// baseline plus later patches) and its open widenings; or, for a source the
+/// store has never seen, `current` as the first baseline.
+pub async fn load_state(cx: &SourceCtx, current: &SourceSnapshot) -> Result<SourceState, String> {
+    let history = cx.store.source_records(&cx.name).await?;
+    let replayed = records::replay(history.iter().map(|(k, b)| (k.as_str(), b)));
+    let Some(digest) = replayed.baseline_digest else {
+        let mut first = current.clone();
+        first.name = cx.name.clone();
+        let digest = cx.store.put_snapshot(&first).await?;
+        cx.store
+            .append(records::BASELINE, &cx.name, records::baseline(&digest, "first", first.object_count()), &rfc3339(now()))
+            .await?;
+        tracing::info!(source = %cx.name, objects = first.object_count(), "first complete snapshot is the baseline");
+        return Ok(SourceState::new(first));
+    };
+    let mut baseline = cx.store.get_snapshot(&digest).await?;
+    baseline.name = cx.name.clone();
+    for (key, raw) in replayed.patches {
+        patch(&mut baseline.data, &key, raw).map_err(|e| format!("journal patch of {key}: {e}"))?;
+    }
+    let mut state = SourceState::new(baseline);
+    state.open = replayed.open;
+    tracing::info!(source = %cx.name, open = state.open.len(), "baseline rebuilt from the journal");
+    Ok(state)
+}
+
+fn patch(data: &mut SourceData, key: &ObjectKey, raw: Option<Value>) -> Result<(), String> {
+    match (data, key, raw) {
+        (SourceData::Kubernetes(m), ObjectKey::Kube(k), Some(raw)) => {
+            m.insert(KubeObject::from_raw(raw).map_err(|e| e.to_string())?);
+        }
+        (SourceData::Kubernetes(m), ObjectKey::Kube(k), None) => {
+            m.remove(k);
+        }
+        (SourceData::Aws(m), ObjectKey::Iam(k), Some(raw)) => {
+            m.insert(k.clone(), IamObject::from_raw(k.kind, raw).map_err(|e| e.to_string())?);
+        }
+        (SourceData::Aws(m), ObjectKey::Iam(k), None) => {
+            m.remove(k);
+        }
+        _ => return Err("platform mismatch".into()),
+    }
+    Ok(())
+}
+
+/// A source's current state, as the loops hold it.
+#[derive(Clone, Copy)]
+pub enum Current<'a> {
+    Kube(&'a crate::index::kube::KubeModel),
+    Iam(&'a crate::index::iam::IamModel),
+}
+
+impl<'a> Current<'a> {
+    pub fn of(data: &'a SourceData) -> Self {
+        match data {
+            SourceData::Kubernetes(m) => Current::Kube(m),
+            SourceData::Aws(m) => Current::Iam(m),
+        }
+    }
+}
+
+/// Keys whose objects differ between two states (raw text), in order.
+pub fn differing_keys(a: Current<'_>, b: Current<'_>) -> Vec<ObjectKey> {
+    match (a, b) {
+        (Current::Kube(x), Current::Kube(y)) => {
+            let keys: BTreeSet<_> = x.keys().chain(y.keys()).collect();
+            keys.into_iter()
+                .filter(|k| match (x.get(k), y.get(k)) {
+                    (Some(p), Some(q)) => p != q,
+                    _ => true,
+                })
+                .map(|k| ObjectKey::Kube(k.clone()))
+                .collect()
+        }
+        (Current::Iam(x), Current::Iam(y)) => {
+            let keys: BTreeSet<_> = x.keys().chain(y.keys()).collect();
+            keys.into_iter()
+                .filter(|k| match (x.get(k), y.get(k)) {
+                    (Some(p), Some(q)) => p.raw != q.raw,
+                    _ => true,
+                })
+                .map(|k| ObjectKey::Iam(k.clone()))
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The current object's text, for the journal.
+pub fn current_raw(current: Current<'_>, key: &ObjectKey) -> Option<Value> {
+    match (current, key) {
+        (Current::Kube(m), ObjectKey::Kube(k)) => m.get(k).map(KubeObject::value),
+        (Current::Iam(m), ObjectKey::Iam(k)) => m.get(k).map(|o| o.raw.clone()),
+        _ => None,
+    }
+}
+
+/// Judges one object and records the outcome. Returns what to announce.
+pub async fn judge_one(
+    cx: &SourceCtx,
+    state: &mut SourceState,
+    current: Current<'_>,
+    key: &ObjectKey,
+    written_at: Option<f64>,
+) -> Result<Announce, String> {
+    let t = now();
+    let outcome = match (current, key) {
+        (Current::Kube(m), ObjectKey::Kube(k)) => state.judge_kube(m, k, &cx.policy(), t, &judge_options()),
+        (Current::Iam(m), ObjectKey::Iam(k)) => state.judge_iam(m, cx.catalog, k, &cx.policy(), t, &judge_options()),
+        _ => Outcome::AlreadyOpen,
+    };
+    let raw = current_raw(current, key);
+    let applied = judge::apply(&cx.judge_cx(), state, key, outcome, raw, t, written_at).await?;
+    if let Announce::Judged { change, verdict, reason } = &applied.announce {
+        tracing::info!(
+            source = %cx.name,
+            object = %change.object.display(),
+            change = change.change.as_str(),
+            direction = change.direction.as_str(),
+            severity = change.severity.as_str(),
+            verdict = verdict.as_str(),
+            reason = %reason,
+            witness = change.witness.as_ref().map(|w| w.explanation.as_str()).unwrap_or(""),
+            "judged"
+        );
+    }
+    Ok(applied.announce)
+}
+
+/// After a full baseline grows too many patches, writes a new one.
+pub async fn maybe_compact(cx: &SourceCtx, state: &SourceState, patches_since: &mut usize) -> Result<(), String> {
+    if *patches_since < COMPACT_AFTER {
+        return Ok(());
+    }
+    let digest = cx.store.put_snapshot(&state.baseline).await?;
+    cx.store
+        .append(records::BASELINE, &cx.name, records::baseline(&digest, "compacted", state.baseline.object_count()), &rfc3339(now()))
+        .await?;
+    *patches_since = 0;
+    Ok(())
+}
+
+/// Accepts every open widening into the baseline (the `baseline accept` API).
+pub async fn accept(cx: &SourceCtx, state: &mut SourceState, current: Current<'_>) -> Result<usize, String> {
+    let at = rfc3339(now());
+    let t = now();
+    let accepted = match current {
+        Current::Kube(m) => state.accept_all_kube(m),
+        Current::Iam(m) => state.accept_all_iam(m),
+    };
+    for (key, open) in &accepted {
+        let raw = current_raw(current, key);
+        cx.store
+            .append(records::BASELINE_PATCH, &cx.name, records::baseline_patch(key, raw, "accepted"), &at)
+            .await?;
+        cx.store
+            .append(records::CLOSE, &cx.name, records::close(key, open, "accepted", (t - open.detected_at).max(0.0)), &at)
+            .await?;
+        cx.metrics.exposure_window.with_label_values(&[cx.name.as_str()]).observe((t - open.detected_at).max(0.0));
+    }
+    judge::update_open_gauges(&cx.judge_cx(), state);
+    Ok(accepted.len())
+}
+
+/// Reads one AWS account into a source snapshot.
+async fn poll_aws(name: &str, options: &AwsSourceOptions) -> Result<SourceSnapshot, String> {
+    let quiet = |_: crate::source::aws::AwsProgress| {};
+    let fetch = fetch_account(options, &quiet).await.map_err(|e| e.to_string())?;
+    let mut loader = Loader::new(crate::input::InputOptions::default());
+    loader
+        .add_authorization_details(&format!("aws account {}", fetch.account_id), &fetch.document)
+        .map_err(|e| e.to_string())?;
+    let (mut snapshot, _) = loader.finish().map_err(|e| e.to_string())?;
+    let mut source = snapshot
+        .sources
+        .pop_first()
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| SourceSnapshot::aws(name, crate::index::iam::IamModel::new()));
+    source.name = name.to_owned();
+    source.meta.account_id = Some(fetch.account_id);
+    source.meta.collected_at = Some(rfc3339(now()));
+    Ok(source)
+}
+
+/// The loop of one AWS account: poll, judge what changed, sleep.
+pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
+    let options = AwsSourceOptions {
+        profile: access.profile.clone(),
+        region: access.region.clone(),
+        endpoint_url: access.endpoint_url.clone(),
+        assume_role: access.assume_role.clone(),
+        max_attempts: crate::source::aws::DEFAULT_MAX_ATTEMPTS,
+    };
+    let mut current: Option<SourceSnapshot> = None;
+    let mut state: Option<SourceState> = None;
+    let mut patches = 0usize;
+    loop {
+        let started = now();
+        let clock = std::time::Instant::now();
+        match poll_aws(&cx.name, &options).await {
+            Ok(snapshot) => {
+                cx.metrics
+                    .snapshot_duration
+                    .with_label_values(&[cx.name.as_str(), cx.platform])
+                    .observe(clock.elapsed().as_secs_f64());
+                cx.metrics.source_up.with_label_values(&[cx.name.as_str(), cx.platform]).set(1);
+                cx.metrics
+                    .snapshot_objects
+                    .with_label_values(&[cx.name.as_str(), cx.platform])
+                    .set(i64::try_from(snapshot.object_count()).unwrap_or(i64::MAX));
+                cx.metrics.last_snapshot.with_label_values(&[cx.name.as_str()]).set(now());
+                cx.readiness.set(&cx.name, true);
+                let previous = current.replace(snapshot);
+                if let Some(snapshot) = &current {
+                    if let Err(e) = judge_poll(&cx, &mut state, previous.as_ref(), snapshot, started, &mut patches).await {
+                        tracing::error!(source = %cx.name, error = %e, "could not record; will retry on the next poll");
+                        state = None;
+                    }
+                }
+            }
+            Err(e) => {
+                cx.metrics.source_up.with_label_values(&[cx.name.as_str(), cx.platform]).set(0);
+                tracing::warn!(source = %cx.name, error = %e, "poll failed");
+            }
+        }
+        let sleep = tokio::time::sleep(access.poll_interval.0);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                changed = cx.recording.changed() => {
+                    if changed.is_err() { return; }
+                    if !cx.is_recording() {
+                        state = None;
+                        judge::clear_open_gauges(&cx.judge_cx());
+                    } else {
+                        break; // judge at once on becoming the recorder
+                    }
+                }
+                cmd = cx.commands.recv() => match cmd {
+                    Some(Command::AcceptBaseline { reply }) => {
+                        let answer = match (&mut state, &current) {
+                            (Some(s), Some(c)) => accept(&cx, s, Current::of(&c.data)).await,
+                            _ => Err("this replica is not recording (not the leader, or no snapshot yet)".into()),
+                        };
+                        let _ = reply.send(answer);
+                    }
+                    None => return,
+                },
+                _ = cx.shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+async fn judge_poll(
+    cx: &SourceCtx,
+    state: &mut Option<SourceState>,
+    previous: Option<&SourceSnapshot>,
+    current: &SourceSnapshot,
+    started: f64,
+    patches: &mut usize,
+) -> Result<(), String> {
+    if !cx.is_recording() || !current.is_complete() {
+        return Ok(());
+    }
+    let keys = match (state.as_ref(), previous) {
+        (Some(_), Some(prev)) => differing_keys(Current::of(&prev.data), Current::of(&current.data)),
+        _ => {
+            let loaded = load_state(cx, current).await?;
+            let keys = differing_keys(Current::of(&loaded.baseline.data), Current::of(&current.data));
+            *state = Some(loaded);
+            keys
+        }
+    };
+    let Some(s) = state.as_mut() else { return Ok(()) };
+    for key in keys {
+        if let Announce::Judged { .. } = judge_one(cx, s, Current::of(&current.data), &key, Some(started)).await? {
+            *patches += 1;
+        }
+    }
+    judge::update_open_gauges(&cx.judge_cx(), s);
+    maybe_compact(cx, s, patches).await
+}

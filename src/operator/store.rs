@@ -1,0 +1,103 @@
+//! The operator's handle on the store.
+//!
+//! Source loops append records and read a source's history through it; only
+//! the leader has the store open for writing (the store's lock is held for
+//! as long as it leads), so a follower's appends are refused rather than
+//! interleaved. The store's calls are blocking file I/O with fsync; they run
+//! in `block_in_place` so the runtime keeps serving other tasks.
+
+use crate::metrics::Metrics;
+use crate::snapshot::SourceSnapshot;
+use crate::store::Store;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+#[derive(Clone)]
+pub struct StoreHandle {
+    dir: PathBuf,
+    inner: Arc<Mutex<Option<Store>>>,
+    metrics: Metrics,
+}
+
+impl StoreHandle {
+    pub fn new(dir: PathBuf, metrics: Metrics) -> Self {
+        Self {
+            dir,
+            inner: Arc::new(Mutex::new(None)),
+            metrics,
+        }
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Opens the store for writing, waiting while another process holds it
+    /// (a previous leader that has not let go yet).
+    pub async fn open(&self) -> Result<Vec<String>, String> {
+        let mut guard = self.inner.lock().await;
+        if guard.is_some() {
+            return Ok(Vec::new());
+        }
+        loop {
+            let dir = self.dir.clone();
+            let attempt = tokio::task::spawn_blocking(move || Store::open(&dir))
+                .await
+                .map_err(|e| format!("store: {e}"))?;
+            match attempt {
+                Ok((store, warnings)) => {
+                    *guard = Some(store);
+                    return Ok(warnings);
+                }
+                Err(e) if e.is_locked() => {
+                    tracing::info!(store = %self.dir.display(), "store is held by another process; waiting");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Closes the store (releasing its lock), e.g. on losing leadership.
+    pub async fn close(&self) {
+        self.inner.lock().await.take();
+    }
+
+    pub async fn is_open(&self) -> bool {
+        self.inner.lock().await.is_some()
+    }
+
+    pub async fn append(&self, kind: &str, source: &str, body: Value, at: &str) -> Result<u64, String> {
+        let mut guard = self.inner.lock().await;
+        let store = guard.as_mut().ok_or("store is not open: this replica does not lead")?;
+        let record = tokio::task::block_in_place(|| store.append(kind, Some(source), body, at)).map_err(|e| e.to_string())?;
+        self.metrics.journal_records.with_label_values(&[kind]).inc();
+        Ok(record.seq)
+    }
+
+    /// `(kind, body)` of every record of `source`, oldest first.
+    pub async fn source_records(&self, source: &str) -> Result<Vec<(String, Value)>, String> {
+        let guard = self.inner.lock().await;
+        let store = guard.as_ref().ok_or("store is not open: this replica does not lead")?;
+        let records = tokio::task::block_in_place(|| store.records()).map_err(|e| e.to_string())?;
+        Ok(records
+            .into_iter()
+            .filter(|r| r.source.as_deref() == Some(source))
+            .map(|r| (r.kind, r.body))
+            .collect())
+    }
+
+    pub async fn put_snapshot(&self, snapshot: &SourceSnapshot) -> Result<String, String> {
+        let mut guard = self.inner.lock().await;
+        let store = guard.as_mut().ok_or("store is not open: this replica does not lead")?;
+        tokio::task::block_in_place(|| store.put_snapshot(snapshot)).map_err(|e| e.to_string())
+    }
+
+    pub async fn get_snapshot(&self, digest: &str) -> Result<SourceSnapshot, String> {
+        let guard = self.inner.lock().await;
+        let store = guard.as_ref().ok_or("store is not open: this replica does not lead")?;
+        tokio::task::block_in_place(|| store.get_snapshot(digest)).map_err(|e| e.to_string())
+    }
+}
