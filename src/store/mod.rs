@@ -115,8 +115,15 @@ impl Store {
     /// warnings about what was recovered (a torn last record, leftover temp
     /// files); the caller may want to journal them as a `note`.
     pub fn open(dir: &Path) -> Result<(Store, Vec<String>), StoreError> {
-        create_private_dir(dir).map_err(io_error(dir, "."))?;
-        create_private_dir(&dir.join(snapshots::DIR)).map_err(io_error(dir, snapshots::DIR))?;
+        if create_private_dir(dir).map_err(io_error(dir, "."))? {
+            // A new directory's own entry must survive a crash too.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                snapshots::sync_dir(parent).map_err(io_error(dir, ".."))?;
+            }
+        }
+        if create_private_dir(&dir.join(snapshots::DIR)).map_err(io_error(dir, snapshots::DIR))? {
+            snapshots::sync_dir(dir).map_err(io_error(dir, "."))?;
+        }
         let lock = lock(dir)?;
         let mut warnings = Vec::new();
 
@@ -350,21 +357,21 @@ fn check_fields(kind: &str, source: Option<&str>, body: &Value, at: &str) -> Res
     Ok(())
 }
 
-#[cfg(unix)]
-fn create_private_dir(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+/// Creates `path` (and missing parents) readable by the owner only; an
+/// existing directory keeps the mode its owner chose. True if created.
+fn create_private_dir(path: &Path) -> io::Result<bool> {
     if path.is_dir() {
-        return Ok(());
+        return Ok(false);
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-}
-
-#[cfg(not(unix))]
-fn create_private_dir(path: &Path) -> io::Result<()> {
-    fs::create_dir_all(path)
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)?;
+    Ok(true)
 }
 
 fn open_options_private() -> OpenOptions {
