@@ -20,4 +20,5 @@ pub mod render;
 pub mod report;
 pub mod snapshot;
 pub mod source;
+pub mod store;
 pub mod whocan;

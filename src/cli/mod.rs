@@ -3,6 +3,7 @@
 //! 0 means nothing at or above `--fail-on`, 1 found, 2 trouble.
 
 mod diff;
+mod history;
 mod output;
 mod snapshot;
 mod whocan;
@@ -46,6 +47,8 @@ enum Command {
     Diff(diff::DiffArgs),
     /// List the subjects allowed a request (Kubernetes verb and resource, or IAM action).
     WhoCan(whocan::WhoCanArgs),
+    // Help text lives with the command (`history::HistoryArgs`).
+    History(history::HistoryArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -208,6 +211,7 @@ pub fn main() -> ExitCode {
         Command::Snapshot(args) => snapshot::run(&ctx, args),
         Command::Diff(args) => diff::run(&ctx, args),
         Command::WhoCan(args) => whocan::run(&ctx, args),
+        Command::History(args) => history::run(&ctx, args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
