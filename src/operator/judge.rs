@@ -17,8 +17,15 @@ use serde_json::Value;
 /// What the caller may want to announce after an outcome was recorded.
 pub enum Announce {
     Nothing,
-    Closed { object: String, reason: &'static str },
-    Judged { change: Box<Change>, verdict: Verdict, reason: String },
+    Closed {
+        object: String,
+        reason: &'static str,
+    },
+    Judged {
+        change: Box<Change>,
+        verdict: Verdict,
+        reason: String,
+    },
 }
 
 pub struct Applied {
@@ -53,10 +60,18 @@ pub async fn apply(
         Outcome::Restored { closed: Some(open) } => {
             let exposure = (now - open.detected_at).max(0.0);
             cx.store
-                .append(records::CLOSE, cx.source, records::close(key, &open, "restored", exposure), &at)
+                .append(
+                    records::CLOSE,
+                    cx.source,
+                    records::close(key, &open, "restored", exposure),
+                    &at,
+                )
                 .await?;
             appended += 1;
-            cx.metrics.exposure_window.with_label_values(&[cx.source]).observe(exposure);
+            cx.metrics
+                .exposure_window
+                .with_label_values(&[cx.source])
+                .observe(exposure);
             Announce::Closed {
                 object: open.object,
                 reason: "restored",
@@ -73,7 +88,9 @@ pub async fn apply(
                 detected_at: now,
                 latency_seconds: latency,
             };
-            cx.store.append(records::CHANGE, cx.source, records::change(&facts), &at).await?;
+            cx.store
+                .append(records::CHANGE, cx.source, records::change(&facts), &at)
+                .await?;
             appended += 1;
             if j.advanced {
                 let why = match j.change.direction {
@@ -82,20 +99,37 @@ pub async fn apply(
                     _ => "allow-listed",
                 };
                 cx.store
-                    .append(records::BASELINE_PATCH, cx.source, records::baseline_patch(key, raw, why), &at)
+                    .append(
+                        records::BASELINE_PATCH,
+                        cx.source,
+                        records::baseline_patch(key, raw, why),
+                        &at,
+                    )
                     .await?;
                 appended += 1;
                 if let Some(open) = &j.superseded {
                     let exposure = (now - open.detected_at).max(0.0);
                     cx.store
-                        .append(records::CLOSE, cx.source, records::close(key, open, why, exposure), &at)
+                        .append(
+                            records::CLOSE,
+                            cx.source,
+                            records::close(key, open, why, exposure),
+                            &at,
+                        )
                         .await?;
                     appended += 1;
-                    cx.metrics.exposure_window.with_label_values(&[cx.source]).observe(exposure);
+                    cx.metrics
+                        .exposure_window
+                        .with_label_values(&[cx.source])
+                        .observe(exposure);
                 }
             }
-            cx.metrics
-                .count_change(cx.source, cx.platform, j.change.direction, j.change.severity);
+            cx.metrics.count_change(
+                cx.source,
+                cx.platform,
+                j.change.direction,
+                j.change.severity,
+            );
             if j.verdict == Verdict::Alert {
                 cx.metrics
                     .unapproved_widening
@@ -103,7 +137,10 @@ pub async fn apply(
                     .inc();
             }
             if let Some(l) = latency {
-                cx.metrics.detection_latency.with_label_values(&[cx.source, cx.platform]).observe(l);
+                cx.metrics
+                    .detection_latency
+                    .with_label_values(&[cx.source, cx.platform])
+                    .observe(l);
             }
             Announce::Judged {
                 verdict: j.verdict,
@@ -121,7 +158,12 @@ pub async fn apply(
 
 /// Sets the open-widening gauges from the state's open set.
 pub fn update_open_gauges(cx: &Context<'_>, state: &SourceState) {
-    for s in [Severity::Critical, Severity::High, Severity::Medium, Severity::Low] {
+    for s in [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+    ] {
         let n = state.open.values().filter(|o| o.severity == s).count();
         cx.metrics
             .open_widening
@@ -136,8 +178,19 @@ pub fn update_open_gauges(cx: &Context<'_>, state: &SourceState) {
 
 /// Clears the open-widening gauges (a follower must not export stale ones).
 pub fn clear_open_gauges(cx: &Context<'_>) {
-    for s in [Severity::Critical, Severity::High, Severity::Medium, Severity::Low] {
-        cx.metrics.open_widening.with_label_values(&[cx.source, s.as_str()]).set(0);
+    for s in [
+        Severity::Critical,
+        Severity::High,
+        Severity::Medium,
+        Severity::Low,
+    ] {
+        cx.metrics
+            .open_widening
+            .with_label_values(&[cx.source, s.as_str()])
+            .set(0);
     }
-    cx.metrics.open_widening_since.with_label_values(&[cx.source]).set(0.0);
+    cx.metrics
+        .open_widening_since
+        .with_label_values(&[cx.source])
+        .set(0.0);
 }

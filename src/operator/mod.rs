@@ -8,8 +8,11 @@
 //! baseline API.
 
 pub mod http;
+pub mod judge;
 pub mod leader;
 pub mod records;
+pub mod source;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

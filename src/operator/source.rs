@@ -90,7 +90,12 @@ pub async fn load_state(cx: &SourceCtx, current: &SourceSnapshot) -> Result<Sour
         first.name = cx.name.clone();
         let digest = cx.store.put_snapshot(&first).await?;
         cx.store
-            .append(records::BASELINE, &cx.name, records::baseline(&digest, "first", first.object_count()), &rfc3339(now()))
+            .append(
+                records::BASELINE,
+                &cx.name,
+                records::baseline(&digest, "first", first.object_count()),
+                &rfc3339(now()),
+            )
             .await?;
         tracing::info!(source = %cx.name, objects = first.object_count(), "first complete snapshot is the baseline");
         return Ok(SourceState::new(first));
@@ -108,14 +113,17 @@ pub async fn load_state(cx: &SourceCtx, current: &SourceSnapshot) -> Result<Sour
 
 fn patch(data: &mut SourceData, key: &ObjectKey, raw: Option<Value>) -> Result<(), String> {
     match (data, key, raw) {
-        (SourceData::Kubernetes(m), ObjectKey::Kube(k), Some(raw)) => {
+        (SourceData::Kubernetes(m), ObjectKey::Kube(_), Some(raw)) => {
             m.insert(KubeObject::from_raw(raw).map_err(|e| e.to_string())?);
         }
         (SourceData::Kubernetes(m), ObjectKey::Kube(k), None) => {
             m.remove(k);
         }
         (SourceData::Aws(m), ObjectKey::Iam(k), Some(raw)) => {
-            m.insert(k.clone(), IamObject::from_raw(k.kind, raw).map_err(|e| e.to_string())?);
+            m.insert(
+                k.clone(),
+                IamObject::from_raw(k.kind, raw).map_err(|e| e.to_string())?,
+            );
         }
         (SourceData::Aws(m), ObjectKey::Iam(k), None) => {
             m.remove(k);
@@ -187,13 +195,22 @@ pub async fn judge_one(
 ) -> Result<Announce, String> {
     let t = now();
     let outcome = match (current, key) {
-        (Current::Kube(m), ObjectKey::Kube(k)) => state.judge_kube(m, k, &cx.policy(), t, &judge_options()),
-        (Current::Iam(m), ObjectKey::Iam(k)) => state.judge_iam(m, cx.catalog, k, &cx.policy(), t, &judge_options()),
+        (Current::Kube(m), ObjectKey::Kube(k)) => {
+            state.judge_kube(m, k, &cx.policy(), t, &judge_options())
+        }
+        (Current::Iam(m), ObjectKey::Iam(k)) => {
+            state.judge_iam(m, cx.catalog, k, &cx.policy(), t, &judge_options())
+        }
         _ => Outcome::AlreadyOpen,
     };
     let raw = current_raw(current, key);
     let applied = judge::apply(&cx.judge_cx(), state, key, outcome, raw, t, written_at).await?;
-    if let Announce::Judged { change, verdict, reason } = &applied.announce {
+    if let Announce::Judged {
+        change,
+        verdict,
+        reason,
+    } = &applied.announce
+    {
         tracing::info!(
             source = %cx.name,
             object = %change.object.display(),
@@ -210,20 +227,33 @@ pub async fn judge_one(
 }
 
 /// After a full baseline grows too many patches, writes a new one.
-pub async fn maybe_compact(cx: &SourceCtx, state: &SourceState, patches_since: &mut usize) -> Result<(), String> {
+pub async fn maybe_compact(
+    cx: &SourceCtx,
+    state: &SourceState,
+    patches_since: &mut usize,
+) -> Result<(), String> {
     if *patches_since < COMPACT_AFTER {
         return Ok(());
     }
     let digest = cx.store.put_snapshot(&state.baseline).await?;
     cx.store
-        .append(records::BASELINE, &cx.name, records::baseline(&digest, "compacted", state.baseline.object_count()), &rfc3339(now()))
+        .append(
+            records::BASELINE,
+            &cx.name,
+            records::baseline(&digest, "compacted", state.baseline.object_count()),
+            &rfc3339(now()),
+        )
         .await?;
     *patches_since = 0;
     Ok(())
 }
 
 /// Accepts every open widening into the baseline (the `baseline accept` API).
-pub async fn accept(cx: &SourceCtx, state: &mut SourceState, current: Current<'_>) -> Result<usize, String> {
+pub async fn accept(
+    cx: &SourceCtx,
+    state: &mut SourceState,
+    current: Current<'_>,
+) -> Result<usize, String> {
     let at = rfc3339(now());
     let t = now();
     let accepted = match current {
@@ -233,12 +263,25 @@ pub async fn accept(cx: &SourceCtx, state: &mut SourceState, current: Current<'_
     for (key, open) in &accepted {
         let raw = current_raw(current, key);
         cx.store
-            .append(records::BASELINE_PATCH, &cx.name, records::baseline_patch(key, raw, "accepted"), &at)
+            .append(
+                records::BASELINE_PATCH,
+                &cx.name,
+                records::baseline_patch(key, raw, "accepted"),
+                &at,
+            )
             .await?;
         cx.store
-            .append(records::CLOSE, &cx.name, records::close(key, open, "accepted", (t - open.detected_at).max(0.0)), &at)
+            .append(
+                records::CLOSE,
+                &cx.name,
+                records::close(key, open, "accepted", (t - open.detected_at).max(0.0)),
+                &at,
+            )
             .await?;
-        cx.metrics.exposure_window.with_label_values(&[cx.name.as_str()]).observe((t - open.detected_at).max(0.0));
+        cx.metrics
+            .exposure_window
+            .with_label_values(&[cx.name.as_str()])
+            .observe((t - open.detected_at).max(0.0));
     }
     judge::update_open_gauges(&cx.judge_cx(), state);
     Ok(accepted.len())
@@ -247,10 +290,15 @@ pub async fn accept(cx: &SourceCtx, state: &mut SourceState, current: Current<'_
 /// Reads one AWS account into a source snapshot.
 async fn poll_aws(name: &str, options: &AwsSourceOptions) -> Result<SourceSnapshot, String> {
     let quiet = |_: crate::source::aws::AwsProgress| {};
-    let fetch = fetch_account(options, &quiet).await.map_err(|e| e.to_string())?;
+    let fetch = fetch_account(options, &quiet)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut loader = Loader::new(crate::input::InputOptions::default());
     loader
-        .add_authorization_details(&format!("aws account {}", fetch.account_id), &fetch.document)
+        .add_authorization_details(
+            &format!("aws account {}", fetch.account_id),
+            &fetch.document,
+        )
         .map_err(|e| e.to_string())?;
     let (mut snapshot, _) = loader.finish().map_err(|e| e.to_string())?;
     let mut source = snapshot
@@ -285,23 +333,40 @@ pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
                     .snapshot_duration
                     .with_label_values(&[cx.name.as_str(), cx.platform])
                     .observe(clock.elapsed().as_secs_f64());
-                cx.metrics.source_up.with_label_values(&[cx.name.as_str(), cx.platform]).set(1);
+                cx.metrics
+                    .source_up
+                    .with_label_values(&[cx.name.as_str(), cx.platform])
+                    .set(1);
                 cx.metrics
                     .snapshot_objects
                     .with_label_values(&[cx.name.as_str(), cx.platform])
                     .set(i64::try_from(snapshot.object_count()).unwrap_or(i64::MAX));
-                cx.metrics.last_snapshot.with_label_values(&[cx.name.as_str()]).set(now());
+                cx.metrics
+                    .last_snapshot
+                    .with_label_values(&[cx.name.as_str()])
+                    .set(now());
                 cx.readiness.set(&cx.name, true);
                 let previous = current.replace(snapshot);
-                if let Some(snapshot) = &current {
-                    if let Err(e) = judge_poll(&cx, &mut state, previous.as_ref(), snapshot, started, &mut patches).await {
-                        tracing::error!(source = %cx.name, error = %e, "could not record; will retry on the next poll");
-                        state = None;
-                    }
+                if let Some(snapshot) = &current
+                    && let Err(e) = judge_poll(
+                        &cx,
+                        &mut state,
+                        previous.as_ref(),
+                        snapshot,
+                        started,
+                        &mut patches,
+                    )
+                    .await
+                {
+                    tracing::error!(source = %cx.name, error = %e, "could not record; will retry on the next poll");
+                    state = None;
                 }
             }
             Err(e) => {
-                cx.metrics.source_up.with_label_values(&[cx.name.as_str(), cx.platform]).set(0);
+                cx.metrics
+                    .source_up
+                    .with_label_values(&[cx.name.as_str(), cx.platform])
+                    .set(0);
                 tracing::warn!(source = %cx.name, error = %e, "poll failed");
             }
         }
@@ -347,17 +412,26 @@ async fn judge_poll(
         return Ok(());
     }
     let keys = match (state.as_ref(), previous) {
-        (Some(_), Some(prev)) => differing_keys(Current::of(&prev.data), Current::of(&current.data)),
+        (Some(_), Some(prev)) => {
+            differing_keys(Current::of(&prev.data), Current::of(&current.data))
+        }
         _ => {
             let loaded = load_state(cx, current).await?;
-            let keys = differing_keys(Current::of(&loaded.baseline.data), Current::of(&current.data));
+            let keys = differing_keys(
+                Current::of(&loaded.baseline.data),
+                Current::of(&current.data),
+            );
             *state = Some(loaded);
             keys
         }
     };
-    let Some(s) = state.as_mut() else { return Ok(()) };
+    let Some(s) = state.as_mut() else {
+        return Ok(());
+    };
     for key in keys {
-        if let Announce::Judged { .. } = judge_one(cx, s, Current::of(&current.data), &key, Some(started)).await? {
+        if let Announce::Judged { .. } =
+            judge_one(cx, s, Current::of(&current.data), &key, Some(started)).await?
+        {
             *patches += 1;
         }
     }

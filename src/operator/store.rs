@@ -51,7 +51,7 @@ impl StoreHandle {
                     *guard = Some(store);
                     return Ok(warnings);
                 }
-                Err(e) if e.is_locked() => {
+                Err(crate::store::StoreError::Locked { .. }) => {
                     tracing::info!(store = %self.dir.display(), "store is held by another process; waiting");
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
@@ -69,18 +69,32 @@ impl StoreHandle {
         self.inner.lock().await.is_some()
     }
 
-    pub async fn append(&self, kind: &str, source: &str, body: Value, at: &str) -> Result<u64, String> {
+    pub async fn append(
+        &self,
+        kind: &str,
+        source: &str,
+        body: Value,
+        at: &str,
+    ) -> Result<u64, String> {
         let mut guard = self.inner.lock().await;
-        let store = guard.as_mut().ok_or("store is not open: this replica does not lead")?;
-        let record = tokio::task::block_in_place(|| store.append(kind, Some(source), body, at)).map_err(|e| e.to_string())?;
-        self.metrics.journal_records.with_label_values(&[kind]).inc();
+        let store = guard
+            .as_mut()
+            .ok_or("store is not open: this replica does not lead")?;
+        let record = tokio::task::block_in_place(|| store.append(kind, Some(source), body, at))
+            .map_err(|e| e.to_string())?;
+        self.metrics
+            .journal_records
+            .with_label_values(&[kind])
+            .inc();
         Ok(record.seq)
     }
 
     /// `(kind, body)` of every record of `source`, oldest first.
     pub async fn source_records(&self, source: &str) -> Result<Vec<(String, Value)>, String> {
         let guard = self.inner.lock().await;
-        let store = guard.as_ref().ok_or("store is not open: this replica does not lead")?;
+        let store = guard
+            .as_ref()
+            .ok_or("store is not open: this replica does not lead")?;
         let records = tokio::task::block_in_place(|| store.records()).map_err(|e| e.to_string())?;
         Ok(records
             .into_iter()
@@ -91,13 +105,17 @@ impl StoreHandle {
 
     pub async fn put_snapshot(&self, snapshot: &SourceSnapshot) -> Result<String, String> {
         let mut guard = self.inner.lock().await;
-        let store = guard.as_mut().ok_or("store is not open: this replica does not lead")?;
+        let store = guard
+            .as_mut()
+            .ok_or("store is not open: this replica does not lead")?;
         tokio::task::block_in_place(|| store.put_snapshot(snapshot)).map_err(|e| e.to_string())
     }
 
     pub async fn get_snapshot(&self, digest: &str) -> Result<SourceSnapshot, String> {
         let guard = self.inner.lock().await;
-        let store = guard.as_ref().ok_or("store is not open: this replica does not lead")?;
+        let store = guard
+            .as_ref()
+            .ok_or("store is not open: this replica does not lead")?;
         tokio::task::block_in_place(|| store.get_snapshot(digest)).map_err(|e| e.to_string())
     }
 }
