@@ -427,9 +427,11 @@ impl LiveIndex {
     /// Whether every kind has either synced or been refused: nothing more
     /// will arrive without a change on the server (permissions granted).
     pub fn is_settled(&self) -> bool {
+        // A refused kind keeps retrying (each attempt opens a re-list), so
+        // it counts as settled whatever its re-list state.
         self.kinds
             .iter()
-            .all(|k| k.relist.is_none() && (k.synced || k.forbidden.is_some()))
+            .all(|k| k.forbidden.is_some() || (k.synced && k.relist.is_none()))
     }
 
     /// Kinds currently refused, with the reason.
