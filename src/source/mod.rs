@@ -3,3 +3,4 @@
 //! whether a snapshot came from an API or from a file.
 
 pub mod aws;
+pub mod kube;

@@ -244,6 +244,52 @@ impl Drop for KubeTestServer {
     }
 }
 
+/// One context of a kubeconfig written by [`write_kubeconfig`].
+pub struct KubeContext<'a> {
+    pub name: &'a str,
+    /// `http://...` or `https://...` (https entries get the test CA)
+    pub server: &'a str,
+    pub user: &'a str,
+    pub token: &'a str,
+}
+
+/// Writes a kubeconfig with `contexts` (each with its own cluster and
+/// user); the first one is the current context.
+pub fn write_kubeconfig(path: &Path, contexts: &[KubeContext<'_>]) {
+    let ca = base64::engine::general_purpose::STANDARD.encode(CA_PEM);
+    let mut clusters = String::new();
+    let mut users = String::new();
+    let mut ctxs = String::new();
+    for c in contexts {
+        let ca_line = if c.server.starts_with("https://") {
+            format!("\n    certificate-authority-data: {ca}")
+        } else {
+            String::new()
+        };
+        clusters.push_str(&format!(
+            "- name: {n}-cluster\n  cluster:\n    server: {s}{ca_line}\n",
+            n = c.name,
+            s = c.server
+        ));
+        users.push_str(&format!(
+            "- name: {n}-{u}\n  user:\n    token: {t}\n",
+            n = c.name,
+            u = c.user,
+            t = c.token
+        ));
+        ctxs.push_str(&format!(
+            "- name: {n}\n  context:\n    cluster: {n}-cluster\n    user: {n}-{u}\n",
+            n = c.name,
+            u = c.user
+        ));
+    }
+    let current = contexts.first().map(|c| c.name).unwrap_or_default();
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n{clusters}users:\n{users}contexts:\n{ctxs}current-context: {current}\n"
+    );
+    std::fs::write(path, text).expect("write kubeconfig");
+}
+
 fn kubeconfig_yaml(server: &str, tls: bool) -> String {
     let ca = if tls {
         format!(
