@@ -25,7 +25,12 @@ pub struct AcceptArgs {
     #[arg(long)]
     source: Option<String>,
     /// A running operator's HTTP address.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080", conflicts_with = "store")]
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8080",
+        conflicts_with = "store"
+    )]
     server: String,
     /// Accept directly in this store (only when no operator is running on it).
     #[arg(long, value_name = "DIR")]
@@ -46,7 +51,10 @@ fn online(ctx: &Ctx, server: &str, source: Option<&str>) -> anyhow::Result<u8> {
         .build()
         .context("cannot start the async runtime")?;
     let url = match source {
-        Some(s) => format!("{}/api/v1/baseline/accept?source={s}", server.trim_end_matches('/')),
+        Some(s) => format!(
+            "{}/api/v1/baseline/accept?source={s}",
+            server.trim_end_matches('/')
+        ),
         None => format!("{}/api/v1/baseline/accept", server.trim_end_matches('/')),
     };
     let (status, body) = runtime.block_on(post(&url))?;
@@ -64,7 +72,9 @@ async fn post(url: &str) -> anyhow::Result<(u16, String)> {
     let port = uri.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
-        .with_context(|| format!("cannot reach the operator at {host}:{port}; is it running? (or use --store)"))?;
+        .with_context(|| {
+            format!("cannot reach the operator at {host}:{port}; is it running? (or use --store)")
+        })?;
     let io = hyper_util::rt::TokioIo::new(stream);
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(connection);
@@ -79,7 +89,10 @@ async fn post(url: &str) -> anyhow::Result<(u16, String)> {
 
 fn offline(ctx: &Ctx, dir: &std::path::Path, only: Option<&str>) -> anyhow::Result<u8> {
     let (mut store, warnings) = Store::open(dir).with_context(|| {
-        format!("cannot open {} for writing (if an operator is running on it, use --server)", dir.display())
+        format!(
+            "cannot open {} for writing (if an operator is running on it, use --server)",
+            dir.display()
+        )
     })?;
     for w in warnings {
         ctx.warn(&w);
@@ -90,7 +103,10 @@ fn offline(ctx: &Ctx, dir: &std::path::Path, only: Option<&str>) -> anyhow::Resu
     sources.dedup();
     if let Some(s) = only {
         if !sources.iter().any(|x| x == s) {
-            bail!("the store has no source {s:?} (it has: {})", sources.join(", "));
+            bail!(
+                "the store has no source {s:?} (it has: {})",
+                sources.join(", ")
+            );
         }
         sources.retain(|x| x == s);
     }
@@ -104,11 +120,24 @@ fn offline(ctx: &Ctx, dir: &std::path::Path, only: Option<&str>) -> anyhow::Resu
         );
         for (key, open) in &replayed.open {
             let raw = replayed.open_raw.get(key).cloned().flatten();
-            store.append(records::BASELINE_PATCH, Some(&source), records::baseline_patch(key, raw, "accepted"), &at)?;
+            store.append(
+                records::BASELINE_PATCH,
+                Some(&source),
+                records::baseline_patch(key, raw, "accepted"),
+                &at,
+            )?;
             let exposure = (crate::operator::now() - open.detected_at).max(0.0);
-            store.append(records::CLOSE, Some(&source), records::close(key, open, "accepted", exposure), &at)?;
+            store.append(
+                records::CLOSE,
+                Some(&source),
+                records::close(key, open, "accepted", exposure),
+                &at,
+            )?;
         }
-        ctx.info(&format!("{source}: accepted {} open widening(s) into the baseline", replayed.open.len()));
+        ctx.info(&format!(
+            "{source}: accepted {} open widening(s) into the baseline",
+            replayed.open.len()
+        ));
         total += replayed.open.len();
     }
     let _ = total;

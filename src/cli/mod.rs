@@ -2,9 +2,11 @@
 //! options for the core, and results mapped to exit codes: like diff(1),
 //! 0 means nothing at or above `--fail-on`, 1 found, 2 trouble.
 
+mod baseline;
 mod diff;
 mod history;
 mod output;
+mod run;
 mod snapshot;
 mod whocan;
 
@@ -49,6 +51,10 @@ enum Command {
     WhoCan(whocan::WhoCanArgs),
     // Help text lives with the command (`history::HistoryArgs`).
     History(history::HistoryArgs),
+    /// Run the operator: watch clusters and accounts, judge and record every change.
+    Run(run::RunArgs),
+    /// Manage the approved baseline of a running operator or its store.
+    Baseline(baseline::BaselineArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -212,6 +218,8 @@ pub fn main() -> ExitCode {
         Command::Diff(args) => diff::run(&ctx, args),
         Command::WhoCan(args) => whocan::run(&ctx, args),
         Command::History(args) => history::run(&ctx, args),
+        Command::Run(args) => run::run(&ctx, args),
+        Command::Baseline(args) => baseline::run(&ctx, args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

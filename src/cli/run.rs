@@ -25,7 +25,9 @@ fn init_logging(config: &Config) {
     // RUST_LOG, when set, refines the configured level.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("permdrift={level},warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match config.logging.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -35,7 +37,11 @@ fn init_logging(config: &Config) {
 pub fn run(ctx: &Ctx, args: RunArgs) -> anyhow::Result<u8> {
     let config = Config::load(&args.config)?;
     if args.check {
-        ctx.info(&format!("{}: valid ({} sources)", args.config.display(), config.sources.len()));
+        ctx.info(&format!(
+            "{}: valid ({} sources)",
+            args.config.display(),
+            config.sources.len()
+        ));
         return Ok(0);
     }
     init_logging(&config);
@@ -59,7 +65,10 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

@@ -12,11 +12,22 @@ use crate::decide::{ObjectKey, SourceState};
 use crate::index::kube::KubeObject;
 use crate::report::Direction;
 use crate::snapshot::SourceSnapshot;
-use crate::source::kube::{LiveIndex, watch_cluster};
+use crate::source::kube::{KindEvent, LiveIndex, watch_cluster};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+/// The `event` label of `permdrift_watch_events_total`.
+fn event_label(event: &KindEvent) -> &'static str {
+    match event {
+        KindEvent::Init { .. } | KindEvent::InitApply { .. } | KindEvent::InitDone { .. } => "list",
+        KindEvent::Apply { .. } => "apply",
+        KindEvent::Delete { .. } => "delete",
+        KindEvent::Forbidden { .. } => "forbidden",
+        KindEvent::Failed { .. } => "failed",
+    }
+}
 
 /// When an object was last written, from its managedFields (seconds resolution).
 fn written_at(object: Option<&KubeObject>) -> Option<f64> {
@@ -32,9 +43,16 @@ fn written_at(object: Option<&KubeObject>) -> Option<f64> {
 fn reference(object: &KubeObject) -> ObjectReference {
     let v = object.value();
     let meta = v.get("metadata");
-    let text = |path: &str| meta.and_then(|m| m.get(path)).and_then(|x| x.as_str()).map(str::to_owned);
+    let text = |path: &str| {
+        meta.and_then(|m| m.get(path))
+            .and_then(|x| x.as_str())
+            .map(str::to_owned)
+    };
     ObjectReference {
-        api_version: v.get("apiVersion").and_then(|x| x.as_str()).map(str::to_owned),
+        api_version: v
+            .get("apiVersion")
+            .and_then(|x| x.as_str())
+            .map(str::to_owned),
         kind: v.get("kind").and_then(|x| x.as_str()).map(str::to_owned),
         name: text("name"),
         namespace: text("namespace"),
@@ -45,7 +63,16 @@ fn reference(object: &KubeObject) -> ObjectReference {
 }
 
 async fn announce(recorder: Option<&Recorder>, object: Option<&KubeObject>, what: &Announce) {
-    let (Some(recorder), Some(object), Announce::Judged { change, verdict, reason }) = (recorder, object, what) else {
+    let (
+        Some(recorder),
+        Some(object),
+        Announce::Judged {
+            change,
+            verdict,
+            reason,
+        },
+    ) = (recorder, object, what)
+    else {
         return;
     };
     let (type_, reason_name) = match change.direction {
@@ -59,7 +86,11 @@ async fn announce(recorder: Option<&Recorder>, object: Option<&KubeObject>, what
         change.direction.as_str(),
         verdict.as_str(),
         reason,
-        change.witness.as_ref().map(|w| w.explanation.as_str()).unwrap_or("permissions removed")
+        change
+            .witness
+            .as_ref()
+            .map(|w| w.explanation.as_str())
+            .unwrap_or("permissions removed")
     );
     note.truncate(1000);
     let event = Event {
@@ -94,10 +125,10 @@ pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance
         tokio::select! {
             event = stream.next() => {
                 let Some(event) = event else { break };
-                cx.metrics.watch_events.with_label_values(&[cx.name.as_str(), event.label()]).inc();
+                cx.metrics.watch_events.with_label_values(&[cx.name.as_str(), event_label(&event)]).inc();
                 let changes = index.apply(event);
                 if index.is_synced() && !ready {
-                    ready = index.missing().is_empty();
+                    ready = index.missing_parts().is_empty();
                     cx.readiness.set(&cx.name, ready);
                 }
                 cx.metrics.source_up.with_label_values(&[cx.name.as_str(), cx.platform]).set(i64::from(index.is_synced()));
@@ -106,7 +137,7 @@ pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance
                 if index.is_synced() {
                     cx.metrics.last_snapshot.with_label_values(&[cx.name.as_str()]).set(now());
                 }
-                if !cx.is_recording() || !index.is_synced() || !index.missing().is_empty() {
+                if !cx.is_recording() || !index.is_synced() || !index.missing_parts().is_empty() {
                     continue;
                 }
                 let result = match state.as_mut() {
@@ -130,20 +161,21 @@ pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance
                 if let Err(e) = result {
                     tracing::error!(source = %cx.name, error = %e, "could not record; rebuilding from the journal");
                     state = None;
-                } else if let Some(s) = &state {
-                    if let Err(e) = source::maybe_compact(&cx, s, &mut patches).await {
-                        tracing::warn!(source = %cx.name, error = %e, "could not compact the baseline");
-                    }
+                } else if let Some(s) = &state
+                    && let Err(e) = source::maybe_compact(&cx, s, &mut patches).await
+                {
+                    tracing::warn!(source = %cx.name, error = %e, "could not compact the baseline");
                 }
             }
             changed = cx.recording.changed() => {
                 if changed.is_err() { break; }
                 if cx.is_recording() {
-                    if index.is_synced() && index.missing().is_empty() {
-                        if let Err(e) = takeover(&cx, &mut state, index.model(), recorder.as_ref()).await {
-                            tracing::error!(source = %cx.name, error = %e, "takeover failed");
-                            state = None;
-                        }
+                    if index.is_synced()
+                        && index.missing_parts().is_empty()
+                        && let Err(e) = takeover(&cx, &mut state, index.model(), recorder.as_ref()).await
+                    {
+                        tracing::error!(source = %cx.name, error = %e, "takeover failed");
+                        state = None;
                     }
                 } else {
                     state = None;
@@ -179,7 +211,14 @@ async fn takeover(
     for key in keys {
         let ObjectKey::Kube(k) = &key else { continue };
         let object = current.get(k);
-        let what = source::judge_one(cx, &mut loaded, Current::Kube(current), &key, written_at(object)).await?;
+        let what = source::judge_one(
+            cx,
+            &mut loaded,
+            Current::Kube(current),
+            &key,
+            written_at(object),
+        )
+        .await?;
         announce(recorder, object, &what).await;
     }
     judge::update_open_gauges(&cx.judge_cx(), &loaded);

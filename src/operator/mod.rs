@@ -9,8 +9,10 @@
 
 pub mod http;
 pub mod judge;
+pub mod kube_loop;
 pub mod leader;
 pub mod records;
+pub mod run;
 pub mod source;
 pub mod store;
 

@@ -14,6 +14,7 @@ use super::{Command, Readiness, kube_loop};
 use crate::config::{Config, KubeAccess};
 use crate::grants::catalog::Catalog;
 use crate::metrics::Metrics;
+use crate::source::kube::{KubeOptions, resolve_clusters};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kube::api::Api;
@@ -26,32 +27,32 @@ pub enum OperatorError {
     #[error("{0}")]
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("source {source_name:?}: {message}")]
-    Kube { source_name: String, message: String },
+    Kube {
+        source_name: String,
+        message: String,
+    },
     #[error("leader election: {0}")]
     Leader(String),
 }
 
 /// A client for a cluster, from the pod's service account or a kubeconfig.
 pub async fn kube_client(access: &KubeAccess) -> Result<Client, String> {
-    crate::source::install_crypto_provider();
-    let config = if access.in_cluster {
-        kube::Config::incluster().map_err(|e| format!("in-cluster configuration: {e}"))?
-    } else {
-        let kubeconfig = match &access.kubeconfig {
-            Some(path) => kube::config::Kubeconfig::read_from(path).map_err(|e| format!("{}: {e}", path.display()))?,
-            None => kube::config::Kubeconfig::read().map_err(|e| format!("kubeconfig: {e}"))?,
-        };
-        let options = kube::config::KubeConfigOptions {
-            context: access.context.clone(),
-            ..Default::default()
-        };
-        kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-            .await
-            .map_err(|e| format!("kubeconfig context {}: {e}", access.context.as_deref().unwrap_or("(current)")))?
+    let options = KubeOptions {
+        kubeconfig: access.kubeconfig.clone(),
+        contexts: access.context.iter().cloned().collect(),
+        all_contexts: false,
+        in_cluster: access.in_cluster,
     };
-    Client::try_from(config).map_err(|e| e.to_string())
+    let targets = resolve_clusters(&options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let target = targets.first().ok_or("the kubeconfig names no cluster")?;
+    target.client().map_err(|e| e.to_string())
 }
 
 fn identity(configured: Option<&str>) -> String {
@@ -59,7 +60,11 @@ fn identity(configured: Option<&str>) -> String {
         .map(str::to_owned)
         .or_else(|| std::env::var("POD_NAME").ok())
         .or_else(|| std::env::var("HOSTNAME").ok())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("permdrift-{}", std::process::id()))
 }
@@ -69,7 +74,16 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let platforms: Vec<(String, &'static str)> = config
         .sources
         .iter()
-        .map(|s| (s.name.clone(), if s.kubernetes.is_some() { "kubernetes" } else { "aws" }))
+        .map(|s| {
+            (
+                s.name.clone(),
+                if s.kubernetes.is_some() {
+                    "kubernetes"
+                } else {
+                    "aws"
+                },
+            )
+        })
         .collect();
     let metrics = Metrics::new(&platforms)?;
     let readiness = Readiness::new(platforms.iter().map(|(n, _)| n.clone()));
@@ -98,7 +112,12 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             retry_period: le.retry_period.0,
         };
         tracing::info!(identity = %me, lease = %cfg.name, namespace = %namespace, "leader election on");
-        tasks.push(tokio::spawn(leader::run(Api::<Lease>::namespaced(client, &namespace), cfg, leading_tx, shutdown.clone())));
+        tasks.push(tokio::spawn(leader::run(
+            Api::<Lease>::namespaced(client, &namespace),
+            cfg,
+            leading_tx,
+            shutdown.clone(),
+        )));
     }
     // Record only while leading and holding the store.
     let (recording_tx, recording_rx) = watch::channel(false);
@@ -141,7 +160,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         commands.insert(source.name.clone(), tx);
         let cx = SourceCtx {
             name: source.name.clone(),
-            platform: if source.kubernetes.is_some() { "kubernetes" } else { "aws" },
+            platform: if source.kubernetes.is_some() {
+                "kubernetes"
+            } else {
+                "aws"
+            },
             mode: source.mode,
             allow: allow.clone(),
             metrics: metrics.clone(),
@@ -154,11 +177,18 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         };
         match (&source.kubernetes, &source.aws) {
             (Some(access), _) => {
-                let client = kube_client(access).await.map_err(|message| OperatorError::Kube {
-                    source_name: source.name.clone(),
-                    message,
-                })?;
-                tasks.push(tokio::spawn(kube_loop::kube_loop(cx, client, config.events.enabled, me.clone())));
+                let client = kube_client(access)
+                    .await
+                    .map_err(|message| OperatorError::Kube {
+                        source_name: source.name.clone(),
+                        message,
+                    })?;
+                tasks.push(tokio::spawn(kube_loop::kube_loop(
+                    cx,
+                    client,
+                    config.events.enabled,
+                    me.clone(),
+                )));
             }
             (None, Some(access)) => tasks.push(tokio::spawn(aws_loop(cx, access.clone()))),
             (None, None) => {}
@@ -172,7 +202,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let addr = config.http.listen.clone();
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
-        .map_err(|source| OperatorError::Listen { addr: addr.clone(), source })?;
+        .map_err(|source| OperatorError::Listen {
+            addr: addr.clone(),
+            source,
+        })?;
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
     tracing::info!(listen = %bound, sources = config.sources.len(), "permdrift operator started");
     let mut stop = shutdown.clone();
