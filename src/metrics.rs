@@ -20,6 +20,7 @@ pub struct Metrics {
     registry: Registry,
     pub build_info: IntGaugeVec,
     pub leader: Gauge,
+    pub recording: Gauge,
     pub source_up: IntGaugeVec,
     pub snapshot_duration: HistogramVec,
     pub snapshot_objects: IntGaugeVec,
@@ -58,6 +59,10 @@ impl Metrics {
             leader: Gauge::new(
                 "permdrift_leader",
                 "1 on the replica holding the leader Lease, else 0",
+            )?,
+            recording: Gauge::new(
+                "permdrift_recording",
+                "1 on the replica that judges and records (leads and holds the store), else 0",
             )?,
             source_up: IntGaugeVec::new(
                 Opts::new(
@@ -176,6 +181,7 @@ impl Metrics {
         };
         m.registry.register(Box::new(m.build_info.clone()))?;
         m.registry.register(Box::new(m.leader.clone()))?;
+        m.registry.register(Box::new(m.recording.clone()))?;
         m.registry.register(Box::new(m.source_up.clone()))?;
         m.registry.register(Box::new(m.snapshot_duration.clone()))?;
         m.registry.register(Box::new(m.snapshot_objects.clone()))?;

@@ -126,6 +126,15 @@ pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance
             event = stream.next() => {
                 let Some(event) = event else { break };
                 cx.metrics.watch_events.with_label_values(&[cx.name.as_str(), event_label(&event)]).inc();
+                let restart = match &event {
+                    KindEvent::Init { kind } if index.is_synced_kind(*kind) => Some("relist"),
+                    KindEvent::Failed { .. } => Some("failed"),
+                    KindEvent::Forbidden { .. } => Some("forbidden"),
+                    _ => None,
+                };
+                if let Some(reason) = restart {
+                    cx.metrics.watch_restarts.with_label_values(&[cx.name.as_str(), reason]).inc();
+                }
                 let changes = index.apply(event);
                 if index.is_synced() && !ready {
                     ready = index.missing_parts().is_empty();

@@ -69,6 +69,58 @@ fn identity(configured: Option<&str>) -> String {
         .unwrap_or_else(|| format!("permdrift-{}", std::process::id()))
 }
 
+/// How long a leader waits before it tries again to open a store it could
+/// not open (a corrupt journal needs a person; a full disk or a slow
+/// volume may recover by itself).
+const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Opens the store while this replica leads and closes it when it stops
+/// leading; `recording` is true exactly while both hold. A leader that
+/// cannot open the store says so in the log and in `permdrift_recording`
+/// (the PermdriftNotRecording alert), and keeps trying.
+async fn supervise_store(
+    store: StoreHandle,
+    metrics: Metrics,
+    mut leading_rx: watch::Receiver<bool>,
+    recording_tx: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let leading = *leading_rx.borrow_and_update();
+        metrics.leader.set(if leading { 1.0 } else { 0.0 });
+        let mut retry = false;
+        if leading && !store.is_open().await {
+            match store.open().await {
+                Ok(warnings) => {
+                    for w in warnings {
+                        tracing::warn!(store = %store.dir().display(), "{w}");
+                    }
+                    recording_tx.send_replace(true);
+                }
+                Err(e) => {
+                    tracing::error!(store = %store.dir().display(), error = %e,
+                        "cannot open the store: this leader judges and records nothing until it can");
+                    retry = true;
+                }
+            }
+        } else if !leading {
+            recording_tx.send_replace(false);
+            store.close().await;
+        }
+        metrics
+            .recording
+            .set(if *recording_tx.borrow() { 1.0 } else { 0.0 });
+        tokio::select! {
+            changed = leading_rx.changed() => if changed.is_err() { break },
+            _ = tokio::time::sleep(STORE_RETRY), if retry => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    recording_tx.send_replace(false);
+    metrics.recording.set(0.0);
+    store.close().await;
+}
+
 /// Runs until `shutdown` turns true.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), OperatorError> {
     let platforms: Vec<(String, &'static str)> = config
@@ -90,7 +142,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let store = StoreHandle::new(config.store.path.clone(), metrics.clone());
     let me = identity(config.leader_election.identity.as_deref());
     let le = &config.leader_election;
-    let (leading_tx, mut leading_rx) = watch::channel(!le.enabled);
+    let (leading_tx, leading_rx) = watch::channel(!le.enabled);
     let mut tasks = Vec::new();
     if le.enabled {
         let access = le.kubernetes.clone().unwrap_or_else(|| KubeAccess {
@@ -121,37 +173,13 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     }
     // Record only while leading and holding the store.
     let (recording_tx, recording_rx) = watch::channel(false);
-    {
-        let store = store.clone();
-        let metrics = metrics.clone();
-        let mut shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let leading = *leading_rx.borrow_and_update();
-                metrics.leader.set(if leading { 1.0 } else { 0.0 });
-                if leading && !store.is_open().await {
-                    match store.open().await {
-                        Ok(warnings) => {
-                            for w in warnings {
-                                tracing::warn!(store = %store.dir().display(), "{w}");
-                            }
-                            recording_tx.send_replace(true);
-                        }
-                        Err(e) => tracing::error!(store = %store.dir().display(), error = %e, "cannot open the store"),
-                    }
-                } else if !leading {
-                    recording_tx.send_replace(false);
-                    store.close().await;
-                }
-                tokio::select! {
-                    changed = leading_rx.changed() => if changed.is_err() { break },
-                    _ = shutdown.changed() => break,
-                }
-            }
-            recording_tx.send_replace(false);
-            store.close().await;
-        }));
-    }
+    tasks.push(tokio::spawn(supervise_store(
+        store.clone(),
+        metrics.clone(),
+        leading_rx,
+        recording_tx,
+        shutdown.clone(),
+    )));
     let catalog: &'static Catalog = Catalog::embedded();
     let allow = Arc::new(config.allow.clone());
     let mut commands: BTreeMap<String, mpsc::Sender<Command>> = BTreeMap::new();

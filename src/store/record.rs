@@ -350,6 +350,28 @@ mod tests {
         lines.iter().map(|l| format!("{l}\n")).collect()
     }
 
+    proptest::proptest! {
+        /// A record the store writes verifies when read back, whatever
+        /// floats its body holds (latencies and timestamps are f64): the
+        /// text a float prints as must parse back to the same float.
+        #[test]
+        fn written_records_verify_with_any_float(x in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO, secs in 0.0f64..4e9) {
+            let mut r = Record {
+                seq: 1,
+                at: "2026-11-21T13:03:59.637331Z".into(),
+                kind: "change".into(),
+                source: Some("acct".into()),
+                body: json!({"latency_seconds": x, "detected_at": secs}),
+                prev: ZERO_HASH.to_string(),
+                hash: String::new(),
+            };
+            r.hash = record_hash(&r);
+            let line = record_line(&r);
+            let parsed = parse_line(line.as_bytes());
+            proptest::prop_assert!(parsed.is_ok(), "{line}: {parsed:?}");
+        }
+    }
+
     #[test]
     fn canonical_json_sorts_keys_and_escapes() {
         let v = json!({"b": [1, 2.5, null], "a": {"z": true, "y": "q\"\\\n\u{1}é"}});
