@@ -59,10 +59,22 @@ impl Verdict {
 pub struct OpenWidening {
     pub object: String,
     pub fingerprint: String,
+    /// What the object grants beyond the baseline ([`grants_digest`]): an
+    /// edit that keeps it (a label, a reordered list) is the same widening.
+    pub grants: String,
     pub severity: Severity,
     /// When this object's widening was first detected (Unix seconds); kept
     /// when later edits supersede it, since the exposure started then.
     pub detected_at: f64,
+}
+
+/// A digest of what a change grants beyond the baseline: the gained grants
+/// as listed (sorted, at most `max_grants`), their exact count and the
+/// severity. Equal digests mean the same widening.
+pub fn grants_digest(change: &Change) -> String {
+    use sha2::{Digest, Sha256};
+    let body = serde_json::json!([change.gained, change.gained_count, change.severity]);
+    hex::encode(Sha256::digest(body.to_string().as_bytes()))
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -71,7 +83,9 @@ pub enum Outcome {
     Restored {
         closed: Option<OpenWidening>,
     },
-    /// Exactly this change is already recorded and open (seen again after a restart or re-list).
+    /// This widening is already recorded and open: seen again after a restart
+    /// or re-list, or the object was edited without changing what it grants
+    /// beyond the baseline.
     AlreadyOpen,
     Judged(Box<Judged>),
 }
@@ -179,11 +193,13 @@ impl SourceState {
     }
 
     fn finish(&mut self, key: ObjectKey, change: Change, policy: &Policy<'_>, now: f64) -> Outcome {
+        let grants = grants_digest(&change);
         let open = self.open.get(&key).cloned();
-        if open
-            .as_ref()
-            .is_some_and(|o| o.fingerprint == change.fingerprint)
+        if let Some(o) = self.open.get_mut(&key)
+            && (o.fingerprint == change.fingerprint
+                || (change.direction.widens() && o.grants == grants))
         {
+            o.fingerprint = change.fingerprint;
             return Outcome::AlreadyOpen;
         }
         let (verdict, reason, advanced) = policy.verdict(&change);
@@ -196,6 +212,7 @@ impl SourceState {
                 OpenWidening {
                     object: change.object.display(),
                     fingerprint: change.fingerprint.clone(),
+                    grants,
                     severity: change.severity,
                     detected_at,
                 },
@@ -492,6 +509,51 @@ mod tests {
             panic!()
         };
         assert!(j.superseded.is_some());
+        assert_eq!(s.oldest_open(), 10.0);
+    }
+
+    #[test]
+    fn an_edit_that_grants_the_same_is_not_a_new_widening() {
+        let mut s = state(&[reader()]);
+        let options = DiffOptions::default();
+        let Outcome::Judged(_) = s.judge_kube(
+            &model(&[reader(), binding("eng")]),
+            &key(),
+            &policy(&[]),
+            10.0,
+            &options,
+        ) else {
+            panic!()
+        };
+        // A label on the open binding changes its text, not what it grants.
+        let mut labelled = binding("eng");
+        labelled["metadata"]["labels"] = json!({"team": "platform"});
+        assert_eq!(
+            s.judge_kube(
+                &model(&[reader(), labelled]),
+                &key(),
+                &policy(&[]),
+                20.0,
+                &options
+            ),
+            Outcome::AlreadyOpen
+        );
+        // A second subject is more access: judged, and alerted, again.
+        let mut wider = binding("eng");
+        wider["subjects"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"kind": "Group", "name": "ops", "apiGroup": "rbac.authorization.k8s.io"}));
+        let Outcome::Judged(j) = s.judge_kube(
+            &model(&[reader(), wider]),
+            &key(),
+            &policy(&[]),
+            40.0,
+            &options,
+        ) else {
+            panic!()
+        };
+        assert_eq!(j.verdict, Verdict::Alert);
         assert_eq!(s.oldest_open(), 10.0);
     }
 }

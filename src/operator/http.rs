@@ -74,7 +74,12 @@ async fn accept(State(s): State<HttpState>, Query(q): Query<AcceptQuery>) -> Res
         Some(name) => match s.commands.get_key_value(name) {
             Some(t) => vec![t],
             None => {
-                return (StatusCode::NOT_FOUND, format!("no source {name:?}\n")).into_response();
+                let known: Vec<&str> = s.commands.keys().map(String::as_str).collect();
+                return (
+                    StatusCode::NOT_FOUND,
+                    format!("no source {name:?} (configured: {})\n", known.join(", ")),
+                )
+                    .into_response();
             }
         },
         None => s.commands.iter().collect(),

@@ -62,43 +62,62 @@ fn reference(object: &KubeObject) -> ObjectReference {
     }
 }
 
-async fn announce(recorder: Option<&Recorder>, object: Option<&KubeObject>, what: &Announce) {
-    let (
-        Some(recorder),
-        Some(object),
+/// The Event for an outcome: a widening (Warning), a narrowing (Normal) or
+/// an open widening undone (Normal); nothing for neutral changes.
+fn event_for(what: &Announce) -> Option<Event> {
+    let (type_, reason, action, mut note) = match what {
         Announce::Judged {
             change,
             verdict,
             reason,
-        },
-    ) = (recorder, object, what)
-    else {
-        return;
+        } => {
+            let (type_, name) = match change.direction {
+                Direction::Widening | Direction::Mixed => {
+                    (EventType::Warning, "PermissionWidening")
+                }
+                Direction::Narrowing => (EventType::Normal, "PermissionNarrowing"),
+                Direction::Neutral => return None,
+            };
+            let detail = change
+                .witness
+                .as_ref()
+                .map_or("permissions removed", |w| w.explanation.as_str());
+            let note = format!(
+                "{} {} ({}; {reason}): {detail}",
+                change.severity.as_str(),
+                change.direction.as_str(),
+                verdict.as_str(),
+            );
+            (type_, name, "Judged", note)
+        }
+        Announce::Closed { object, reason } => (
+            EventType::Normal,
+            "PermissionWideningClosed",
+            "Closed",
+            format!("the open widening of {object} is closed ({reason})"),
+        ),
+        Announce::Nothing => return None,
     };
-    let (type_, reason_name) = match change.direction {
-        Direction::Widening | Direction::Mixed => (EventType::Warning, "PermissionWidening"),
-        Direction::Narrowing => (EventType::Normal, "PermissionNarrowing"),
-        Direction::Neutral => return,
-    };
-    let mut note = format!(
-        "{} {} ({}; {}): {}",
-        change.severity.as_str(),
-        change.direction.as_str(),
-        verdict.as_str(),
-        reason,
-        change
-            .witness
-            .as_ref()
-            .map(|w| w.explanation.as_str())
-            .unwrap_or("permissions removed")
-    );
-    note.truncate(1000);
-    let event = Event {
+    // The API limits a note to 1 kB; cut at a character boundary.
+    if note.len() > 1000 {
+        let mut end = 1000;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+    }
+    Some(Event {
         type_,
-        reason: reason_name.into(),
+        reason: reason.into(),
         note: Some(note),
-        action: "Judged".into(),
+        action: action.into(),
         secondary: None,
+    })
+}
+
+async fn announce(recorder: Option<&Recorder>, object: Option<&KubeObject>, what: &Announce) {
+    let (Some(recorder), Some(object), Some(event)) = (recorder, object, event_for(what)) else {
+        return;
     };
     if let Err(e) = recorder.publish(&event, &reference(object)).await {
         tracing::warn!(error = %e, "could not publish a Kubernetes Event");
@@ -233,4 +252,20 @@ async fn takeover(
     judge::update_open_gauges(&cx.judge_cx(), &loaded);
     *state = Some(loaded);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_notes_are_cut_at_a_character_boundary() {
+        let what = Announce::Closed {
+            object: "é".repeat(700),
+            reason: "restored",
+        };
+        let note = event_for(&what).and_then(|e| e.note).unwrap();
+        assert!(note.len() <= 1000 && note.len() > 990, "{}", note.len());
+        assert!(event_for(&Announce::Nothing).is_none());
+    }
 }

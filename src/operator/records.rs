@@ -77,6 +77,7 @@ pub fn change(f: &ChangeFacts<'_>) -> Value {
         "verdict": f.verdict,
         "reason": f.reason,
         "fingerprint": c.fingerprint,
+        "grants": crate::decide::grants_digest(c),
         "gained_count": c.gained_count,
         "lost_count": c.lost_count,
         "witness": c.witness,
@@ -144,6 +145,11 @@ pub fn replay<'a>(records: impl IntoIterator<Item = (&'a str, &'a Value)>) -> Re
                                 .and_then(Value::as_str)
                                 .unwrap_or_default()
                                 .to_owned(),
+                            grants: body
+                                .get("grants")
+                                .and_then(Value::as_str)
+                                .unwrap_or_default()
+                                .to_owned(),
                             severity,
                             detected_at: first,
                         },
@@ -189,7 +195,7 @@ mod tests {
 
     #[test]
     fn replay_rebuilds_baseline_and_open_widenings() {
-        let alert = |name: &str, fp: &str, at: f64| json!({"key": key_json(&key(name)), "object": name, "verdict": "alert", "fingerprint": fp, "severity": "high", "detected_at": at, "raw": {"x": 1}});
+        let alert = |name: &str, fp: &str, at: f64| json!({"key": key_json(&key(name)), "object": name, "verdict": "alert", "fingerprint": fp, "grants": format!("g-{fp}"), "severity": "high", "detected_at": at, "raw": {"x": 1}});
         let records = [
             (BASELINE, baseline("d1", "first", 3)),
             (
@@ -212,6 +218,7 @@ mod tests {
         assert_eq!(r.open.len(), 1);
         let a = &r.open[&key("a")];
         assert_eq!((a.fingerprint.as_str(), a.detected_at), ("f2", 10.0));
+        assert_eq!(a.grants, "g-f2", "the grants digest survives a restart");
         assert_eq!(r.open_raw[&key("a")], Some(json!({"x": 1})));
     }
 }

@@ -3,3 +3,4 @@
 
 pub mod kube_server;
 pub mod moto;
+pub mod operator;
