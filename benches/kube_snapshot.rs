@@ -69,7 +69,13 @@ struct Run {
 
 /// Runs `cmd` under `/usr/bin/time`, stdout to `out`, and reads the
 /// server's request counters.
-fn timed(srv: &KubeTestServer, program: &str, args: &[&str], env: &[(&str, &Path)], out: &Path) -> Run {
+fn timed(
+    srv: &KubeTestServer,
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &Path)],
+    out: &Path,
+) -> Run {
     srv.control("DELETE", "/_testserver/stats", "");
     let mut cmd = Command::new("/usr/bin/time");
     cmd.args(["-f", "%e %M", program]).args(args);
@@ -77,11 +83,16 @@ fn timed(srv: &KubeTestServer, program: &str, args: &[&str], env: &[(&str, &Path
         cmd.env(k, v);
     }
     let output = cmd
-        .stdout(Stdio::from(std::fs::File::create(out).expect("output file")))
+        .stdout(Stdio::from(
+            std::fs::File::create(out).expect("output file"),
+        ))
         .output()
         .expect("run under /usr/bin/time");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{program} {args:?} failed:\n{stderr}");
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{stderr}"
+    );
     let last = stderr.lines().last().unwrap_or_default();
     let mut fields = last.split_whitespace();
     let seconds = fields.next().and_then(|s| s.parse().ok()).expect("elapsed");
@@ -131,7 +142,11 @@ fn kubectl_objects(path: &Path) -> BTreeSet<String> {
         items: Vec<Item>,
     }
     let text = std::fs::read(path).expect("kubectl output");
-    identities(serde_json::from_slice::<List>(&text).expect("kubectl JSON").items)
+    identities(
+        serde_json::from_slice::<List>(&text)
+            .expect("kubectl JSON")
+            .items,
+    )
 }
 
 fn permdrift_objects(path: &Path) -> BTreeSet<String> {
@@ -179,7 +194,11 @@ fn main() {
         "kube_snapshot: {objects} objects generated in {:.1}s; starting the test server",
         started.elapsed().as_secs_f64()
     );
-    let srv = KubeTestServer::start_with(Options::default().arg("--load").arg(cluster.to_str().expect("path")));
+    let srv = KubeTestServer::start_with(
+        Options::default()
+            .arg("--load")
+            .arg(cluster.to_str().expect("path")),
+    );
     let kubeconfig = srv.kubeconfig.clone(); // https, test CA, token
     let home = work.path().join("home");
     let cache = work.path().join("kube-cache");
@@ -192,8 +211,18 @@ fn main() {
     let kubectl_args: Vec<&str> = vec!["--cache-dir", &cache_arg, "get", KINDS, "-A", "-o", "json"];
     let mut unchunked_args = kubectl_args.clone();
     unchunked_args.push("--chunk-size=0");
-    let permdrift_args = ["snapshot", "--kube", "--kubeconfig", &kubeconfig_arg, "-o", snapshot_out.to_str().expect("path")];
-    let env = [("KUBECONFIG", kubeconfig.as_path()), ("HOME", home.as_path())];
+    let permdrift_args = [
+        "snapshot",
+        "--kube",
+        "--kubeconfig",
+        &kubeconfig_arg,
+        "-o",
+        snapshot_out.to_str().expect("path"),
+    ];
+    let env = [
+        ("KUBECONFIG", kubeconfig.as_path()),
+        ("HOME", home.as_path()),
+    ];
 
     // Warm kubectl's discovery cache, as a user's would be.
     let warm = Command::new("kubectl")
@@ -202,21 +231,52 @@ fn main() {
         .env("HOME", &home)
         .output()
         .expect("kubectl api-resources");
-    assert!(warm.status.success(), "{}", String::from_utf8_lossy(&warm.stderr));
+    assert!(
+        warm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&warm.stderr)
+    );
 
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
     for run in 1..=runs {
-        let p = timed(&srv, permdrift, &permdrift_args, &env, &work.path().join("permdrift.stdout"));
-        eprintln!("kube_snapshot: run {run}: permdrift {:.2}s, {} MiB, {} requests", p.seconds, p.peak_kib / 1024, p.requests);
+        let p = timed(
+            &srv,
+            permdrift,
+            &permdrift_args,
+            &env,
+            &work.path().join("permdrift.stdout"),
+        );
+        eprintln!(
+            "kube_snapshot: run {run}: permdrift {:.2}s, {} MiB, {} requests",
+            p.seconds,
+            p.peak_kib / 1024,
+            p.requests
+        );
         ours.push(p);
         let k = timed(&srv, "kubectl", &kubectl_args, &env, &kubectl_out);
-        eprintln!("kube_snapshot: run {run}: kubectl {:.2}s, {} MiB, {} requests", k.seconds, k.peak_kib / 1024, k.requests);
+        eprintln!(
+            "kube_snapshot: run {run}: kubectl {:.2}s, {} MiB, {} requests",
+            k.seconds,
+            k.peak_kib / 1024,
+            k.requests
+        );
         theirs.push(k);
     }
     let unchunked_run = unchunked.then(|| {
-        let u = timed(&srv, "kubectl", &unchunked_args, &env, &work.path().join("kubectl-unchunked.json"));
-        eprintln!("kube_snapshot: kubectl --chunk-size=0 {:.2}s, {} MiB, {} requests", u.seconds, u.peak_kib / 1024, u.requests);
+        let u = timed(
+            &srv,
+            "kubectl",
+            &unchunked_args,
+            &env,
+            &work.path().join("kubectl-unchunked.json"),
+        );
+        eprintln!(
+            "kube_snapshot: kubectl --chunk-size=0 {:.2}s, {} MiB, {} requests",
+            u.seconds,
+            u.peak_kib / 1024,
+            u.requests
+        );
         u
     });
 
@@ -226,14 +286,24 @@ fn main() {
     assert!(a == b, "permdrift and kubectl read the same objects");
 
     let ratio = median(&theirs, |r| r.seconds) / median(&ours, |r| r.seconds);
-    let memory_ratio = median(&theirs, |r| r.peak_kib as f64) / median(&ours, |r| r.peak_kib as f64);
-    println!("Kubernetes snapshot of {} objects ({} loaded), https + token, against one kube-test-server", a.len(), objects);
+    let memory_ratio =
+        median(&theirs, |r| r.peak_kib as f64) / median(&ours, |r| r.peak_kib as f64);
+    println!(
+        "Kubernetes snapshot of {} objects ({} loaded), https + token, against one kube-test-server",
+        a.len(),
+        objects
+    );
     println!("  permdrift snapshot --kube:        {}", describe(&ours));
     println!("  kubectl get {KINDS} -A -o json: {}", describe(&theirs));
     if let Some(u) = &unchunked_run {
-        println!("  kubectl ... --chunk-size=0:       {}", describe(std::slice::from_ref(u)));
+        println!(
+            "  kubectl ... --chunk-size=0:       {}",
+            describe(std::slice::from_ref(u))
+        );
     }
-    println!("  ratio kubectl / permdrift: {ratio:.1}x the wall time, {memory_ratio:.2}x the peak memory");
+    println!(
+        "  ratio kubectl / permdrift: {ratio:.1}x the wall time, {memory_ratio:.2}x the peak memory"
+    );
     println!("  permdrift requests: {}", ours[0].by_request);
     println!("  kubectl requests:   {}", theirs[0].by_request);
 
