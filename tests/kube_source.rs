@@ -31,6 +31,9 @@ fn permdrift(args: &[&str], home: &Path) -> Output {
         .env("NO_COLOR", "1")
         .env("HOME", home)
         .env_remove("KUBECONFIG")
+        // as if not in a pod, whatever runs the tests
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
         .output()
         .expect("run permdrift")
 }
@@ -1021,6 +1024,11 @@ fn unreachable_servers_and_rejected_credentials_are_clear_errors() {
     );
     let err = stderr(&run(&["snapshot", "--kube"], home, 2));
     assert!(err.contains("no kubeconfig found"), "{err}");
+    let err = stderr(&run(&["snapshot", "--kube", "--in-cluster"], home, 2));
+    assert!(
+        err.contains("kube source \"in-cluster\": cannot load the in-cluster configuration"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
