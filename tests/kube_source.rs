@@ -31,6 +31,9 @@ fn permdrift(args: &[&str], home: &Path) -> Output {
         .env("NO_COLOR", "1")
         .env("HOME", home)
         .env_remove("KUBECONFIG")
+        // as if not in a pod, whatever runs the tests
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
         .output()
         .expect("run permdrift")
 }
@@ -207,16 +210,26 @@ struct Live {
     changes: Vec<ObjectChange>,
 }
 
-fn start_live(client: kube::Client) -> (Arc<Mutex<Live>>, tokio::task::JoinHandle<()>) {
-    let live = Arc::new(Mutex::new(Live::default()));
-    let options = WatchOptions {
+fn quick_options() -> WatchOptions {
+    WatchOptions {
         backoff: WatchBackoff {
             min: Duration::from_millis(50),
             max: Duration::from_millis(500),
             jitter: false,
         },
         ..WatchOptions::default()
-    };
+    }
+}
+
+fn start_live(client: kube::Client) -> (Arc<Mutex<Live>>, tokio::task::JoinHandle<()>) {
+    start_live_with(client, quick_options())
+}
+
+fn start_live_with(
+    client: kube::Client,
+    options: WatchOptions,
+) -> (Arc<Mutex<Live>>, tokio::task::JoinHandle<()>) {
+    let live = Arc::new(Mutex::new(Live::default()));
     let shared = live.clone();
     let task = tokio::spawn(async move {
         let mut events = std::pin::pin!(watch_cluster(client, options));
@@ -879,6 +892,49 @@ async fn the_live_index_records_a_forbidden_kind_until_it_is_granted() {
     task.abort();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_index_syncs_from_streaming_lists_too() {
+    let srv = KubeTestServer::start();
+    seed(&srv);
+    srv.control("DELETE", "/_testserver/stats", "");
+    let options = WatchOptions {
+        streaming_lists: true,
+        ..quick_options()
+    };
+    let (live, task) = start_live_with(srv.client().await, options);
+    wait_for(&live, "the first sync", |l| {
+        l.index.is_synced() && l.index.model().len() == 6
+    })
+    .await;
+    create(
+        &srv,
+        &format!("{RBAC}/clusterrolebindings"),
+        json!({"metadata": {"name": "late"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "secret-reader"},
+               "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "late-comers"}]}),
+    );
+    wait_for(&live, "the new binding", |l| l.changes.len() == 7).await;
+    {
+        let l = live.lock().unwrap();
+        assert!(
+            l.changes[..6]
+                .iter()
+                .all(|c| c.origin == ChangeOrigin::Relist && c.is_added())
+        );
+        assert_eq!(l.changes[6].key.to_string(), "ClusterRoleBinding/late");
+        assert_eq!(l.changes[6].origin, ChangeOrigin::Watch);
+    }
+    // the initial state came through watches (sendInitialEvents), no list
+    let stats = srv.control("GET", "/_testserver/stats", "");
+    let requests = stats["requests"].as_object().unwrap();
+    assert!(
+        !requests.keys().any(|k| k.starts_with("list ")),
+        "{requests:?}"
+    );
+    assert_eq!(requests["watch clusterrolebindings"], 1, "{requests:?}");
+    task.abort();
+}
+
 // ---------------------------------------------------------------- failures
 
 #[test]
@@ -968,6 +1024,11 @@ fn unreachable_servers_and_rejected_credentials_are_clear_errors() {
     );
     let err = stderr(&run(&["snapshot", "--kube"], home, 2));
     assert!(err.contains("no kubeconfig found"), "{err}");
+    let err = stderr(&run(&["snapshot", "--kube", "--in-cluster"], home, 2));
+    assert!(
+        err.contains("kube source \"in-cluster\": cannot load the in-cluster configuration"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,10 +18,6 @@ pub struct SnapshotArgs {
     /// `aws iam get-account-authorization-details` output, or permdrift snapshots.
     #[arg(long = "from", value_name = "PATH", num_args = 1..)]
     from: Vec<PathBuf>,
-    #[command(flatten)]
-    aws: AwsArgs,
-    #[command(flatten)]
-    kube: KubeArgs,
     /// Write here (atomically) instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -30,6 +26,11 @@ pub struct SnapshotArgs {
     format: Option<Format>,
     #[command(flatten)]
     input: InputArgs,
+    // The live sources last: their help headings apply to what follows them.
+    #[command(flatten)]
+    aws: AwsArgs,
+    #[command(flatten)]
+    kube: KubeArgs,
 }
 
 #[derive(clap::Args)]
