@@ -40,13 +40,8 @@ fn measure(label: &str, program: &str, args: &[&str], runs: usize, expect: &[i32
             String::from_utf8_lossy(&output.stderr)
         );
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.lines().last().unwrap_or_default();
-        let mut parts = last.split_whitespace();
-        let seconds: f64 = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(f64::NAN);
-        let kib: Option<u64> = parts.next().and_then(|s| s.parse().ok());
+        let (seconds, kib) = synth::gnu_time(&stderr);
+        let seconds = seconds.unwrap_or(f64::NAN);
         samples.push((seconds, kib));
     }
     samples.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -94,6 +89,9 @@ fn write(dir: &Path, name: &str, snapshot: &Snapshot, format: Format) -> PathBuf
     path
 }
 
+/// One case: the same pair diffed three ways (JSON snapshots to a text
+/// report, the main interactive use; JSON snapshots to the full JSON report;
+/// YAML snapshots to a text report), beside `diff -u` of the same files.
 fn case(dir: &Path, label: &str, old: &Snapshot, new: &Snapshot, runs: usize) -> Value {
     let bin = env!("CARGO_BIN_EXE_permdrift");
     let mut results = json!({"case": label, "objects": old.object_count()});
@@ -101,30 +99,54 @@ fn case(dir: &Path, label: &str, old: &Snapshot, new: &Snapshot, runs: usize) ->
         let a = write(dir, &format!("{label}-old.{ext}"), old, format);
         let b = write(dir, &format!("{label}-new.{ext}"), new, format);
         let size = std::fs::metadata(&a).map(|m| m.len()).unwrap_or(0);
-        let out = dir.join(format!("{label}-report-{ext}.json"));
-        let (a, b, out) = (
-            a.display().to_string(),
-            b.display().to_string(),
-            out.display().to_string(),
-        );
-        let ours = measure(
-            &format!("{label} permdrift diff ({ext})"),
-            bin,
-            &[
-                "diff",
-                &a,
-                &b,
-                "--format",
-                "json",
-                "-o",
-                &out,
-                "-q",
-                "--fail-on",
-                "never",
-            ],
-            runs,
-            &[0],
-        );
+        let (a, b) = (a.display().to_string(), b.display().to_string());
+        let report = |report_format: &str| {
+            let out = dir.join(format!("{label}-report-{ext}.{report_format}"));
+            let out = out.display().to_string();
+            let m = measure(
+                &format!("{label} permdrift diff ({ext} snapshots, {report_format} report)"),
+                bin,
+                &[
+                    "diff",
+                    &a,
+                    &b,
+                    "--format",
+                    report_format,
+                    "-o",
+                    &out,
+                    "-q",
+                    "--fail-on",
+                    "never",
+                ],
+                runs,
+                &[0],
+            );
+            (m, out)
+        };
+        let (text, _) = report("text");
+        results[format!("text_{ext}")] =
+            json!({"seconds": text.seconds, "peak_mib": text.peak_kib.map(|k| k / 1024)});
+        if ext == "json" {
+            let (full, out) = report("json");
+            results["json_json"] =
+                json!({"seconds": full.seconds, "peak_mib": full.peak_kib.map(|k| k / 1024)});
+            let report: Value =
+                serde_json::from_str(&std::fs::read_to_string(&out).unwrap_or_default())
+                    .unwrap_or_default();
+            let deltas: u64 = report["changes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    c["gained_count"].as_u64().unwrap_or(0) + c["lost_count"].as_u64().unwrap_or(0)
+                })
+                .sum();
+            results["changes"] = report["summary"]["changes"].clone();
+            results["widening"] = report["summary"]["widening"].clone();
+            results["grant_deltas"] = json!(deltas);
+            results["report_mib"] =
+                json!(std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0);
+        }
         let plain = measure(
             &format!("{label} diff -u ({ext})"),
             "diff",
@@ -132,19 +154,15 @@ fn case(dir: &Path, label: &str, old: &Snapshot, new: &Snapshot, runs: usize) ->
             runs,
             &[0, 1],
         );
-        let report: Value =
-            serde_json::from_str(&std::fs::read_to_string(&out).unwrap_or_default())
-                .unwrap_or_default();
-        results[ext] = json!({
-            "file_mib": size as f64 / 1048576.0,
-            "permdrift_seconds": ours.seconds,
-            "permdrift_peak_mib": ours.peak_kib.map(|k| k / 1024),
-            "diff_u_seconds": plain.seconds,
-            "ratio": ours.seconds / plain.seconds.max(0.001),
-            "changes": report["summary"]["changes"],
-            "widening": report["summary"]["widening"],
-        });
+        results[format!("diff_u_{ext}")] = json!(plain.seconds);
+        results[format!("{ext}_file_mib")] = json!(size as f64 / 1048576.0);
     }
+    let ours = results["text_json"]["seconds"].as_f64().unwrap_or(f64::NAN);
+    let floor = results["diff_u_yaml"]
+        .as_f64()
+        .unwrap_or(f64::NAN)
+        .max(0.001);
+    results["ratio_vs_diff_u_yaml"] = json!(ours / floor);
     results
 }
 

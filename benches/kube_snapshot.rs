@@ -41,22 +41,7 @@ fn knob(name: &str, default: usize) -> usize {
 
 /// The synthetic cluster as a `List` for `--load`.
 fn write_cluster(path: &Path) -> usize {
-    let mut objects = synth::cluster(&synth::ClusterShape::large(), 42);
-    for o in &mut objects {
-        let api_version = o["apiVersion"].clone();
-        o["metadata"]["managedFields"] = json!([{
-            "apiVersion": api_version,
-            "fieldsType": "FieldsV1",
-            "fieldsV1": {"f:metadata": {"f:labels": {}}, "f:rules": {}, "f:roleRef": {}, "f:subjects": {}},
-            "manager": "helm",
-            "operation": "Update",
-            "time": "2026-11-01T09:00:00Z"
-        }]);
-    }
-    let n = objects.len();
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
-    std::fs::write(path, serde_json::to_vec(&list).expect("cluster JSON")).expect("write cluster");
-    n
+    synth::write_cluster_list(&synth::ClusterShape::large(), 42, path)
 }
 
 #[derive(Debug, Clone)]
@@ -93,10 +78,8 @@ fn timed(
         output.status.success(),
         "{program} {args:?} failed:\n{stderr}"
     );
-    let last = stderr.lines().last().unwrap_or_default();
-    let mut fields = last.split_whitespace();
-    let seconds = fields.next().and_then(|s| s.parse().ok()).expect("elapsed");
-    let peak_kib = fields.next().and_then(|s| s.parse().ok()).expect("max rss");
+    let (seconds, peak_kib) = synth::gnu_time(&stderr);
+    let (seconds, peak_kib) = (seconds.expect("elapsed"), peak_kib.expect("max rss"));
     let stats = srv.control("GET", "/_testserver/stats", "");
     Run {
         seconds,

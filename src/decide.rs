@@ -73,8 +73,13 @@ pub struct OpenWidening {
 /// severity. Equal digests mean the same widening.
 pub fn grants_digest(change: &Change) -> String {
     use sha2::{Digest, Sha256};
-    let body = serde_json::json!([change.gained, change.gained_count, change.severity]);
-    hex::encode(Sha256::digest(body.to_string().as_bytes()))
+    // Serialized straight from the structs (no value tree): this runs per change.
+    let body = (&change.gained, change.gained_count, change.severity);
+    // Grants are plain strings and numbers, so this cannot fail; if it ever
+    // did, the fingerprint keeps distinct changes distinct.
+    let bytes =
+        serde_json::to_vec(&body).unwrap_or_else(|_| change.fingerprint.clone().into_bytes());
+    hex::encode(Sha256::digest(&bytes))
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -95,6 +100,8 @@ pub struct Judged {
     pub change: Change,
     pub verdict: Verdict,
     pub reason: String,
+    /// [`grants_digest`] of the change, computed once.
+    pub grants: String,
     /// The baseline now holds the current object.
     pub advanced: bool,
     /// An earlier open widening of the same object this change replaces or closes.
@@ -212,7 +219,7 @@ impl SourceState {
                 OpenWidening {
                     object: change.object.display(),
                     fingerprint: change.fingerprint.clone(),
-                    grants,
+                    grants: grants.clone(),
                     severity: change.severity,
                     detected_at,
                 },
@@ -222,6 +229,7 @@ impl SourceState {
             change,
             verdict,
             reason,
+            grants,
             advanced,
             superseded,
         }))

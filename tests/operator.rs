@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::kube_server::KubeTestServer;
+use support::kube_server::{KubeContext, KubeTestServer, write_kubeconfig};
 use support::moto::{self, Moto};
 use support::operator::{Operator, metric_value, scratch};
 
@@ -625,5 +625,60 @@ fn an_invalid_config_exits_2_naming_the_field_and_starts_nothing() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn rejected_credentials_are_logged_naming_the_source_and_the_operator_stays_unready() {
+    let server = KubeTestServer::start();
+    let dir = scratch("operator-rejected-credentials");
+    let kubeconfig = dir.join("expired.kubeconfig");
+    let url = format!("https://127.0.0.1:{}", server.port);
+    write_kubeconfig(
+        &kubeconfig,
+        &[KubeContext {
+            name: "expired",
+            server: &url,
+            user: "bob",
+            token: "expired-token",
+        }],
+    );
+    let config = format!(
+        "apiVersion: permdrift.dev/v1alpha1\nkind: Config\nstore: {{path: \"{}\"}}\n\
+         http: {{listen: \"127.0.0.1:0\"}}\nleaderElection: {{enabled: false}}\n\
+         sources:\n  - name: prod-eu\n    kubernetes: {{kubeconfig: \"{}\"}}\n\
+         logging: {{format: json, level: info}}\n",
+        dir.join("store").display(),
+        kubeconfig.display()
+    );
+    let op = Operator::start(&dir, "operator", &config);
+    op.wait_for(
+        "a warning about the credentials",
+        Duration::from_secs(30),
+        |op| {
+            op.log_lines().iter().any(|l| {
+                l["level"] == "WARN"
+                    && l["source"] == "prod-eu"
+                    && l["error"].as_str().is_some_and(|e| e.contains("401"))
+            })
+        },
+    );
+    assert!(
+        !op.is_ready(),
+        "a source it cannot read must keep /readyz failing"
+    );
+    let page = op.metrics();
+    assert_eq!(
+        metric_value(
+            &page,
+            "permdrift_source_up{platform=\"kubernetes\",source=\"prod-eu\"}"
+        ),
+        Some(0.0),
+        "{page}"
+    );
+    assert_eq!(
+        records_of_kind(&dir.join("store"), "baseline"),
+        0,
+        "no baseline from nothing"
     );
 }

@@ -239,6 +239,28 @@ pub fn cluster(shape: &ClusterShape, seed: u64) -> Vec<Value> {
     out
 }
 
+/// Writes `cluster(shape, seed)` as a `List` (the test server's `--load`
+/// format), each object given one managedFields entry as real objects have.
+/// Returns the number of objects.
+pub fn write_cluster_list(shape: &ClusterShape, seed: u64, path: &std::path::Path) -> usize {
+    let mut objects = cluster(shape, seed);
+    for o in &mut objects {
+        let api_version = o["apiVersion"].clone();
+        o["metadata"]["managedFields"] = json!([{
+            "apiVersion": api_version,
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:labels": {}}, "f:rules": {}, "f:roleRef": {}, "f:subjects": {}},
+            "manager": "helm",
+            "operation": "Update",
+            "time": "2026-11-01T09:00:00Z"
+        }]);
+    }
+    let n = objects.len();
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+    std::fs::write(path, serde_json::to_vec(&list).expect("cluster JSON")).expect("write cluster");
+    n
+}
+
 /// Changes `per_mille` thousandths of the objects: edits, additions, deletions.
 pub fn mutate(objects: &[Value], per_mille: usize, seed: u64) -> Vec<Value> {
     let mut rng = Rng::new(seed);
@@ -373,4 +395,13 @@ pub fn mutate_account(doc: &Value, per_mille: usize, seed: u64) -> Value {
         }
     }
     out
+}
+
+/// Wall seconds and peak RSS (KiB) from the last line of GNU time's
+/// `-f '%e %M'` output (the line after everything the program printed).
+pub fn gnu_time(output: &str) -> (Option<f64>, Option<u64>) {
+    let mut fields = output.lines().last().unwrap_or_default().split_whitespace();
+    let seconds = fields.next().and_then(|s| s.parse().ok());
+    let peak_kib = fields.next().and_then(|s| s.parse().ok());
+    (seconds, peak_kib)
 }

@@ -179,8 +179,25 @@ const REQUEST_TAGS: &[(Risk, &[Request])] = &[
     ),
 ];
 
+/// Whether `perm` allows any verb of the request. Group and resource are
+/// checked once, before the verbs: this runs for every distinct gained perm.
+fn allows_any(perm: &Perm<'_>, (group, resource, verbs): &Request) -> bool {
+    allows_where(perm, group, resource, |v| verbs.contains(&v))
+}
+
 /// Whether a perm allows `verb` on `group`/`resource`, for any object name.
 fn allows(perm: &Perm<'_>, group: &str, resource: &str, verb: &str) -> bool {
+    allows_where(perm, group, resource, |v| v == verb)
+}
+
+/// Whether a resource perm covers `group`/`resource` and a verb `verb_ok`
+/// accepts (`*` covers every verb).
+fn allows_where(
+    perm: &Perm<'_>,
+    group: &str,
+    resource: &str,
+    verb_ok: impl Fn(&str) -> bool,
+) -> bool {
     let Perm::Resource {
         group: g,
         resource: r,
@@ -190,11 +207,15 @@ fn allows(perm: &Perm<'_>, group: &str, resource: &str, verb: &str) -> bool {
     else {
         return false;
     };
-    let resource_ok = *r == "*"
-        || *r == resource
-        || r.strip_prefix("*/")
-            .is_some_and(|sub| resource.split_once('/').is_some_and(|(_, rs)| rs == sub));
-    (*g == "*" || *g == group) && (*v == "*" || *v == verb) && resource_ok
+    (*g == "*" || *g == group) && resource_matches(r, resource) && (*v == "*" || verb_ok(v))
+}
+
+fn resource_matches(granted: &str, requested: &str) -> bool {
+    granted == "*"
+        || granted == requested
+        || granted
+            .strip_prefix("*/")
+            .is_some_and(|sub| requested.split_once('/').is_some_and(|(_, rs)| rs == sub))
 }
 
 fn is_write(perm: &Perm<'_>) -> bool {
@@ -257,10 +278,7 @@ fn facet_info(f: &Facet<'_>) -> FacetInfo {
     let perm = f.perm;
     let mut risks = 0u64;
     for (risk, requests) in REQUEST_TAGS {
-        if requests
-            .iter()
-            .any(|(g, r, verbs)| verbs.iter().any(|v| allows(&perm, g, r, v)))
-        {
+        if requests.iter().any(|req| allows_any(&perm, req)) {
             risks |= risk.bit();
         }
     }

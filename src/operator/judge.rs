@@ -84,6 +84,7 @@ pub async fn apply(
                 change: &j.change,
                 verdict: j.verdict,
                 reason: &j.reason,
+                grants: &j.grants,
                 raw: raw.clone(),
                 detected_at: now,
                 latency_seconds: latency,

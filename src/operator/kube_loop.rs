@@ -154,6 +154,17 @@ pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance
                 if let Some(reason) = restart {
                     cx.metrics.watch_restarts.with_label_values(&[cx.name.as_str(), reason]).inc();
                 }
+                // Say why a kind is unreadable (expired credentials, missing
+                // RBAC, a server down): readiness alone does not tell an operator.
+                match &event {
+                    KindEvent::Failed { kind, reason } => tracing::warn!(
+                        source = %cx.name, kind = ?kind, error = %reason,
+                        "cannot read from the cluster; retrying with backoff"),
+                    KindEvent::Forbidden { kind, reason } => tracing::warn!(
+                        source = %cx.name, kind = ?kind, error = %reason,
+                        "forbidden to read from the cluster; grant it and the watch resumes"),
+                    _ => {}
+                }
                 let changes = index.apply(event);
                 if index.is_synced() && !ready {
                     ready = index.missing_parts().is_empty();
@@ -233,8 +244,8 @@ async fn takeover(
     current: &crate::index::kube::KubeModel,
     recorder: Option<&Recorder>,
 ) -> Result<(), String> {
-    let snapshot = SourceSnapshot::kubernetes(&cx.name, current.clone());
-    let mut loaded = source::load_state(cx, &snapshot).await?;
+    let mut loaded =
+        source::load_state(cx, || SourceSnapshot::kubernetes(&cx.name, current.clone())).await?;
     let keys = source::differing_keys(Current::of(&loaded.baseline.data), Current::Kube(current));
     for key in keys {
         let ObjectKey::Kube(k) = &key else { continue };

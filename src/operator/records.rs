@@ -59,6 +59,8 @@ pub struct ChangeFacts<'a> {
     pub change: &'a Change,
     pub verdict: Verdict,
     pub reason: &'a str,
+    /// What the change grants beyond the baseline (`decide::grants_digest`).
+    pub grants: &'a str,
     /// The current object, kept so the change can be accepted (or reverted) from the journal alone.
     pub raw: Option<Value>,
     pub detected_at: f64,
@@ -77,7 +79,7 @@ pub fn change(f: &ChangeFacts<'_>) -> Value {
         "verdict": f.verdict,
         "reason": f.reason,
         "fingerprint": c.fingerprint,
-        "grants": crate::decide::grants_digest(c),
+        "grants": f.grants,
         "gained_count": c.gained_count,
         "lost_count": c.lost_count,
         "witness": c.witness,

@@ -81,12 +81,17 @@ pub fn judge_options() -> DiffOptions {
 
 /// The judged state of a source: the baseline from the journal (the last full
 /// baseline plus later patches) and its open widenings; or, for a source the
-/// store has never seen, `current` as the first baseline.
-pub async fn load_state(cx: &SourceCtx, current: &SourceSnapshot) -> Result<SourceState, String> {
+/// store has never seen, the current state as the first baseline. `first`
+/// makes that snapshot; it is called only then (copying a large model is not
+/// free).
+pub async fn load_state(
+    cx: &SourceCtx,
+    first: impl FnOnce() -> SourceSnapshot,
+) -> Result<SourceState, String> {
     let history = cx.store.source_records(&cx.name).await?;
     let replayed = records::replay(history.iter().map(|(k, b)| (k.as_str(), b)));
     let Some(digest) = replayed.baseline_digest else {
-        let mut first = current.clone();
+        let mut first = first();
         first.name = cx.name.clone();
         let digest = cx.store.put_snapshot(&first).await?;
         cx.store
@@ -329,10 +334,12 @@ pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
         let clock = std::time::Instant::now();
         match poll_aws(&cx.name, &options).await {
             Ok(snapshot) => {
+                let fetch_seconds = clock.elapsed().as_secs_f64();
+                tracing::debug!(source = %cx.name, fetch_seconds, "polled");
                 cx.metrics
                     .snapshot_duration
                     .with_label_values(&[cx.name.as_str(), cx.platform])
-                    .observe(clock.elapsed().as_secs_f64());
+                    .observe(fetch_seconds);
                 cx.metrics
                     .source_up
                     .with_label_values(&[cx.name.as_str(), cx.platform])
@@ -416,7 +423,7 @@ async fn judge_poll(
             differing_keys(Current::of(&prev.data), Current::of(&current.data))
         }
         _ => {
-            let loaded = load_state(cx, current).await?;
+            let loaded = load_state(cx, || current.clone()).await?;
             let keys = differing_keys(
                 Current::of(&loaded.baseline.data),
                 Current::of(&current.data),
@@ -428,6 +435,8 @@ async fn judge_poll(
     let Some(s) = state.as_mut() else {
         return Ok(());
     };
+    let clock = std::time::Instant::now();
+    let changed = keys.len();
     for key in keys {
         if let Announce::Judged { .. } =
             judge_one(cx, s, Current::of(&current.data), &key, Some(started)).await?
@@ -436,5 +445,7 @@ async fn judge_poll(
         }
     }
     judge::update_open_gauges(&cx.judge_cx(), s);
+    tracing::debug!(source = %cx.name, objects = current.object_count(), changed,
+        judge_seconds = clock.elapsed().as_secs_f64(), "poll judged");
     maybe_compact(cx, s, patches).await
 }

@@ -446,12 +446,24 @@ fn yaml(snapshot: &Snapshot) -> Result<String, SnapshotError> {
 /// JSON: the document pretty-printed, but each object compact on its own line,
 /// so files stay small and line diffs show whole objects.
 fn json(snapshot: &Snapshot) -> Result<String, SnapshotError> {
+    json_of(snapshot.sources.values())
+}
+
+/// The canonical JSON text of a snapshot holding just `source` (what
+/// `to_string` gives for it), without copying the source.
+pub fn source_to_json(source: &SourceSnapshot) -> Result<String, SnapshotError> {
+    json_of(std::iter::once(source))
+}
+
+fn json_of<'a>(sources: impl Iterator<Item = &'a SourceSnapshot>) -> Result<String, SnapshotError> {
+    let mut sources = sources.peekable();
+    let empty = sources.peek().is_none();
     use std::fmt::Write;
     let compact = |v: &dyn erased::ToJson| v.to_json().map_err(|e| invalid("", e.to_string()));
     let mut out = format!(
         "{{\n  \"apiVersion\": \"{API_VERSION}\",\n  \"kind\": \"{KIND}\",\n  \"sources\": ["
     );
-    for (i, s) in snapshot.sources.values().enumerate() {
+    for (i, s) in sources.enumerate() {
         out.push_str(if i == 0 { "\n    {\n" } else { ",\n    {\n" });
         let header = SourceOut {
             name: &s.name,
@@ -513,11 +525,7 @@ fn json(snapshot: &Snapshot) -> Result<String, SnapshotError> {
         }
         out.push_str("    }");
     }
-    out.push_str(if snapshot.sources.is_empty() {
-        "]\n}\n"
-    } else {
-        "\n  ]\n}\n"
-    });
+    out.push_str(if empty { "]\n}\n" } else { "\n  ]\n}\n" });
     Ok(out)
 }
 

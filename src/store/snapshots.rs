@@ -8,7 +8,7 @@
 //! 100,000-object cluster loads without building value trees.
 
 use super::{StoreError, dir_name};
-use crate::snapshot::format::{self, Format};
+use crate::snapshot::format;
 use crate::snapshot::{Snapshot, SourceSnapshot};
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
@@ -34,10 +34,7 @@ pub fn is_digest(s: &str) -> bool {
 pub fn canonical_text(
     source: &SourceSnapshot,
 ) -> Result<String, crate::snapshot::format::SnapshotError> {
-    // Cheap: objects are shared, only the maps and index are copied.
-    let mut one = Snapshot::new();
-    one.sources.insert(source.name.clone(), source.clone());
-    format::to_string(&one, Format::Json)
+    format::source_to_json(source)
 }
 
 pub(crate) fn path_of(dir: &Path, digest: &str) -> PathBuf {
