@@ -2,9 +2,12 @@
 
 use super::{ColorChoice, Ctx, InputArgs, catalog, load, output};
 use crate::diff::{DiffOptions, diff};
+use crate::grants::catalog::Catalog;
 use crate::render::{OutputFormat, render};
 use crate::report::{Direction, Report, Severity};
+use crate::snapshot::Snapshot;
 use clap::ValueEnum;
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -27,6 +30,16 @@ pub struct DiffArgs {
     old: PathBuf,
     /// The later state.
     new: PathBuf,
+    #[command(flatten)]
+    report: ReportArgs,
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+/// How a comparison is reported and what its exit status means; shared by
+/// `diff` and `history diff`.
+#[derive(clap::Args)]
+pub struct ReportArgs {
     #[arg(long, value_enum, default_value = "text")]
     format: OutputFormat,
     /// Exit 1 when a change at or above this is found.
@@ -53,8 +66,59 @@ pub struct DiffArgs {
     /// Write the report here (atomically) instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
-    #[command(flatten)]
-    input: InputArgs,
+}
+
+impl ReportArgs {
+    /// The IAM action catalog to judge with (checked before any state is loaded).
+    pub fn catalog(&self) -> anyhow::Result<Cow<'static, Catalog>> {
+        catalog(self.catalog.as_ref())
+    }
+
+    /// Diffs `old` against `new`, writes the report and returns the exit status.
+    pub fn report(
+        &self,
+        ctx: &Ctx,
+        old: &Snapshot,
+        new: &Snapshot,
+        catalog: &Catalog,
+    ) -> anyhow::Result<u8> {
+        let options = DiffOptions {
+            expand_actions: self.expand_actions,
+            missing_as_removed: self.missing_as_removed,
+            // Text and markdown show a few grants per change and only counts
+            // per subject; building more would be wasted work on large diffs.
+            max_grants: match self.format {
+                OutputFormat::Json => self.max_grants,
+                _ if self.max_grants == 0 => crate::render::MAX_GRANTS_SHOWN,
+                _ => self.max_grants.min(crate::render::MAX_GRANTS_SHOWN),
+            },
+            subject_grants: self.format == OutputFormat::Json,
+        };
+        let started = std::time::Instant::now();
+        let report = diff(old, new, catalog, &options);
+        ctx.timing("diff", started);
+        let started = std::time::Instant::now();
+        let color = self.output.is_none() && self.color.enabled();
+        let text = render(&report, self.format, color);
+        ctx.timing("render", started);
+        let started = std::time::Instant::now();
+        match &self.output {
+            Some(path) => output::write_atomic(path, text.as_bytes())?,
+            None => output::print(&text)?,
+        }
+        ctx.timing("write", started);
+        let incomplete = !report.incomplete.is_empty() && !self.missing_as_removed;
+        let code = if incomplete && !self.allow_incomplete {
+            ctx.warn("a state was incomplete, so some objects were not compared; exiting 2 (use --allow-incomplete to exit by the findings)");
+            2
+        } else {
+            u8::from(found(&report, self.fail_on))
+        };
+        // The process ends right after; returning the memory of hundreds of
+        // thousands of grants piece by piece would only delay the exit.
+        std::mem::forget((text, report));
+        Ok(code)
+    }
 }
 
 /// Whether the report holds something at or above the threshold.
@@ -80,7 +144,7 @@ pub fn found(report: &Report, fail_on: FailOn) -> bool {
 }
 
 pub fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<u8> {
-    let catalog = catalog(args.catalog.as_ref())?;
+    let catalog = args.report.catalog()?;
     let started = std::time::Instant::now();
     let old = load(ctx, std::slice::from_ref(&args.old), &args.input)?;
     ctx.timing("load OLD", started);
@@ -92,40 +156,8 @@ pub fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<u8> {
         Some(&old),
     )?;
     ctx.timing("load NEW", started);
-    let options = DiffOptions {
-        expand_actions: args.expand_actions,
-        missing_as_removed: args.missing_as_removed,
-        // Text and markdown show a few grants per change and only counts
-        // per subject; building more would be wasted work on large diffs.
-        max_grants: match args.format {
-            OutputFormat::Json => args.max_grants,
-            _ if args.max_grants == 0 => crate::render::MAX_GRANTS_SHOWN,
-            _ => args.max_grants.min(crate::render::MAX_GRANTS_SHOWN),
-        },
-        subject_grants: args.format == OutputFormat::Json,
-    };
-    let started = std::time::Instant::now();
-    let report = diff(&old, &new, &catalog, &options);
-    ctx.timing("diff", started);
-    let started = std::time::Instant::now();
-    let color = args.output.is_none() && args.color.enabled();
-    let text = render(&report, args.format, color);
-    ctx.timing("render", started);
-    let started = std::time::Instant::now();
-    match &args.output {
-        Some(path) => output::write_atomic(path, text.as_bytes())?,
-        None => output::print(&text)?,
-    }
-    ctx.timing("write", started);
-    let incomplete = !report.incomplete.is_empty() && !args.missing_as_removed;
-    let code = if incomplete && !args.allow_incomplete {
-        ctx.warn("a state was incomplete, so some objects were not compared; exiting 2 (use --allow-incomplete to exit by the findings)");
-        2
-    } else {
-        u8::from(found(&report, args.fail_on))
-    };
-    // The process ends right after; returning the memory of hundreds of
-    // thousands of objects piece by piece would only delay the exit.
-    std::mem::forget((old, new, text, report));
+    let code = args.report.report(ctx, &old, &new, &catalog)?;
+    // As in `report`: the process ends right after.
+    std::mem::forget((old, new));
     Ok(code)
 }

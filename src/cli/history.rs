@@ -6,10 +6,8 @@
 //! `verify` turns the store's check into an exit code: 0 intact, 1 broken,
 //! 2 trouble.
 
-use super::diff::{FailOn, found};
-use super::{ColorChoice, Ctx, catalog, output};
-use crate::diff::{DiffOptions, diff};
-use crate::render::{OutputFormat, render};
+use super::diff::ReportArgs;
+use super::{Ctx, output};
 use crate::snapshot::Snapshot;
 use crate::store::{self, Record, StoreError};
 use anyhow::{Context, bail};
@@ -95,31 +93,8 @@ struct DiffArgs {
     a: String,
     /// The later snapshot.
     b: String,
-    #[arg(long, value_enum, default_value = "text")]
-    format: OutputFormat,
-    /// Exit 1 when a change at or above this is found.
-    #[arg(long, value_enum, default_value = "widening")]
-    fail_on: FailOn,
-    /// List concrete IAM actions from the catalog instead of policy patterns.
-    #[arg(long)]
-    expand_actions: bool,
-    /// IAM action catalog to use instead of the built-in one.
-    #[arg(long, value_name = "FILE")]
-    catalog: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "auto")]
-    color: ColorChoice,
-    /// Exit by the findings even if a snapshot is incomplete (otherwise 2).
-    #[arg(long)]
-    allow_incomplete: bool,
-    /// Treat objects absent from an incomplete snapshot as removed (or added).
-    #[arg(long)]
-    missing_as_removed: bool,
-    /// List at most this many grants per change and per subject (0: all).
-    #[arg(long, value_name = "N", default_value_t = crate::diff::DEFAULT_MAX_GRANTS)]
-    max_grants: usize,
-    /// Write the report here (atomically) instead of standard output.
-    #[arg(short, long, value_name = "FILE")]
-    output: Option<PathBuf>,
+    #[command(flatten)]
+    report: ReportArgs,
 }
 
 #[derive(clap::Args)]
@@ -312,38 +287,14 @@ fn resolve(dir: &Path, name: &str) -> anyhow::Result<String> {
 }
 
 fn diff_snapshots(ctx: &Ctx, dir: &Path, args: DiffArgs) -> anyhow::Result<u8> {
-    let catalog = catalog(args.catalog.as_ref())?;
+    let catalog = args.report.catalog()?;
     let a = resolve(dir, &args.a)?;
     let b = resolve(dir, &args.b)?;
     let started = std::time::Instant::now();
     let old = one(store::snapshots::load(dir, &a, None)?);
     let new = one(store::snapshots::load(dir, &b, Some(&old))?);
     ctx.timing("load snapshots", started);
-    let options = DiffOptions {
-        expand_actions: args.expand_actions,
-        missing_as_removed: args.missing_as_removed,
-        max_grants: match args.format {
-            OutputFormat::Json => args.max_grants,
-            _ if args.max_grants == 0 => crate::render::MAX_GRANTS_SHOWN,
-            _ => args.max_grants.min(crate::render::MAX_GRANTS_SHOWN),
-        },
-        subject_grants: args.format == OutputFormat::Json,
-    };
-    let started = std::time::Instant::now();
-    let report = diff(&old, &new, &catalog, &options);
-    ctx.timing("diff", started);
-    let color = args.output.is_none() && args.color.enabled();
-    let text = render(&report, args.format, color);
-    match &args.output {
-        Some(path) => output::write_atomic(path, text.as_bytes())?,
-        None => output::print(&text)?,
-    }
-    let incomplete = !report.incomplete.is_empty() && !args.missing_as_removed;
-    if incomplete && !args.allow_incomplete {
-        ctx.warn("a snapshot was incomplete, so some objects were not compared; exiting 2 (use --allow-incomplete to exit by the findings)");
-        return Ok(2);
-    }
-    Ok(u8::from(found(&report, args.fail_on)))
+    args.report.report(ctx, &old, &new, &catalog)
 }
 
 fn one(source: crate::snapshot::SourceSnapshot) -> Snapshot {

@@ -389,6 +389,25 @@ pub struct ObjectChange<'k, K> {
     pub new: Option<Value>,
 }
 
+impl<'k, K> ObjectChange<'k, K> {
+    /// The change between two normal forms, if they differ.
+    fn between(key: &'k K, old: Option<Value>, new: Option<Value>) -> Option<Self> {
+        let kind = match (&old, &new) {
+            (None, None) => return None,
+            (Some(a), Some(b)) if a == b => return None,
+            (Some(_), Some(_)) => ChangeKind::Modified,
+            (None, Some(_)) => ChangeKind::Added,
+            (Some(_), None) => ChangeKind::Removed,
+        };
+        Some(ObjectChange {
+            key,
+            kind,
+            old,
+            new,
+        })
+    }
+}
+
 /// Effect, classification, witness, text diff and fingerprint of one changed
 /// Kubernetes object: what `permdrift diff` reports and the operator judges.
 pub fn kube_change<'m>(
@@ -461,19 +480,7 @@ pub fn kube_object_change<'k>(
         return None;
     }
     let (old_norm, new_norm) = (norm(old), norm(new));
-    let kind = match (&old_norm, &new_norm) {
-        (None, None) => return None,
-        (Some(a), Some(b)) if a == b => return None,
-        (Some(_), Some(_)) => ChangeKind::Modified,
-        (None, Some(_)) => ChangeKind::Added,
-        (Some(_), None) => ChangeKind::Removed,
-    };
-    Some(ObjectChange {
-        key,
-        kind,
-        old: old_norm,
-        new: new_norm,
-    })
+    ObjectChange::between(key, old_norm, new_norm)
 }
 
 /// Per-subject totals across changes. Each change's grants are sorted by
@@ -761,19 +768,7 @@ pub fn iam_object_change<'k>(
     let norm =
         |x: Option<&crate::index::iam::IamObject>| x.map(|o| aws::normalize(key.kind, &o.raw));
     let (old_norm, new_norm) = (norm(o), norm(n));
-    let kind = match (&old_norm, &new_norm) {
-        (None, None) => return None,
-        (Some(a), Some(b)) if a == b => return None,
-        (Some(_), Some(_)) => ChangeKind::Modified,
-        (None, Some(_)) => ChangeKind::Added,
-        (Some(_), None) => ChangeKind::Removed,
-    };
-    Some(ObjectChange {
-        key,
-        kind,
-        old: old_norm,
-        new: new_norm,
-    })
+    ObjectChange::between(key, old_norm, new_norm)
 }
 
 fn diff_iam(
