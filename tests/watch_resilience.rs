@@ -672,7 +672,7 @@ async fn the_live_index_survives_faults_and_loses_no_write() {
         .kube()
         .expect("kubernetes source")
         .objects()
-        .map(|(k, o)| (k.to_string(), o.json().get().to_owned()))
+        .map(|(k, o)| (k.to_string(), o.json().to_owned()))
         .collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -682,7 +682,7 @@ async fn the_live_index_survives_faults_and_loses_no_write() {
                 .index
                 .model()
                 .objects()
-                .map(|(k, o)| (k.to_string(), o.json().get().to_owned()))
+                .map(|(k, o)| (k.to_string(), o.json().to_owned()))
                 .collect();
             l.index.is_synced() && held == fresh
         };

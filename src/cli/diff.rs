@@ -69,9 +69,13 @@ pub struct ReportArgs {
 }
 
 impl ReportArgs {
-    /// The IAM action catalog to judge with (checked before any state is loaded).
-    pub fn catalog(&self) -> anyhow::Result<Cow<'static, Catalog>> {
-        catalog(self.catalog.as_ref())
+    /// The IAM action catalog given with `--catalog`, read and checked
+    /// before any state is loaded; `None` means the built-in one.
+    pub fn catalog(&self) -> anyhow::Result<Option<Cow<'static, Catalog>>> {
+        self.catalog
+            .as_ref()
+            .map(|path| catalog(Some(path)))
+            .transpose()
     }
 
     /// Diffs `old` against `new`, writes the report and returns the exit status.
@@ -80,8 +84,19 @@ impl ReportArgs {
         ctx: &Ctx,
         old: &Snapshot,
         new: &Snapshot,
-        catalog: &Catalog,
+        catalog: Option<&Catalog>,
     ) -> anyhow::Result<u8> {
+        // The built-in catalog is parsed only when there is IAM to judge.
+        let has_aws = |s: &Snapshot| s.sources.values().any(|s| s.iam().is_some());
+        let empty;
+        let catalog = match catalog {
+            Some(c) => c,
+            None if has_aws(old) || has_aws(new) => Catalog::embedded(),
+            None => {
+                empty = Catalog::empty();
+                &empty
+            }
+        };
         let options = DiffOptions {
             expand_actions: self.expand_actions,
             missing_as_removed: self.missing_as_removed,
@@ -156,7 +171,7 @@ pub fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<u8> {
         Some(&old),
     )?;
     ctx.timing("load NEW", started);
-    let code = args.report.report(ctx, &old, &new, &catalog)?;
+    let code = args.report.report(ctx, &old, &new, catalog.as_deref())?;
     // As in `report`: the process ends right after.
     std::mem::forget((old, new));
     Ok(code)

@@ -294,7 +294,7 @@ fn diff_snapshots(ctx: &Ctx, dir: &Path, args: DiffArgs) -> anyhow::Result<u8> {
     let old = one(store::snapshots::load(dir, &a, None)?);
     let new = one(store::snapshots::load(dir, &b, Some(&old))?);
     ctx.timing("load snapshots", started);
-    args.report.report(ctx, &old, &new, &catalog)
+    args.report.report(ctx, &old, &new, catalog.as_deref())
 }
 
 fn one(source: crate::snapshot::SourceSnapshot) -> Snapshot {

@@ -50,6 +50,17 @@ pub struct KubeDiffer<'m> {
     old: PermCache<'m>,
     new: PermCache<'m>,
     deltas: HashMap<(bool, RbacKey), Rc<Vec<Perm<'m>>>>,
+    reaches: FxHashMap<(bool, RbacKey), Rc<Reach<'m>>>,
+}
+
+/// Everyone a role's bindings reach on one side, sorted by subject and
+/// scope, each with the roles that already apply to it there on the other
+/// side (`covering[ends[i - 1]..ends[i]]`). Shared by every change that
+/// reaches the role (each member of an aggregated role).
+struct Reach<'m> {
+    pairs: Vec<(&'m Subject, Option<&'m str>)>,
+    ends: Vec<usize>,
+    covering: Vec<&'m RbacKey>,
 }
 
 impl<'m> KubeDiffer<'m> {
@@ -58,6 +69,7 @@ impl<'m> KubeDiffer<'m> {
             old: PermCache::new(old),
             new: PermCache::new(new),
             deltas: HashMap::new(),
+            reaches: FxHashMap::default(),
         }
     }
 
@@ -126,24 +138,35 @@ impl<'m> KubeDiffer<'m> {
                     effect.aggregation_label = direct_old != direct_new;
                 }
                 roles.extend(aggregators.iter().map(|a| RbacKey::cluster_role(a)));
+                let (mut gained_parts, mut lost_parts) = (0, 0);
                 for role in &roles {
                     let via = (role != key).then(|| role.name.clone());
                     let reached_gained =
                         self.role_side(key, role, Side::Gained, &mut effect.gained);
                     let reached_lost = self.role_side(key, role, Side::Lost, &mut effect.lost);
+                    gained_parts += usize::from(reached_gained);
+                    lost_parts += usize::from(reached_lost);
                     if let (Some(via), true) = (via, reached_gained || reached_lost) {
                         effect.aggregated_into.insert(via);
+                    }
+                }
+                // Each part was produced sorted and without duplicates; only
+                // several parts (roles reached) need merging. The stable sort
+                // merges the sorted runs in linear time.
+                for (list, parts) in [
+                    (&mut effect.gained, gained_parts),
+                    (&mut effect.lost, lost_parts),
+                ] {
+                    if parts > 1 {
+                        list.sort();
+                        list.dedup();
                     }
                 }
             }
             RbacKind::ServiceAccount => {}
         }
-        // Each part was produced in order; the stable sort merges the sorted
-        // runs (one per role reached) in linear time.
-        for list in [&mut effect.gained, &mut effect.lost] {
-            list.sort();
-            list.dedup();
-        }
+        debug_assert!(effect.gained.windows(2).all(|w| w[0] < w[1]));
+        debug_assert!(effect.lost.windows(2).all(|w| w[0] < w[1]));
         effect
     }
 
@@ -164,6 +187,8 @@ impl<'m> KubeDiffer<'m> {
         let mut subjects: Vec<&'m Subject> = binding.subjects.iter().collect();
         subjects.sort_unstable();
         subjects.dedup();
+        // The most this can add; pages never written cost nothing, regrowth would.
+        out.reserve(subjects.len() * all.len());
         for subject in subjects {
             // A subject already bound to the same role gains nothing from this
             // binding; what its role gained is the role's change.
@@ -183,6 +208,47 @@ impl<'m> KubeDiffer<'m> {
                 }
             }
         }
+    }
+
+    /// Who `role`'s bindings reach on `side`, with what covers them on the other.
+    fn reach(&mut self, side: Side, role: &RbacKey) -> Rc<Reach<'m>> {
+        let cache_key = (side == Side::Gained, role.clone());
+        if let Some(r) = self.reaches.get(&cache_key) {
+            return r.clone();
+        }
+        let (src, dst) = self.sides(side);
+        let (model, dst_model) = (src.model(), dst.model());
+        let mut pairs: Vec<(&'m Subject, Option<&'m str>)> = Vec::new();
+        for (binding_key, object) in model.bindings_of_role(role) {
+            if let Some(binding) = object.binding() {
+                let namespace = binding_key.namespace.as_deref();
+                pairs.extend(binding.subjects.iter().map(|s| (s, namespace)));
+            }
+        }
+        // In order, so the grants come out sorted.
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut ends = Vec::with_capacity(pairs.len());
+        let mut covering = Vec::new();
+        for &(subject, namespace) in &pairs {
+            if let Some((_, bindings)) = dst_model.subject_bindings(subject) {
+                let namespaced = namespace.and_then(|ns| bindings.namespaced.get(ns));
+                covering.extend(
+                    bindings
+                        .cluster
+                        .values()
+                        .chain(namespaced.into_iter().flat_map(|m| m.values())),
+                );
+            }
+            ends.push(covering.len());
+        }
+        let reach = Rc::new(Reach {
+            pairs,
+            ends,
+            covering,
+        });
+        self.reaches.insert(cache_key, reach.clone());
+        reach
     }
 
     /// Applies what `role` gained (or lost) through the change of `changed`
@@ -206,49 +272,35 @@ impl<'m> KubeDiffer<'m> {
         if delta.is_empty() {
             return false;
         }
-        let (src, dst) = self.sides(side);
-        let model = src.model();
-        // Everyone the role reaches, in order, so the grants come out sorted.
-        let mut reach: Vec<(&'m Subject, Option<&'m str>)> = Vec::new();
-        for binding_key in model.bindings_of_role(role) {
-            if let Some(binding) = model.get(binding_key).and_then(KubeObject::binding) {
-                let namespace = binding_key.namespace.as_deref();
-                reach.extend(binding.subjects.iter().map(|s| (s, namespace)));
-            }
-        }
-        reach.sort_unstable();
-        reach.dedup();
+        let reach = self.reach(side, role);
+        out.reserve(reach.pairs.len() * delta.len());
+        let (_, dst) = self.sides(side);
         // The same delta is checked for thousands of subjects; which of its
         // perms a role covers is worked out once per covering role.
         let words = delta.len().div_ceil(64);
-        let mut memo: FxHashMap<&RbacKey, Vec<u64>> = FxHashMap::default();
-        let dst_model = dst.model();
+        // Keyed by address: the keys are the covering model's own.
+        let mut memo: FxHashMap<*const RbacKey, Vec<u64>> = FxHashMap::default();
         let mut reached = false;
         let mut covered = vec![0u64; words];
-        for (subject, namespace) in reach {
+        let mut start = 0;
+        for (&(subject, namespace), &end) in reach.pairs.iter().zip(&reach.ends) {
             covered.iter_mut().for_each(|w| *w = 0);
-            if let Some((_, bindings)) = dst_model.subject_bindings(subject) {
-                let namespaced = namespace.and_then(|ns| bindings.namespaced.get(ns));
-                for other in bindings
-                    .cluster
-                    .values()
-                    .chain(namespaced.into_iter().flat_map(|m| m.values()))
-                {
-                    let mask = memo.entry(other).or_insert_with(|| {
-                        let set = dst.role(other);
-                        let mut mask = vec![0u64; words];
-                        for (i, perm) in delta.iter().enumerate() {
-                            if covers(&set, perm) {
-                                mask[i / 64] |= 1 << (i % 64);
-                            }
+            for other in &reach.covering[start..end] {
+                let mask = memo.entry(std::ptr::from_ref(*other)).or_insert_with(|| {
+                    let set = dst.role(other);
+                    let mut mask = vec![0u64; words];
+                    for (i, perm) in delta.iter().enumerate() {
+                        if covers(&set, perm) {
+                            mask[i / 64] |= 1 << (i % 64);
                         }
-                        mask
-                    });
-                    for (w, m) in covered.iter_mut().zip(mask.iter()) {
-                        *w |= m;
                     }
+                    mask
+                });
+                for (w, m) in covered.iter_mut().zip(mask.iter()) {
+                    *w |= m;
                 }
             }
+            start = end;
             for (i, perm) in delta.iter().enumerate() {
                 if covered[i / 64] & (1 << (i % 64)) == 0 {
                     reached = true;

@@ -29,7 +29,6 @@ use iam::{IamDiffer, IamGrant};
 use kube::{KubeDiffer, KubeGrant};
 use rustc_hash::FxHashMap;
 use serde_json::Value;
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -356,8 +355,8 @@ fn diff_kube(
     let mut not_compared = 0;
     let changed = changed_keys(
         merged,
-        |a: &RawValue, b: &RawValue| a.get() == b.get(),
-        |_, v: &RawValue| k8s::normalize(&serde_json::from_str(v.get()).unwrap_or(Value::Null)),
+        |a: &str, b: &str| a == b,
+        |_, v: &str| k8s::normalize(&serde_json::from_str(v).unwrap_or(Value::Null)),
         |k| kube_missing(&o.meta.missing, k),
         |k| kube_missing(&n.meta.missing, k),
         options,
@@ -525,13 +524,7 @@ fn kube_subject_deltas(
         match list {
             [] => (Vec::new(), 0),
             [one] => output(one),
-            many => {
-                let mut all: Vec<KubeGrant<'_>> =
-                    many.iter().flat_map(|r| r.iter().copied()).collect();
-                all.sort();
-                all.dedup();
-                output(&all)
-            }
+            many => output(&merge_runs(many)),
         }
     };
     for (subject, (gained_runs, lost_runs)) in runs {
@@ -547,6 +540,34 @@ fn kube_subject_deltas(
             lost,
         });
     }
+}
+
+/// The union of sorted, duplicate-free runs of one subject's grants, sorted
+/// and without duplicates; merged pairwise in linear passes (a subject is
+/// reached by a few changes, each a sorted run).
+fn merge_runs<'m>(runs: &[&[KubeGrant<'m>]]) -> Vec<KubeGrant<'m>> {
+    // One subject throughout, so scope and perm decide the order.
+    let order =
+        |a: &KubeGrant<'_>, b: &KubeGrant<'_>| (a.namespace, a.perm).cmp(&(b.namespace, b.perm));
+    let mut merged: Vec<KubeGrant<'m>> = Vec::new();
+    for run in runs {
+        let mut out = Vec::with_capacity(merged.len() + run.len());
+        let (mut a, mut b) = (merged.iter().peekable(), run.iter().peekable());
+        while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+            match order(x, y) {
+                Ordering::Less => out.extend(a.next().copied()),
+                Ordering::Greater => out.extend(b.next().copied()),
+                Ordering::Equal => {
+                    out.extend(a.next().copied());
+                    b.next();
+                }
+            }
+        }
+        out.extend(a.copied());
+        out.extend(b.copied());
+        merged = out;
+    }
+    merged
 }
 
 /// The first `cap` output grants of sorted atomic grants (all when `cap` is 0)
@@ -868,5 +889,44 @@ fn diff_iam(
         sink.warnings.push(format!(
             "managed policy {arn} is attached but not in the snapshot; its permissions are shown as `attached-policy:{arn}`"
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn merged_runs_are_the_sorted_union(
+            runs in proptest::collection::vec(
+                proptest::collection::btree_set((0usize..1, 0usize..2, 0usize..4), 0..12),
+                0..4,
+            )
+        ) {
+            let subjects = [Subject::user("a"), Subject::group("b"), Subject::user("c")];
+            let namespaces = [None, Some("team")];
+            let verbs = ["get", "list", "watch", "*"];
+            let grant = |&(s, n, v): &(usize, usize, usize)| KubeGrant {
+                subject: &subjects[s],
+                namespace: namespaces[n],
+                perm: Perm::Resource { group: "", resource: "pods", verb: verbs[v], name: None },
+            };
+            let runs: Vec<Vec<KubeGrant<'_>>> = runs
+                .iter()
+                .map(|run| {
+                    let mut grants: Vec<_> = run.iter().map(grant).collect();
+                    grants.sort();
+                    grants.dedup();
+                    grants
+                })
+                .collect();
+            let slices: Vec<&[KubeGrant<'_>]> = runs.iter().map(Vec::as_slice).collect();
+            let mut expected: Vec<KubeGrant<'_>> = runs.iter().flatten().copied().collect();
+            expected.sort();
+            expected.dedup();
+            prop_assert_eq!(merge_runs(&slices), expected);
+        }
     }
 }

@@ -99,6 +99,11 @@ impl Catalog {
         })
     }
 
+    /// A catalog without actions, for diffs with no IAM in them.
+    pub fn empty() -> Catalog {
+        Catalog::from_entries(Vec::new())
+    }
+
     fn from_entries(mut entries: Vec<(String, String, AccessLevel)>) -> Catalog {
         for e in &mut entries {
             e.0 = e.0.to_ascii_lowercase();

@@ -115,7 +115,8 @@ impl<'m> Extend<Perm<'m>> for PermSet<'m> {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Ordered by variant (resource perms first), then field by field.
+#[derive(Clone, Copy, Debug)]
 pub enum Perm<'a> {
     Resource {
         group: &'a str,
@@ -127,6 +128,111 @@ pub enum Perm<'a> {
         url: &'a str,
         verb: &'a str,
     },
+}
+
+/// Perms compared during a diff mostly borrow the very same strings from
+/// the model; comparing the pointers first skips most byte comparisons.
+fn same_str(a: &str, b: &str) -> bool {
+    (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || a == b
+}
+
+fn cmp_str(a: &str, b: &str) -> std::cmp::Ordering {
+    if std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len() {
+        std::cmp::Ordering::Equal
+    } else {
+        a.cmp(b)
+    }
+}
+
+fn cmp_name(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) => cmp_str(a, b),
+        _ => a.is_some().cmp(&b.is_some()),
+    }
+}
+
+impl PartialEq for Perm<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                Perm::Resource {
+                    group: g1,
+                    resource: r1,
+                    verb: v1,
+                    name: n1,
+                },
+                Perm::Resource {
+                    group: g2,
+                    resource: r2,
+                    verb: v2,
+                    name: n2,
+                },
+            ) => {
+                same_str(r1, r2)
+                    && same_str(v1, v2)
+                    && same_str(g1, g2)
+                    && match (n1, n2) {
+                        (Some(a), Some(b)) => same_str(a, b),
+                        (a, b) => a.is_none() && b.is_none(),
+                    }
+            }
+            (Perm::NonResource { url: u1, verb: v1 }, Perm::NonResource { url: u2, verb: v2 }) => {
+                same_str(u1, u2) && same_str(v1, v2)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Perm<'_> {}
+
+impl std::hash::Hash for Perm<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match *self {
+            Perm::Resource {
+                group,
+                resource,
+                verb,
+                name,
+            } => (0u8, group, resource, verb, name).hash(state),
+            Perm::NonResource { url, verb } => (1u8, url, verb).hash(state),
+        }
+    }
+}
+
+impl Ord for Perm<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (self, other) {
+            (
+                Perm::Resource {
+                    group: g1,
+                    resource: r1,
+                    verb: v1,
+                    name: n1,
+                },
+                Perm::Resource {
+                    group: g2,
+                    resource: r2,
+                    verb: v2,
+                    name: n2,
+                },
+            ) => cmp_str(g1, g2)
+                .then_with(|| cmp_str(r1, r2))
+                .then_with(|| cmp_str(v1, v2))
+                .then_with(|| cmp_name(*n1, *n2)),
+            (Perm::NonResource { url: u1, verb: v1 }, Perm::NonResource { url: u2, verb: v2 }) => {
+                cmp_str(u1, u2).then_with(|| cmp_str(v1, v2))
+            }
+            (Perm::Resource { .. }, Perm::NonResource { .. }) => std::cmp::Ordering::Less,
+            (Perm::NonResource { .. }, Perm::Resource { .. }) => std::cmp::Ordering::Greater,
+        }
+    }
+}
+
+impl PartialOrd for Perm<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl<'a> Perm<'a> {
@@ -327,6 +433,42 @@ fn resource_matches(rule: &str, request: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// What the comparisons must agree with: the fields as a tuple, by value.
+    fn tuple<'a>(p: &Perm<'a>) -> (u8, &'a str, &'a str, &'a str, Option<&'a str>) {
+        match *p {
+            Perm::Resource {
+                group,
+                resource,
+                verb,
+                name,
+            } => (0, group, resource, verb, name),
+            Perm::NonResource { url, verb } => (1, url, verb, "", None),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn order_and_equality_are_by_value_whatever_the_addresses(
+            a in (any::<bool>(), "[a*]{0,2}", "[ab/]{0,2}", "[gl]{0,1}", proptest::option::of("[xy]{0,1}")),
+            b in (any::<bool>(), "[a*]{0,2}", "[ab/]{0,2}", "[gl]{0,1}", proptest::option::of("[xy]{0,1}")),
+        ) {
+            fn perm(t: &(bool, String, String, String, Option<String>)) -> Perm<'_> {
+                if t.0 {
+                    Perm::NonResource { url: &t.1, verb: &t.3 }
+                } else {
+                    res(&t.1, &t.2, &t.3, t.4.as_deref())
+                }
+            }
+            // Equal text at other addresses, and the very same strings.
+            let copy = a.clone();
+            for (x, y) in [(perm(&a), perm(&b)), (perm(&a), perm(&copy)), (perm(&a), perm(&a))] {
+                prop_assert_eq!(x.cmp(&y), tuple(&x).cmp(&tuple(&y)));
+                prop_assert_eq!(x == y, tuple(&x) == tuple(&y));
+            }
+        }
+    }
 
     fn res<'a>(g: &'a str, r: &'a str, v: &'a str, n: Option<&'a str>) -> Perm<'a> {
         Perm::Resource {

@@ -10,9 +10,8 @@ use crate::model::k8s::{
     self, BindingDef, LabelSelector, RbacBody, RbacKey, RbacKind, RbacObject, RbacParseError,
     RoleDef, RoleRefKind, Subject,
 };
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde_json::Value;
-use serde_json::value::RawValue;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -25,7 +24,8 @@ pub struct KubeObject(Arc<KubeObjectData>);
 
 #[derive(Debug)]
 pub struct KubeObjectData {
-    raw: Box<RawValue>,
+    /// Valid JSON: checked by the parse that produced `parsed`.
+    raw: Box<str>,
     pub parsed: RbacObject,
 }
 
@@ -38,7 +38,7 @@ impl std::ops::Deref for KubeObject {
 
 impl PartialEq for KubeObject {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.raw.get() == other.raw.get()
+        Arc::ptr_eq(&self.0, &other.0) || self.raw == other.raw
     }
 }
 
@@ -46,26 +46,31 @@ impl KubeObject {
     /// From a parsed document; stored as compact JSON with sorted keys.
     pub fn from_raw(raw: Value) -> Result<Self, RbacParseError> {
         let parsed = k8s::parse_object(&raw)?;
-        let raw = serde_json::value::to_raw_value(&raw)
-            .map_err(|e| RbacParseError::Invalid(e.to_string()))?;
+        let raw = serde_json::to_string(&raw)
+            .map_err(|e| RbacParseError::Invalid(e.to_string()))?
+            .into_boxed_str();
         Ok(Self(Arc::new(KubeObjectData { raw, parsed })))
     }
 
-    /// From an object's JSON text, kept as it is.
-    pub fn from_json(raw: Box<RawValue>) -> Result<Self, RbacParseError> {
-        let parsed = k8s::parse_object_json(raw.get())?;
-        Ok(Self(Arc::new(KubeObjectData { raw, parsed })))
+    /// From an object's JSON text, kept as it is (parsing it checks that it
+    /// is one JSON object and nothing else).
+    pub fn from_json(raw: &str) -> Result<Self, RbacParseError> {
+        let parsed = k8s::parse_object_json(raw)?;
+        Ok(Self(Arc::new(KubeObjectData {
+            raw: raw.into(),
+            parsed,
+        })))
     }
 
     /// The object's JSON text.
-    pub fn json(&self) -> &RawValue {
+    pub fn json(&self) -> &str {
         &self.raw
     }
 
     /// The object as a value tree (parsed on demand).
     pub fn value(&self) -> Value {
         // The text was valid JSON when stored, so this cannot fail.
-        serde_json::from_str(self.raw.get()).unwrap_or(Value::Null)
+        serde_json::from_str(&self.raw).unwrap_or(Value::Null)
     }
 
     pub fn role(&self) -> Option<&RoleDef> {
@@ -88,28 +93,30 @@ impl Index {
         let key = &object.parsed.key;
         match &object.parsed.body {
             RbacBody::Binding(b) => {
-                self.bindings_by_role
-                    .entry(bound_role(key, b))
-                    .or_default()
-                    .insert(key.clone());
                 let role = bound_role(key, b);
                 for s in &b.subjects {
-                    if !self.bindings_by_subject.contains_key(s) {
-                        self.bindings_by_subject
-                            .insert(s.clone(), SubjectBindings::default());
-                    }
-                    let Some(entry) = self.bindings_by_subject.get_mut(s) else {
-                        continue;
+                    // Copy-on-write: a clone of the model shares every
+                    // subject's entry until it changes.
+                    let entry = match self.bindings_by_subject.get_mut(s) {
+                        Some(entry) => Arc::make_mut(entry),
+                        None => {
+                            Arc::make_mut(self.bindings_by_subject.entry(s.clone()).or_default())
+                        }
                     };
-                    match &key.namespace {
-                        Some(ns) => entry
-                            .namespaced
-                            .entry(ns.clone())
-                            .or_default()
-                            .insert(key.clone(), role.clone()),
-                        None => entry.cluster.insert(key.clone(), role.clone()),
+                    let bindings = match &key.namespace {
+                        None => &mut entry.cluster,
+                        Some(ns) => match entry.namespaced.get_mut(ns.as_str()) {
+                            Some(bindings) => bindings,
+                            None => entry.namespaced.entry(ns.clone()).or_default(),
+                        },
                     };
+                    bindings.push(key, &role);
                 }
+                let bindings = match self.bindings_by_role.get_mut(&role) {
+                    Some(bindings) => bindings,
+                    None => self.bindings_by_role.entry(role).or_default(),
+                };
+                Arc::make_mut(bindings).insert(key.clone(), object.clone());
             }
             RbacBody::Role(r) if key.kind == RbacKind::ClusterRole => {
                 for (k, v) in &r.labels {
@@ -132,6 +139,7 @@ impl Index {
             RbacBody::Binding(b) => {
                 let role = bound_role(key, b);
                 if let Some(set) = self.bindings_by_role.get_mut(&role) {
+                    let set = Arc::make_mut(set);
                     set.remove(key);
                     if set.is_empty() {
                         self.bindings_by_role.remove(&role);
@@ -139,6 +147,7 @@ impl Index {
                 }
                 for s in &b.subjects {
                     if let Some(entry) = self.bindings_by_subject.get_mut(s) {
+                        let entry = Arc::make_mut(entry);
                         match &key.namespace {
                             Some(ns) => {
                                 if let Some(set) = entry.namespaced.get_mut(ns) {
@@ -191,13 +200,50 @@ pub fn bound_role(binding_key: &RbacKey, binding: &BindingDef) -> RbacKey {
 /// with the key of the role it binds (so lookups need not fetch the binding).
 #[derive(Clone, Debug, Default)]
 pub struct SubjectBindings {
-    pub cluster: FxHashMap<RbacKey, RbacKey>,
-    pub namespaced: FxHashMap<String, FxHashMap<RbacKey, RbacKey>>,
+    pub cluster: ScopeBindings,
+    pub namespaced: FxHashMap<String, ScopeBindings>,
 }
 
 impl SubjectBindings {
     fn is_empty(&self) -> bool {
         self.cluster.is_empty() && self.namespaced.is_empty()
+    }
+}
+
+/// One subject's bindings in one scope, each with the key of the role it
+/// binds. A subject has few bindings per scope, so a list: cheaper to build
+/// and to copy than a map, and removal scans only that subject's bindings.
+#[derive(Clone, Debug, Default)]
+pub struct ScopeBindings(Vec<(RbacKey, RbacKey)>);
+
+impl ScopeBindings {
+    /// The bindings' keys.
+    pub fn keys(&self) -> impl Iterator<Item = &RbacKey> {
+        self.0.iter().map(|(binding, _)| binding)
+    }
+
+    /// The keys of the roles they bind.
+    pub fn values(&self) -> impl Iterator<Item = &RbacKey> {
+        self.0.iter().map(|(_, role)| role)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds a binding. The index adds each binding once (a replaced object
+    /// is unindexed first), except for a subject it names twice, which
+    /// comes right after itself.
+    fn push(&mut self, binding: &RbacKey, role: &RbacKey) {
+        if self.0.last().is_none_or(|(last, _)| last != binding) {
+            self.0.push((binding.clone(), role.clone()));
+        }
+    }
+
+    fn remove(&mut self, binding: &RbacKey) {
+        if let Some(i) = self.0.iter().position(|(b, _)| b == binding) {
+            self.0.swap_remove(i);
+        }
     }
 }
 
@@ -207,11 +253,13 @@ pub struct KubeModel {
     index: Index,
 }
 
-/// The reverse maps, kept apart from the objects so both can be updated in one pass.
+/// The reverse maps, kept apart from the objects so both can be updated in one
+/// pass. Per-role and per-subject entries sit behind `Arc`s, so cloning the
+/// model (a baseline, the NEW side of a diff) copies pointers, not entries.
 #[derive(Clone, Debug, Default)]
 struct Index {
-    bindings_by_role: FxHashMap<RbacKey, FxHashSet<RbacKey>>,
-    bindings_by_subject: FxHashMap<Subject, SubjectBindings>,
+    bindings_by_role: FxHashMap<RbacKey, Arc<FxHashMap<RbacKey, KubeObject>>>,
+    bindings_by_subject: FxHashMap<Subject, Arc<SubjectBindings>>,
     cluster_roles_by_label: FxHashMap<(String, String), BTreeSet<String>>,
     aggregators: BTreeMap<String, Vec<LabelSelector>>,
 }
@@ -246,6 +294,39 @@ impl KubeModel {
         self.objects.keys()
     }
 
+    /// A model of `objects`, built in one go: in key order (as snapshots store
+    /// them) the object map is laid out without a search per object. Fails
+    /// with the position and key of the first object whose key an earlier
+    /// one already has.
+    pub fn from_objects(mut objects: Vec<KubeObject>) -> Result<Self, (usize, RbacKey)> {
+        let in_order = objects
+            .windows(2)
+            .all(|w| w[0].parsed.key < w[1].parsed.key);
+        if !in_order {
+            // Stable: of two objects with one key, the later one is reported.
+            let mut order: Vec<usize> = (0..objects.len()).collect();
+            order.sort_by(|a, b| objects[*a].parsed.key.cmp(&objects[*b].parsed.key));
+            let duplicate = order
+                .windows(2)
+                .filter(|w| objects[w[0]].parsed.key == objects[w[1]].parsed.key)
+                .map(|w| w[1])
+                .min();
+            if let Some(j) = duplicate {
+                return Err((j, objects[j].parsed.key.clone()));
+            }
+            objects.sort_by(|a, b| a.parsed.key.cmp(&b.parsed.key));
+        }
+        let mut index = Index::default();
+        for object in &objects {
+            index.index(object);
+        }
+        let objects = objects
+            .into_iter()
+            .map(|o| (o.parsed.key.clone(), o))
+            .collect();
+        Ok(Self { objects, index })
+    }
+
     /// Inserts or replaces an object, returning the previous version.
     pub fn insert(&mut self, object: KubeObject) -> Option<KubeObject> {
         use std::collections::btree_map::Entry;
@@ -269,14 +350,24 @@ impl KubeModel {
         Some(object)
     }
 
-    /// Bindings that reference `role` (which need not exist).
-    pub fn bindings_of_role(&self, role: &RbacKey) -> impl Iterator<Item = &RbacKey> {
-        self.index.bindings_by_role.get(role).into_iter().flatten()
+    /// Bindings that reference `role` (which need not exist), with their objects.
+    pub fn bindings_of_role(
+        &self,
+        role: &RbacKey,
+    ) -> impl Iterator<Item = (&RbacKey, &KubeObject)> {
+        self.index
+            .bindings_by_role
+            .get(role)
+            .into_iter()
+            .flat_map(|bindings| bindings.iter())
     }
 
     /// The model's own copy of `subject` and the bindings naming it.
     pub fn subject_bindings(&self, subject: &Subject) -> Option<(&Subject, &SubjectBindings)> {
-        self.index.bindings_by_subject.get_key_value(subject)
+        self.index
+            .bindings_by_subject
+            .get_key_value(subject)
+            .map(|(s, b)| (s, &**b))
     }
 
     /// Bindings naming `subject`, with their scope (`None` = cluster).

@@ -388,7 +388,7 @@ impl<'b> Loader<'b> {
             let fast = if item.get().contains('\n') {
                 None
             } else {
-                KubeObject::from_json(item.to_owned()).ok()
+                KubeObject::from_json(item.get()).ok()
             };
             match fast {
                 Some(object) => self.insert_kube(name, &location, object),

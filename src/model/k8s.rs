@@ -151,11 +151,46 @@ impl SubjectKind {
 }
 
 /// Who a binding grants to. Service accounts carry their namespace.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Ordered by kind, namespace and name.
+#[derive(Clone, Debug)]
 pub struct Subject {
     pub kind: SubjectKind,
     pub namespace: Option<String>,
     pub name: String,
+}
+
+// A diff compares grants that mostly point at the very same subject;
+// identity answers those without comparing bytes.
+impl PartialEq for Subject {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+            || (self.kind == other.kind
+                && self.name == other.name
+                && self.namespace == other.namespace)
+    }
+}
+
+impl Eq for Subject {}
+
+impl std::hash::Hash for Subject {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.kind, &self.namespace, &self.name).hash(state);
+    }
+}
+
+impl Ord for Subject {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if std::ptr::eq(self, other) {
+            return std::cmp::Ordering::Equal;
+        }
+        (self.kind, &self.namespace, &self.name).cmp(&(other.kind, &other.namespace, &other.name))
+    }
+}
+
+impl PartialOrd for Subject {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl Subject {

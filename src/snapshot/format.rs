@@ -72,7 +72,7 @@ fn yes() -> bool {
 /// generically) or raw JSON text borrowed from the file (the fast path).
 enum ObjectsIn<'a> {
     Values(Vec<Value>),
-    Raw(Vec<&'a RawValue>),
+    Raw(Vec<&'a str>),
 }
 
 fn meta_of(header: &SourceHeader) -> SourceMeta {
@@ -118,33 +118,30 @@ fn build_source(
                     data: SourceData::Kubernetes(model),
                 });
             }
-            let mut model = KubeModel::new();
-            let mut add =
+            let duplicate = |j: usize, key: RbacKey| {
+                invalid(
+                    format!("{path}.objects[{j}]"),
+                    format!("duplicate object {key}"),
+                )
+            };
+            let parsed =
                 |j: usize, object: Result<KubeObject, crate::model::k8s::RbacParseError>| {
-                    let object = object
-                        .map_err(|e| invalid(format!("{path}.objects[{j}]"), e.to_string()))?;
-                    let key = object.parsed.key.clone();
-                    if model.insert(object).is_some() {
-                        return Err(invalid(
-                            format!("{path}.objects[{j}]"),
-                            format!("duplicate object {key}"),
-                        ));
-                    }
-                    Ok(())
+                    object.map_err(|e| invalid(format!("{path}.objects[{j}]"), e.to_string()))
                 };
-            match objects {
-                None => {}
-                Some(ObjectsIn::Values(items)) => {
-                    for (j, item) in items.into_iter().enumerate() {
-                        add(j, KubeObject::from_raw(item))?;
-                    }
-                }
-                Some(ObjectsIn::Raw(items)) => {
-                    for (j, item) in items.into_iter().enumerate() {
-                        add(j, object_from_text(item))?;
-                    }
-                }
-            }
+            let objects = match objects {
+                None => Vec::new(),
+                Some(ObjectsIn::Values(items)) => items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, item)| parsed(j, KubeObject::from_raw(item)))
+                    .collect::<Result<_, _>>()?,
+                Some(ObjectsIn::Raw(items)) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(j, item)| parsed(j, object_from_text(item)))
+                    .collect::<Result<_, _>>()?,
+            };
+            let model = KubeModel::from_objects(objects).map_err(|(j, key)| duplicate(j, key))?;
             SourceData::Kubernetes(model)
         }
         Platform::Aws => {
@@ -188,13 +185,13 @@ fn build_source(
 
 /// Parses one object's text as stored by [`json`]: compact text is kept as it
 /// is; anything else is re-serialised so the stored text stays canonical.
-fn object_from_text(item: &RawValue) -> Result<KubeObject, crate::model::k8s::RbacParseError> {
-    if item.get().contains('\n') {
-        serde_json::from_str(item.get())
+fn object_from_text(item: &str) -> Result<KubeObject, crate::model::k8s::RbacParseError> {
+    if item.as_bytes().contains(&b'\n') {
+        serde_json::from_str(item)
             .map_err(|e| crate::model::k8s::RbacParseError::Invalid(e.to_string()))
             .and_then(KubeObject::from_raw)
     } else {
-        KubeObject::from_json(item.to_owned())
+        KubeObject::from_json(item)
     }
 }
 
@@ -204,15 +201,71 @@ fn object_from_text(item: &RawValue) -> Result<KubeObject, crate::model::k8s::Rb
 /// snapshots of one cluster, where almost everything is unchanged.
 fn kube_model_over_base(
     path: &str,
-    items: &[&RawValue],
+    items: &[&str],
     base: &KubeModel,
 ) -> Result<KubeModel, SnapshotError> {
-    let by_text: FxHashMap<&str, &RbacKey> =
-        base.objects().map(|(k, o)| (o.json().get(), k)).collect();
+    match over_base_in_order(path, items, base)? {
+        Some(model) => Ok(model),
+        None => over_base_by_text(path, items, base),
+    }
+}
+
+/// The common case, in one pass without hashing: objects in key order (as
+/// this writer stores them) walked beside the base's. `None` when the items
+/// are not in strictly increasing key order.
+fn over_base_in_order(
+    path: &str,
+    items: &[&str],
+    base: &KubeModel,
+) -> Result<Option<KubeModel>, SnapshotError> {
+    use std::borrow::Cow;
+    let mut model = base.clone();
+    let mut cursor = base.objects().peekable();
+    // The key of the previous item. An unchanged item's key is the cursor's,
+    // which only moves forward, so only parsed items need checking.
+    let mut last: Option<Cow<'_, RbacKey>> = None;
+    let mut gone: Vec<&RbacKey> = Vec::new();
+    for (j, item) in items.iter().enumerate() {
+        if let Some((k, o)) = cursor.peek()
+            && o.json() == *item
+        {
+            last = Some(Cow::Borrowed(*k));
+            cursor.next();
+            continue;
+        }
+        let object = object_from_text(item)
+            .map_err(|e| invalid(format!("{path}.objects[{j}]"), e.to_string()))?;
+        let key = &object.parsed.key;
+        if last.as_deref().is_some_and(|last| last >= key) {
+            return Ok(None);
+        }
+        // Base objects before this one that NEW did not hold are gone.
+        while let Some((k, _)) = cursor.next_if(|(k, _)| *k <= key) {
+            if k != key {
+                gone.push(k);
+            }
+        }
+        last = Some(Cow::Owned(key.clone()));
+        model.insert(object);
+    }
+    gone.extend(cursor.map(|(k, _)| k));
+    for key in gone {
+        model.remove(key);
+    }
+    Ok(Some(model))
+}
+
+/// Any order: unchanged objects are found by their text.
+fn over_base_by_text(
+    path: &str,
+    items: &[&str],
+    base: &KubeModel,
+) -> Result<KubeModel, SnapshotError> {
+    let by_text: FxHashMap<&str, &RbacKey> = base.objects().map(|(k, o)| (o.json(), k)).collect();
     let mut model = base.clone();
     let mut seen: FxHashSet<RbacKey> = FxHashSet::default();
     for (j, item) in items.iter().enumerate() {
-        let key = match by_text.get(item.get()) {
+        let key = match by_text.get(item) {
             Some(key) => (*key).clone(),
             None => {
                 let object = object_from_text(item)
@@ -339,12 +392,82 @@ pub fn from_json(text: &str) -> Option<Snapshot> {
 /// As [`from_json`], reusing the objects of `base` that did not change (see
 /// `kube_model_over_base`): how a diff reads NEW once OLD is loaded.
 pub fn from_json_over(text: &str, base: Option<&Snapshot>) -> Option<Snapshot> {
+    match object_lines(text) {
+        Some((skeleton, lists)) => from_document(&skeleton, Some(lists), base),
+        None => from_document(text, None, base),
+    }
+}
+
+/// Splits JSON laid out as this writer does it (each Kubernetes object
+/// compact on its own line, see [`json`]) into the document with its object
+/// lists emptied and the text of each list's objects, in order. Reading the
+/// objects line by line spares a JSON pass over the whole file; each object
+/// is still checked when it is parsed (or found equal to a base object).
+/// `None` when the text is laid out any other way.
+fn object_lines(text: &str) -> Option<(String, Vec<Vec<&str>>)> {
+    const OPEN: &str = "      \"objects\": [";
+    const EMPTY: &str = "      \"objects\": []";
+    const CLOSE: &str = "      ]";
+    const INDENT: &str = "        ";
+    let mut skeleton = String::new();
+    let mut lists = Vec::new();
+    let mut lines = text.split_inclusive('\n');
+    while let Some(line) = lines.next() {
+        let bare = line.strip_suffix('\n').unwrap_or(line);
+        if bare == EMPTY {
+            lists.push(Vec::new());
+        } else if bare == OPEN {
+            let mut items = Vec::new();
+            loop {
+                let line = lines.next()?;
+                let bare = line.strip_suffix('\n').unwrap_or(line);
+                if bare == CLOSE {
+                    break;
+                }
+                items.push(bare.strip_prefix(INDENT)?);
+            }
+            // A comma after every object but the last.
+            let last = items.len().checked_sub(1)?;
+            for (i, item) in items.iter_mut().enumerate() {
+                *item = match (i < last, item.strip_suffix(',')) {
+                    (true, Some(object)) => object,
+                    (false, None) => item,
+                    _ => return None,
+                };
+                if !(item.starts_with('{') && item.ends_with('}')) {
+                    return None;
+                }
+            }
+            skeleton.push_str(EMPTY);
+            skeleton.push('\n');
+            lists.push(items);
+            continue;
+        }
+        skeleton.push_str(line);
+    }
+    Some((skeleton, lists))
+}
+
+/// Builds a snapshot from a JSON document whose object lists are either in
+/// it or, when `lists` is given, emptied and passed beside it.
+fn from_document<'t>(
+    text: &'t str,
+    lists: Option<Vec<Vec<&'t str>>>,
+    base: Option<&Snapshot>,
+) -> Option<Snapshot> {
     let doc: DocumentRaw<'_> = serde_json::from_str(text).ok()?;
     if doc.api_version != API_VERSION {
         return None;
     }
+    let mut lists = lists.map(Vec::into_iter);
     let mut snapshot = Snapshot::new();
     for (i, source) in doc.sources.into_iter().enumerate() {
+        let objects: Option<Vec<&str>> = match (source.objects, lists.as_mut()) {
+            (None, _) => None,
+            (Some(items), None) => Some(items.iter().map(|item| item.get()).collect()),
+            (Some(items), Some(lists)) if items.is_empty() => Some(lists.next()?),
+            (Some(_), Some(_)) => return None,
+        };
         let path = format!("sources[{i}]");
         let header = SourceHeader {
             name: source.name,
@@ -367,12 +490,16 @@ pub fn from_json_over(text: &str, base: Option<&Snapshot>) -> Option<Snapshot> {
         let built = build_source(
             &path,
             header,
-            source.objects.map(ObjectsIn::Raw),
+            objects.map(ObjectsIn::Raw),
             details,
             base_model,
         )
         .ok()?;
         add_source(&mut snapshot, &path, built).ok()?;
+    }
+    // Every list found in the text belongs to a source.
+    if lists.is_some_and(|mut rest| rest.next().is_some()) {
+        return None;
     }
     Some(snapshot)
 }
@@ -498,7 +625,7 @@ fn json_of<'a>(sources: impl Iterator<Item = &'a SourceSnapshot>) -> Result<Stri
                 out.push_str("      \"objects\": [");
                 for (j, (_, o)) in m.objects().enumerate() {
                     out.push_str(if j == 0 { "\n        " } else { ",\n        " });
-                    out.push_str(o.json().get());
+                    out.push_str(o.json());
                 }
                 out.push_str(if m.is_empty() { "]\n" } else { "\n      ]\n" });
             }
@@ -633,6 +760,79 @@ mod tests {
         doc["sources"][1]["platform"] = json!("gcp");
         let e = from_value(doc).unwrap_err().to_string();
         assert!(e.contains("sources[1]") && e.contains("platform"), "{e}");
+    }
+
+    fn kube_sample(names: &[&str]) -> Snapshot {
+        let objects: Vec<Value> = names
+            .iter()
+            .map(|n| json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
+                "metadata":{"name":n},"rules":[{"apiGroups":[""],"resources":["pods"],"verbs":[n]}]}))
+            .collect();
+        from_value(json!({"apiVersion": API_VERSION, "kind": KIND, "sources": [
+            {"name":"c","platform":"kubernetes","objects":objects}]}))
+        .unwrap()
+    }
+
+    /// The object lines of a canonical JSON snapshot rearranged by `f`.
+    fn with_object_lines(text: &str, f: impl FnOnce(&mut Vec<String>)) -> String {
+        let (head, rest) = text.split_once("\"objects\": [\n").unwrap();
+        let (body, tail) = rest.split_once("\n      ]").unwrap();
+        let mut lines: Vec<String> = body
+            .lines()
+            .map(|l| l.trim_end_matches(',').to_owned())
+            .collect();
+        f(&mut lines);
+        format!("{head}\"objects\": [\n{}\n      ]{tail}", lines.join(",\n"))
+    }
+
+    #[test]
+    fn reading_over_a_base_in_any_order_equals_reading_alone() {
+        let base = kube_sample(&["a", "b", "c", "d"]);
+        let text = to_string(&kube_sample(&["b", "c2", "d", "e"]), Format::Json).unwrap();
+        let shuffled = with_object_lines(&text, |lines| lines.reverse());
+        for text in [&text, &shuffled] {
+            let over = from_json_over(text, Some(&base)).expect("fast path");
+            let alone = from_value(serde_json::from_str(text).unwrap()).unwrap();
+            assert_eq!(
+                to_string(&over, Format::Json).unwrap(),
+                to_string(&alone, Format::Json).unwrap()
+            );
+            let keys: Vec<String> = over.sources["c"]
+                .kube()
+                .unwrap()
+                .keys()
+                .map(|k| k.name.clone())
+                .collect();
+            assert_eq!(keys, ["b", "c2", "d", "e"]);
+        }
+    }
+
+    #[test]
+    fn a_repeated_object_line_is_left_to_the_general_path_which_names_it() {
+        let base = kube_sample(&["a", "b"]);
+        let text = to_string(&base, Format::Json).unwrap();
+        let repeated = with_object_lines(&text, |lines| lines.push(lines[1].clone()));
+        assert!(from_json_over(&repeated, Some(&base)).is_none());
+        assert!(from_json(&repeated).is_none());
+        let e = from_value(serde_json::from_str(&repeated).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sources[0].objects[2]") && e.contains("duplicate object ClusterRole/b"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn other_layouts_are_read_without_the_line_reader() {
+        let snapshot = kube_sample(&["a", "b"]);
+        let text = to_string(&snapshot, Format::Json).unwrap();
+        assert!(object_lines(&text).is_some());
+        let pretty =
+            serde_json::to_string_pretty(&serde_json::from_str::<Value>(&text).unwrap()).unwrap();
+        assert!(object_lines(&pretty).is_none());
+        let read = from_json(&pretty).expect("fast path, value by value");
+        assert_eq!(to_string(&read, Format::Json).unwrap(), text);
     }
 
     #[test]

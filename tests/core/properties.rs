@@ -266,8 +266,8 @@ proptest! {
         let (ma, mo) = (alone.sources["c"].kube().unwrap(), over.sources["c"].kube().unwrap());
         for role in ["r0", "r1", "r2", "r3", "view"] {
             let key = permdrift::model::k8s::RbacKey::cluster_role(role);
-            let mut x: Vec<_> = ma.bindings_of_role(&key).cloned().collect();
-            let mut y: Vec<_> = mo.bindings_of_role(&key).cloned().collect();
+            let mut x: Vec<_> = ma.bindings_of_role(&key).map(|(k, _)| k.clone()).collect();
+            let mut y: Vec<_> = mo.bindings_of_role(&key).map(|(k, _)| k.clone()).collect();
             x.sort();
             y.sort();
             prop_assert_eq!(x, y);
