@@ -8,7 +8,7 @@
 //! allow it in that scope, so re-granting something already held is neutral.
 
 use crate::grants::kube::PermCache;
-use crate::grants::kube_perm::{Perm, Scope, covers};
+use crate::grants::kube_perm::{Perm, Scope, covers, rules_cover};
 use crate::index::kube::{KubeModel, KubeObject, bound_role};
 use crate::model::k8s::{RbacKey, RbacKind, Subject};
 use rustc_hash::FxHashMap;
@@ -287,11 +287,23 @@ impl<'m> KubeDiffer<'m> {
             covered.iter_mut().for_each(|w| *w = 0);
             for other in &reach.covering[start..end] {
                 let mask = memo.entry(std::ptr::from_ref(*other)).or_insert_with(|| {
-                    let set = dst.role(other);
                     let mut mask = vec![0u64; words];
-                    for (i, perm) in delta.iter().enumerate() {
-                        if covers(&set, perm) {
-                            mask[i / 64] |= 1 << (i % 64);
+                    let mut mark = |covered: &dyn Fn(&Perm<'_>) -> bool| {
+                        for (i, perm) in delta.iter().enumerate() {
+                            if covered(perm) {
+                                mask[i / 64] |= 1 << (i % 64);
+                            }
+                        }
+                    };
+                    // A role that aggregates nothing is asked through its
+                    // rules; expanding thousands of them would cost more.
+                    match dst.model().get(other).and_then(KubeObject::role) {
+                        Some(def) if def.aggregation.is_none() || other.kind == RbacKind::Role => {
+                            mark(&|perm| rules_cover(&def.rules, perm));
+                        }
+                        _ => {
+                            let set = dst.role(other);
+                            mark(&|perm| covers(&set, perm));
                         }
                     }
                     mask

@@ -130,57 +130,81 @@ pub enum Perm<'a> {
     },
 }
 
-/// Perms compared during a diff mostly borrow the very same strings from
-/// the model; comparing the pointers first skips most byte comparisons.
-fn same_str(a: &str, b: &str) -> bool {
-    (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || a == b
-}
+/// A string compared by address first: perms compared during a diff mostly
+/// borrow the very same strings from the model, so most comparisons then
+/// need no byte compared. Otherwise by value, like `&str`.
+#[derive(Clone, Copy, Debug, Hash)]
+struct ByAddressFirst<'a>(&'a str);
 
-fn cmp_str(a: &str, b: &str) -> std::cmp::Ordering {
-    if std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len() {
-        std::cmp::Ordering::Equal
-    } else {
-        a.cmp(b)
+impl ByAddressFirst<'_> {
+    fn same_place(&self, other: &Self) -> bool {
+        std::ptr::eq(self.0.as_ptr(), other.0.as_ptr()) && self.0.len() == other.0.len()
     }
 }
 
-fn cmp_name(a: Option<&str>, b: Option<&str>) -> std::cmp::Ordering {
-    match (a, b) {
-        (Some(a), Some(b)) => cmp_str(a, b),
-        _ => a.is_some().cmp(&b.is_some()),
+impl PartialEq for ByAddressFirst<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.same_place(other) || self.0 == other.0
+    }
+}
+
+impl Eq for ByAddressFirst<'_> {}
+
+impl Ord for ByAddressFirst<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if self.same_place(other) {
+            std::cmp::Ordering::Equal
+        } else {
+            self.0.cmp(other.0)
+        }
+    }
+}
+
+impl PartialOrd for ByAddressFirst<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+type PermFields<'a> = (
+    u8,
+    ByAddressFirst<'a>,
+    ByAddressFirst<'a>,
+    ByAddressFirst<'a>,
+    Option<ByAddressFirst<'a>>,
+);
+
+impl<'a> Perm<'a> {
+    /// What equality, order and hash go by: the variant (resource perms
+    /// first), then the fields in declaration order.
+    fn fields(&self) -> PermFields<'a> {
+        match *self {
+            Perm::Resource {
+                group,
+                resource,
+                verb,
+                name,
+            } => (
+                0,
+                ByAddressFirst(group),
+                ByAddressFirst(resource),
+                ByAddressFirst(verb),
+                name.map(ByAddressFirst),
+            ),
+            Perm::NonResource { url, verb } => (
+                1,
+                ByAddressFirst(url),
+                ByAddressFirst(verb),
+                ByAddressFirst(""),
+                None,
+            ),
+        }
     }
 }
 
 impl PartialEq for Perm<'_> {
     fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (
-                Perm::Resource {
-                    group: g1,
-                    resource: r1,
-                    verb: v1,
-                    name: n1,
-                },
-                Perm::Resource {
-                    group: g2,
-                    resource: r2,
-                    verb: v2,
-                    name: n2,
-                },
-            ) => {
-                same_str(r1, r2)
-                    && same_str(v1, v2)
-                    && same_str(g1, g2)
-                    && match (n1, n2) {
-                        (Some(a), Some(b)) => same_str(a, b),
-                        (a, b) => a.is_none() && b.is_none(),
-                    }
-            }
-            (Perm::NonResource { url: u1, verb: v1 }, Perm::NonResource { url: u2, verb: v2 }) => {
-                same_str(u1, u2) && same_str(v1, v2)
-            }
-            _ => false,
-        }
+        self.fields() == other.fields()
     }
 }
 
@@ -188,44 +212,13 @@ impl Eq for Perm<'_> {}
 
 impl std::hash::Hash for Perm<'_> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        match *self {
-            Perm::Resource {
-                group,
-                resource,
-                verb,
-                name,
-            } => (0u8, group, resource, verb, name).hash(state),
-            Perm::NonResource { url, verb } => (1u8, url, verb).hash(state),
-        }
+        self.fields().hash(state);
     }
 }
 
 impl Ord for Perm<'_> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        match (self, other) {
-            (
-                Perm::Resource {
-                    group: g1,
-                    resource: r1,
-                    verb: v1,
-                    name: n1,
-                },
-                Perm::Resource {
-                    group: g2,
-                    resource: r2,
-                    verb: v2,
-                    name: n2,
-                },
-            ) => cmp_str(g1, g2)
-                .then_with(|| cmp_str(r1, r2))
-                .then_with(|| cmp_str(v1, v2))
-                .then_with(|| cmp_name(*n1, *n2)),
-            (Perm::NonResource { url: u1, verb: v1 }, Perm::NonResource { url: u2, verb: v2 }) => {
-                cmp_str(u1, u2).then_with(|| cmp_str(v1, v2))
-            }
-            (Perm::Resource { .. }, Perm::NonResource { .. }) => std::cmp::Ordering::Less,
-            (Perm::NonResource { .. }, Perm::Resource { .. }) => std::cmp::Ordering::Greater,
-        }
+        self.fields().cmp(&other.fields())
     }
 }
 
@@ -386,6 +379,45 @@ pub fn covers(set: &PermSet<'_>, p: &Perm<'_>) -> bool {
     }
 }
 
+/// Whether `rules` allow everything `p` allows: [`covers`] over the rules'
+/// expansion, answered from the rules themselves. Expanding a role costs far
+/// more than asking it about a few perms, which is what a diff does for each
+/// role that might already grant what a change adds.
+pub fn rules_cover(rules: &[PolicyRule], p: &Perm<'_>) -> bool {
+    let has = |list: &[String], item: &str| list.iter().any(|x| x == item);
+    rules.iter().any(|rule| match *p {
+        Perm::Resource {
+            group,
+            resource,
+            verb,
+            name,
+        } => {
+            let sub = resource
+                .split_once('/')
+                .filter(|(base, _)| *base != "*")
+                .map(|(_, sub)| sub);
+            (has(&rule.verbs, verb) || has(&rule.verbs, "*"))
+                && (has(&rule.api_groups, group) || has(&rule.api_groups, "*"))
+                && rule.resources.iter().any(|r| {
+                    r == resource
+                        || r == "*"
+                        || sub.is_some_and(|sub| r.strip_prefix("*/") == Some(sub))
+                })
+                && (rule.resource_names.is_empty()
+                    || name.is_some_and(|n| has(&rule.resource_names, n)))
+        }
+        Perm::NonResource { url, verb } => {
+            let base = url.strip_suffix('*').unwrap_or(url);
+            (has(&rule.verbs, verb) || has(&rule.verbs, "*"))
+                && rule.non_resource_urls.iter().any(|u| {
+                    u == url
+                        || u.strip_suffix('*')
+                            .is_some_and(|prefix| base.starts_with(prefix))
+                })
+        }
+    })
+}
+
 /// Whether one perm allows `request` (a concrete or wildcard perm). Used for
 /// ad-hoc questions such as risk tags and who-can.
 pub fn perm_allows(rule: &Perm<'_>, request: &Perm<'_>) -> bool {
@@ -448,7 +480,60 @@ mod tests {
         }
     }
 
+    fn rule_strategy() -> impl Strategy<Value = PolicyRule> {
+        let list = |items: &'static [&'static str]| {
+            proptest::sample::subsequence(items, 0..=items.len())
+                .prop_map(|v| v.into_iter().map(str::to_owned).collect::<Vec<String>>())
+        };
+        (
+            list(&["", "apps", "*"]),
+            list(&[
+                "pods",
+                "pods/log",
+                "*",
+                "*/log",
+                "*/scale",
+                "deployments/scale",
+            ]),
+            list(&["get", "list", "*"]),
+            list(&["a", "b"]),
+            list(&["/healthz", "/api/*", "/a*", "*", "/api/v1"]),
+        )
+            .prop_map(
+                |(api_groups, resources, verbs, resource_names, non_resource_urls)| PolicyRule {
+                    api_groups,
+                    resources,
+                    verbs,
+                    resource_names,
+                    non_resource_urls,
+                },
+            )
+    }
+
     proptest! {
+        #[test]
+        fn rules_cover_agrees_with_covers_over_the_expansion(
+            rules in proptest::collection::vec(rule_strategy(), 0..4),
+            resource in (0usize..3, 0usize..7, 0usize..3, 0usize..3),
+            url in (0usize..6, 0usize..3),
+        ) {
+            let groups = ["", "apps", "*"];
+            let resources = ["pods", "pods/log", "*", "*/log", "deployments/scale", "nodes"];
+            let resources = [resources.as_slice(), &["secrets"]].concat();
+            let verbs = ["get", "list", "*"];
+            let names = [None, Some("a"), Some("c")];
+            let urls = ["/healthz", "/api/v1", "/api/*", "/apis", "*", "/a"];
+            let mut set = PermSet::default();
+            expand_rules(&rules, &mut set);
+            let perms = [
+                res(groups[resource.0], resources[resource.1], verbs[resource.2], names[resource.3]),
+                Perm::NonResource { url: urls[url.0], verb: verbs[url.1] },
+            ];
+            for p in perms {
+                prop_assert_eq!(rules_cover(&rules, &p), covers(&set, &p), "{:?}", p);
+            }
+        }
+
         #[test]
         fn order_and_equality_are_by_value_whatever_the_addresses(
             a in (any::<bool>(), "[a*]{0,2}", "[ab/]{0,2}", "[gl]{0,1}", proptest::option::of("[xy]{0,1}")),
