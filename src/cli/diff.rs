@@ -171,6 +171,7 @@ pub fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<u8> {
         Some(&old),
     )?;
     ctx.timing("load NEW", started);
+    crate::input::release_read_buffer();
     let code = args.report.report(ctx, &old, &new, catalog.as_deref())?;
     // As in `report`: the process ends right after.
     std::mem::forget((old, new));

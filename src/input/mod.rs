@@ -97,6 +97,17 @@ pub struct LoadReport {
     pub warnings: Vec<String>,
 }
 
+thread_local! {
+    /// One buffer for the files this thread reads: the second large snapshot
+    /// of a diff reuses the memory the first one paid to map.
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Returns the read buffer's memory once no more files are coming.
+pub fn release_read_buffer() {
+    READ_BUFFER.with_borrow_mut(|buffer| *buffer = Vec::new());
+}
+
 /// Accumulates state from many files into one snapshot.
 pub struct Loader<'b> {
     options: InputOptions,
@@ -196,11 +207,20 @@ impl<'b> Loader<'b> {
                 limit: self.options.max_file_size,
             });
         }
-        let bytes = std::fs::read(path).map_err(|source| InputError::Io {
-            path: display.clone(),
-            source,
-        })?;
-        self.add_bytes(&display, &bytes)
+        let mut bytes = READ_BUFFER.with_borrow_mut(std::mem::take);
+        bytes.clear();
+        bytes.reserve(usize::try_from(size).unwrap_or(0));
+        let read = std::fs::File::open(path)
+            .and_then(|mut file| std::io::Read::read_to_end(&mut file, &mut bytes));
+        let added = match read {
+            Ok(_) => self.add_bytes(&display, &bytes),
+            Err(source) => Err(InputError::Io {
+                path: display.clone(),
+                source,
+            }),
+        };
+        READ_BUFFER.with_borrow_mut(|buffer| *buffer = bytes);
+        added
     }
 
     /// Reads the content of one file (no I/O; `name` is used in messages).

@@ -7,6 +7,7 @@
 
 use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -329,24 +330,25 @@ where
 }
 
 /// Everything the model reads from an object, in one pass; other fields
-/// (managedFields, annotations, status) are skipped without being built.
+/// (managedFields, annotations, status) are skipped without being built, and
+/// fields only checked (kinds, apiVersion) borrow from the text.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawObject {
-    #[serde(default)]
-    api_version: Option<String>,
-    #[serde(default)]
-    kind: Option<String>,
+struct RawObject<'a> {
+    #[serde(default, borrow)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    kind: Option<Cow<'a, str>>,
     #[serde(default)]
     metadata: Option<RawMeta>,
     #[serde(default, deserialize_with = "null_default")]
     rules: Vec<PolicyRule>,
     #[serde(default)]
     aggregation_rule: Option<RawAggregation>,
-    #[serde(default)]
-    role_ref: Option<RawRoleRef>,
-    #[serde(default, deserialize_with = "null_default")]
-    subjects: Vec<RawSubject>,
+    #[serde(default, borrow)]
+    role_ref: Option<RawRoleRef<'a>>,
+    #[serde(default, borrow, deserialize_with = "null_default")]
+    subjects: Vec<RawSubject<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -385,14 +387,16 @@ struct RawRequirement {
 }
 
 #[derive(Deserialize)]
-struct RawRoleRef {
-    kind: String,
+struct RawRoleRef<'a> {
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
     name: String,
 }
 
 #[derive(Deserialize)]
-struct RawSubject {
-    kind: String,
+struct RawSubject<'a> {
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
     name: String,
     #[serde(default)]
     namespace: Option<String>,
@@ -447,14 +451,18 @@ pub fn parse_object_json(json: &str) -> Result<RbacObject, RbacParseError> {
     }
 }
 
-fn build(raw: RawObject) -> Result<RbacObject, RbacParseError> {
+fn build(raw: RawObject<'_>) -> Result<RbacObject, RbacParseError> {
     let kind_str = raw.kind.ok_or(RbacParseError::Missing("kind"))?;
     let api_version = raw
         .api_version
         .ok_or(RbacParseError::Missing("apiVersion"))?;
-    let kind = RbacKind::from_kind(&kind_str).ok_or(RbacParseError::NotRbac(kind_str))?;
+    let kind = RbacKind::from_kind(&kind_str)
+        .ok_or_else(|| RbacParseError::NotRbac(kind_str.into_owned()))?;
     if !kind.accepts_api_version(&api_version) {
-        return Err(RbacParseError::ApiVersion { api_version, kind });
+        return Err(RbacParseError::ApiVersion {
+            api_version: api_version.into_owned(),
+            kind,
+        });
     }
     let meta = raw.metadata.ok_or(RbacParseError::Missing("metadata"))?;
     let name = meta
@@ -497,7 +505,7 @@ fn build(raw: RawObject) -> Result<RbacObject, RbacParseError> {
             let role_ref = raw
                 .role_ref
                 .ok_or_else(|| RbacParseError::Invalid("missing field `roleRef`".into()))?;
-            let role_kind = match role_ref.kind.as_str() {
+            let role_kind = match &*role_ref.kind {
                 "ClusterRole" => RoleRefKind::ClusterRole,
                 "Role" if key.kind == RbacKind::RoleBinding => RoleRefKind::Role,
                 other => {
@@ -560,11 +568,11 @@ fn selector(raw: RawSelector, index: usize) -> Result<LabelSelector, RbacParseEr
 }
 
 fn subject(
-    raw: RawSubject,
+    raw: RawSubject<'_>,
     index: usize,
     binding_namespace: Option<&str>,
 ) -> Result<Subject, RbacParseError> {
-    let kind = match raw.kind.as_str() {
+    let kind = match &*raw.kind {
         "User" => SubjectKind::User,
         "Group" => SubjectKind::Group,
         "ServiceAccount" => SubjectKind::ServiceAccount,
