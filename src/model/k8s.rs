@@ -446,7 +446,11 @@ pub fn parse_object_json(json: &str) -> Result<RbacObject, RbacParseError> {
         // Only a failure pays for tracking the path, to name the field.
         Err(_) => {
             let mut de = serde_json::Deserializer::from_str(json);
-            build(serde_path_to_error::deserialize(&mut de).map_err(path_error)?)
+            let raw = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
+            // Text after the object (a second one on the line) is an error too.
+            de.end()
+                .map_err(|e| RbacParseError::Invalid(e.to_string()))?;
+            build(raw)
         }
     }
 }

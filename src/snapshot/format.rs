@@ -409,13 +409,18 @@ fn object_lines(text: &str) -> Option<(String, Vec<Vec<&str>>)> {
     const EMPTY: &str = "      \"objects\": []";
     const CLOSE: &str = "      ]";
     const INDENT: &str = "        ";
+    use std::fmt::Write;
     let mut skeleton = String::new();
     let mut lists = Vec::new();
     let mut lines = text.split_inclusive('\n');
     while let Some(line) = lines.next() {
         let bare = line.strip_suffix('\n').unwrap_or(line);
+        // Each list found becomes `"objects": [N]` in the skeleton, so it
+        // goes to the source that held it and to no other.
         if bare == EMPTY {
+            let _ = writeln!(skeleton, "      \"objects\": [{}]", lists.len());
             lists.push(Vec::new());
+            continue;
         } else if bare == OPEN {
             let mut items = Vec::new();
             loop {
@@ -438,8 +443,7 @@ fn object_lines(text: &str) -> Option<(String, Vec<Vec<&str>>)> {
                     return None;
                 }
             }
-            skeleton.push_str(EMPTY);
-            skeleton.push('\n');
+            let _ = writeln!(skeleton, "      \"objects\": [{}]", lists.len());
             lists.push(items);
             continue;
         }
@@ -449,7 +453,8 @@ fn object_lines(text: &str) -> Option<(String, Vec<Vec<&str>>)> {
 }
 
 /// Builds a snapshot from a JSON document whose object lists are either in
-/// it or, when `lists` is given, emptied and passed beside it.
+/// it or, when `lists` is given, passed beside it, each source holding the
+/// number of its list in its place (see [`object_lines`]).
 fn from_document<'t>(
     text: &'t str,
     lists: Option<Vec<Vec<&'t str>>>,
@@ -459,14 +464,17 @@ fn from_document<'t>(
     if doc.api_version != API_VERSION {
         return None;
     }
-    let mut lists = lists.map(Vec::into_iter);
+    let mut lists = lists.map(|lists| lists.into_iter().enumerate());
     let mut snapshot = Snapshot::new();
     for (i, source) in doc.sources.into_iter().enumerate() {
         let objects: Option<Vec<&str>> = match (source.objects, lists.as_mut()) {
             (None, _) => None,
             (Some(items), None) => Some(items.iter().map(|item| item.get()).collect()),
-            (Some(items), Some(lists)) if items.is_empty() => Some(lists.next()?),
-            (Some(_), Some(_)) => return None,
+            // Lists in document order: this source must hold the next one's number.
+            (Some(items), Some(lists)) => match (items.as_slice(), lists.next()) {
+                ([number], Some((n, list))) if number.get() == n.to_string() => Some(list),
+                _ => return None,
+            },
         };
         let path = format!("sources[{i}]");
         let header = SourceHeader {
@@ -821,6 +829,31 @@ mod tests {
             e.contains("sources[0].objects[2]") && e.contains("duplicate object ClusterRole/b"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn unusual_lines_never_read_differently_from_the_general_path() {
+        let text = to_string(&kube_sample(&["a", "b", "c"]), Format::Json).unwrap();
+        // Two objects on one line, and an `objects` list outside any source
+        // laid out like a source's.
+        let joined = with_object_lines(&text, |lines| {
+            let second = lines.remove(1);
+            lines[0] = format!("{}, {second}", lines[0]);
+        });
+        let stray = text.replace(
+            "  \"kind\": \"Snapshot\",\n",
+            "  \"kind\": \"Snapshot\",\n  \"x\": {\n      \"objects\": []\n  },\n",
+        );
+        for text in [joined, stray] {
+            let general = from_value(serde_json::from_str(&text).unwrap()).unwrap();
+            assert_eq!(general.object_count(), 3);
+            if let Some(fast) = from_json(&text) {
+                assert_eq!(
+                    to_string(&fast, Format::Json).unwrap(),
+                    to_string(&general, Format::Json).unwrap()
+                );
+            }
+        }
     }
 
     #[test]
