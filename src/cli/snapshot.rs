@@ -2,7 +2,6 @@
 //! and write one canonical snapshot.
 
 use super::{Ctx, InputArgs, load, output};
-use crate::input::Loader;
 use crate::snapshot::format::{self, Format};
 use crate::snapshot::{Snapshot, SourceSnapshot};
 use crate::source::aws::{AwsSourceOptions, DEFAULT_MAX_ATTEMPTS, fetch_account};
@@ -119,20 +118,11 @@ async fn aws_source(
 ) -> anyhow::Result<SourceSnapshot> {
     let progress = |p: crate::source::aws::AwsProgress| ctx.info(&format!("aws: {p}"));
     let fetch = fetch_account(&args.options(), &progress).await?;
-    let origin = format!("aws account {}", fetch.account_id);
-    let mut loader = Loader::new(input.options());
-    loader.add_authorization_details(&origin, &fetch.document)?;
-    let (mut snapshot, _) = loader.finish()?;
-    let mut source = snapshot
-        .sources
-        .pop_first()
-        .map(|(_, s)| s)
-        .with_context(|| format!("{origin}: no IAM entities read"))?;
-    source.name = input
-        .aws_name
-        .clone()
-        .unwrap_or_else(|| fetch.account_id.clone());
-    source.meta.account_id = Some(fetch.account_id.clone());
+    let mut source =
+        crate::input::account_source(&fetch.account_id, &fetch.document, input.options())?;
+    if let Some(name) = &input.aws_name {
+        source.name = name.clone();
+    }
     source.meta.collected_at = Some(now());
     ctx.info(&format!(
         "aws: account {}: {} entities in {} page(s), {} request(s)",

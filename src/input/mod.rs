@@ -108,6 +108,33 @@ pub fn release_read_buffer() {
     READ_BUFFER.with_borrow_mut(|buffer| *buffer = Vec::new());
 }
 
+/// The source snapshot of one account's `GetAccountAuthorizationDetails`
+/// document, named by its account id. An account that yields no entity is an
+/// error, never an empty account: an empty state would read as everything
+/// deleted.
+pub fn account_source(
+    account_id: &str,
+    document: &Value,
+    options: InputOptions,
+) -> Result<crate::snapshot::SourceSnapshot, InputError> {
+    let origin = format!("aws account {account_id}");
+    let mut loader = Loader::new(options);
+    loader.add_authorization_details(&origin, document)?;
+    let (mut snapshot, _) = loader.finish()?;
+    let mut source = snapshot
+        .sources
+        .pop_first()
+        .map(|(_, s)| s)
+        .ok_or_else(|| InputError::Content {
+            path: origin,
+            location: "document".into(),
+            message: "no IAM entities read".into(),
+        })?;
+    source.name = account_id.to_owned();
+    source.meta.account_id = Some(account_id.to_owned());
+    Ok(source)
+}
+
 /// Accumulates state from many files into one snapshot.
 pub struct Loader<'b> {
     options: InputOptions,

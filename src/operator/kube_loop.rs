@@ -167,7 +167,7 @@ pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance
                 }
                 let changes = index.apply(event);
                 if index.is_synced() && !ready {
-                    ready = index.missing_parts().is_empty();
+                    ready = index.is_whole();
                     cx.readiness.set(&cx.name, ready);
                 }
                 cx.metrics.source_up.with_label_values(&[cx.name.as_str(), cx.platform]).set(i64::from(index.is_synced()));
@@ -176,7 +176,16 @@ pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance
                 if index.is_synced() {
                     cx.metrics.last_snapshot.with_label_values(&[cx.name.as_str()]).set(now());
                 }
-                if !cx.is_recording() || !index.is_synced() || !index.missing_parts().is_empty() {
+                if !cx.is_recording() || !index.is_synced() {
+                    continue;
+                }
+                if !index.is_whole() {
+                    // Changes to what can be read cannot be judged now; start
+                    // over from the baseline once the cluster reads whole.
+                    if state.take().is_some() {
+                        tracing::warn!(source = %cx.name, missing = ?index.missing_parts(),
+                            "part of the cluster is unreadable; judging resumes against the baseline once it reads whole");
+                    }
                     continue;
                 }
                 let result = match state.as_mut() {
@@ -209,8 +218,7 @@ pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance
             changed = cx.recording.changed() => {
                 if changed.is_err() { break; }
                 if cx.is_recording() {
-                    if index.is_synced()
-                        && index.missing_parts().is_empty()
+                    if index.is_whole()
                         && let Err(e) = takeover(&cx, &mut state, index.model(), recorder.as_ref()).await
                     {
                         tracing::error!(source = %cx.name, error = %e, "takeover failed");

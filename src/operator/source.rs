@@ -19,7 +19,6 @@ use crate::diff::DiffOptions;
 use crate::grants::catalog::Catalog;
 use crate::index::iam::IamObject;
 use crate::index::kube::KubeObject;
-use crate::input::Loader;
 use crate::metrics::Metrics;
 use crate::snapshot::{SourceData, SourceSnapshot};
 use crate::source::aws::{AwsSourceOptions, fetch_account};
@@ -298,21 +297,13 @@ async fn poll_aws(name: &str, options: &AwsSourceOptions) -> Result<SourceSnapsh
     let fetch = fetch_account(options, &quiet)
         .await
         .map_err(|e| e.to_string())?;
-    let mut loader = Loader::new(crate::input::InputOptions::default());
-    loader
-        .add_authorization_details(
-            &format!("aws account {}", fetch.account_id),
-            &fetch.document,
-        )
-        .map_err(|e| e.to_string())?;
-    let (mut snapshot, _) = loader.finish().map_err(|e| e.to_string())?;
-    let mut source = snapshot
-        .sources
-        .pop_first()
-        .map(|(_, s)| s)
-        .unwrap_or_else(|| SourceSnapshot::aws(name, crate::index::iam::IamModel::new()));
+    let mut source = crate::input::account_source(
+        &fetch.account_id,
+        &fetch.document,
+        crate::input::InputOptions::default(),
+    )
+    .map_err(|e| e.to_string())?;
     source.name = name.to_owned();
-    source.meta.account_id = Some(fetch.account_id);
     source.meta.collected_at = Some(rfc3339(now()));
     Ok(source)
 }

@@ -383,7 +383,11 @@ impl LiveIndex {
 
     fn finish_relist(&mut self, kind: RbacKind) -> Vec<ObjectChange> {
         let st = &mut self.kinds[slot(kind)];
-        let relist = st.relist.take().unwrap_or_default();
+        // An `InitDone` with no list begun is out of order; it proves nothing
+        // gone, so it changes nothing.
+        let Some(relist) = st.relist.take() else {
+            return Vec::new();
+        };
         // Held objects the list lacks are gone, unless the list had them in
         // an unreadable form (then they are unknown, not deleted).
         let mut gone: Vec<RbacKey> = st
@@ -422,6 +426,15 @@ impl LiveIndex {
     /// Whether every kind has completed a list (the model is whole).
     pub fn is_synced(&self) -> bool {
         self.kinds.iter().all(|k| k.synced)
+    }
+
+    /// Whether the model holds everything: every kind listed, none refused,
+    /// no object unreadable. What `missing_parts` is empty for, without
+    /// building the list (the operator asks on every event).
+    pub fn is_whole(&self) -> bool {
+        self.kinds
+            .iter()
+            .all(|k| k.synced && k.forbidden.is_none() && k.rejected.is_empty())
     }
 
     /// Whether every kind has either synced or been refused: nothing more
@@ -779,6 +792,7 @@ mod tests {
             [(RbacKind::RoleBinding, reason)]
         );
         let missing = idx.missing_parts();
+        assert!(!idx.is_whole());
         assert_eq!(missing.len(), 1);
         assert_eq!(missing[0].resource, "rolebindings");
         assert_eq!(missing[0].reason, reason);
@@ -791,7 +805,7 @@ mod tests {
         let changes = relist(&mut idx, RbacKind::RoleBinding, vec![rb]);
         assert_eq!(changes.len(), 1);
         assert!(idx.is_synced() && idx.is_settled());
-        assert!(idx.missing_parts().is_empty());
+        assert!(idx.missing_parts().is_empty() && idx.is_whole());
         assert!(idx.forbidden().next().is_none());
     }
 
@@ -814,6 +828,7 @@ mod tests {
         );
         assert_eq!(idx.rejected().len(), 1);
         assert_eq!(idx.missing_parts()[0].namespace.as_deref(), Some("a"));
+        assert!(!idx.is_whole());
         // a re-list holding the unreadable version does not delete the old one
         assert!(relist(&mut idx, kind, vec![bad]).is_empty());
         assert_eq!(idx.model().len(), 1);
@@ -838,6 +853,9 @@ mod tests {
         });
         assert_eq!(summary(&w), ["added ClusterRoleBinding/a Watch 2"]);
         assert!(idx.apply(KindEvent::InitDone { kind }).is_empty());
+        // A stray InitDone (no list begun) deletes nothing.
+        assert!(idx.apply(KindEvent::InitDone { kind }).is_empty());
+        assert!(idx.model().get(&RbacKey::new(kind, None, "a")).is_some());
         let held = idx.model().get(&RbacKey::new(kind, None, "a")).unwrap();
         assert_eq!(held.value()["subjects"][0]["name"], "all");
     }
