@@ -201,7 +201,7 @@ impl SourceState {
 
     fn finish(&mut self, key: ObjectKey, change: Change, policy: &Policy<'_>, now: f64) -> Outcome {
         let grants = grants_digest(&change);
-        let open = self.open.get(&key).cloned();
+        let detected_at = self.open.get(&key).map(|o| o.detected_at);
         if let Some(o) = self.open.get_mut(&key)
             && (o.fingerprint == change.fingerprint
                 || (change.direction.widens() && o.grants == grants))
@@ -213,7 +213,7 @@ impl SourceState {
         let superseded = if advanced {
             self.open.remove(&key)
         } else {
-            let detected_at = open.as_ref().map_or(now, |o| o.detected_at);
+            let detected_at = detected_at.unwrap_or(now);
             self.open.insert(
                 key,
                 OpenWidening {
@@ -378,16 +378,7 @@ impl SourceState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::kube::KubeObject;
     use serde_json::{Value, json};
-
-    fn model(objects: &[Value]) -> KubeModel {
-        let mut m = KubeModel::new();
-        for o in objects {
-            m.insert(KubeObject::from_raw(o.clone()).unwrap());
-        }
-        m
-    }
 
     fn reader() -> Value {
         json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"reader"},
@@ -401,7 +392,7 @@ mod tests {
     }
 
     fn state(objects: &[Value]) -> SourceState {
-        SourceState::new(SourceSnapshot::kubernetes("c", model(objects)))
+        SourceState::new(SourceSnapshot::kubernetes("c", KubeModel::of(objects)))
     }
 
     fn policy(allow: &[AllowRule]) -> Policy<'_> {
@@ -419,7 +410,7 @@ mod tests {
     #[test]
     fn widening_stays_open_and_is_not_recorded_twice() {
         let mut s = state(&[reader()]);
-        let current = model(&[reader(), binding("eng")]);
+        let current = KubeModel::of(&[reader(), binding("eng")]);
         let options = DiffOptions::default();
         let Outcome::Judged(j) = s.judge_kube(&current, &key(), &policy(&[]), 100.0, &options)
         else {
@@ -433,9 +424,13 @@ mod tests {
             Outcome::AlreadyOpen
         );
         // Undoing it closes the open widening.
-        let Outcome::Restored { closed: Some(c) } =
-            s.judge_kube(&model(&[reader()]), &key(), &policy(&[]), 300.0, &options)
-        else {
+        let Outcome::Restored { closed: Some(c) } = s.judge_kube(
+            &KubeModel::of(&[reader()]),
+            &key(),
+            &policy(&[]),
+            300.0,
+            &options,
+        ) else {
             panic!()
         };
         assert_eq!(c.detected_at, 100.0);
@@ -445,7 +440,7 @@ mod tests {
     #[test]
     fn narrowing_advances_the_baseline() {
         let mut s = state(&[reader(), binding("eng")]);
-        let current = model(&[reader()]);
+        let current = KubeModel::of(&[reader()]);
         let options = DiffOptions::default();
         let Outcome::Judged(j) = s.judge_kube(&current, &key(), &policy(&[]), 1.0, &options) else {
             panic!()
@@ -472,7 +467,7 @@ mod tests {
             object: Some("ClusterRoleBinding/*".into()),
             risks,
         };
-        let current = model(&[reader(), binding("eng")]);
+        let current = KubeModel::of(&[reader(), binding("eng")]);
         let options = DiffOptions::default();
         let mut s = state(&[reader()]);
         let allow = [rule("Group:eng", Some(vec!["secrets-read".into()]))];
@@ -501,14 +496,14 @@ mod tests {
         let mut s = state(&[reader()]);
         let options = DiffOptions::default();
         s.judge_kube(
-            &model(&[reader(), binding("eng")]),
+            &KubeModel::of(&[reader(), binding("eng")]),
             &key(),
             &policy(&[]),
             10.0,
             &options,
         );
         let Outcome::Judged(j) = s.judge_kube(
-            &model(&[reader(), binding("all")]),
+            &KubeModel::of(&[reader(), binding("all")]),
             &key(),
             &policy(&[]),
             20.0,
@@ -525,7 +520,7 @@ mod tests {
         let mut s = state(&[reader()]);
         let options = DiffOptions::default();
         let Outcome::Judged(_) = s.judge_kube(
-            &model(&[reader(), binding("eng")]),
+            &KubeModel::of(&[reader(), binding("eng")]),
             &key(),
             &policy(&[]),
             10.0,
@@ -538,7 +533,7 @@ mod tests {
         labelled["metadata"]["labels"] = json!({"team": "platform"});
         assert_eq!(
             s.judge_kube(
-                &model(&[reader(), labelled]),
+                &KubeModel::of(&[reader(), labelled]),
                 &key(),
                 &policy(&[]),
                 20.0,
@@ -553,7 +548,7 @@ mod tests {
             .unwrap()
             .push(json!({"kind": "Group", "name": "ops", "apiGroup": "rbac.authorization.k8s.io"}));
         let Outcome::Judged(j) = s.judge_kube(
-            &model(&[reader(), wider]),
+            &KubeModel::of(&[reader(), wider]),
             &key(),
             &policy(&[]),
             40.0,

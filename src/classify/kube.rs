@@ -6,7 +6,7 @@
 //! spelling: `*` on `*` allows reading secrets as much as `get secrets` does.
 
 use crate::diff::kube::KubeGrant;
-use crate::grants::kube_perm::Perm;
+use crate::grants::kube_perm::{Perm, resource_matches};
 use crate::model::k8s::{RBAC_GROUP, Subject, SubjectKind};
 use crate::report::{Risk, Severity, Witness};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -208,14 +208,6 @@ fn allows_where(
         return false;
     };
     (*g == "*" || *g == group) && resource_matches(r, resource) && (*v == "*" || verb_ok(v))
-}
-
-fn resource_matches(granted: &str, requested: &str) -> bool {
-    granted == "*"
-        || granted == requested
-        || granted
-            .strip_prefix("*/")
-            .is_some_and(|sub| requested.split_once('/').is_some_and(|(_, rs)| rs == sub))
 }
 
 fn is_write(perm: &Perm<'_>) -> bool {

@@ -111,7 +111,6 @@ fn offline(ctx: &Ctx, dir: &std::path::Path, only: Option<&str>) -> anyhow::Resu
         sources.retain(|x| x == s);
     }
     let at = crate::operator::rfc3339(crate::operator::now());
-    let mut total = 0;
     for source in sources {
         let replayed = records::replay(
             all.iter()
@@ -138,8 +137,6 @@ fn offline(ctx: &Ctx, dir: &std::path::Path, only: Option<&str>) -> anyhow::Resu
             "{source}: accepted {} open widening(s) into the baseline",
             replayed.open.len()
         ));
-        total += replayed.open.len();
     }
-    let _ = total;
     Ok(0)
 }

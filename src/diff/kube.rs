@@ -187,8 +187,7 @@ impl<'m> KubeDiffer<'m> {
         let mut subjects: Vec<&'m Subject> = binding.subjects.iter().collect();
         subjects.sort_unstable();
         subjects.dedup();
-        // The most this can add; pages never written cost nothing, regrowth would.
-        out.reserve(subjects.len() * all.len());
+        out.reserve(reserve_for(subjects.len(), all.len()));
         for subject in subjects {
             // A subject already bound to the same role gains nothing from this
             // binding; what its role gained is the role's change.
@@ -273,20 +272,19 @@ impl<'m> KubeDiffer<'m> {
             return false;
         }
         let reach = self.reach(side, role);
-        out.reserve(reach.pairs.len() * delta.len());
+        out.reserve(reserve_for(reach.pairs.len(), delta.len()));
         let (_, dst) = self.sides(side);
         // The same delta is checked for thousands of subjects; which of its
         // perms a role covers is worked out once per covering role.
         let words = delta.len().div_ceil(64);
-        // Keyed by address: the keys are the covering model's own.
-        let mut memo: FxHashMap<*const RbacKey, Vec<u64>> = FxHashMap::default();
+        let mut memo: FxHashMap<&RbacKey, Vec<u64>> = FxHashMap::default();
         let mut reached = false;
         let mut covered = vec![0u64; words];
         let mut start = 0;
         for (&(subject, namespace), &end) in reach.pairs.iter().zip(&reach.ends) {
             covered.iter_mut().for_each(|w| *w = 0);
             for other in &reach.covering[start..end] {
-                let mask = memo.entry(std::ptr::from_ref(*other)).or_insert_with(|| {
+                let mask = memo.entry(*other).or_insert_with(|| {
                     let mut mask = vec![0u64; words];
                     let mut mark = |covered: &dyn Fn(&Perm<'_>) -> bool| {
                         for (i, perm) in delta.iter().enumerate() {
@@ -328,19 +326,19 @@ impl<'m> KubeDiffer<'m> {
     }
 }
 
+/// Room for the grants `subjects` subjects can gain of `perms` perms: the
+/// most there can be (regrowing a vector of hundreds of thousands copies it
+/// over and over), capped so a widely bound role does not reserve gigabytes.
+fn reserve_for(subjects: usize, perms: usize) -> usize {
+    const MOST: usize = 1 << 20;
+    subjects.saturating_mul(perms).min(MOST)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::index::kube::KubeObject;
     use serde_json::{Value, json};
-
-    fn model(objects: &[Value]) -> KubeModel {
-        let mut m = KubeModel::new();
-        for o in objects {
-            m.insert(KubeObject::from_raw(o.clone()).unwrap());
-        }
-        m
-    }
 
     fn role(name: &str, labels: Value, rules: Value) -> Value {
         json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
@@ -359,8 +357,8 @@ mod tests {
 
     #[test]
     fn new_binding_gains_role_perms() {
-        let old = model(&[role("reader", json!({}), secrets_get())]);
-        let new = model(&[
+        let old = KubeModel::of(&[role("reader", json!({}), secrets_get())]);
+        let new = KubeModel::of(&[
             role("reader", json!({}), secrets_get()),
             crb("b", "reader", "eng"),
         ]);
@@ -375,7 +373,7 @@ mod tests {
 
     #[test]
     fn regrant_of_held_perm_is_neutral() {
-        let old = model(&[
+        let old = KubeModel::of(&[
             role("reader", json!({}), secrets_get()),
             role(
                 "admin2",
@@ -398,12 +396,12 @@ mod tests {
         let binding = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"RoleBinding","metadata":{"name":"b","namespace":"team"},
             "roleRef":{"kind":"ClusterRole","name":"admin","apiGroup":"rbac.authorization.k8s.io"},
             "subjects":[{"kind":"User","name":"alice","apiGroup":"rbac.authorization.k8s.io"}]});
-        let old = model(&[
+        let old = KubeModel::of(&[
             admin.clone(),
             binding.clone(),
             role("extra", json!({}), secrets_get()),
         ]);
-        let new = model(&[
+        let new = KubeModel::of(&[
             admin,
             binding,
             role(
@@ -434,7 +432,7 @@ mod tests {
     #[test]
     fn role_change_reaches_only_uncovered_subjects() {
         let wide = json!([{"apiGroups":[""],"resources":["*"],"verbs":["get"]}]);
-        let old = model(&[
+        let old = KubeModel::of(&[
             role("r", json!({}), json!([])),
             crb("b1", "r", "g1"),
             crb("b2", "r", "g2"),
@@ -462,8 +460,8 @@ mod tests {
             json!({"agg":"true"}),
             json!([{"apiGroups":[""],"resources":["pods"],"verbs":["get"]}]),
         );
-        let old = model(&[admin.clone(), bind.clone(), a0, b0]);
-        let new = model(&[admin, bind, a1, b1]);
+        let old = KubeModel::of(&[admin.clone(), bind.clone(), a0, b0]);
+        let new = KubeModel::of(&[admin, bind, a1, b1]);
         let mut d = KubeDiffer::new(&old, &new);
         for (name, resource) in [("a", "secrets"), ("b", "pods")] {
             let e = d.effect(&RbacKey::cluster_role(name));

@@ -496,9 +496,7 @@ fn kube_subject_deltas(
     let mut runs: Runs<'_, '_> = FxHashMap::default();
     for effect in effects {
         for (list, lost) in [(&effect.gained, false), (&effect.lost, true)] {
-            for run in
-                list.chunk_by(|a, b| std::ptr::eq(a.subject, b.subject) || a.subject == b.subject)
-            {
+            for run in list.chunk_by(|a, b| a.subject == b.subject) {
                 let entry = runs.entry(run[0].subject).or_default();
                 if lost {
                     entry.1.push(run);

@@ -392,17 +392,9 @@ pub fn rules_cover(rules: &[PolicyRule], p: &Perm<'_>) -> bool {
             verb,
             name,
         } => {
-            let sub = resource
-                .split_once('/')
-                .filter(|(base, _)| *base != "*")
-                .map(|(_, sub)| sub);
             (has(&rule.verbs, verb) || has(&rule.verbs, "*"))
                 && (has(&rule.api_groups, group) || has(&rule.api_groups, "*"))
-                && rule.resources.iter().any(|r| {
-                    r == resource
-                        || r == "*"
-                        || sub.is_some_and(|sub| r.strip_prefix("*/") == Some(sub))
-                })
+                && rule.resources.iter().any(|r| resource_matches(r, resource))
                 && (rule.resource_names.is_empty()
                     || name.is_some_and(|n| has(&rule.resource_names, n)))
         }
@@ -452,7 +444,7 @@ pub fn perm_allows(rule: &Perm<'_>, request: &Perm<'_>) -> bool {
     }
 }
 
-fn resource_matches(rule: &str, request: &str) -> bool {
+pub(crate) fn resource_matches(rule: &str, request: &str) -> bool {
     if rule == "*" || rule == request {
         return true;
     }

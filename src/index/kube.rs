@@ -5,7 +5,6 @@
 //! change touch only what the change touches: role -> bindings,
 //! subject -> scope -> bindings, label -> ClusterRoles, aggregated ClusterRoles.
 
-use crate::grants::kube_perm::Scope;
 use crate::model::k8s::{
     self, BindingDef, LabelSelector, RbacBody, RbacKey, RbacKind, RbacObject, RbacParseError,
     RoleDef, RoleRefKind, Subject,
@@ -217,11 +216,6 @@ impl SubjectBindings {
 pub struct ScopeBindings(Vec<(RbacKey, RbacKey)>);
 
 impl ScopeBindings {
-    /// The bindings' keys.
-    pub fn keys(&self) -> impl Iterator<Item = &RbacKey> {
-        self.0.iter().map(|(binding, _)| binding)
-    }
-
     /// The keys of the roles they bind.
     pub fn values(&self) -> impl Iterator<Item = &RbacKey> {
         self.0.iter().map(|(_, role)| role)
@@ -370,39 +364,6 @@ impl KubeModel {
             .map(|(s, b)| (s, &**b))
     }
 
-    /// Bindings naming `subject`, with their scope (`None` = cluster).
-    pub fn bindings_of_subject(
-        &self,
-        subject: &Subject,
-    ) -> impl Iterator<Item = (Option<&str>, &RbacKey)> {
-        self.index
-            .bindings_by_subject
-            .get(subject)
-            .into_iter()
-            .flat_map(|b| {
-                b.cluster.keys().map(|k| (None, k)).chain(
-                    b.namespaced
-                        .iter()
-                        .flat_map(|(ns, keys)| keys.keys().map(move |k| (Some(ns.as_str()), k))),
-                )
-            })
-    }
-
-    /// Bindings of `subject` that apply in `scope`: its own namespace's and the cluster's.
-    pub fn bindings_of_subject_in(
-        &self,
-        subject: &Subject,
-        scope: Scope<'_>,
-    ) -> impl Iterator<Item = &RbacKey> {
-        let entry = self.index.bindings_by_subject.get(subject);
-        let cluster = entry.map(|b| &b.cluster);
-        let namespaced = match scope {
-            Scope::Cluster => None,
-            Scope::Namespace(ns) => entry.and_then(|b| b.namespaced.get(ns)),
-        };
-        cluster.into_iter().chain(namespaced).flat_map(|m| m.keys())
-    }
-
     /// Every subject named by any binding.
     pub fn subjects(&self) -> impl Iterator<Item = &Subject> {
         self.index.bindings_by_subject.keys()
@@ -473,5 +434,17 @@ impl KubeModel {
         }
         seen.remove(name);
         seen
+    }
+}
+
+#[cfg(test)]
+impl KubeModel {
+    /// A model of raw objects, for tests; panics on an object that does not parse.
+    pub(crate) fn of(objects: &[Value]) -> Self {
+        let mut model = Self::new();
+        for o in objects {
+            model.insert(KubeObject::from_raw(o.clone()).unwrap());
+        }
+        model
     }
 }

@@ -87,10 +87,6 @@ fn now_micro() -> MicroTime {
     MicroTime(jiff::Timestamp::now())
 }
 
-fn now_secs() -> f64 {
-    jiff::Timestamp::now().as_millisecond() as f64 / 1000.0
-}
-
 /// One round: returns whether we hold the Lease afterwards.
 async fn round(api: &Api<Lease>, cfg: &LeaderConfig) -> Result<bool, kube::Error> {
     let current = match api.get(&cfg.name).await {
@@ -102,7 +98,7 @@ async fn round(api: &Api<Lease>, cfg: &LeaderConfig) -> Result<bool, kube::Error
         current.as_ref().map(state_of).as_ref(),
         &cfg.identity,
         cfg.lease_duration,
-        now_secs(),
+        super::now(),
     );
     let seconds = i32::try_from(cfg.lease_duration.as_secs()).unwrap_or(i32::MAX);
     match (action, current) {
