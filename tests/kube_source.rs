@@ -51,6 +51,16 @@ fn code(o: &Output) -> i32 {
 }
 
 /// Runs permdrift expecting `want`; returns the output.
+/// `permdrift snapshot --kube --kubeconfig KC -o OUT`, expecting exit status `want`.
+fn snapshot_kube(kc: &Path, out: &Path, home: &Path, want: i32) -> Output {
+    let (kc, out) = (kc.to_str().unwrap(), out.to_str().unwrap());
+    run(
+        &["snapshot", "--kube", "--kubeconfig", kc, "-o", out],
+        home,
+        want,
+    )
+}
+
 fn run(args: &[&str], home: &Path, want: i32) -> Output {
     let o = permdrift(args, home);
     assert_eq!(
@@ -274,18 +284,7 @@ fn snapshot_over_http_holds_exactly_the_cluster_and_answers_who_can() {
     seed(&srv);
     let kc = kubeconfig(&srv, "kc-http", "kts", false, USER, TOKEN);
     let out = srv.dir.path().join("snap.json");
-    let o = run(
-        &[
-            "snapshot",
-            "--kube",
-            "--kubeconfig",
-            kc.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        srv.dir.path(),
-        0,
-    );
+    let o = snapshot_kube(&kc, &out, srv.dir.path(), 0);
     let err = stderr(&o);
     assert!(err.contains("kube kts: clusterroles: 1 (page 1)"), "{err}");
     assert!(err.contains("kube kts: rolebindings: 2 (page 1)"), "{err}");
@@ -370,18 +369,7 @@ fn snapshot_over_https_with_a_token_through_the_cli() {
     seed(&srv);
     let kc = kubeconfig(&srv, "kc-https", "secure", true, USER, TOKEN);
     let out = srv.dir.path().join("snap.yaml");
-    run(
-        &[
-            "snapshot",
-            "--kube",
-            "--kubeconfig",
-            kc.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        srv.dir.path(),
-        0,
-    );
+    snapshot_kube(&kc, &out, srv.dir.path(), 0);
     let snap = read_snapshot(&out);
     let src = source(&snap, "secure");
     assert_eq!(src["server"], srv.https_url.as_str());
@@ -390,18 +378,7 @@ fn snapshot_over_https_with_a_token_through_the_cli() {
     // the same state read over http gives the same objects: one canonical form
     let kc_http = kubeconfig(&srv, "kc-plain", "secure", false, USER, TOKEN);
     let out_http = srv.dir.path().join("snap-http.yaml");
-    run(
-        &[
-            "snapshot",
-            "--kube",
-            "--kubeconfig",
-            kc_http.to_str().unwrap(),
-            "-o",
-            out_http.to_str().unwrap(),
-        ],
-        srv.dir.path(),
-        0,
-    );
+    snapshot_kube(&kc_http, &out_http, srv.dir.path(), 0);
     let http = read_snapshot(&out_http);
     assert_eq!(
         snapshot_objects(source(&http, "secure")),
@@ -742,35 +719,13 @@ fn a_partly_forbidden_cluster_is_incomplete_and_diff_does_not_read_it_as_removal
     let viewer = kubeconfig(&srv, "kc-viewer", "prod", true, "viewer", "viewer-token");
     let full = home.join("full.json");
     let part = home.join("part.json");
-    run(
-        &[
-            "snapshot",
-            "--kube",
-            "--kubeconfig",
-            admin.to_str().unwrap(),
-            "-o",
-            full.to_str().unwrap(),
-        ],
-        home,
-        0,
-    );
+    snapshot_kube(&admin, &full, home, 0);
     srv.control(
         "POST",
         "/_testserver/deny",
         r#"{"users":["viewer"],"verbs":["list"],"resources":["rolebindings"]}"#,
     );
-    let o = run(
-        &[
-            "snapshot",
-            "--kube",
-            "--kubeconfig",
-            viewer.to_str().unwrap(),
-            "-o",
-            part.to_str().unwrap(),
-        ],
-        home,
-        0,
-    );
+    let o = snapshot_kube(&viewer, &part, home, 0);
     let err = stderr(&o);
     assert!(
         err.contains(
