@@ -9,7 +9,7 @@
 
 use super::records::{self, ChangeFacts};
 use super::store::StoreHandle;
-use crate::decide::{ObjectKey, Outcome, SourceState, Verdict};
+use crate::decide::{ObjectKey, OpenWidening, Outcome, SourceState, Verdict};
 use crate::metrics::Metrics;
 use crate::report::{Change, Direction, Severity};
 use serde_json::Value;
@@ -41,6 +41,32 @@ pub struct Context<'a> {
     pub store: &'a StoreHandle,
 }
 
+/// Records that an open widening closed (`why`: restored, accepted, ...) and
+/// how long it was exposed. `now` is Unix seconds, `at` the same as RFC 3339.
+pub async fn close(
+    cx: &Context<'_>,
+    key: &ObjectKey,
+    open: &OpenWidening,
+    why: &str,
+    now: f64,
+    at: &str,
+) -> Result<(), String> {
+    let exposure = (now - open.detected_at).max(0.0);
+    cx.store
+        .append(
+            records::CLOSE,
+            cx.source,
+            records::close(key, open, why, exposure),
+            at,
+        )
+        .await?;
+    cx.metrics
+        .exposure_window
+        .with_label_values(&[cx.source])
+        .observe(exposure);
+    Ok(())
+}
+
 /// Records an outcome. `raw` is the current object (None when deleted), `now`
 /// Unix seconds, `written_at` when the change reached the system, if known.
 pub async fn apply(
@@ -58,20 +84,8 @@ pub async fn apply(
         Outcome::AlreadyOpen => Announce::Nothing,
         Outcome::Restored { closed: None } => Announce::Nothing,
         Outcome::Restored { closed: Some(open) } => {
-            let exposure = (now - open.detected_at).max(0.0);
-            cx.store
-                .append(
-                    records::CLOSE,
-                    cx.source,
-                    records::close(key, &open, "restored", exposure),
-                    &at,
-                )
-                .await?;
+            close(cx, key, &open, "restored", now, &at).await?;
             appended += 1;
-            cx.metrics
-                .exposure_window
-                .with_label_values(&[cx.source])
-                .observe(exposure);
             Announce::Closed {
                 object: open.object,
                 reason: "restored",
@@ -109,20 +123,8 @@ pub async fn apply(
                     .await?;
                 appended += 1;
                 if let Some(open) = &j.superseded {
-                    let exposure = (now - open.detected_at).max(0.0);
-                    cx.store
-                        .append(
-                            records::CLOSE,
-                            cx.source,
-                            records::close(key, open, why, exposure),
-                            &at,
-                        )
-                        .await?;
+                    close(cx, key, open, why, now, &at).await?;
                     appended += 1;
-                    cx.metrics
-                        .exposure_window
-                        .with_label_values(&[cx.source])
-                        .observe(exposure);
                 }
             }
             cx.metrics.count_change(

@@ -274,18 +274,7 @@ pub async fn accept(
                 &at,
             )
             .await?;
-        cx.store
-            .append(
-                records::CLOSE,
-                &cx.name,
-                records::close(key, open, "accepted", (t - open.detected_at).max(0.0)),
-                &at,
-            )
-            .await?;
-        cx.metrics
-            .exposure_window
-            .with_label_values(&[cx.name.as_str()])
-            .observe((t - open.detected_at).max(0.0));
+        judge::close(&cx.judge_cx(), key, open, "accepted", t, &at).await?;
     }
     judge::update_open_gauges(&cx.judge_cx(), state);
     Ok(accepted.len())

@@ -191,24 +191,22 @@ pub(crate) fn classify(err: kube::Error, call: &Call<'_>) -> Failure {
                 403 => Failure::Forbidden(message),
                 404 => Failure::NotServed(message),
                 410 => Failure::Expired(message),
-                c if c == 429 || c >= 500 => Failure::Transient(KubeSourceError::Api {
-                    source_name,
-                    server,
-                    resource: call.resource.to_owned(),
-                    code,
-                    reason,
-                    message,
-                    attempts: call.attempts,
-                }),
-                _ => Failure::Fatal(KubeSourceError::Api {
-                    source_name,
-                    server,
-                    resource: call.resource.to_owned(),
-                    code,
-                    reason,
-                    message,
-                    attempts: call.attempts,
-                }),
+                _ => {
+                    let api = KubeSourceError::Api {
+                        source_name,
+                        server,
+                        resource: call.resource.to_owned(),
+                        code,
+                        reason,
+                        message,
+                        attempts: call.attempts,
+                    };
+                    if code == 429 || code >= 500 {
+                        Failure::Transient(api)
+                    } else {
+                        Failure::Fatal(api)
+                    }
+                }
             }
         }
         kube::Error::SerdeError(e) => Failure::Transient(KubeSourceError::InvalidResponse {
