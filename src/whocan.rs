@@ -13,7 +13,7 @@ use crate::grants::iam_perm::{GrantKey, IamPerms, ResourcePattern};
 use crate::grants::kube::PermCache;
 use crate::grants::kube_perm::{Perm, perm_allows};
 use crate::index::iam::IamModel;
-use crate::index::kube::{KubeModel, KubeObject, bound_role};
+use crate::index::kube::{KubeModel, KubeObject};
 use crate::model::aws::{IamBody, IamKey, IamKind};
 use crate::model::k8s::RbacKind;
 use roaring::RoaringBitmap;
@@ -74,8 +74,8 @@ pub fn kube(model: &KubeModel, q: &KubeQuery) -> Vec<Answer> {
                 continue;
             }
         }
-        let role = bound_role(key, binding);
-        let perms = cache.role(&role);
+        let role = &binding.role;
+        let perms = cache.role(role);
         if !perms.iter().any(|p| perm_allows(p, &request)) {
             continue;
         }

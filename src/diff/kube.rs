@@ -9,7 +9,7 @@
 
 use crate::grants::kube::PermCache;
 use crate::grants::kube_perm::{Perm, Scope, covers, rules_cover};
-use crate::index::kube::{KubeModel, KubeObject, bound_role};
+use crate::index::kube::{KubeModel, KubeObject};
 use crate::model::k8s::{RbacKey, RbacKind, Subject};
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap};
@@ -180,9 +180,8 @@ impl<'m> KubeDiffer<'m> {
             return;
         };
         let counterpart = dst.model().get(key).and_then(KubeObject::binding);
-        let role = bound_role(key, binding);
         let scope = Scope::from_namespace(key.namespace.as_deref());
-        let all = src.role_sorted(&role);
+        let all = src.role_sorted(&binding.role);
         let (_, dst) = self.sides(side);
         let mut subjects: Vec<&'m Subject> = binding.subjects.iter().collect();
         subjects.sort_unstable();
@@ -192,7 +191,7 @@ impl<'m> KubeDiffer<'m> {
             // A subject already bound to the same role gains nothing from this
             // binding; what its role gained is the role's change.
             if counterpart
-                .is_some_and(|c| c.role_ref == binding.role_ref && c.subjects.contains(subject))
+                .is_some_and(|c| c.role == binding.role && c.subjects.contains(subject))
             {
                 continue;
             }

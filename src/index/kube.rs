@@ -7,9 +7,9 @@
 
 use crate::model::k8s::{
     self, BindingDef, LabelSelector, RbacBody, RbacKey, RbacKind, RbacObject, RbacParseError,
-    RoleDef, RoleRefKind, Subject,
+    RoleDef, Subject,
 };
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -92,7 +92,6 @@ impl Index {
         let key = &object.parsed.key;
         match &object.parsed.body {
             RbacBody::Binding(b) => {
-                let role = bound_role(key, b);
                 for s in &b.subjects {
                     // Copy-on-write: a clone of the model shares every
                     // subject's entry until it changes.
@@ -109,13 +108,13 @@ impl Index {
                             None => entry.namespaced.entry(ns.clone()).or_default(),
                         },
                     };
-                    bindings.push(key, &role);
+                    bindings.push(object);
                 }
-                let bindings = match self.bindings_by_role.get_mut(&role) {
+                let bindings = match self.bindings_by_role.get_mut(&b.role) {
                     Some(bindings) => bindings,
-                    None => self.bindings_by_role.entry(role).or_default(),
+                    None => self.bindings_by_role.entry(b.role.clone()).or_default(),
                 };
-                Arc::make_mut(bindings).insert(key.clone(), object.clone());
+                Arc::make_mut(bindings).replace(ByKey(object.clone()));
             }
             RbacBody::Role(r) if key.kind == RbacKind::ClusterRole => {
                 for (k, v) in &r.labels {
@@ -136,12 +135,11 @@ impl Index {
         let key = &object.parsed.key;
         match &object.parsed.body {
             RbacBody::Binding(b) => {
-                let role = bound_role(key, b);
-                if let Some(set) = self.bindings_by_role.get_mut(&role) {
+                if let Some(set) = self.bindings_by_role.get_mut(&b.role) {
                     let set = Arc::make_mut(set);
                     set.remove(key);
                     if set.is_empty() {
-                        self.bindings_by_role.remove(&role);
+                        self.bindings_by_role.remove(&b.role);
                     }
                 }
                 for s in &b.subjects {
@@ -183,15 +181,27 @@ impl Index {
     }
 }
 
-/// The key of the role a binding refers to.
-pub fn bound_role(binding_key: &RbacKey, binding: &BindingDef) -> RbacKey {
-    match binding.role_ref.kind {
-        RoleRefKind::ClusterRole => RbacKey::cluster_role(&binding.role_ref.name),
-        RoleRefKind::Role => RbacKey {
-            kind: RbacKind::Role,
-            namespace: binding_key.namespace.clone(),
-            name: binding.role_ref.name.clone(),
-        },
+/// A binding in a per-role set, found by its key without a copy of the key.
+#[derive(Clone, Debug)]
+struct ByKey(KubeObject);
+
+impl PartialEq for ByKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.parsed.key == other.0.parsed.key
+    }
+}
+
+impl Eq for ByKey {}
+
+impl std::hash::Hash for ByKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.parsed.key.hash(state);
+    }
+}
+
+impl std::borrow::Borrow<RbacKey> for ByKey {
+    fn borrow(&self) -> &RbacKey {
+        &self.0.parsed.key
     }
 }
 
@@ -209,16 +219,18 @@ impl SubjectBindings {
     }
 }
 
-/// One subject's bindings in one scope, each with the key of the role it
-/// binds. A subject has few bindings per scope, so a list: cheaper to build
-/// and to copy than a map, and removal scans only that subject's bindings.
+/// One subject's bindings in one scope. A subject has few bindings per
+/// scope, so a list of the (shared) binding objects: cheaper to build and
+/// to copy than a map, and removal scans only that subject's bindings.
 #[derive(Clone, Debug, Default)]
-pub struct ScopeBindings(Vec<(RbacKey, RbacKey)>);
+pub struct ScopeBindings(Vec<KubeObject>);
 
 impl ScopeBindings {
     /// The keys of the roles they bind.
     pub fn values(&self) -> impl Iterator<Item = &RbacKey> {
-        self.0.iter().map(|(_, role)| role)
+        self.0
+            .iter()
+            .filter_map(|binding| binding.binding().map(|b| &b.role))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -228,14 +240,18 @@ impl ScopeBindings {
     /// Adds a binding. The index adds each binding once (a replaced object
     /// is unindexed first), except for a subject it names twice, which
     /// comes right after itself.
-    fn push(&mut self, binding: &RbacKey, role: &RbacKey) {
-        if self.0.last().is_none_or(|(last, _)| last != binding) {
-            self.0.push((binding.clone(), role.clone()));
+    fn push(&mut self, binding: &KubeObject) {
+        if self
+            .0
+            .last()
+            .is_none_or(|last| last.parsed.key != binding.parsed.key)
+        {
+            self.0.push(binding.clone());
         }
     }
 
     fn remove(&mut self, binding: &RbacKey) {
-        if let Some(i) = self.0.iter().position(|(b, _)| b == binding) {
+        if let Some(i) = self.0.iter().position(|b| b.parsed.key == *binding) {
             self.0.swap_remove(i);
         }
     }
@@ -252,7 +268,7 @@ pub struct KubeModel {
 /// model (a baseline, the NEW side of a diff) copies pointers, not entries.
 #[derive(Clone, Debug, Default)]
 struct Index {
-    bindings_by_role: FxHashMap<RbacKey, Arc<FxHashMap<RbacKey, KubeObject>>>,
+    bindings_by_role: FxHashMap<RbacKey, Arc<FxHashSet<ByKey>>>,
     bindings_by_subject: FxHashMap<Subject, Arc<SubjectBindings>>,
     cluster_roles_by_label: FxHashMap<(String, String), BTreeSet<String>>,
     aggregators: BTreeMap<String, Vec<LabelSelector>>,
@@ -354,6 +370,7 @@ impl KubeModel {
             .get(role)
             .into_iter()
             .flat_map(|bindings| bindings.iter())
+            .map(|ByKey(object)| (&object.parsed.key, object))
     }
 
     /// The model's own copy of `subject` and the bindings naming it.

@@ -227,18 +227,6 @@ impl fmt::Display for Subject {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RoleRefKind {
-    Role,
-    ClusterRole,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct RoleRef {
-    pub kind: RoleRefKind,
-    pub name: String,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SelectorOp {
     In,
@@ -288,7 +276,10 @@ pub struct RoleDef {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BindingDef {
-    pub role_ref: RoleRef,
+    /// The role `roleRef` names, resolved: a ClusterRole, or a Role in the
+    /// binding's own namespace. Kept as a key so the index and the diff
+    /// refer to it without building one per lookup.
+    pub role: RbacKey,
     pub subjects: Vec<Subject>,
 }
 
@@ -509,9 +500,17 @@ fn build(raw: RawObject<'_>) -> Result<RbacObject, RbacParseError> {
             let role_ref = raw
                 .role_ref
                 .ok_or_else(|| RbacParseError::Invalid("missing field `roleRef`".into()))?;
-            let role_kind = match &*role_ref.kind {
-                "ClusterRole" => RoleRefKind::ClusterRole,
-                "Role" if key.kind == RbacKind::RoleBinding => RoleRefKind::Role,
+            let role = match &*role_ref.kind {
+                "ClusterRole" => RbacKey {
+                    kind: RbacKind::ClusterRole,
+                    namespace: None,
+                    name: role_ref.name,
+                },
+                "Role" if key.kind == RbacKind::RoleBinding => RbacKey {
+                    kind: RbacKind::Role,
+                    namespace: key.namespace.clone(),
+                    name: role_ref.name,
+                },
                 other => {
                     return Err(field_error(
                         "roleRef.kind",
@@ -525,13 +524,7 @@ fn build(raw: RawObject<'_>) -> Result<RbacObject, RbacParseError> {
                 .enumerate()
                 .map(|(i, s)| subject(s, i, key.namespace.as_deref()))
                 .collect::<Result<Vec<_>, _>>()?;
-            RbacBody::Binding(BindingDef {
-                role_ref: RoleRef {
-                    kind: role_kind,
-                    name: role_ref.name,
-                },
-                subjects,
-            })
+            RbacBody::Binding(BindingDef { role, subjects })
         }
         RbacKind::ServiceAccount => RbacBody::ServiceAccount,
     };
