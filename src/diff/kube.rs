@@ -138,28 +138,25 @@ impl<'m> KubeDiffer<'m> {
                     effect.aggregation_label = direct_old != direct_new;
                 }
                 roles.extend(aggregators.iter().map(|a| RbacKey::cluster_role(a)));
-                let (mut gained_parts, mut lost_parts) = (0, 0);
-                for role in &roles {
-                    let via = (role != key).then(|| role.name.clone());
-                    let reached_gained =
-                        self.role_side(key, role, Side::Gained, &mut effect.gained);
-                    let reached_lost = self.role_side(key, role, Side::Lost, &mut effect.lost);
-                    gained_parts += usize::from(reached_gained);
-                    lost_parts += usize::from(reached_lost);
-                    if let (Some(via), true) = (via, reached_gained || reached_lost) {
-                        effect.aggregated_into.insert(via);
+                let roles: Vec<RbacKey> = roles.into_iter().collect();
+                let mut reached = vec![false; roles.len()];
+                for (side, out) in [
+                    (Side::Gained, &mut effect.gained),
+                    (Side::Lost, &mut effect.lost),
+                ] {
+                    let parts: Vec<(usize, Part<'m>)> = roles
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, role)| Some((i, self.part(key, role, side)?)))
+                        .collect();
+                    let spread = self.spread(side, &parts, out);
+                    for ((i, _), reached_any) in parts.iter().zip(spread) {
+                        reached[*i] |= reached_any;
                     }
                 }
-                // Each part was produced sorted and without duplicates; only
-                // several parts (roles reached) need merging. The stable sort
-                // merges the sorted runs in linear time.
-                for (list, parts) in [
-                    (&mut effect.gained, gained_parts),
-                    (&mut effect.lost, lost_parts),
-                ] {
-                    if parts > 1 {
-                        list.sort();
-                        list.dedup();
+                for (role, reached) in roles.iter().zip(reached) {
+                    if reached && role != key {
+                        effect.aggregated_into.insert(role.name.clone());
                     }
                 }
             }
@@ -183,18 +180,19 @@ impl<'m> KubeDiffer<'m> {
         let scope = Scope::from_namespace(key.namespace.as_deref());
         let all = src.role_sorted(&binding.role);
         let (_, dst) = self.sides(side);
-        let mut subjects: Vec<&'m Subject> = binding.subjects.iter().collect();
+        // A subject already bound to the same role gains nothing from this
+        // binding; what its role gained is the role's change.
+        let mut subjects: Vec<&'m Subject> = binding
+            .subjects
+            .iter()
+            .filter(|subject| {
+                !counterpart.is_some_and(|c| c.role == binding.role && c.subjects.contains(subject))
+            })
+            .collect();
         subjects.sort_unstable();
         subjects.dedup();
         out.reserve(reserve_for(subjects.len(), all.len()));
         for subject in subjects {
-            // A subject already bound to the same role gains nothing from this
-            // binding; what its role gained is the role's change.
-            if counterpart
-                .is_some_and(|c| c.role == binding.role && c.subjects.contains(subject))
-            {
-                continue;
-            }
             let nothing_else = dst.subject_sets(subject, scope).is_empty();
             for perm in all.iter() {
                 if nothing_else || !dst.subject_covers(subject, scope, perm) {
@@ -249,16 +247,10 @@ impl<'m> KubeDiffer<'m> {
         reach
     }
 
-    /// Applies what `role` gained (or lost) through the change of `changed`
-    /// (the role itself, or one it aggregates) to the subjects bound to it.
-    /// Returns whether it reached any subject.
-    fn role_side(
-        &mut self,
-        changed: &RbacKey,
-        role: &RbacKey,
-        side: Side,
-        out: &mut Vec<KubeGrant<'m>>,
-    ) -> bool {
+    /// What `role` gained (or lost) through the change of `changed` (the
+    /// role itself, or one it aggregates), with whom its bindings reach;
+    /// `None` when it gained (or lost) nothing.
+    fn part(&mut self, changed: &RbacKey, role: &RbacKey, side: Side) -> Option<Part<'m>> {
         let mut delta = self.role_delta(side, role);
         if role != changed {
             // An aggregated role's delta may hold other members' changes too;
@@ -268,25 +260,91 @@ impl<'m> KubeDiffer<'m> {
             delta = Rc::new(delta.iter().filter(|p| own.contains(p)).copied().collect());
         }
         if delta.is_empty() {
-            return false;
+            return None;
         }
         let reach = self.reach(side, role);
-        out.reserve(reserve_for(reach.pairs.len(), delta.len()));
+        Some(Part { delta, reach })
+    }
+
+    /// Applies the parts (one role's change, and the same change seen
+    /// through each role aggregating it) to the subjects they reach: a perm
+    /// a subject's other roles do not already cover is a grant. The parts'
+    /// subjects are walked together in order, so each subject and scope is
+    /// checked once and the grants come out sorted and without duplicates,
+    /// with no sort over them. Returns, per part, whether it reached anyone.
+    fn spread(
+        &mut self,
+        side: Side,
+        parts: &[(usize, Part<'m>)],
+        out: &mut Vec<KubeGrant<'m>>,
+    ) -> Vec<bool> {
+        let mut reached = vec![false; parts.len()];
+        // Every perm any part carries, and each part's share of them.
+        let mut perms: Vec<Perm<'m>> = parts
+            .iter()
+            .flat_map(|(_, p)| p.delta.iter().copied())
+            .collect();
+        if parts.len() > 1 {
+            perms.sort_unstable();
+            perms.dedup();
+        }
+        let words = perms.len().div_ceil(64);
+        let carries: Vec<Vec<u64>> = parts
+            .iter()
+            .map(|(_, p)| {
+                let mut mask = vec![0u64; words];
+                for perm in p.delta.iter() {
+                    if let Ok(i) = perms.binary_search(perm) {
+                        mask[i / 64] |= 1 << (i % 64);
+                    }
+                }
+                mask
+            })
+            .collect();
+        let most: usize = parts.iter().map(|(_, p)| p.reach.pairs.len()).sum();
+        out.reserve(reserve_for(most, perms.len()));
         let (_, dst) = self.sides(side);
-        // The same delta is checked for thousands of subjects; which of its
-        // perms a role covers is worked out once per covering role.
-        let words = delta.len().div_ceil(64);
+        // The same perms are checked for thousands of subjects; which of them
+        // a role covers is worked out once per covering role.
         let mut memo: FxHashMap<&RbacKey, Vec<u64>> = FxHashMap::default();
-        let mut reached = false;
+        let mut cursors = vec![0usize; parts.len()];
+        let mut carried = vec![0u64; words];
         let mut covered = vec![0u64; words];
-        let mut start = 0;
-        for (&(subject, namespace), &end) in reach.pairs.iter().zip(&reach.ends) {
+        let mut here: Vec<usize> = Vec::with_capacity(parts.len());
+        loop {
+            let mut next: Option<(&'m Subject, Option<&'m str>)> = None;
+            for ((_, part), &at) in parts.iter().zip(&cursors) {
+                if let Some(&pair) = part.reach.pairs.get(at)
+                    && next.is_none_or(|n| pair < n)
+                {
+                    next = Some(pair);
+                }
+            }
+            let Some((subject, namespace)) = next else {
+                break;
+            };
+            here.clear();
+            carried.iter_mut().for_each(|w| *w = 0);
+            let mut covering: &[&'m RbacKey] = &[];
+            for (i, (_, part)) in parts.iter().enumerate() {
+                let at = cursors[i];
+                if part.reach.pairs.get(at) == Some(&(subject, namespace)) {
+                    here.push(i);
+                    cursors[i] += 1;
+                    for (w, c) in carried.iter_mut().zip(&carries[i]) {
+                        *w |= c;
+                    }
+                    // Who covers a subject in a scope does not depend on the
+                    // role that reached it.
+                    covering = part.reach.covering_of(at);
+                }
+            }
             covered.iter_mut().for_each(|w| *w = 0);
-            for other in &reach.covering[start..end] {
+            for other in covering {
                 let mask = memo.entry(*other).or_insert_with(|| {
                     let mut mask = vec![0u64; words];
                     let mut mark = |covered: &dyn Fn(&Perm<'_>) -> bool| {
-                        for (i, perm) in delta.iter().enumerate() {
+                        for (i, perm) in perms.iter().enumerate() {
                             if covered(perm) {
                                 mask[i / 64] |= 1 << (i % 64);
                             }
@@ -309,10 +367,11 @@ impl<'m> KubeDiffer<'m> {
                     *w |= m;
                 }
             }
-            start = end;
-            for (i, perm) in delta.iter().enumerate() {
-                if covered[i / 64] & (1 << (i % 64)) == 0 {
-                    reached = true;
+            for &i in &here {
+                reached[i] |= carries[i].iter().zip(&covered).any(|(c, v)| c & !v != 0);
+            }
+            for (i, perm) in perms.iter().enumerate() {
+                if carried[i / 64] & !covered[i / 64] & (1 << (i % 64)) != 0 {
                     out.push(KubeGrant {
                         subject,
                         namespace,
@@ -322,6 +381,21 @@ impl<'m> KubeDiffer<'m> {
             }
         }
         reached
+    }
+}
+
+/// One role's share of a change on one side: the perms it gained (or lost)
+/// through the change, sorted, and everyone its bindings reach.
+struct Part<'m> {
+    delta: Rc<Vec<Perm<'m>>>,
+    reach: Rc<Reach<'m>>,
+}
+
+impl<'m> Reach<'m> {
+    /// The roles covering the subject and scope at `pairs[at]`.
+    fn covering_of(&self, at: usize) -> &[&'m RbacKey] {
+        let start = if at == 0 { 0 } else { self.ends[at - 1] };
+        &self.covering[start..self.ends[at]]
     }
 }
 
