@@ -16,7 +16,7 @@ use crate::grants::catalog::Catalog;
 use crate::grants::iam_perm::{ActionSet, IamCompiler};
 use crate::grants::kube_perm::Perm;
 use crate::index::iam::IamModel;
-use crate::index::kube::KubeModel;
+use crate::index::kube::{KubeModel, KubeObject};
 use crate::model::aws::{self, IamKey, IamKind};
 use crate::model::iam_policy::Effect;
 use crate::model::k8s::Subject;
@@ -231,7 +231,12 @@ fn merge_keys<'a, K: Ord + 'a, V: ?Sized + 'a>(
                     out.push((k, None, Some(v)));
                 }
             }
-            (Some((ok, _)), Some((nk, _))) => match ok.cmp(nk) {
+            // Keys of an object both sides share are one key.
+            (Some((ok, _)), Some((nk, _))) => match if std::ptr::eq(*ok, *nk) {
+                Ordering::Equal
+            } else {
+                ok.cmp(nk)
+            } {
                 Ordering::Less => {
                     if let Some((k, v)) = old.next() {
                         out.push((k, Some(v), None));
@@ -348,15 +353,14 @@ fn diff_kube(
     options: &DiffOptions,
     sink: &mut Sink,
 ) {
-    let merged = merge_keys(
-        om.objects().map(|(k, v)| (k, v.json())),
-        nm.objects().map(|(k, v)| (k, v.json())),
-    );
+    let merged = merge_keys(om.objects(), nm.objects());
     let mut not_compared = 0;
     let changed = changed_keys(
         merged,
-        |a: &str, b: &str| a == b,
-        |_, v: &str| k8s::normalize(&serde_json::from_str(v).unwrap_or(Value::Null)),
+        // The same shared object on both sides (most of them) is equal
+        // without comparing its text.
+        |a: &KubeObject, b: &KubeObject| a == b,
+        |_, v: &KubeObject| k8s::normalize(&v.value()),
         |k| kube_missing(&o.meta.missing, k),
         |k| kube_missing(&n.meta.missing, k),
         options,

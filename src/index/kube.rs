@@ -181,9 +181,22 @@ impl Index {
     }
 }
 
-/// A binding in a per-role set, found by its key without a copy of the key.
+/// An object in a set keyed (hashed, ordered) by its own key, so the set
+/// needs no copy of the key and is found by a borrowed one.
 #[derive(Clone, Debug)]
 struct ByKey(KubeObject);
+
+impl Ord for ByKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.parsed.key.cmp(&other.0.parsed.key)
+    }
+}
+
+impl PartialOrd for ByKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl PartialEq for ByKey {
     fn eq(&self, other: &Self) -> bool {
@@ -259,7 +272,9 @@ impl ScopeBindings {
 
 #[derive(Clone, Debug, Default)]
 pub struct KubeModel {
-    objects: BTreeMap<RbacKey, KubeObject>,
+    /// In key order. Each object is its own key, so cloning the model (a
+    /// baseline, NEW read over OLD) copies no key.
+    objects: BTreeSet<ByKey>,
     index: Index,
 }
 
@@ -288,20 +303,24 @@ impl KubeModel {
     }
 
     pub fn get(&self, key: &RbacKey) -> Option<&KubeObject> {
-        self.objects.get(key)
+        self.objects.get(key).map(|ByKey(object)| object)
     }
 
     /// The model's own copy of `key` with its object.
     pub fn get_key_value(&self, key: &RbacKey) -> Option<(&RbacKey, &KubeObject)> {
-        self.objects.get_key_value(key)
+        self.objects
+            .get(key)
+            .map(|ByKey(object)| (&object.parsed.key, object))
     }
 
     pub fn objects(&self) -> impl Iterator<Item = (&RbacKey, &KubeObject)> {
-        self.objects.iter()
+        self.objects
+            .iter()
+            .map(|ByKey(object)| (&object.parsed.key, object))
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &RbacKey> {
-        self.objects.keys()
+        self.objects.iter().map(|ByKey(object)| &object.parsed.key)
     }
 
     /// A model of `objects`, built in one go: in key order (as snapshots store
@@ -330,32 +349,25 @@ impl KubeModel {
         for object in &objects {
             index.index(object);
         }
-        let objects = objects
-            .into_iter()
-            .map(|o| (o.parsed.key.clone(), o))
-            .collect();
+        let objects = objects.into_iter().map(ByKey).collect();
         Ok(Self { objects, index })
     }
 
     /// Inserts or replaces an object, returning the previous version.
     pub fn insert(&mut self, object: KubeObject) -> Option<KubeObject> {
-        use std::collections::btree_map::Entry;
-        match self.objects.entry(object.parsed.key.clone()) {
-            Entry::Occupied(mut slot) => {
-                self.index.unindex(slot.get());
-                self.index.index(&object);
-                Some(slot.insert(object))
-            }
-            Entry::Vacant(slot) => {
-                self.index.index(&object);
-                slot.insert(object);
-                None
-            }
+        let previous = self
+            .objects
+            .replace(ByKey(object.clone()))
+            .map(|ByKey(o)| o);
+        if let Some(previous) = &previous {
+            self.index.unindex(previous);
         }
+        self.index.index(&object);
+        previous
     }
 
     pub fn remove(&mut self, key: &RbacKey) -> Option<KubeObject> {
-        let object = self.objects.remove(key)?;
+        let ByKey(object) = self.objects.take(key)?;
         self.index.unindex(&object);
         Some(object)
     }
@@ -403,16 +415,14 @@ impl KubeModel {
                     .map(String::as_str),
             ),
             None => Box::new(
-                self.objects
-                    .keys()
+                self.keys()
                     .filter(|k| k.kind == RbacKind::ClusterRole)
                     .map(|k| k.name.as_str()),
             ),
         };
         candidates
             .filter(|name| {
-                self.objects
-                    .get(&RbacKey::cluster_role(name))
+                self.get(&RbacKey::cluster_role(name))
                     .and_then(KubeObject::role)
                     .is_some_and(|r| selector.matches(&r.labels))
             })
@@ -422,7 +432,6 @@ impl KubeModel {
     /// Aggregated ClusterRoles that select `name` directly.
     pub fn direct_aggregators_of(&self, name: &str) -> Vec<&str> {
         let Some(role) = self
-            .objects
             .get(&RbacKey::cluster_role(name))
             .and_then(KubeObject::role)
         else {
