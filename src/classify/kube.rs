@@ -249,11 +249,38 @@ struct Facet<'a> {
     system_subject: bool,
 }
 
-fn facet<'a>(g: &KubeGrant<'a>) -> Facet<'a> {
-    Facet {
-        perm: g.perm,
-        cluster_wide: g.namespace.is_none(),
-        system_subject: is_system_subject(g.subject),
+/// Calls `visit` with each grant's facet, in order, skipping what cannot
+/// be new: a facet repeating the one before, and a subject and scope whose
+/// perms and flags repeat the previous one's (a role change reaching
+/// thousands of subjects gives each the same list).
+fn for_each_facet<'g, 'm>(
+    gained: &'g [KubeGrant<'m>],
+    mut visit: impl FnMut(Facet<'m>, &'g KubeGrant<'m>),
+) {
+    let mut previous_run: Option<(&[KubeGrant<'m>], bool, bool)> = None;
+    for run in gained.chunk_by(|a, b| a.same_place(b)) {
+        let cluster_wide = run[0].namespace.is_none();
+        let system_subject = is_system_subject(run[0].subject);
+        if let Some((previous, c, s)) = previous_run
+            && (c, s) == (cluster_wide, system_subject)
+            && previous.len() == run.len()
+            && previous.iter().zip(run).all(|(a, b)| a.perm == b.perm)
+        {
+            continue;
+        }
+        previous_run = Some((run, cluster_wide, system_subject));
+        let mut previous: Option<Facet<'m>> = None;
+        for g in run {
+            let f = Facet {
+                perm: g.perm,
+                cluster_wide,
+                system_subject,
+            };
+            if previous != Some(f) {
+                previous = Some(f);
+                visit(f, g);
+            }
+        }
     }
 }
 
@@ -318,7 +345,12 @@ fn facet_info(f: &Facet<'_>) -> FacetInfo {
 
 /// Tags of one gained perm held by one subject in one scope.
 pub fn grant_risks(grant: &KubeGrant<'_>) -> BTreeSet<Risk> {
-    Risk::from_mask(facet_info(&facet(grant)).risks).collect()
+    let facet = Facet {
+        perm: grant.perm,
+        cluster_wide: grant.namespace.is_none(),
+        system_subject: is_system_subject(grant.subject),
+    };
+    Risk::from_mask(facet_info(&facet).risks).collect()
 }
 
 /// The facts of a change beyond its gained perms.
@@ -399,14 +431,7 @@ impl<'m> Classifier<'m> {
         let mut any_write = false;
         let mut system_beyond_discovery = false;
         let mut deleted: FxHashSet<(&str, &str)> = FxHashSet::default();
-        let mut previous: Option<Facet<'m>> = None;
-        for g in gained {
-            let f = facet(g);
-            // Consecutive grants often repeat a facet (one perm, many subjects).
-            if previous == Some(f) {
-                continue;
-            }
-            previous = Some(f);
+        for_each_facet(gained, |f, _| {
             let info = self.info(f);
             risks |= info.risks;
             any_write |= info.write;
@@ -420,7 +445,7 @@ impl<'m> Classifier<'m> {
             {
                 deleted.insert((group, resource));
             }
-        }
+        });
         // Deleting many kinds of things at once is as broad as `*`.
         if deleted.len() >= 5 {
             risks |= Risk::DeleteBroad.bit();
@@ -443,13 +468,7 @@ impl<'m> Classifier<'m> {
     ) -> Option<Witness> {
         // Score each distinct facet once; the witness is the first grant with the best one.
         let mut best: Option<((Severity, usize), &KubeGrant<'m>)> = None;
-        let mut previous: Option<Facet<'m>> = None;
-        for g in gained {
-            let f = facet(g);
-            if previous == Some(f) {
-                continue;
-            }
-            previous = Some(f);
+        for_each_facet(gained, |f, g| {
             let info = self.info(f);
             let telling = Risk::from_mask(info.risks)
                 .filter_map(|r| WITNESS_PRIORITY.iter().position(|p| *p == r))
@@ -467,7 +486,7 @@ impl<'m> Classifier<'m> {
             if best.is_none_or(|(b, _)| score > b) {
                 best = Some((score, g));
             }
-        }
+        });
         best.map(|(_, g)| concrete_witness(g, allowed_before))
     }
 }

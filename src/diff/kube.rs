@@ -8,7 +8,7 @@
 //! allow it in that scope, so re-granting something already held is neutral.
 
 use crate::grants::kube::PermCache;
-use crate::grants::kube_perm::{Perm, Scope, covers, rules_cover};
+use crate::grants::kube_perm::{ByAddressFirst, Perm, Scope, covers, rules_cover};
 use crate::index::kube::{KubeModel, KubeObject};
 use crate::model::k8s::{RbacKey, RbacKind, Subject};
 use rustc_hash::FxHashMap;
@@ -16,12 +16,51 @@ use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
 /// One subject allowed one perm in one scope (`None` = cluster-wide). Borrows
-/// from the models, so millions of them stay cheap.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// from the models, so millions of them stay cheap. Ordered by subject,
+/// scope and perm, by value (strings compared by address first).
+#[derive(Clone, Copy, Debug)]
 pub struct KubeGrant<'m> {
     pub subject: &'m Subject,
     pub namespace: Option<&'m str>,
     pub perm: Perm<'m>,
+}
+
+impl<'m> KubeGrant<'m> {
+    fn fields(&self) -> (&'m Subject, Option<ByAddressFirst<'m>>, Perm<'m>) {
+        (self.subject, self.namespace.map(ByAddressFirst), self.perm)
+    }
+
+    /// Same subject and scope as `other`.
+    pub fn same_place(&self, other: &Self) -> bool {
+        self.subject == other.subject
+            && self.namespace.map(ByAddressFirst) == other.namespace.map(ByAddressFirst)
+    }
+}
+
+impl PartialEq for KubeGrant<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.fields() == other.fields()
+    }
+}
+
+impl Eq for KubeGrant<'_> {}
+
+impl std::hash::Hash for KubeGrant<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.fields().hash(state);
+    }
+}
+
+impl Ord for KubeGrant<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.fields().cmp(&other.fields())
+    }
+}
+
+impl PartialOrd for KubeGrant<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

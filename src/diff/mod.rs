@@ -14,7 +14,7 @@ pub mod text;
 use crate::classify;
 use crate::grants::catalog::Catalog;
 use crate::grants::iam_perm::{ActionSet, IamCompiler};
-use crate::grants::kube_perm::Perm;
+use crate::grants::kube_perm::{ByAddressFirst, Perm};
 use crate::index::iam::IamModel;
 use crate::index::kube::{KubeModel, KubeObject};
 use crate::model::aws::{self, IamKey, IamKind};
@@ -584,22 +584,28 @@ fn kube_output(grants: &[KubeGrant<'_>], cap: usize) -> (Vec<Grant>, usize) {
 /// group, resource and verb, names merged).
 fn same_output_grant(a: &KubeGrant<'_>, b: &KubeGrant<'_>) -> bool {
     // Only grants naming objects merge; an all-names grant stands alone.
-    a.subject == b.subject
-        && a.namespace == b.namespace
-        && output_head(a) == output_head(b)
-        && output_head(a).4
-}
-
-/// (non-resource?, group, resource or URL, verb, names an object?)
-fn output_head<'a>(g: &KubeGrant<'a>) -> (bool, &'a str, &'a str, &'a str, bool) {
-    match g.perm {
-        Perm::Resource {
-            group,
-            resource,
-            verb,
-            name,
-        } => (false, group, resource, verb, name.is_some()),
-        Perm::NonResource { url, verb } => (true, "", url, verb, false),
+    let same = |x: &str, y: &str| ByAddressFirst(x) == ByAddressFirst(y);
+    match (a.perm, b.perm) {
+        (
+            Perm::Resource {
+                group,
+                resource,
+                verb,
+                name: Some(_),
+            },
+            Perm::Resource {
+                group: other_group,
+                resource: other_resource,
+                verb: other_verb,
+                name: Some(_),
+            },
+        ) => {
+            same(verb, other_verb)
+                && same(resource, other_resource)
+                && same(group, other_group)
+                && a.same_place(b)
+        }
+        _ => false,
     }
 }
 

@@ -134,7 +134,7 @@ pub enum Perm<'a> {
 /// borrow the very same strings from the model, so most comparisons then
 /// need no byte compared. Otherwise by value, like `&str`.
 #[derive(Clone, Copy, Debug, Hash)]
-struct ByAddressFirst<'a>(&'a str);
+pub(crate) struct ByAddressFirst<'a>(pub(crate) &'a str);
 
 impl ByAddressFirst<'_> {
     fn same_place(&self, other: &Self) -> bool {
