@@ -816,4 +816,42 @@ mod tests {
         let w = witness(&grants, |_, _, _| false).unwrap();
         assert_eq!(w.resource, "secrets");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn skipping_repeats_visits_every_distinct_facet(
+            grants in proptest::collection::vec((0usize..3, 0usize..2, 0usize..4), 0..40)
+        ) {
+            let subjects = [Subject::user("a"), Subject::group("system:masters"), Subject::user("c")];
+            let namespaces = [None, Some("team")];
+            let verbs = ["get", "list", "delete", "*"];
+            let mut grants: Vec<KubeGrant<'_>> = grants
+                .iter()
+                .map(|&(s, n, v)| KubeGrant {
+                    subject: &subjects[s],
+                    namespace: namespaces[n],
+                    perm: res("", "secrets", verbs[v]),
+                })
+                .collect();
+            grants.sort();
+            grants.dedup();
+            let every: BTreeSet<(bool, bool, &str)> = grants
+                .iter()
+                .map(|g| match g.perm {
+                    Perm::Resource { verb, .. } => {
+                        (g.namespace.is_none(), is_system_subject(g.subject), verb)
+                    }
+                    Perm::NonResource { verb, .. } => (false, false, verb),
+                })
+                .collect();
+            let mut visited = BTreeSet::new();
+            for_each_facet(&grants, |f, g| {
+                assert_eq!(f.perm, g.perm);
+                if let Perm::Resource { verb, .. } = f.perm {
+                    visited.insert((f.cluster_wide, f.system_subject, verb));
+                }
+            });
+            proptest::prop_assert_eq!(visited, every);
+        }
+    }
 }

@@ -588,4 +588,80 @@ mod tests {
             assert_eq!(resources, [resource], "change of {name}");
         }
     }
+
+    #[test]
+    fn a_change_seen_through_several_aggregators_lists_each_grant_once_in_order() {
+        // member -> view -> edit: a subject bound to both view and edit in
+        // one namespace is reached by three parts but gains each perm once;
+        // one covered by another role gains nothing and is not counted.
+        let view = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
+            "metadata":{"name":"view","labels":{"to-edit":"true"}},
+            "aggregationRule":{"clusterRoleSelectors":[{"matchLabels":{"to-view":"true"}}]}});
+        let edit = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
+            "metadata":{"name":"edit"},
+            "aggregationRule":{"clusterRoleSelectors":[{"matchLabels":{"to-edit":"true"}}]}});
+        let rb = |name: &str, role: &str, user: &str| {
+            json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"RoleBinding",
+                "metadata":{"name":name,"namespace":"team"},
+                "roleRef":{"kind":"ClusterRole","name":role,"apiGroup":"rbac.authorization.k8s.io"},
+                "subjects":[{"kind":"User","name":user,"apiGroup":"rbac.authorization.k8s.io"}]})
+        };
+        let wide = json!([{"apiGroups":["*"],"resources":["*"],"verbs":["*"]}]);
+        let pods_and_secrets = json!([
+            {"apiGroups":[""],"resources":["secrets"],"verbs":["get","list"]},
+            {"apiGroups":[""],"resources":["pods"],"verbs":["get"]}
+        ]);
+        let common = [
+            view,
+            edit,
+            role("wide", json!({}), wide),
+            rb("b1", "view", "bob"),
+            rb("b2", "edit", "bob"),
+            rb("b3", "edit", "alice"),
+            rb("b4", "view", "carol"),
+            rb("b5", "wide", "carol"),
+        ];
+        let with_member = |rules: Value| {
+            let mut objects = common.to_vec();
+            objects.push(role("member", json!({"to-view":"true"}), rules));
+            KubeModel::of(&objects)
+        };
+        let old = with_member(json!([]));
+        let new = with_member(pods_and_secrets);
+        let mut d = KubeDiffer::new(&old, &new);
+        let e = d.effect(&RbacKey::cluster_role("member"));
+        let got: Vec<(String, Option<&str>, String)> = e
+            .gained
+            .iter()
+            .map(|g| {
+                let perm = match g.perm {
+                    Perm::Resource { verb, resource, .. } => format!("{verb} {resource}"),
+                    Perm::NonResource { verb, url } => format!("{verb} {url}"),
+                };
+                (g.subject.name.clone(), g.namespace, perm)
+            })
+            .collect();
+        let mut want = Vec::new();
+        for user in ["alice", "bob"] {
+            for perm in ["get pods", "get secrets", "list secrets"] {
+                want.push((user.to_owned(), Some("team"), perm.to_owned()));
+            }
+        }
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        assert_eq!(got_sorted, want);
+        assert!(e.gained.windows(2).all(|w| w[0] < w[1]), "sorted, unique");
+        assert!(e.lost.is_empty());
+        assert_eq!(
+            e.aggregated_into,
+            ["edit".to_string(), "view".to_string()]
+                .into_iter()
+                .collect()
+        );
+        // Reversed, the same grants are lost.
+        let mut d = KubeDiffer::new(&new, &old);
+        let e = d.effect(&RbacKey::cluster_role("member"));
+        assert!(e.gained.is_empty());
+        assert_eq!(e.lost.len(), want.len());
+    }
 }
