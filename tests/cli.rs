@@ -547,3 +547,18 @@ fn help_lists_the_commands_and_exit_codes() {
     let o = permdrift(&["diff", "--help"]);
     assert!(stdout(&o).contains("--fail-on"));
 }
+
+#[test]
+fn baseline_accept_refuses_a_scheme_the_operator_does_not_speak() {
+    // Nothing listens there: the refusal must come before any connection.
+    let err = trouble(&[
+        "baseline",
+        "accept",
+        "--server",
+        "https://127.0.0.1:9",
+        "--source",
+        "acct",
+    ]);
+    assert!(err.contains("plain HTTP, not https"), "{err}");
+    assert!(err.contains("--server http://"), "{err}");
+}

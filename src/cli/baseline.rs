@@ -52,8 +52,9 @@ fn online(ctx: &Ctx, server: &str, source: Option<&str>) -> anyhow::Result<u8> {
         .context("cannot start the async runtime")?;
     let url = match source {
         Some(s) => format!(
-            "{}/api/v1/baseline/accept?source={s}",
-            server.trim_end_matches('/')
+            "{}/api/v1/baseline/accept?source={}",
+            server.trim_end_matches('/'),
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
         ),
         None => format!("{}/api/v1/baseline/accept", server.trim_end_matches('/')),
     };
@@ -68,6 +69,13 @@ fn online(ctx: &Ctx, server: &str, source: Option<&str>) -> anyhow::Result<u8> {
 async fn post(url: &str) -> anyhow::Result<(u16, String)> {
     use http_body_util::BodyExt;
     let uri: hyper::Uri = url.parse().with_context(|| format!("{url}: not a URL"))?;
+    // The operator's API is plain HTTP; sending a request meant for TLS in
+    // the clear would fail obscurely at best.
+    if let Some(scheme) = uri.scheme_str().filter(|s| *s != "http") {
+        bail!(
+            "{url}: the operator's API speaks plain HTTP, not {scheme}; use --server http://HOST:PORT (for example through `kubectl port-forward`)"
+        );
+    }
     let host = uri.host().context("the URL has no host")?.to_owned();
     let port = uri.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((host.as_str(), port))
