@@ -9,7 +9,7 @@
 use super::http::{self, HttpState};
 use super::leader::{self, LeaderConfig};
 use super::source::{SourceCtx, aws_loop};
-use super::store::StoreHandle;
+use super::store::{OpenError, StoreHandle};
 use super::{Command, Readiness, kube_loop};
 use crate::config::{Config, KubeAccess};
 use crate::grants::catalog::Catalog;
@@ -73,6 +73,8 @@ fn identity(configured: Option<&str>) -> String {
 /// not open (a corrupt journal needs a person; a full disk or a slow
 /// volume may recover by itself).
 const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+/// A previous leader's lock goes when its process does: retry soon.
+const HELD_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Opens the store while this replica leads and closes it when it stops
 /// leading; `recording` is true exactly while both hold. A leader that
@@ -88,7 +90,7 @@ async fn supervise_store(
     loop {
         let leading = *leading_rx.borrow_and_update();
         metrics.leader.set(if leading { 1.0 } else { 0.0 });
-        let mut retry = false;
+        let mut retry = None;
         if leading && !store.is_open().await {
             match store.open().await {
                 Ok(warnings) => {
@@ -97,10 +99,15 @@ async fn supervise_store(
                     }
                     recording_tx.send_replace(true);
                 }
-                Err(e) => {
+                Err(OpenError::Held) => {
+                    tracing::info!(store = %store.dir().display(),
+                        "store is held by another process (a previous leader letting go); waiting");
+                    retry = Some(HELD_RETRY);
+                }
+                Err(OpenError::Failed(e)) => {
                     tracing::error!(store = %store.dir().display(), error = %e,
                         "cannot open the store: this leader judges and records nothing until it can");
-                    retry = true;
+                    retry = Some(STORE_RETRY);
                 }
             }
         } else if !leading {
@@ -112,7 +119,7 @@ async fn supervise_store(
             .set(if *recording_tx.borrow() { 1.0 } else { 0.0 });
         tokio::select! {
             changed = leading_rx.changed() => if changed.is_err() { break },
-            _ = tokio::time::sleep(STORE_RETRY), if retry => {}
+            _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
             _ = shutdown.changed() => break,
         }
     }

@@ -14,6 +14,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
+/// Why the store did not open.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Another process holds its lock; worth retrying soon.
+    Held,
+    Failed(String),
+}
+
 #[derive(Clone)]
 pub struct StoreHandle {
     dir: PathBuf,
@@ -34,29 +42,26 @@ impl StoreHandle {
         &self.dir
     }
 
-    /// Opens the store for writing, waiting while another process holds it
-    /// (a previous leader that has not let go yet).
-    pub async fn open(&self) -> Result<Vec<String>, String> {
+    /// Opens the store for writing, in one attempt. While another process
+    /// holds it (a previous leader that has not let go yet) the caller
+    /// retries, free meanwhile to notice losing leadership or shutdown, and
+    /// without keeping appends waiting on the handle.
+    pub async fn open(&self) -> Result<Vec<String>, OpenError> {
         let mut guard = self.inner.lock().await;
         if guard.is_some() {
             return Ok(Vec::new());
         }
-        loop {
-            let dir = self.dir.clone();
-            let attempt = tokio::task::spawn_blocking(move || Store::open(&dir))
-                .await
-                .map_err(|e| format!("store: {e}"))?;
-            match attempt {
-                Ok((store, warnings)) => {
-                    *guard = Some(store);
-                    return Ok(warnings);
-                }
-                Err(crate::store::StoreError::Locked { .. }) => {
-                    tracing::info!(store = %self.dir.display(), "store is held by another process; waiting");
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
-                Err(e) => return Err(e.to_string()),
+        let dir = self.dir.clone();
+        let attempt = tokio::task::spawn_blocking(move || Store::open(&dir))
+            .await
+            .map_err(|e| OpenError::Failed(format!("store: {e}")))?;
+        match attempt {
+            Ok((store, warnings)) => {
+                *guard = Some(store);
+                Ok(warnings)
             }
+            Err(crate::store::StoreError::Locked { .. }) => Err(OpenError::Held),
+            Err(e) => Err(OpenError::Failed(e.to_string())),
         }
     }
 
@@ -117,5 +122,27 @@ impl StoreHandle {
             .as_ref()
             .ok_or("store is not open: this replica does not lead")?;
         tokio::task::block_in_place(|| store.get_snapshot(digest)).map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_held_store_is_reported_at_once_and_opens_once_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let (held, _) = Store::open(&path).unwrap();
+        let handle = StoreHandle::new(path, Metrics::new(&[]).unwrap());
+        // One attempt, not a wait: the caller stays free to notice shutdown.
+        let attempt = tokio::time::timeout(std::time::Duration::from_secs(5), handle.open())
+            .await
+            .expect("open returns while the store is held");
+        assert!(matches!(attempt, Err(OpenError::Held)), "{attempt:?}");
+        assert!(!handle.is_open().await);
+        drop(held);
+        assert!(handle.open().await.is_ok());
+        assert!(handle.is_open().await);
     }
 }
