@@ -292,20 +292,9 @@ fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
         "timeout",
         "failed to construct request",
     ];
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let text = e.to_string();
-        let repeats = parts.last().is_some_and(|last| last.contains(&text));
-        if !text.is_empty() && !WRAPPERS.contains(&text.as_str()) && !repeats {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    if parts.is_empty() {
-        return "no details".into();
-    }
-    parts.join(": ")
+    crate::source::chain_text(err, |text| {
+        (!WRAPPERS.contains(&text.as_str())).then_some(text)
+    })
 }
 
 /// Text of the first `<tag>...</tag>` in an XML body, entities decoded.

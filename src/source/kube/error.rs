@@ -274,27 +274,16 @@ fn quoted_after(message: &str, prefix: &str) -> Option<String> {
     Some(message[start..end].to_owned())
 }
 
-/// The error and its causes as one line, skipping causes that repeat their parent.
+/// The error and its causes as one line, without kube's own wrapper words
+/// (which say nothing to a user) or causes that repeat their parent.
 pub(crate) fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
-    // kube's own wrapper words say nothing to a user.
     const PREFIXES: &[&str] = &["ServiceError: ", "HyperError: "];
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let mut text = e.to_string();
-        if let Some(rest) = PREFIXES.iter().find_map(|p| text.strip_prefix(p)) {
-            text = rest.to_owned();
-        }
-        let repeats = parts.last().is_some_and(|last| last.contains(&text));
-        if !text.is_empty() && !repeats {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    if parts.is_empty() {
-        return "no details".into();
-    }
-    parts.join(": ")
+    crate::source::chain_text(err, |text| {
+        Some(match PREFIXES.iter().find_map(|p| text.strip_prefix(p)) {
+            Some(rest) => rest.to_owned(),
+            None => text,
+        })
+    })
 }
 
 #[cfg(test)]
