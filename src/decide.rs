@@ -8,6 +8,7 @@
 //! widening stays open until accepted (later: approved or reverted). Pure: no
 //! I/O, and `now` (Unix seconds) is passed in.
 
+use crate::classify::iam::RiskSets;
 use crate::config::{AllowRule, Mode};
 use crate::diff::{self, DiffOptions};
 use crate::grants::catalog::Catalog;
@@ -271,11 +272,12 @@ impl SourceState {
         outcome
     }
 
-    /// Judges the IAM entity `key` of `current` against the baseline.
+    /// Judges the IAM entity `key` of `current` against the baseline, with
+    /// the catalog and its risk sets (built once, not per entity).
     pub fn judge_iam(
         &mut self,
         current: &IamModel,
-        catalog: &Catalog,
+        (catalog, sets): (&Catalog, &RiskSets),
         key: &IamKey,
         policy: &Policy<'_>,
         now: f64,
@@ -297,10 +299,9 @@ impl SourceState {
             .unwrap_or_else(|| "unknown".into());
         let (change, _, _) = {
             let mut differ = diff::iam::IamDiffer::new(baseline, current, catalog);
-            let sets = crate::classify::iam::RiskSets::new(catalog);
             diff::iam_change(
                 &mut differ,
-                &sets,
+                sets,
                 catalog,
                 policy.source,
                 &format!("account:{account}"),

@@ -11,6 +11,7 @@ use super::leader::{self, LeaderConfig};
 use super::source::{SourceCtx, aws_loop};
 use super::store::{OpenError, StoreHandle};
 use super::{Command, Readiness, kube_loop};
+use crate::classify::iam::RiskSets;
 use crate::config::{Config, KubeAccess};
 use crate::grants::catalog::Catalog;
 use crate::metrics::Metrics;
@@ -188,6 +189,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         shutdown.clone(),
     )));
     let catalog: &'static Catalog = Catalog::embedded();
+    // Built once: which catalog actions are risky does not change per event.
+    let risk_sets = Arc::new(RiskSets::new(catalog));
     let allow = Arc::new(config.allow.clone());
     let mut commands: BTreeMap<String, mpsc::Sender<Command>> = BTreeMap::new();
     for source in &config.sources {
@@ -209,6 +212,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             commands: rx,
             shutdown: shutdown.clone(),
             catalog,
+            risk_sets: risk_sets.clone(),
         };
         match (&source.kubernetes, &source.aws) {
             (Some(access), _) => {

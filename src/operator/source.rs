@@ -13,6 +13,7 @@ use super::judge::{self, Announce, Context};
 use super::records;
 use super::store::StoreHandle;
 use super::{Command, Readiness, now, rfc3339};
+use crate::classify::iam::RiskSets;
 use crate::config::{AllowRule, AwsAccess, Mode};
 use crate::decide::{ObjectKey, Outcome, Policy, SourceState};
 use crate::diff::DiffOptions;
@@ -44,6 +45,7 @@ pub struct SourceCtx {
     pub commands: mpsc::Receiver<Command>,
     pub shutdown: watch::Receiver<bool>,
     pub catalog: &'static Catalog,
+    pub risk_sets: Arc<RiskSets>,
 }
 
 impl SourceCtx {
@@ -203,7 +205,8 @@ pub async fn judge_one(
             state.judge_kube(m, k, &cx.policy(), t, &judge_options())
         }
         (Current::Iam(m), ObjectKey::Iam(k)) => {
-            state.judge_iam(m, cx.catalog, k, &cx.policy(), t, &judge_options())
+            let catalog = (cx.catalog, &*cx.risk_sets);
+            state.judge_iam(m, catalog, k, &cx.policy(), t, &judge_options())
         }
         _ => Outcome::AlreadyOpen,
     };
