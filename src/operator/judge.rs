@@ -32,6 +32,8 @@ pub struct Applied {
     pub announce: Announce,
     /// Records appended (0 when nothing was new).
     pub records: usize,
+    /// Whether the baseline took a patch (what compaction counts).
+    pub patched: bool,
 }
 
 pub struct Context<'a> {
@@ -80,6 +82,7 @@ pub async fn apply(
 ) -> Result<Applied, String> {
     let at = super::rfc3339(now);
     let mut appended = 0;
+    let mut patched = false;
     let announce = match outcome {
         Outcome::AlreadyOpen => Announce::Nothing,
         Outcome::Restored { closed: None } => Announce::Nothing,
@@ -122,6 +125,7 @@ pub async fn apply(
                     )
                     .await?;
                 appended += 1;
+                patched = true;
                 if let Some(open) = &j.superseded {
                     close(cx, key, open, why, now, &at).await?;
                     appended += 1;
@@ -156,6 +160,7 @@ pub async fn apply(
     Ok(Applied {
         announce,
         records: appended,
+        patched,
     })
 }
 
@@ -196,4 +201,68 @@ pub fn clear_open_gauges(cx: &Context<'_>) {
         .open_widening_since
         .with_label_values(&[cx.source])
         .set(0.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Mode;
+    use crate::decide::Policy;
+    use crate::diff::DiffOptions;
+    use crate::index::kube::KubeModel;
+    use crate::model::k8s::RbacKey;
+    use crate::snapshot::SourceSnapshot;
+    use serde_json::json;
+
+    fn role(verbs: &[&str]) -> Value {
+        json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
+            "metadata":{"name":"reader"},
+            "rules":[{"apiGroups":[""],"resources":["secrets"],"verbs":verbs}]})
+    }
+
+    fn binding() -> Value {
+        json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding",
+            "metadata":{"name":"b"},
+            "roleRef":{"kind":"ClusterRole","name":"reader","apiGroup":"rbac.authorization.k8s.io"},
+            "subjects":[{"kind":"Group","name":"eng","apiGroup":"rbac.authorization.k8s.io"}]})
+    }
+
+    /// Only an outcome that moved the baseline counts as a patch (compaction
+    /// counts patches, not judged changes).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn only_a_baseline_patch_counts_as_patched() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new(&[("kind".into(), "kubernetes")]).unwrap();
+        let store = StoreHandle::new(dir.path().join("store"), metrics.clone());
+        store.open().await.unwrap();
+        let cx = Context {
+            source: "kind",
+            platform: "kubernetes",
+            metrics: &metrics,
+            store: &store,
+        };
+        let baseline = KubeModel::of(&[role(&["get", "list"]), binding()]);
+        let mut state = SourceState::new(SourceSnapshot::kubernetes("kind", baseline));
+        let policy = Policy {
+            source: "kind",
+            mode: Mode::Detect,
+            allow: &[],
+        };
+        let key = RbacKey::cluster_role("reader");
+        let object_key = ObjectKey::Kube(key.clone());
+        let mut patched = Vec::new();
+        // A widening nobody approved: alerted, the baseline keeps the old role.
+        // A narrowing: the baseline moves to it.
+        for verbs in [&["get", "list", "watch"][..], &["get"][..]] {
+            let current = KubeModel::of(&[role(verbs), binding()]);
+            let outcome = state.judge_kube(&current, &key, &policy, 1.0, &DiffOptions::default());
+            let raw = current.get(&key).map(|o| o.value());
+            let applied = apply(&cx, &state, &object_key, outcome, raw, 1.0, None)
+                .await
+                .unwrap();
+            assert!(matches!(applied.announce, Announce::Judged { .. }));
+            patched.push(applied.patched);
+        }
+        assert_eq!(patched, [false, true]);
+    }
 }

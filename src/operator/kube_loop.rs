@@ -195,9 +195,9 @@ pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance
                             let key = ObjectKey::Kube(change.key.clone());
                             let written = written_at(change.current.as_ref());
                             match source::judge_one(&cx, s, Current::Kube(index.model()), &key, written).await {
-                                Ok(what) => {
-                                    if let Announce::Judged { .. } = what { patches += 1; }
-                                    announce(recorder.as_ref(), change.current.as_ref().or(change.previous.as_ref()), &what).await;
+                                Ok(applied) => {
+                                    patches += usize::from(applied.patched);
+                                    announce(recorder.as_ref(), change.current.as_ref().or(change.previous.as_ref()), &applied.announce).await;
                                 }
                                 Err(e) => { result = Err(e); break; }
                             }
@@ -232,7 +232,9 @@ pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance
             cmd = cx.commands.recv() => match cmd {
                 Some(Command::AcceptBaseline { reply }) => {
                     let answer = match state.as_mut() {
-                        Some(s) => source::accept(&cx, s, Current::Kube(index.model())).await,
+                        Some(s) => source::accept(&cx, s, Current::Kube(index.model()))
+                            .await
+                            .inspect(|accepted| patches += accepted),
                         None => Err("this replica is not recording (not the leader, or the cluster is not synced)".into()),
                     };
                     let _ = reply.send(answer);
@@ -265,7 +267,8 @@ async fn takeover(
             &key,
             written_at(object),
         )
-        .await?;
+        .await?
+        .announce;
         announce(recorder, object, &what).await;
     }
     judge::update_open_gauges(&cx.judge_cx(), &loaded);

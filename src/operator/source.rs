@@ -191,14 +191,15 @@ pub fn current_raw(current: Current<'_>, key: &ObjectKey) -> Option<Value> {
     }
 }
 
-/// Judges one object and records the outcome. Returns what to announce.
+/// Judges one object and records the outcome. Returns what to announce and
+/// whether the baseline took a patch.
 pub async fn judge_one(
     cx: &SourceCtx,
     state: &mut SourceState,
     current: Current<'_>,
     key: &ObjectKey,
     written_at: Option<f64>,
-) -> Result<Announce, String> {
+) -> Result<judge::Applied, String> {
     let t = now();
     let outcome = match (current, key) {
         (Current::Kube(m), ObjectKey::Kube(k)) => {
@@ -230,7 +231,7 @@ pub async fn judge_one(
             "judged"
         );
     }
-    Ok(applied.announce)
+    Ok(applied)
 }
 
 /// After a full baseline grows too many patches, writes a new one.
@@ -377,7 +378,9 @@ pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
                 cmd = cx.commands.recv() => match cmd {
                     Some(Command::AcceptBaseline { reply }) => {
                         let answer = match (&mut state, &current) {
-                            (Some(s), Some(c)) => accept(&cx, s, Current::of(&c.data)).await,
+                            (Some(s), Some(c)) => accept(&cx, s, Current::of(&c.data))
+                                .await
+                                .inspect(|accepted| patches += accepted),
                             _ => Err("this replica is not recording (not the leader, or no snapshot yet)".into()),
                         };
                         let _ = reply.send(answer);
@@ -421,11 +424,8 @@ async fn judge_poll(
     let clock = std::time::Instant::now();
     let changed = keys.len();
     for key in keys {
-        if let Announce::Judged { .. } =
-            judge_one(cx, s, Current::of(&current.data), &key, Some(started)).await?
-        {
-            *patches += 1;
-        }
+        let applied = judge_one(cx, s, Current::of(&current.data), &key, Some(started)).await?;
+        *patches += usize::from(applied.patched);
     }
     judge::update_open_gauges(&cx.judge_cx(), s);
     tracing::debug!(source = %cx.name, objects = current.object_count(), changed,
