@@ -258,7 +258,7 @@ fn for_each_facet<'g, 'm>(
     mut visit: impl FnMut(Facet<'m>, &'g KubeGrant<'m>),
 ) {
     let mut previous_run: Option<(&[KubeGrant<'m>], bool, bool)> = None;
-    for run in gained.chunk_by(|a, b| a.same_place(b)) {
+    for run in gained.chunk_by(|a, b| a.same_subject_and_scope(b)) {
         let cluster_wide = run[0].namespace.is_none();
         let system_subject = is_system_subject(run[0].subject);
         if let Some((previous, c, s)) = previous_run

@@ -31,7 +31,7 @@ impl<'m> KubeGrant<'m> {
     }
 
     /// Same subject and scope as `other`.
-    pub fn same_place(&self, other: &Self) -> bool {
+    pub fn same_subject_and_scope(&self, other: &Self) -> bool {
         self.subject == other.subject
             && self.namespace.map(ByAddressFirst) == other.namespace.map(ByAddressFirst)
     }
@@ -177,7 +177,6 @@ impl<'m> KubeDiffer<'m> {
                     effect.aggregation_label = direct_old != direct_new;
                 }
                 roles.extend(aggregators.iter().map(|a| RbacKey::cluster_role(a)));
-                let roles: Vec<RbacKey> = roles.into_iter().collect();
                 let mut reached = vec![false; roles.len()];
                 for (side, out) in [
                     (Side::Gained, &mut effect.gained),

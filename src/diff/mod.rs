@@ -215,6 +215,14 @@ fn merge_keys<'a, K: Ord + 'a, V: ?Sized + 'a>(
     old: impl Iterator<Item = (&'a K, &'a V)>,
     new: impl Iterator<Item = (&'a K, &'a V)>,
 ) -> Vec<(&'a K, Option<&'a V>, Option<&'a V>)> {
+    // Keys of an object both sides share are one key, equal without a compare.
+    let order = |a: &K, b: &K| {
+        if std::ptr::eq(a, b) {
+            Ordering::Equal
+        } else {
+            a.cmp(b)
+        }
+    };
     let mut out = Vec::new();
     let mut old = old.peekable();
     let mut new = new.peekable();
@@ -231,12 +239,7 @@ fn merge_keys<'a, K: Ord + 'a, V: ?Sized + 'a>(
                     out.push((k, None, Some(v)));
                 }
             }
-            // Keys of an object both sides share are one key.
-            (Some((ok, _)), Some((nk, _))) => match if std::ptr::eq(*ok, *nk) {
-                Ordering::Equal
-            } else {
-                ok.cmp(nk)
-            } {
+            (Some((ok, _)), Some((nk, _))) => match order(ok, nk) {
                 Ordering::Less => {
                     if let Some((k, v)) = old.next() {
                         out.push((k, Some(v), None));
@@ -603,7 +606,7 @@ fn same_output_grant(a: &KubeGrant<'_>, b: &KubeGrant<'_>) -> bool {
             same(verb, other_verb)
                 && same(resource, other_resource)
                 && same(group, other_group)
-                && a.same_place(b)
+                && a.same_subject_and_scope(b)
         }
         _ => false,
     }
