@@ -367,7 +367,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn kube_config(dir: &Path, server: &KubeTestServer) -> String {
     format!(
         "apiVersion: permdrift.dev/v1alpha1\nkind: Config\nstore: {{path: \"{}\"}}\n\
-         http: {{listen: \"127.0.0.1:0\"}}\nleaderElection: {{enabled: false}}\n\
+         http: {{listen: \"127.0.0.1:0\"}}\napi: {{listen: \"127.0.0.1:0\"}}\nleaderElection: {{enabled: false}}\n\
          sources:\n  - name: bench\n    kubernetes: {{kubeconfig: \"{}\"}}\n\
          events: {{enabled: true}}\nlogging: {{format: json, level: info}}\n",
         dir.join("store").display(),
@@ -603,7 +603,7 @@ fn aws_part(roles: usize) -> Value {
     let dir = scratch("bench-operator-aws");
     let config = format!(
         "apiVersion: permdrift.dev/v1alpha1\nkind: Config\nstore: {{path: \"{}\"}}\n\
-         http: {{listen: \"127.0.0.1:0\"}}\nleaderElection: {{enabled: false}}\n\
+         http: {{listen: \"127.0.0.1:0\"}}\napi: {{listen: \"127.0.0.1:0\"}}\nleaderElection: {{enabled: false}}\n\
          sources:\n  - name: acct\n    aws: {{profile: {}, endpointUrl: \"{}\", pollInterval: 1s}}\n\
          logging: {{format: json, level: debug}}\n",
         dir.join("store").display(),

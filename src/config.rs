@@ -100,11 +100,14 @@ impl Default for StoreConfig {
     }
 }
 
+/// The plain listener: `/metrics` and the probes, read-only.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpConfig {
     #[serde(default = "default_listen")]
     pub listen: String,
+    #[serde(default)]
+    pub limits: ServerLimits,
 }
 
 fn default_listen() -> String {
@@ -115,8 +118,150 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            limits: ServerLimits::default(),
         }
     }
+}
+
+/// What one listener tolerates from its clients, so that slow or idle
+/// connections cannot starve the probes or exhaust file descriptors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerLimits {
+    /// Open connections at once; more are closed as they arrive.
+    #[serde(default = "max_connections")]
+    pub max_connections: usize,
+    /// A client must send a request's headers (and the TLS handshake) within
+    /// this long, idle keep-alive connections included.
+    #[serde(default = "header_timeout")]
+    pub header_timeout: Dur,
+    /// A whole request, body and answer included.
+    #[serde(default = "request_timeout")]
+    pub request_timeout: Dur,
+    /// Largest request body accepted (bytes); larger ones get 413.
+    #[serde(default = "max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+fn max_connections() -> usize {
+    4096
+}
+fn header_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn request_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn max_body_bytes() -> usize {
+    64 * 1024
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: max_connections(),
+            header_timeout: header_timeout(),
+            request_timeout: request_timeout(),
+            max_body_bytes: max_body_bytes(),
+        }
+    }
+}
+
+/// The authenticated API: every request that changes what the operator holds
+/// (`baseline accept`, later approvals) comes in here, over TLS, and only
+/// from an authenticated and authorised caller (docs/operator.md, "API").
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_api_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub authentication: Authentication,
+    #[serde(default)]
+    pub limits: ServerLimits,
+}
+
+fn default_api_listen() -> String {
+    "127.0.0.1:8443".into()
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: default_api_listen(),
+            tls: TlsConfig::default(),
+            authentication: Authentication::default(),
+            limits: ServerLimits::default(),
+        }
+    }
+}
+
+/// The API's certificate: files (a mounted Secret, e.g. from cert-manager),
+/// or, when none are given, a self-signed one made at start whose SHA-256
+/// fingerprint is logged (clients pin it with `--fingerprint`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Extra names for a generated certificate (`permdrift.permdrift.svc`);
+    /// `localhost` and `127.0.0.1` are always in it.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+/// Who may call the API.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Authentication {
+    /// Bearer tokens checked with the cluster's TokenReview and authorised
+    /// with SubjectAccessReview: `auto` uses them when a cluster is
+    /// configured or the operator runs in one.
+    #[serde(default)]
+    pub token_review: TokenReview,
+    /// The cluster asked (default: in-cluster, else the kubeconfig's current context).
+    #[serde(default)]
+    pub kubernetes: Option<KubeAccess>,
+    /// ed25519 public keys whose signed requests are accepted, for installs
+    /// without Kubernetes.
+    #[serde(default)]
+    pub keys: Vec<ApiKey>,
+}
+
+impl Default for Authentication {
+    fn default() -> Self {
+        Self {
+            token_review: TokenReview::Auto,
+            kubernetes: None,
+            keys: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenReview {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// A signer of API requests.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApiKey {
+    /// The name requests are signed under and journaled with.
+    pub id: String,
+    /// The ed25519 public key: base64 of its 32 bytes, as `permdrift keygen` prints it.
+    pub public_key: String,
 }
 
 /// How to reach a Kubernetes API server.
@@ -270,6 +415,8 @@ pub struct Config {
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
     pub leader_election: LeaderElection,
     pub sources: Vec<SourceConfig>,
     #[serde(default)]
@@ -422,6 +569,49 @@ impl Config {
                 "http.listen",
                 format!("{:?} is not host:port", config.http.listen),
             ));
+        }
+        if config.api.enabled && config.api.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(field(
+                "api.listen",
+                format!("{:?} is not host:port", config.api.listen),
+            ));
+        }
+        for (name, limits) in [("http", &config.http.limits), ("api", &config.api.limits)] {
+            if limits.max_connections == 0 {
+                return Err(field(
+                    &format!("{name}.limits.maxConnections"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if limits.header_timeout.0.is_zero() || limits.request_timeout.0.is_zero() {
+                return Err(field(
+                    &format!("{name}.limits"),
+                    "timeouts must be longer than 0".into(),
+                ));
+            }
+        }
+        let tls = &config.api.tls;
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return Err(field(
+                "api.tls",
+                "give both certFile and keyFile, or neither (a certificate is then generated)"
+                    .into(),
+            ));
+        }
+        let mut key_ids = BTreeSet::new();
+        for (i, key) in config.api.authentication.keys.iter().enumerate() {
+            if key.id.trim().is_empty() || !key_ids.insert(key.id.as_str()) {
+                return Err(field(
+                    &format!("api.authentication.keys[{i}].id"),
+                    format!("{:?} must be non-empty and unique", key.id),
+                ));
+            }
+            if let Err(e) = crate::signature::PublicKey::parse(&key.public_key) {
+                return Err(field(
+                    &format!("api.authentication.keys[{i}].publicKey"),
+                    e.to_string(),
+                ));
+            }
         }
         Ok(config)
     }

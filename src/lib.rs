@@ -18,6 +18,7 @@ pub mod model;
 pub mod operator;
 pub mod render;
 pub mod report;
+pub mod signature;
 pub mod snapshot;
 pub mod source;
 pub mod store;

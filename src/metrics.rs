@@ -38,6 +38,9 @@ pub struct Metrics {
     pub approvals_active: IntGaugeVec,
     pub approvals_expired: IntCounterVec,
     pub journal_records: IntCounterVec,
+    pub http_connections: IntGaugeVec,
+    pub http_connections_refused: IntCounterVec,
+    pub api_requests: IntCounterVec,
 }
 
 const SEVERITIES: [Severity; 4] = [
@@ -177,6 +180,27 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            http_connections: IntGaugeVec::new(
+                Opts::new(
+                    "permdrift_http_connections",
+                    "Open client connections per listener",
+                ),
+                &["listener"],
+            )?,
+            http_connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "permdrift_http_connections_refused_total",
+                    "Connections closed on arrival because the listener was at its limit",
+                ),
+                &["listener"],
+            )?,
+            api_requests: IntCounterVec::new(
+                Opts::new(
+                    "permdrift_api_requests_total",
+                    "Requests to the authenticated API by action and outcome (reason: why refused)",
+                ),
+                &["action", "outcome", "reason"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.build_info.clone()))?;
@@ -201,6 +225,14 @@ impl Metrics {
         m.registry.register(Box::new(m.approvals_active.clone()))?;
         m.registry.register(Box::new(m.approvals_expired.clone()))?;
         m.registry.register(Box::new(m.journal_records.clone()))?;
+        m.registry.register(Box::new(m.http_connections.clone()))?;
+        m.registry
+            .register(Box::new(m.http_connections_refused.clone()))?;
+        m.registry.register(Box::new(m.api_requests.clone()))?;
+        for listener in ["http", "api"] {
+            m.http_connections.with_label_values(&[listener]).set(0);
+            m.http_connections_refused.with_label_values(&[listener]);
+        }
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);

@@ -549,16 +549,43 @@ fn help_lists_the_commands_and_exit_codes() {
 }
 
 #[test]
-fn baseline_accept_refuses_a_scheme_the_operator_does_not_speak() {
-    // Nothing listens there: the refusal must come before any connection.
+fn baseline_accept_speaks_only_tls_and_says_how_to_trust_the_operator() {
+    // Nothing listens there: each refusal must come before any connection.
+    let err = trouble(&[
+        "baseline",
+        "accept",
+        "--server",
+        "http://127.0.0.1:9",
+        "--source",
+        "acct",
+        "--token",
+        "t",
+        "--fingerprint",
+        &format!("sha256:{}", "ab".repeat(32)),
+    ]);
+    assert!(err.contains("over TLS only"), "{err}");
+    assert!(err.contains("--server https://"), "{err}");
     let err = trouble(&[
         "baseline",
         "accept",
         "--server",
         "https://127.0.0.1:9",
-        "--source",
-        "acct",
+        "--token",
+        "t",
     ]);
-    assert!(err.contains("plain HTTP, not https"), "{err}");
-    assert!(err.contains("--server http://"), "{err}");
+    assert!(
+        err.contains("--ca-cert") && err.contains("--fingerprint"),
+        "{err}"
+    );
+    let err = trouble(&[
+        "baseline",
+        "accept",
+        "--server",
+        "https://127.0.0.1:9",
+        "--token",
+        "t",
+        "--fingerprint",
+        "sha256:nothex",
+    ]);
+    assert!(err.contains("64 hex digits"), "{err}");
 }

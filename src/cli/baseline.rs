@@ -1,8 +1,11 @@
 //! `permdrift baseline accept`: accept open widenings into the baseline,
-//! through a running operator's API, or directly in a store no operator holds.
+//! through a running operator's authenticated API (`api_client`), or
+//! directly in a store no operator holds.
 
 use super::Ctx;
+use super::api_client::{self, Credential};
 use crate::operator::records;
+use crate::signature::{Action, SecretKey, Statement};
 use crate::store::Store;
 use anyhow::{Context, bail};
 use std::path::PathBuf;
@@ -20,18 +23,59 @@ pub struct BaselineArgs {
 }
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Through a running operator, the request goes to its authenticated API over TLS \
+    (`api.listen`, 8443 by default) with your Kubernetes identity: --token, else the kubeconfig's \
+    token. The operator checks it with TokenReview and needs RBAC verb `accept` on \
+    `baselines.permdrift.dev` named by the source (the chart's permdrift-baseline-acceptor \
+    ClusterRole). Without Kubernetes, sign the request with a key the operator's config lists \
+    (`permdrift keygen`, then --key FILE --key-id ID). Every accept and every refusal is journaled \
+    with who asked.\n\nExamples:\n  \
+    kubectl -n permdrift port-forward svc/permdrift 8443 &\n  \
+    permdrift baseline accept --source prod-eu --server https://127.0.0.1:8443 --ca-cert ca.crt\n  \
+    permdrift baseline accept --source acct --fingerprint sha256:9f86d0... --key alice.key --key-id alice\n  \
+    permdrift baseline accept --store /var/lib/permdrift   # no operator running on it"
+)]
 pub struct AcceptArgs {
     /// Only this source [default: every source].
     #[arg(long)]
     source: Option<String>,
-    /// A running operator's HTTP address.
+    /// A running operator's API address (TLS).
     #[arg(
         long,
         value_name = "URL",
-        default_value = "http://127.0.0.1:8080",
+        default_value = "https://127.0.0.1:8443",
         conflicts_with = "store"
     )]
     server: String,
+    #[command(flatten)]
+    trust: api_client::TrustArgs,
+    /// A Kubernetes bearer token [default: the kubeconfig's, for the current context].
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "PERMDRIFT_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// The kubeconfig the token is read from [default: $KUBECONFIG, else ~/.kube/config].
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context the token is read from [default: the current one].
+    #[arg(long, value_name = "NAME")]
+    context: Option<String>,
+    /// Sign the request with this ed25519 private key (PEM, from `permdrift keygen`)
+    /// instead of sending a token.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "token",
+        requires = "key_id"
+    )]
+    key: Option<PathBuf>,
+    /// The name the operator's config lists the key under.
+    #[arg(long, value_name = "ID")]
+    key_id: Option<String>,
     /// Accept directly in this store (only when no operator is running on it).
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
@@ -41,24 +85,55 @@ pub fn run(ctx: &Ctx, args: BaselineArgs) -> anyhow::Result<u8> {
     let BaselineCommand::Accept(args) = args.command;
     match &args.store {
         Some(dir) => offline(ctx, dir, args.source.as_deref()),
-        None => online(ctx, &args.server, args.source.as_deref()),
+        None => online(ctx, &args),
     }
 }
 
-fn online(ctx: &Ctx, server: &str, source: Option<&str>) -> anyhow::Result<u8> {
+/// How long a signed request stays valid: long enough to reach the operator.
+const SIGNED_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_secs(120);
+
+fn online(ctx: &Ctx, args: &AcceptArgs) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let url = match source {
+    let url = match &args.source {
         Some(s) => format!(
             "{}/api/v1/baseline/accept?source={}",
-            server.trim_end_matches('/'),
+            args.server.trim_end_matches('/'),
             percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
         ),
-        None => format!("{}/api/v1/baseline/accept", server.trim_end_matches('/')),
+        None => format!(
+            "{}/api/v1/baseline/accept",
+            args.server.trim_end_matches('/')
+        ),
     };
-    let (status, body) = runtime.block_on(post(&url))?;
+    let credential = match (&args.key, &args.key_id) {
+        (Some(file), Some(key_id)) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("--key {}", file.display()))?;
+            let key =
+                SecretKey::from_pem(&text).with_context(|| format!("--key {}", file.display()))?;
+            let now = jiff::Timestamp::now();
+            let statement = Statement {
+                action: Action::BaselineAccept,
+                source: args.source.clone(),
+                key_id: key_id.clone(),
+                issued_at: now,
+                expires_at: now + SIGNED_LIFETIME,
+                nonce: hex::encode(rand::random::<[u8; 16]>()),
+            };
+            Credential::Signed(serde_json::to_string(&key.sign(statement))?)
+        }
+        _ => Credential::Bearer(match &args.token {
+            Some(t) => t.clone(),
+            None => runtime.block_on(kubeconfig_token(
+                args.kubeconfig.as_deref(),
+                args.context.as_deref(),
+            ))?,
+        }),
+    };
+    let (status, body) = runtime.block_on(api_client::send(&url, &args.trust, &credential))?;
     if status != 200 {
         bail!("{url}: {status}: {}", body.trim());
     }
@@ -66,33 +141,38 @@ fn online(ctx: &Ctx, server: &str, source: Option<&str>) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-async fn post(url: &str) -> anyhow::Result<(u16, String)> {
-    use http_body_util::BodyExt;
-    let uri: hyper::Uri = url.parse().with_context(|| format!("{url}: not a URL"))?;
-    // The operator's API is plain HTTP; sending a request meant for TLS in
-    // the clear would fail obscurely at best.
-    if let Some(scheme) = uri.scheme_str().filter(|s| *s != "http") {
-        bail!(
-            "{url}: the operator's API speaks plain HTTP, not {scheme}; use --server http://HOST:PORT (for example through `kubectl port-forward`)"
-        );
+/// The bearer token of a kubeconfig context (`token`, or `tokenFile`).
+async fn kubeconfig_token(
+    file: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<String> {
+    use secrecy::ExposeSecret;
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..Default::default()
+    };
+    let config = match file {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await
+        }
+        None => kube::Config::from_kubeconfig(&options).await,
     }
-    let host = uri.host().context("the URL has no host")?.to_owned();
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .with_context(|| {
-            format!("cannot reach the operator at {host}:{port}; is it running? (or use --store)")
-        })?;
-    let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-    tokio::spawn(connection);
-    let request = hyper::Request::post(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-        .header("host", format!("{host}:{port}"))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
-    let response = sender.send_request(request).await?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    .context("cannot read a kubeconfig for your token (or pass --token, or --key to sign)")?;
+    let auth = &config.auth_info;
+    if let Some(token) = &auth.token {
+        return Ok(token.expose_secret().to_owned());
+    }
+    if let Some(path) = &auth.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("the kubeconfig's tokenFile {path}"))?;
+        return Ok(text.trim().to_owned());
+    }
+    bail!(
+        "the kubeconfig's user has no bearer token (client certificates and exec plugins are not \
+         sent to the operator); pass --token (e.g. from `kubectl create token`), or --key to sign"
+    )
 }
 
 fn offline(ctx: &Ctx, dir: &std::path::Path, only: Option<&str>) -> anyhow::Result<u8> {
@@ -119,6 +199,12 @@ fn offline(ctx: &Ctx, dir: &std::path::Path, only: Option<&str>) -> anyhow::Resu
         sources.retain(|x| x == s);
     }
     let at = crate::operator::rfc3339(crate::operator::now());
+    // Offline, whoever can write the store's directory is the authority;
+    // the journal names the local account that did it.
+    let by = format!(
+        "store-access:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
     for source in sources {
         let replayed = records::replay(
             all.iter()
@@ -130,7 +216,7 @@ fn offline(ctx: &Ctx, dir: &std::path::Path, only: Option<&str>) -> anyhow::Resu
             store.append(
                 records::BASELINE_PATCH,
                 Some(&source),
-                records::baseline_patch(key, raw, "accepted"),
+                records::accepted_patch(key, raw, &by),
                 &at,
             )?;
             let exposure = (crate::operator::now() - open.detected_at).max(0.0);

@@ -2,9 +2,11 @@
 //! options for the core, and results mapped to exit codes: like diff(1),
 //! 0 means nothing at or above `--fail-on`, 1 found, 2 trouble.
 
+mod api_client;
 mod baseline;
 mod diff;
 mod history;
+mod keygen;
 mod output;
 mod run;
 mod snapshot;
@@ -55,6 +57,8 @@ enum Command {
     Run(run::RunArgs),
     /// Manage the approved baseline of a running operator or its store.
     Baseline(baseline::BaselineArgs),
+    /// Make an ed25519 key pair for signing requests to the operator.
+    Keygen(keygen::KeygenArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -220,6 +224,7 @@ pub fn main() -> ExitCode {
         Command::History(args) => history::run(&ctx, args),
         Command::Run(args) => run::run(&ctx, args),
         Command::Baseline(args) => baseline::run(&ctx, args),
+        Command::Keygen(args) => keygen::run(&ctx, args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

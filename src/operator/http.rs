@@ -1,36 +1,35 @@
-//! The operator's HTTP endpoints.
+//! The operator's plain, read-only endpoints.
 //!
-//! Requests come in on one listener; `/metrics` renders the registry in the
-//! Prometheus text format, `/healthz` answers while the process runs,
-//! `/readyz` once every source has a complete snapshot (else 503 naming the
-//! sources still missing), and `POST /api/v1/baseline/accept?source=S` asks a
-//! source's loop to accept its open widenings into the baseline.
+//! Requests come in on the plain listener that Prometheus and the kubelet
+//! reach; `/metrics` renders the registry in the Prometheus text format,
+//! `/healthz` answers while the process runs, `/readyz` once every source
+//! has a complete snapshot (else 503 naming the sources still missing).
+//! Nothing here changes anything: writes go to the authenticated API
+//! (`api`), on its own TLS port.
 
-use super::{Command, Readiness};
+use super::Readiness;
 use crate::metrics::Metrics;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde::Deserialize;
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use axum::routing::get;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Metrics,
     pub readiness: Readiness,
-    pub commands: Arc<BTreeMap<String, mpsc::Sender<Command>>>,
 }
+
+/// These endpoints take no body at all.
+const MAX_BODY: usize = 1024;
 
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/api/v1/baseline/accept", post(accept))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .with_state(state)
 }
 
@@ -62,51 +61,4 @@ async fn readyz(State(s): State<HttpState>) -> Response {
         )
             .into_response()
     }
-}
-
-#[derive(Deserialize)]
-struct AcceptQuery {
-    source: Option<String>,
-}
-
-async fn accept(State(s): State<HttpState>, Query(q): Query<AcceptQuery>) -> Response {
-    let targets: Vec<(&String, &mpsc::Sender<Command>)> = match &q.source {
-        Some(name) => match s.commands.get_key_value(name) {
-            Some(t) => vec![t],
-            None => {
-                let known: Vec<&str> = s.commands.keys().map(String::as_str).collect();
-                return (
-                    StatusCode::NOT_FOUND,
-                    format!("no source {name:?} (configured: {})\n", known.join(", ")),
-                )
-                    .into_response();
-            }
-        },
-        None => s.commands.iter().collect(),
-    };
-    let mut lines = Vec::new();
-    for (name, tx) in targets {
-        let (reply, answer) = oneshot::channel();
-        if tx.send(Command::AcceptBaseline { reply }).await.is_err() {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("source {name:?} is not running\n"),
-            )
-                .into_response();
-        }
-        match answer.await {
-            Ok(Ok(n)) => lines.push(format!(
-                "{name}: accepted {n} open widening(s) into the baseline"
-            )),
-            Ok(Err(e)) => return (StatusCode::CONFLICT, format!("{name}: {e}\n")).into_response(),
-            Err(_) => {
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("source {name:?} stopped\n"),
-                )
-                    .into_response();
-            }
-        }
-    }
-    (StatusCode::OK, format!("{}\n", lines.join("\n"))).into_response()
 }

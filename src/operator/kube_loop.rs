@@ -230,9 +230,9 @@ pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance
                 }
             }
             cmd = cx.commands.recv() => match cmd {
-                Some(Command::AcceptBaseline { reply }) => {
+                Some(Command::AcceptBaseline { by, reply }) => {
                     let answer = match state.as_mut() {
-                        Some(s) => source::accept(&cx, s, Current::Kube(index.model()))
+                        Some(s) => source::accept(&cx, s, Current::Kube(index.model()), &by)
                             .await
                             .inspect(|accepted| patches += accepted),
                         None => Err("this replica is not recording (not the leader, or the cluster is not synced)".into()),

@@ -4,17 +4,20 @@
 //! judges each change against the source's approved baseline (`decide`),
 //! records it in the store, and reports it to Prometheus, Kubernetes Events
 //! and the logs. One task per source owns that source's state; leadership
-//! (`leader`) decides who records; `http` serves metrics, health and the
-//! baseline API.
+//! (`leader`) decides who records; `http` serves metrics and health, `api`
+//! the authenticated API over TLS (`tls`), both through `serve`.
 
+pub mod api;
 pub mod http;
 pub mod judge;
 pub mod kube_loop;
 pub mod leader;
 pub mod records;
 pub mod run;
+pub mod serve;
 pub mod source;
 pub mod store;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -37,6 +40,8 @@ pub fn rfc3339(unix: f64) -> String {
 pub enum Command {
     /// Accept every open widening into the baseline; replies with how many.
     AcceptBaseline {
+        /// Who asked, as authenticated (journaled with each accepted object).
+        by: String,
         reply: oneshot::Sender<Result<usize, String>>,
     },
 }

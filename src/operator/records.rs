@@ -54,6 +54,11 @@ pub fn baseline_patch(key: &ObjectKey, raw: Option<Value>, reason: &str) -> Valu
     json!({"key": key_json(key), "object": key.to_string(), "raw": raw, "reason": reason})
 }
 
+/// A baseline patch accepted by a person: `by` is who, as authenticated.
+pub fn accepted_patch(key: &ObjectKey, raw: Option<Value>, by: &str) -> Value {
+    json!({"key": key_json(key), "object": key.to_string(), "raw": raw, "reason": "accepted", "by": by})
+}
+
 pub struct ChangeFacts<'a> {
     pub key: &'a ObjectKey,
     pub change: &'a Change,

@@ -6,13 +6,15 @@
 //! source, and the HTTP server. A shutdown signal stops them in order and
 //! releases the Lease.
 
+use super::api::{self, ApiState, Authenticator};
 use super::http::{self, HttpState};
 use super::leader::{self, LeaderConfig};
+use super::serve::{self, Serve};
 use super::source::{SourceCtx, aws_loop};
 use super::store::{OpenError, StoreHandle};
 use super::{Command, Readiness, kube_loop};
 use crate::classify::iam::RiskSets;
-use crate::config::{Config, KubeAccess};
+use crate::config::{ApiConfig, Config, KubeAccess, TokenReview};
 use crate::grants::catalog::Catalog;
 use crate::metrics::Metrics;
 use crate::source::kube::{KubeOptions, resolve_clusters};
@@ -39,6 +41,10 @@ pub enum OperatorError {
     },
     #[error("leader election: {0}")]
     Leader(String),
+    #[error("{0}")]
+    Tls(#[from] super::tls::TlsError),
+    #[error("api.authentication: {0}")]
+    Authentication(String),
 }
 
 /// A client for a cluster, from the pod's service account or a kubeconfig.
@@ -129,8 +135,58 @@ async fn supervise_store(
     store.close().await;
 }
 
+/// Who may call the API: a cluster for TokenReview when configured (or when
+/// running in one), and the configured keys.
+async fn authenticator(api: &ApiConfig) -> Result<Authenticator, OperatorError> {
+    let auth = &api.authentication;
+    let in_cluster = std::env::var("KUBERNETES_SERVICE_HOST").is_ok();
+    let access = match (auth.token_review, &auth.kubernetes) {
+        (TokenReview::Off, _) => None,
+        (_, Some(access)) => Some(access.clone()),
+        (TokenReview::On, None) => Some(KubeAccess {
+            in_cluster,
+            ..KubeAccess::default()
+        }),
+        (TokenReview::Auto, None) if in_cluster => Some(KubeAccess {
+            in_cluster: true,
+            ..KubeAccess::default()
+        }),
+        (TokenReview::Auto, None) => None,
+    };
+    let kube = match access {
+        Some(access) => Some(kube_client(&access).await.map_err(|e| {
+            OperatorError::Authentication(format!(
+                "cannot reach the cluster for TokenReview: {e} (set tokenReview: off to use signed requests only)"
+            ))
+        })?),
+        None => None,
+    };
+    let mut keys = BTreeMap::new();
+    for key in &auth.keys {
+        let public = crate::signature::PublicKey::parse(&key.public_key)
+            .map_err(|e| OperatorError::Authentication(format!("key {:?}: {e}", key.id)))?;
+        keys.insert(key.id.clone(), public);
+    }
+    Ok(Authenticator::new(kube, keys))
+}
+
+async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, String), OperatorError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| OperatorError::Listen {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    let bound = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| addr.to_owned());
+    Ok((listener, bound))
+}
+
 /// Runs until `shutdown` turns true.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), OperatorError> {
+    let fd_limit = serve::raise_fd_limit();
     let platforms: Vec<(String, &'static str)> = config
         .sources
         .iter()
@@ -233,26 +289,59 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             (None, None) => {}
         }
     }
-    let state = HttpState {
-        metrics,
+    let commands = Arc::new(commands);
+    let (http_listener, http_bound) = bind(&config.http.listen).await?;
+    let http_app = http::router(HttpState {
+        metrics: metrics.clone(),
         readiness,
-        commands: Arc::new(commands),
-    };
-    let addr = config.http.listen.clone();
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|source| OperatorError::Listen {
-            addr: addr.clone(),
-            source,
-        })?;
-    let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
-    tracing::info!(listen = %bound, sources = config.sources.len(), "permdrift operator started");
-    let mut stop = shutdown.clone();
-    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
-        let _ = stop.wait_for(|s| *s).await;
     });
-    if let Err(e) = server.await {
-        tracing::error!(error = %e, "http server stopped");
+    let mut servers = Vec::new();
+    servers.push(tokio::spawn(serve::serve(
+        http_listener,
+        http_app,
+        Serve {
+            name: "http",
+            limits: config.http.limits,
+            tls: None,
+            metrics: metrics.clone(),
+        },
+        shutdown.clone(),
+    )));
+    let mut api_bound = String::new();
+    if config.api.enabled {
+        let auth = authenticator(&config.api).await?;
+        let tls = super::tls::load(&config.api.tls)?;
+        let (api_listener, bound) = bind(&config.api.listen).await?;
+        tracing::info!(listen = %bound, fingerprint = %tls.fingerprint, generated_certificate = tls.generated,
+            authentication = %auth.describe(), "API listening (TLS)");
+        api_bound = bound;
+        let app = api::router(ApiState::new(
+            metrics.clone(),
+            store.clone(),
+            commands.clone(),
+            Arc::new(auth),
+            config.api.limits.max_body_bytes,
+        ));
+        servers.push(tokio::spawn(serve::serve(
+            api_listener,
+            app,
+            Serve {
+                name: "api",
+                limits: config.api.limits,
+                tls: Some(tls.acceptor),
+                metrics: metrics.clone(),
+            },
+            shutdown.clone(),
+        )));
+    } else {
+        tracing::info!("API disabled (api.enabled: false): nothing can be accepted while running");
+    }
+    tracing::info!(listen = %http_bound, api = %api_bound, sources = config.sources.len(),
+        fd_limit = fd_limit.unwrap_or_default(), "permdrift operator started");
+    for server in servers {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "a listener stopped");
+        }
     }
     for task in tasks {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;

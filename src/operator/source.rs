@@ -256,11 +256,13 @@ pub async fn maybe_compact(
     Ok(())
 }
 
-/// Accepts every open widening into the baseline (the `baseline accept` API).
+/// Accepts every open widening into the baseline (the `baseline accept` API),
+/// journaling `by` (the authenticated caller) with each.
 pub async fn accept(
     cx: &SourceCtx,
     state: &mut SourceState,
     current: Current<'_>,
+    by: &str,
 ) -> Result<usize, String> {
     let at = rfc3339(now());
     let t = now();
@@ -274,7 +276,7 @@ pub async fn accept(
             .append(
                 records::BASELINE_PATCH,
                 &cx.name,
-                records::baseline_patch(key, raw, "accepted"),
+                records::accepted_patch(key, raw, by),
                 &at,
             )
             .await?;
@@ -376,9 +378,9 @@ pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
                     }
                 }
                 cmd = cx.commands.recv() => match cmd {
-                    Some(Command::AcceptBaseline { reply }) => {
+                    Some(Command::AcceptBaseline { by, reply }) => {
                         let answer = match (&mut state, &current) {
-                            (Some(s), Some(c)) => accept(&cx, s, Current::of(&c.data))
+                            (Some(s), Some(c)) => accept(&cx, s, Current::of(&c.data), &by)
                                 .await
                                 .inspect(|accepted| patches += accepted),
                             _ => Err("this replica is not recording (not the leader, or no snapshot yet)".into()),

@@ -81,11 +81,26 @@ impl StoreHandle {
         body: Value,
         at: &str,
     ) -> Result<u64, String> {
+        self.append_to(kind, Some(source), body, at).await
+    }
+
+    /// Appends a record that belongs to no one source (API requests).
+    pub async fn append_global(&self, kind: &str, body: Value, at: &str) -> Result<u64, String> {
+        self.append_to(kind, None, body, at).await
+    }
+
+    async fn append_to(
+        &self,
+        kind: &str,
+        source: Option<&str>,
+        body: Value,
+        at: &str,
+    ) -> Result<u64, String> {
         let mut guard = self.inner.lock().await;
         let store = guard
             .as_mut()
             .ok_or("store is not open: this replica does not lead")?;
-        let record = tokio::task::block_in_place(|| store.append(kind, Some(source), body, at))
+        let record = tokio::task::block_in_place(|| store.append(kind, source, body, at))
             .map_err(|e| e.to_string())?;
         self.metrics
             .journal_records

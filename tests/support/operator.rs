@@ -13,6 +13,10 @@ use super::kube_server::http_request;
 pub struct Operator {
     child: Option<Child>,
     pub port: u16,
+    /// The authenticated API's TLS port (0 when the config disables it).
+    pub api_port: u16,
+    /// The API certificate's fingerprint, as logged at start.
+    pub fingerprint: String,
     pub log: PathBuf,
 }
 
@@ -38,21 +42,33 @@ impl Operator {
         let mut op = Operator {
             child: Some(child),
             port: 0,
+            api_port: 0,
+            fingerprint: String::new(),
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(listen) = op
-                .log_lines()
+            let lines = op.log_lines();
+            if let Some(started) = lines
                 .iter()
                 .find(|l| l["message"] == "permdrift operator started")
-                .and_then(|l| l["listen"].as_str().map(str::to_owned))
             {
-                op.port = listen
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .expect("listen port");
+                let port = |field: &str| {
+                    started[field]
+                        .as_str()
+                        .and_then(|a| a.rsplit(':').next())
+                        .and_then(|p| p.parse().ok())
+                        .unwrap_or(0)
+                };
+                op.port = port("listen");
+                op.api_port = port("api");
+                op.fingerprint = lines
+                    .iter()
+                    .find(|l| l["message"] == "API listening (TLS)")
+                    .and_then(|l| l["fingerprint"].as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                assert_ne!(op.port, 0, "listen port in {started}");
                 return op;
             }
             if let Some(status) = op.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {

@@ -1,0 +1,670 @@
+//! The authenticated API: the only way in that changes what the operator
+//! holds.
+//!
+//! A request comes in over TLS (`tls`, `serve`) with a credential: a
+//! Kubernetes bearer token, checked with the cluster's TokenReview and
+//! authorised with a SubjectAccessReview (verb `accept` on
+//! `baselines.permdrift.dev`, named by the source), or a statement signed
+//! with a configured ed25519 key (`signature`). Only then is the command
+//! passed to the source's loop. Every outcome, accepted or refused, is
+//! counted and journaled with the caller as authenticated and the peer
+//! address; refusals are journaled at a bounded rate so that a flood of bad
+//! requests cannot fill the disk (the counter still sees every one).
+
+use super::Command;
+use super::store::StoreHandle;
+use crate::metrics::Metrics;
+use crate::signature::{self, Action, Expected, PublicKey, ReplayGuard, Signed};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use jiff::Timestamp;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, UserInfo};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// The journal kind of API request records.
+pub const API_REQUEST: &str = "api-request";
+/// The RBAC group and resource callers need `accept` on, named by the source.
+pub const RBAC_GROUP: &str = "permdrift.dev";
+pub const BASELINES: &str = "baselines";
+/// How long a TokenReview or SubjectAccessReview may take.
+const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
+/// Refusals journaled per minute at most; the rest are counted and summed up.
+const REFUSALS_PER_MINUTE: u32 = 60;
+
+/// Who made a request, as authenticated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "by", rename_all = "kebab-case")]
+pub enum Caller {
+    /// A Kubernetes identity, from TokenReview.
+    Kubernetes {
+        username: String,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        uid: String,
+        groups: Vec<String>,
+    },
+    /// A configured signing key.
+    Key { key_id: String, nonce: String },
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Kubernetes { username, .. } => write!(f, "kubernetes:{username}"),
+            Caller::Key { key_id, .. } => write!(f, "key:{key_id}"),
+        }
+    }
+}
+
+/// Why a request was refused: the HTTP status, a metric label and a message
+/// for the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// One journal record per API request.
+#[derive(Debug, Serialize)]
+pub struct ApiRequestRecord {
+    pub action: &'static str,
+    pub source: Option<String>,
+    pub outcome: &'static str,
+    pub status: u16,
+    pub reason: String,
+    pub message: String,
+    pub caller: Option<Caller>,
+    pub remote: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<usize>,
+}
+
+/// How callers are authenticated.
+pub struct Authenticator {
+    /// The cluster asked for TokenReview and SubjectAccessReview.
+    pub kube: Option<kube::Client>,
+    pub keys: BTreeMap<String, PublicKey>,
+    replay: Mutex<ReplayGuard>,
+}
+
+impl Authenticator {
+    pub fn new(kube: Option<kube::Client>, keys: BTreeMap<String, PublicKey>) -> Self {
+        Self {
+            kube,
+            keys,
+            replay: Mutex::new(ReplayGuard::default()),
+        }
+    }
+
+    /// What is switched on, for the start-up log.
+    pub fn describe(&self) -> String {
+        let mut ways = Vec::new();
+        if self.kube.is_some() {
+            ways.push("kubernetes bearer tokens (TokenReview + SubjectAccessReview)".to_owned());
+        }
+        if !self.keys.is_empty() {
+            ways.push(format!("signed requests ({} keys)", self.keys.len()));
+        }
+        if ways.is_empty() {
+            "none: every request is refused".into()
+        } else {
+            ways.join(", ")
+        }
+    }
+
+    /// Authenticates a bearer token with TokenReview.
+    async fn authenticate(&self, token: &str) -> Result<(Caller, UserInfo), Refusal> {
+        let Some(client) = &self.kube else {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "no-authenticator",
+                "bearer tokens are not accepted here: no cluster is configured for TokenReview \
+                 (sign the request with --key instead)",
+            ));
+        };
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_owned()),
+                audiences: None,
+            },
+            ..TokenReview::default()
+        };
+        let api: kube::Api<TokenReview> = kube::Api::all(client.clone());
+        let reviewed =
+            tokio::time::timeout(REVIEW_TIMEOUT, api.create(&Default::default(), &review))
+                .await
+                .map_err(|_| unavailable("TokenReview timed out"))?
+                .map_err(|e| unavailable(&format!("TokenReview failed: {e}")))?;
+        let status = reviewed.status.unwrap_or_default();
+        let user = match (status.authenticated, status.user) {
+            (Some(true), Some(user)) => user,
+            _ => {
+                return Err(Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    format!(
+                        "the token is not valid{}",
+                        status
+                            .error
+                            .filter(|e| !e.is_empty())
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
+                    ),
+                ));
+            }
+        };
+        let caller = Caller::Kubernetes {
+            username: user.username.clone().unwrap_or_default(),
+            uid: user.uid.clone().unwrap_or_default(),
+            groups: user.groups.clone().unwrap_or_default(),
+        };
+        Ok((caller, user))
+    }
+
+    /// Checks with SubjectAccessReview that `user` may `accept` each of `sources`.
+    async fn authorize(
+        &self,
+        caller: &Caller,
+        user: &UserInfo,
+        sources: &[String],
+    ) -> Result<(), Refusal> {
+        let Some(client) = &self.kube else {
+            return Err(unavailable("no cluster to ask"));
+        };
+        let sar_api: kube::Api<SubjectAccessReview> = kube::Api::all(client.clone());
+        for source in sources {
+            let sar = SubjectAccessReview {
+                spec: SubjectAccessReviewSpec {
+                    user: user.username.clone(),
+                    uid: user.uid.clone(),
+                    groups: user.groups.clone(),
+                    extra: user.extra.clone(),
+                    resource_attributes: Some(ResourceAttributes {
+                        verb: Some("accept".into()),
+                        group: Some(RBAC_GROUP.into()),
+                        resource: Some(BASELINES.into()),
+                        name: Some(source.clone()),
+                        ..ResourceAttributes::default()
+                    }),
+                    ..SubjectAccessReviewSpec::default()
+                },
+                ..SubjectAccessReview::default()
+            };
+            let answer =
+                tokio::time::timeout(REVIEW_TIMEOUT, sar_api.create(&Default::default(), &sar))
+                    .await
+                    .map_err(|_| unavailable("SubjectAccessReview timed out"))?
+                    .map_err(|e| unavailable(&format!("SubjectAccessReview failed: {e}")))?;
+            let allowed = answer.status.as_ref().is_some_and(|s| s.allowed);
+            if !allowed {
+                return Err(Refusal {
+                    status: StatusCode::FORBIDDEN,
+                    reason: "forbidden",
+                    message: format!(
+                        "{caller} may not accept the baseline of {source:?} (needs verb `accept` on \
+                         `{BASELINES}.{RBAC_GROUP}` named {source:?}; the chart's \
+                         permdrift-baseline-acceptor ClusterRole grants it)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a signed statement for this request.
+    fn signed(&self, body: &[u8], source: Option<&str>) -> Result<Caller, Refusal> {
+        let signed: Signed = serde_json::from_slice(body).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                format!("the body is not a signed statement: {e}"),
+            )
+        })?;
+        let expected = Expected {
+            action: Action::BaselineAccept,
+            source,
+        };
+        let mut guard = self.replay.lock().map_err(|_| {
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "replay guard poisoned",
+            )
+        })?;
+        signature::verify(&signed, &self.keys, &expected, Timestamp::now(), &mut guard).map_err(
+            |e| {
+                let status = match e {
+                    signature::SignatureError::Malformed(_) => StatusCode::BAD_REQUEST,
+                    _ => StatusCode::UNAUTHORIZED,
+                };
+                Refusal::new(status, e.metric_label(), e.to_string())
+            },
+        )?;
+        Ok(Caller::Key {
+            key_id: signed.statement.key_id,
+            nonce: signed.statement.nonce,
+        })
+    }
+}
+
+fn unavailable(message: &str) -> Refusal {
+    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "review-failed", message)
+}
+
+/// A rate cap on journaled refusals (a sliding minute).
+#[derive(Debug, Default)]
+struct RefusalBudget {
+    minute: i64,
+    used: u32,
+    suppressed: u32,
+}
+
+impl RefusalBudget {
+    /// Whether a refusal at `now` may be journaled, and how many were
+    /// suppressed in the minute before, to sum up once.
+    fn take(&mut self, now: Timestamp) -> (bool, u32) {
+        let minute = now.as_second() / 60;
+        let mut carried = 0;
+        if minute != self.minute {
+            carried = std::mem::take(&mut self.suppressed);
+            self.minute = minute;
+            self.used = 0;
+        }
+        if self.used < REFUSALS_PER_MINUTE {
+            self.used += 1;
+            (true, carried)
+        } else {
+            self.suppressed += 1;
+            (false, carried)
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub metrics: Metrics,
+    pub store: StoreHandle,
+    pub commands: Arc<BTreeMap<String, mpsc::Sender<Command>>>,
+    pub auth: Arc<Authenticator>,
+    budget: Arc<Mutex<RefusalBudget>>,
+    max_body_bytes: usize,
+}
+
+impl ApiState {
+    pub fn new(
+        metrics: Metrics,
+        store: StoreHandle,
+        commands: Arc<BTreeMap<String, mpsc::Sender<Command>>>,
+        auth: Arc<Authenticator>,
+        max_body_bytes: usize,
+    ) -> Self {
+        Self {
+            metrics,
+            store,
+            commands,
+            auth,
+            budget: Arc::default(),
+            max_body_bytes,
+        }
+    }
+}
+
+/// What a handler tells the journaling layer about its request.
+#[derive(Clone, Debug)]
+struct Handled {
+    action: &'static str,
+    source: Option<String>,
+    caller: Option<Caller>,
+    reason: &'static str,
+    accepted: Option<usize>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/baseline/accept", post(accept))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            state.max_body_bytes,
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), journal))
+        .with_state(state)
+}
+
+/// Counts and journals every request's outcome, including those refused
+/// before a handler ran (oversized bodies, unknown paths).
+async fn journal(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    let status = response.status();
+    let handled = response.extensions_mut().remove::<Handled>();
+    let (action, source, caller, reason, accepted) = match handled {
+        Some(h) => (h.action, h.source, h.caller, h.reason, h.accepted),
+        None => (
+            action_of(&path),
+            None,
+            None,
+            match status {
+                StatusCode::PAYLOAD_TOO_LARGE => "oversized",
+                StatusCode::REQUEST_TIMEOUT => "timeout",
+                StatusCode::NOT_FOUND => "not-found",
+                StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+                _ => "other",
+            },
+            None,
+        ),
+    };
+    let outcome = if status.is_success() {
+        "accepted"
+    } else {
+        "refused"
+    };
+    s.metrics
+        .api_requests
+        .with_label_values(&[action, outcome, reason])
+        .inc();
+    let message = if status.is_success() {
+        String::new()
+    } else {
+        format!("{path}: {}", status.canonical_reason().unwrap_or(""))
+    };
+    let record = ApiRequestRecord {
+        action,
+        source,
+        outcome,
+        status: status.as_u16(),
+        reason: reason.to_owned(),
+        message,
+        caller,
+        remote: peer.to_string(),
+        accepted,
+    };
+    let now = Timestamp::now();
+    let (write, suppressed) = if status.is_success() {
+        (true, 0)
+    } else {
+        s.budget
+            .lock()
+            .map(|mut b| b.take(now))
+            .unwrap_or((true, 0))
+    };
+    if suppressed > 0 {
+        let summary = ApiRequestRecord {
+            action: "unknown",
+            source: None,
+            outcome: "refused",
+            status: 429,
+            reason: "suppressed".into(),
+            message: format!(
+                "{suppressed} more refusals in the minute before were counted but not journaled"
+            ),
+            caller: None,
+            remote: String::new(),
+            accepted: None,
+        };
+        append(&s.store, &summary, &now).await;
+    }
+    if write {
+        append(&s.store, &record, &now).await;
+    }
+    if !status.is_success() {
+        tracing::warn!(remote = %record.remote, action, reason, status = status.as_u16(),
+            caller = record.caller.as_ref().map(ToString::to_string).unwrap_or_default(),
+            "API request refused");
+    }
+    response
+}
+
+/// The action a path asks for, for requests refused before their handler ran.
+fn action_of(path: &str) -> &'static str {
+    match path {
+        "/api/v1/baseline/accept" => Action::BaselineAccept.as_str(),
+        _ => "unknown",
+    }
+}
+
+async fn append(store: &StoreHandle, record: &ApiRequestRecord, now: &Timestamp) {
+    let body = match serde_json::to_value(record) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode an API request record");
+            return;
+        }
+    };
+    if let Err(e) = store
+        .append_global(API_REQUEST, body, &now.to_string())
+        .await
+    {
+        // A follower has no store open; its refusals are in its log and metrics.
+        tracing::warn!(error = %e, reason = %record.reason, "API request not journaled");
+    }
+}
+
+#[derive(Deserialize)]
+struct AcceptQuery {
+    source: Option<String>,
+}
+
+fn refuse(refusal: Refusal, handled: Handled) -> Response {
+    let mut response = (refusal.status, format!("{}\n", refusal.message)).into_response();
+    if refusal.status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"permdrift\""),
+        );
+    }
+    response.extensions_mut().insert(Handled {
+        reason: refusal.reason,
+        ..handled
+    });
+    response
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, ()>> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    let text = value.to_str().map_err(|_| ());
+    Some(text.and_then(|t| {
+        let (scheme, token) = t.trim().split_once(' ').ok_or(())?;
+        let token = token.trim();
+        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty())
+            .then_some(token)
+            .ok_or(())
+    }))
+}
+
+async fn accept(
+    State(s): State<ApiState>,
+    Query(q): Query<AcceptQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut handled = Handled {
+        action: Action::BaselineAccept.as_str(),
+        source: q.source.clone(),
+        caller: None,
+        reason: "accepted",
+        accepted: None,
+    };
+    let bytes = match axum::body::to_bytes(body, s.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return refuse(
+                Refusal::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "oversized",
+                    format!("the body is larger than {} bytes", s.max_body_bytes),
+                ),
+                handled,
+            );
+        }
+    };
+    // Who is asking comes first: nothing about the operator (not even its
+    // source names) is told to an unauthenticated caller.
+    let authenticated = match bearer_token(&headers) {
+        Some(Ok(token)) => s.auth.authenticate(token).await.map(|(c, u)| (c, Some(u))),
+        Some(Err(())) => Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "the Authorization header is not `Bearer TOKEN`",
+        )),
+        None if !bytes.is_empty() => s
+            .auth
+            .signed(&bytes, q.source.as_deref())
+            .map(|c| (c, None)),
+        None => Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "no credentials: send a Kubernetes bearer token (permdrift baseline accept uses \
+             your kubeconfig's, or --token) or a signed statement (--key)",
+        )),
+    };
+    let (caller, user) = match authenticated {
+        Ok(c) => c,
+        Err(refusal) => return refuse(refusal, handled),
+    };
+    handled.caller = Some(caller.clone());
+    let sources: Vec<String> = match &q.source {
+        Some(name) if s.commands.contains_key(name) => vec![name.clone()],
+        Some(name) => {
+            let known: Vec<&str> = s.commands.keys().map(String::as_str).collect();
+            return refuse(
+                Refusal::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown-source",
+                    format!("no source {name:?} (configured: {})", known.join(", ")),
+                ),
+                handled,
+            );
+        }
+        None => s.commands.keys().cloned().collect(),
+    };
+    // A signed statement's key is a configured approver and the statement
+    // names its source; a Kubernetes identity needs RBAC for each source.
+    if let Some(user) = &user
+        && let Err(refusal) = s.auth.authorize(&caller, user, &sources).await
+    {
+        return refuse(refusal, handled);
+    }
+    let by = caller.to_string();
+    let mut lines = Vec::new();
+    let mut total = 0;
+    for name in &sources {
+        let Some(tx) = s.commands.get(name) else {
+            continue;
+        };
+        let (reply, answer) = oneshot::channel();
+        let sent = tx
+            .send(Command::AcceptBaseline {
+                by: by.clone(),
+                reply,
+            })
+            .await;
+        let outcome = match sent {
+            Ok(()) => answer.await.map_err(|_| "stopped".to_owned()),
+            Err(_) => Err("is not running".to_owned()),
+        };
+        match outcome {
+            Ok(Ok(n)) => {
+                total += n;
+                lines.push(format!(
+                    "{name}: accepted {n} open widening(s) into the baseline"
+                ));
+            }
+            Ok(Err(e)) => {
+                handled.accepted = Some(total);
+                return refuse(
+                    Refusal::new(
+                        StatusCode::CONFLICT,
+                        "not-recording",
+                        format!("{name}: {e}"),
+                    ),
+                    handled,
+                );
+            }
+            Err(e) => {
+                handled.accepted = Some(total);
+                return refuse(
+                    Refusal::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "source-down",
+                        format!("source {name:?} {e}"),
+                    ),
+                    handled,
+                );
+            }
+        }
+    }
+    handled.accepted = Some(total);
+    let mut response = (StatusCode::OK, format!("{}\n", lines.join("\n"))).into_response();
+    response.extensions_mut().insert(handled);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_budget_caps_each_minute_and_carries_the_rest_over() {
+        let mut b = RefusalBudget::default();
+        let t0: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+        let written = (0..100).filter(|_| b.take(t0).0).count();
+        assert_eq!(written, REFUSALS_PER_MINUTE as usize);
+        let t1: Timestamp = "2026-12-03T10:01:00Z".parse().unwrap();
+        assert_eq!(b.take(t1), (true, 100 - REFUSALS_PER_MINUTE));
+        assert_eq!(b.take(t1), (true, 0));
+    }
+
+    #[test]
+    fn bearer_headers_are_parsed_strictly() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer_token(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(bearer_token(&h), Some(Ok("abc")));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer_token(&h), Some(Err(())));
+        h.insert(header::AUTHORIZATION, "Bearer ".parse().unwrap());
+        assert_eq!(bearer_token(&h), Some(Err(())));
+    }
+
+    #[test]
+    fn callers_are_journaled_as_typed_records() {
+        let caller = Caller::Kubernetes {
+            username: "alice".into(),
+            uid: String::new(),
+            groups: vec!["admins".into()],
+        };
+        let v = serde_json::to_value(&caller).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"by": "kubernetes", "username": "alice", "groups": ["admins"]})
+        );
+        assert_eq!(caller.to_string(), "kubernetes:alice");
+    }
+}
