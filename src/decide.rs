@@ -200,6 +200,25 @@ impl SourceState {
         }
     }
 
+    /// Open widenings whose object no longer differs from the baseline
+    /// (`differing` holds every key that does, or whose state is unknown):
+    /// undone while nobody watched. They are taken out of the open set.
+    pub fn restored_while_down(
+        &mut self,
+        differing: &std::collections::BTreeSet<ObjectKey>,
+    ) -> Vec<(ObjectKey, OpenWidening)> {
+        let restored: Vec<ObjectKey> = self
+            .open
+            .keys()
+            .filter(|k| !differing.contains(*k))
+            .cloned()
+            .collect();
+        restored
+            .into_iter()
+            .filter_map(|k| self.open.remove(&k).map(|o| (k, o)))
+            .collect()
+    }
+
     fn finish(&mut self, key: ObjectKey, change: Change, policy: &Policy<'_>, now: f64) -> Outcome {
         let grants = grants_digest(&change);
         let detected_at = self.open.get(&key).map(|o| o.detected_at);

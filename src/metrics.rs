@@ -21,6 +21,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub leader: Gauge,
     pub recording: Gauge,
+    pub source_recording: IntGaugeVec,
+    pub unreadable_objects: IntGaugeVec,
     pub source_up: IntGaugeVec,
     pub snapshot_duration: HistogramVec,
     pub snapshot_objects: IntGaugeVec,
@@ -65,7 +67,21 @@ impl Metrics {
             )?,
             recording: Gauge::new(
                 "permdrift_recording",
-                "1 on the replica that judges and records (leads and holds the store), else 0",
+                "1 on the replica that judges and records every source (leads, holds the store, and each source's state loads and persists), else 0",
+            )?,
+            source_recording: IntGaugeVec::new(
+                Opts::new(
+                    "permdrift_source_recording",
+                    "1 while this replica judges and journals the source's changes, else 0 (see the log for why)",
+                ),
+                &["source"],
+            )?,
+            unreadable_objects: IntGaugeVec::new(
+                Opts::new(
+                    "permdrift_unreadable_objects",
+                    "Objects of the source that cannot be parsed, so their effect is unknown",
+                ),
+                &["source"],
             )?,
             source_up: IntGaugeVec::new(
                 Opts::new(
@@ -206,6 +222,9 @@ impl Metrics {
         m.registry.register(Box::new(m.build_info.clone()))?;
         m.registry.register(Box::new(m.leader.clone()))?;
         m.registry.register(Box::new(m.recording.clone()))?;
+        m.registry.register(Box::new(m.source_recording.clone()))?;
+        m.registry
+            .register(Box::new(m.unreadable_objects.clone()))?;
         m.registry.register(Box::new(m.source_up.clone()))?;
         m.registry.register(Box::new(m.snapshot_duration.clone()))?;
         m.registry.register(Box::new(m.snapshot_objects.clone()))?;
@@ -239,6 +258,8 @@ impl Metrics {
         for (source, platform) in sources {
             let (source, platform) = (source.as_str(), *platform);
             m.source_up.with_label_values(&[source, platform]).set(0);
+            m.source_recording.with_label_values(&[source]).set(0);
+            m.unreadable_objects.with_label_values(&[source]).set(0);
             m.last_snapshot.with_label_values(&[source]).set(0.0);
             m.open_widening_since.with_label_values(&[source]).set(0.0);
             m.snapshot_objects

@@ -6,67 +6,18 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::kube_server::{KubeContext, KubeTestServer, write_kubeconfig};
 use support::moto::{self, Moto};
-use support::operator::{Operator, metric_value, scratch};
+use support::operator::{
+    Operator, assert_store_verifies, changes_by_object, events, journal, metric_sum, metric_value,
+    permdrift, records_of_kind, scratch,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn permdrift(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_permdrift"))
-        .args(args)
-        .output()
-        .expect("run permdrift")
-}
-
-/// The journal's records, read and verified by the store's reader.
-fn journal(store: &Path) -> Vec<Value> {
-    permdrift::store::read_records(store)
-        .expect("journal reads back")
-        .into_iter()
-        .map(|r| json!({"kind": r.kind, "source": r.source, "body": r.body}))
-        .collect()
-}
-
-/// `change` records by their object's display name.
-fn changes_by_object(store: &Path) -> BTreeMap<String, Vec<Value>> {
-    let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for r in journal(store) {
-        if r["kind"] == "change" {
-            let object = r["body"]["object"].as_str().unwrap_or_default().to_owned();
-            out.entry(object).or_default().push(r["body"].clone());
-        }
-    }
-    out
-}
-
-fn records_of_kind(store: &Path, kind: &str) -> usize {
-    journal(store).iter().filter(|r| r["kind"] == kind).count()
-}
-
-fn assert_store_verifies(store: &Path) {
-    let out = permdrift(&["history", "--store", &store.display().to_string(), "verify"]);
-    assert!(
-        out.status.success(),
-        "history verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Sum of every sample of a metric family whose labels contain `with`.
-fn metric_sum(page: &str, family: &str, with: &str) -> f64 {
-    page.lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")) && l.contains(with))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
 
 /// A signing key for the API (what `permdrift keygen` writes), saved under
 /// `dir`; returns its file and the public key the config lists.
@@ -327,12 +278,6 @@ logging: {{format: json, level: debug}}
         store = dir.join("store").display(),
         kubeconfig = server.kubeconfig.display(),
     )
-}
-
-fn events(server: &KubeTestServer) -> Vec<Value> {
-    let out = server.kubectl_ok(&["get", "events.events.k8s.io", "-A", "-o", "json"]);
-    let list: Value = serde_json::from_str(&out).expect("event list");
-    list["items"].as_array().cloned().unwrap_or_default()
 }
 
 #[test]

@@ -14,17 +14,9 @@ use permdrift::signature::{Action, SecretKey, Signed, Statement};
 use serde_json::{Value, json};
 use support::api::TestPki;
 use support::moto::{self, Moto};
-use support::operator::{Operator, metric_value, scratch};
+use support::operator::{Operator, journal, metric_value, scratch};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn journal(store: &Path) -> Vec<Value> {
-    permdrift::store::read_records(store)
-        .expect("journal reads back")
-        .into_iter()
-        .map(|r| json!({"kind": r.kind, "source": r.source, "body": r.body}))
-        .collect()
-}
 
 fn api_requests(store: &Path) -> Vec<Value> {
     journal(store)

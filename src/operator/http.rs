@@ -3,11 +3,12 @@
 //! Requests come in on the plain listener that Prometheus and the kubelet
 //! reach; `/metrics` renders the registry in the Prometheus text format,
 //! `/healthz` answers while the process runs, `/readyz` once every source
-//! has a complete snapshot (else 503 naming the sources still missing).
+//! has a complete snapshot and, on the leader, every source is judged and
+//! recorded (else 503 naming each problem and its reason).
 //! Nothing here changes anything: writes go to the authenticated API
 //! (`api`), on its own TLS port.
 
-use super::Readiness;
+use super::Health;
 use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
@@ -18,7 +19,7 @@ use axum::routing::get;
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Metrics,
-    pub readiness: Readiness,
+    pub health: Health,
 }
 
 /// These endpoints take no body at all.
@@ -48,16 +49,13 @@ async fn metrics(State(s): State<HttpState>) -> Response {
 }
 
 async fn readyz(State(s): State<HttpState>) -> Response {
-    let waiting = s.readiness.waiting();
-    if waiting.is_empty() {
+    let problems = s.health.problems();
+    if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "waiting for a complete snapshot of: {}\n",
-                waiting.join(", ")
-            ),
+            format!("not ready:\n{}\n", problems.join("\n")),
         )
             .into_response()
     }

@@ -7,16 +7,18 @@
 
 use super::judge::{self, Announce};
 use super::source::{self, Current, SourceCtx};
-use super::{Command, now};
+use super::{Command, Judging, now};
 use crate::decide::{ObjectKey, SourceState};
 use crate::index::kube::KubeObject;
+use crate::model::k8s::RbacKind;
 use crate::report::Direction;
 use crate::snapshot::SourceSnapshot;
-use crate::source::kube::{KindEvent, LiveIndex, watch_cluster};
+use crate::source::kube::{KindEvent, LiveIndex, RejectedObject, watch_cluster};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use std::collections::BTreeSet;
 
 /// The `event` label of `permdrift_watch_events_total`.
 fn event_label(event: &KindEvent) -> &'static str {
@@ -124,6 +126,104 @@ async fn announce(recorder: Option<&Recorder>, object: Option<&KubeObject>, what
     }
 }
 
+/// How long after a failure to load or record the loop tries again, at first
+/// and at most (doubling in between).
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// When to try again after failures: a doubling backoff, reset by success.
+#[derive(Default)]
+struct Retry {
+    at: Option<tokio::time::Instant>,
+    delay: Option<std::time::Duration>,
+}
+
+impl Retry {
+    fn schedule(&mut self) {
+        let delay = self.delay.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX));
+        self.delay = Some(delay);
+        self.at = Some(tokio::time::Instant::now() + delay);
+    }
+
+    fn reset(&mut self) {
+        *self = Retry::default();
+    }
+}
+
+async fn retry_due(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The Event on an object permdrift cannot parse.
+fn unreadable_event(object: &RejectedObject) -> (Event, ObjectReference) {
+    let mut note = format!(
+        "permdrift cannot parse this object, so what it grants is unknown and not judged: {}",
+        object.reason
+    );
+    if note.len() > 1000 {
+        let mut end = 1000;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+    }
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "UnreadableObject".into(),
+        note: Some(note),
+        action: "Read".into(),
+        secondary: None,
+    };
+    let reference = ObjectReference {
+        api_version: Some("rbac.authorization.k8s.io/v1".into()),
+        kind: Some(object.kind.as_str().into()),
+        name: Some(object.name.clone()),
+        namespace: object.namespace.clone(),
+        ..ObjectReference::default()
+    };
+    (event, reference)
+}
+
+/// Reports objects that became unreadable: a gauge, a log line each and a
+/// warning Event. Called only when the count of unreadable objects changes.
+async fn report_unreadable(
+    cx: &SourceCtx,
+    index: &LiveIndex,
+    known: &mut BTreeSet<(RbacKind, Option<String>, String)>,
+    recorder: Option<&Recorder>,
+) {
+    let rejected = index.rejected();
+    cx.metrics
+        .unreadable_objects
+        .with_label_values(&[cx.name.as_str()])
+        .set(i64::try_from(rejected.len()).unwrap_or(i64::MAX));
+    let now: BTreeSet<_> = rejected
+        .iter()
+        .map(|r| (r.kind, r.namespace.clone(), r.name.clone()))
+        .collect();
+    for object in rejected
+        .iter()
+        .filter(|r| !known.contains(&(r.kind, r.namespace.clone(), r.name.clone())))
+    {
+        tracing::warn!(source = %cx.name, kind = object.kind.as_str(),
+            namespace = object.namespace.as_deref().unwrap_or(""), name = %object.name,
+            error = %object.reason,
+            "unreadable object: its effect is unknown; everything else is still judged");
+        if let Some(recorder) = recorder
+            && cx.is_recording()
+        {
+            let (event, reference) = unreadable_event(object);
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %e, "could not publish a Kubernetes Event");
+            }
+        }
+    }
+    *known = now;
+}
+
 pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance: String) {
     let recorder = events.then(|| {
         Recorder::new(
@@ -139,7 +239,8 @@ pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance
     tokio::pin!(stream);
     let mut state: Option<SourceState> = None;
     let mut patches = 0usize;
-    let mut ready = false;
+    let mut retry = Retry::default();
+    let mut unreadable = BTreeSet::new();
     loop {
         tokio::select! {
             event = stream.next() => {
@@ -166,9 +267,10 @@ pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance
                     _ => {}
                 }
                 let changes = index.apply(event);
-                if index.is_synced() && !ready {
-                    ready = index.is_whole();
-                    cx.readiness.set(&cx.name, ready);
+                let complete = index.is_complete();
+                cx.health.set_complete(&cx.name, complete);
+                if index.rejected_count() != unreadable.len() {
+                    report_unreadable(&cx, &index, &mut unreadable, recorder.as_ref()).await;
                 }
                 cx.metrics.source_up.with_label_values(&[cx.name.as_str(), cx.platform]).set(i64::from(index.is_synced()));
                 cx.metrics.snapshot_objects.with_label_values(&[cx.name.as_str(), cx.platform])
@@ -179,12 +281,14 @@ pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance
                 if !cx.is_recording() || !index.is_synced() {
                     continue;
                 }
-                if !index.is_whole() {
-                    // Changes to what can be read cannot be judged now; start
-                    // over from the baseline once the cluster reads whole.
+                if !complete {
+                    // A refused kind: changes to it cannot be judged now;
+                    // start over from the baseline once it reads again.
                     if state.take().is_some() {
-                        tracing::warn!(source = %cx.name, missing = ?index.missing_parts(),
-                            "part of the cluster is unreadable; judging resumes against the baseline once it reads whole");
+                        let missing: Vec<String> = index.forbidden().map(|(k, r)| format!("{}: {r}", k.resource())).collect();
+                        cx.health.set_judging(&cx.name, Judging::Failed(format!(
+                            "part of the cluster cannot be listed ({}); judging resumes against the baseline once it can",
+                            missing.join("; "))));
                     }
                     continue;
                 }
@@ -204,28 +308,30 @@ pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance
                         }
                         result
                     }
-                    None => takeover(&cx, &mut state, index.model(), recorder.as_ref()).await,
+                    // After a failure, the retry timer takes over, not every event.
+                    None if retry.at.is_some() => continue,
+                    None => takeover(&cx, &mut state, &index, recorder.as_ref()).await,
                 };
-                if let Err(e) = result {
-                    tracing::error!(source = %cx.name, error = %e, "could not record; rebuilding from the journal");
-                    state = None;
-                } else if let Some(s) = &state
-                    && let Err(e) = source::maybe_compact(&cx, s, &mut patches).await
-                {
-                    tracing::warn!(source = %cx.name, error = %e, "could not compact the baseline");
+                settle(&cx, &mut state, &mut retry, result, &mut patches).await;
+            }
+            () = retry_due(retry.at) => {
+                retry.at = None;
+                if cx.is_recording() && index.is_complete() {
+                    let result = takeover(&cx, &mut state, &index, recorder.as_ref()).await;
+                    settle(&cx, &mut state, &mut retry, result, &mut patches).await;
                 }
             }
             changed = cx.recording.changed() => {
                 if changed.is_err() { break; }
                 if cx.is_recording() {
-                    if index.is_whole()
-                        && let Err(e) = takeover(&cx, &mut state, index.model(), recorder.as_ref()).await
-                    {
-                        tracing::error!(source = %cx.name, error = %e, "takeover failed");
-                        state = None;
+                    if index.is_complete() {
+                        let result = takeover(&cx, &mut state, &index, recorder.as_ref()).await;
+                        settle(&cx, &mut state, &mut retry, result, &mut patches).await;
                     }
                 } else {
                     state = None;
+                    retry.reset();
+                    cx.health.set_judging(&cx.name, Judging::Idle);
                     judge::clear_open_gauges(&cx.judge_cx());
                 }
             }
@@ -246,19 +352,58 @@ pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance
     }
 }
 
+/// After judging or a takeover: on success the source records (and may
+/// compact); on failure it is marked not recording with the reason, its
+/// state dropped, and a retry scheduled.
+async fn settle(
+    cx: &SourceCtx,
+    state: &mut Option<SourceState>,
+    retry: &mut Retry,
+    result: Result<(), String>,
+    patches: &mut usize,
+) {
+    match result {
+        Ok(()) => {
+            retry.reset();
+            if let Some(s) = state.as_ref() {
+                cx.health.set_judging(&cx.name, Judging::Ok);
+                if let Err(e) = source::maybe_compact(cx, s, patches).await {
+                    tracing::warn!(source = %cx.name, error = %e, "could not compact the baseline");
+                }
+            }
+        }
+        Err(e) => {
+            *state = None;
+            retry.schedule();
+            cx.health.set_judging(&cx.name, Judging::Failed(e));
+        }
+    }
+}
+
 /// Becomes the recorder: rebuild the judged state and judge every object that
 /// differs from the baseline (what the journal holds is not recorded again).
 async fn takeover(
     cx: &SourceCtx,
     state: &mut Option<SourceState>,
-    current: &crate::index::kube::KubeModel,
+    index: &LiveIndex,
     recorder: Option<&Recorder>,
 ) -> Result<(), String> {
+    let current = index.model();
     let mut loaded =
         source::load_state(cx, || SourceSnapshot::kubernetes(&cx.name, current.clone())).await?;
     let keys = source::differing_keys(Current::of(&loaded.baseline.data), Current::Kube(current));
+    let differing: BTreeSet<ObjectKey> = keys.iter().cloned().collect();
+    for (key, what) in source::reconcile_open(cx, &mut loaded, &differing).await? {
+        if let ObjectKey::Kube(k) = &key {
+            announce(recorder, current.get(k), &what).await;
+        }
+    }
     for key in keys {
         let ObjectKey::Kube(k) = &key else { continue };
+        // An unreadable object is unknown, not removed from the baseline.
+        if index.is_rejected(k) {
+            continue;
+        }
         let object = current.get(k);
         let what = source::judge_one(
             cx,

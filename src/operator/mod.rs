@@ -46,32 +46,146 @@ pub enum Command {
     },
 }
 
-/// Which sources have a complete snapshot (what `/readyz` reports).
-#[derive(Clone, Debug, Default)]
-pub struct Readiness(Arc<Mutex<BTreeMap<String, bool>>>);
+/// Whether a source's changes are being judged and recorded on this replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Judging {
+    /// Not the recorder (a follower, or the store is not open yet).
+    Idle,
+    /// Judged state loaded and the last record written.
+    Ok,
+    /// Could not load, persist or read back: changes go unrecorded until it
+    /// recovers (the loop retries).
+    Failed(String),
+}
 
-impl Readiness {
-    pub fn new(sources: impl IntoIterator<Item = String>) -> Self {
-        Self(Arc::new(Mutex::new(
-            sources.into_iter().map(|s| (s, false)).collect(),
-        )))
+/// The store as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreStatus {
+    /// Not leading: nothing to open.
+    Closed,
+    Open,
+    Failed(String),
+}
+
+#[derive(Debug)]
+struct HealthState {
+    store: StoreStatus,
+    /// Per source: has a complete snapshot, and its judging.
+    sources: BTreeMap<String, (bool, Judging)>,
+}
+
+/// The one notion of "this source is being judged and recorded", behind
+/// `/readyz`, `permdrift_recording` and `permdrift_source_recording`: every
+/// failure to load, persist or read back a verdict or baseline lands here
+/// with its reason, and the gauges follow at once.
+#[derive(Clone)]
+pub struct Health {
+    state: Arc<Mutex<HealthState>>,
+    metrics: crate::metrics::Metrics,
+}
+
+impl Health {
+    pub fn new(
+        sources: impl IntoIterator<Item = String>,
+        metrics: crate::metrics::Metrics,
+    ) -> Self {
+        let health = Self {
+            state: Arc::new(Mutex::new(HealthState {
+                store: StoreStatus::Closed,
+                sources: sources
+                    .into_iter()
+                    .map(|s| (s, (false, Judging::Idle)))
+                    .collect(),
+            })),
+            metrics,
+        };
+        health.publish();
+        health
     }
 
-    pub fn set(&self, source: &str, ready: bool) {
-        if let Ok(mut map) = self.0.lock() {
-            map.insert(source.to_owned(), ready);
+    fn update(&self, f: impl FnOnce(&mut HealthState)) {
+        if let Ok(mut state) = self.state.lock() {
+            f(&mut state);
         }
+        self.publish();
     }
 
-    /// Sources still without a complete snapshot.
-    pub fn waiting(&self) -> Vec<String> {
-        match self.0.lock() {
-            Ok(map) => map
-                .iter()
-                .filter(|(_, ready)| !**ready)
-                .map(|(s, _)| s.clone())
-                .collect(),
-            Err(_) => vec!["(state unavailable)".into()],
+    /// A source has (or no longer has) a complete snapshot.
+    pub fn set_complete(&self, source: &str, complete: bool) {
+        self.update(|s| {
+            if let Some(entry) = s.sources.get_mut(source) {
+                entry.0 = complete;
+            }
+        });
+    }
+
+    /// How a source's judging stands; a change is logged once.
+    pub fn set_judging(&self, source: &str, judging: Judging) {
+        self.update(|s| {
+            if let Some(entry) = s.sources.get_mut(source)
+                && entry.1 != judging
+            {
+                match &judging {
+                    Judging::Failed(reason) => tracing::error!(source, reason = %reason,
+                        "not recording: changes of this source are not judged or journaled until this recovers"),
+                    Judging::Ok if matches!(entry.1, Judging::Failed(_)) => {
+                        tracing::info!(source, "recording again")
+                    }
+                    _ => {}
+                }
+                entry.1 = judging;
+            }
+        });
+    }
+
+    pub fn set_store(&self, store: StoreStatus) {
+        self.update(|s| s.store = store);
+    }
+
+    /// True while this replica holds the store and judges and records every source.
+    pub fn is_recording(&self) -> bool {
+        self.state.lock().is_ok_and(|s| {
+            s.store == StoreStatus::Open && s.sources.values().all(|(_, j)| *j == Judging::Ok)
+        })
+    }
+
+    fn publish(&self) {
+        let Ok(state) = self.state.lock() else {
+            return;
+        };
+        let open = state.store == StoreStatus::Open;
+        let mut all = open;
+        for (source, (_, judging)) in &state.sources {
+            let ok = open && *judging == Judging::Ok;
+            all &= ok;
+            self.metrics
+                .source_recording
+                .with_label_values(&[source.as_str()])
+                .set(i64::from(ok));
         }
+        self.metrics.recording.set(if all { 1.0 } else { 0.0 });
+    }
+
+    /// What keeps this replica from being ready: sources without a complete
+    /// snapshot, and (on the leader) a store or source that is not recording.
+    pub fn problems(&self) -> Vec<String> {
+        let Ok(state) = self.state.lock() else {
+            return vec!["(state unavailable)".into()];
+        };
+        let mut out: Vec<String> = state
+            .sources
+            .iter()
+            .filter(|(_, (complete, _))| !complete)
+            .map(|(s, _)| format!("{s}: waiting for a complete snapshot"))
+            .collect();
+        if let StoreStatus::Failed(reason) = &state.store {
+            out.push(format!("store: not recording: {reason}"));
+        }
+        for (source, (_, judging)) in &state.sources {
+            if let Judging::Failed(reason) = judging {
+                out.push(format!("{source}: not recording: {reason}"));
+            }
+        }
+        out
     }
 }

@@ -12,7 +12,7 @@ use super::leader::{self, LeaderConfig};
 use super::serve::{self, Serve};
 use super::source::{SourceCtx, aws_loop};
 use super::store::{OpenError, StoreHandle};
-use super::{Command, Readiness, kube_loop};
+use super::{Command, Health, StoreStatus, kube_loop};
 use crate::classify::iam::RiskSets;
 use crate::config::{ApiConfig, Config, KubeAccess, TokenReview};
 use crate::grants::catalog::Catalog;
@@ -90,6 +90,7 @@ const HELD_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 async fn supervise_store(
     store: StoreHandle,
     metrics: Metrics,
+    health: Health,
     mut leading_rx: watch::Receiver<bool>,
     recording_tx: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
@@ -104,6 +105,7 @@ async fn supervise_store(
                     for w in warnings {
                         tracing::warn!(store = %store.dir().display(), "{w}");
                     }
+                    health.set_store(StoreStatus::Open);
                     recording_tx.send_replace(true);
                 }
                 Err(OpenError::Held) => {
@@ -114,16 +116,15 @@ async fn supervise_store(
                 Err(OpenError::Failed(e)) => {
                     tracing::error!(store = %store.dir().display(), error = %e,
                         "cannot open the store: this leader judges and records nothing until it can");
+                    health.set_store(StoreStatus::Failed(format!("cannot open the store: {e}")));
                     retry = Some(STORE_RETRY);
                 }
             }
         } else if !leading {
             recording_tx.send_replace(false);
+            health.set_store(StoreStatus::Closed);
             store.close().await;
         }
-        metrics
-            .recording
-            .set(if *recording_tx.borrow() { 1.0 } else { 0.0 });
         tokio::select! {
             changed = leading_rx.changed() => if changed.is_err() { break },
             _ = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => {}
@@ -131,7 +132,7 @@ async fn supervise_store(
         }
     }
     recording_tx.send_replace(false);
-    metrics.recording.set(0.0);
+    health.set_store(StoreStatus::Closed);
     store.close().await;
 }
 
@@ -202,7 +203,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         })
         .collect();
     let metrics = Metrics::new(&platforms)?;
-    let readiness = Readiness::new(platforms.iter().map(|(n, _)| n.clone()));
+    let health = Health::new(platforms.iter().map(|(n, _)| n.clone()), metrics.clone());
     let store = StoreHandle::new(config.store.path.clone(), metrics.clone());
     let me = identity(config.leader_election.identity.as_deref());
     let le = &config.leader_election;
@@ -240,6 +241,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     tasks.push(tokio::spawn(supervise_store(
         store.clone(),
         metrics.clone(),
+        health.clone(),
         leading_rx,
         recording_tx,
         shutdown.clone(),
@@ -263,7 +265,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             allow: allow.clone(),
             metrics: metrics.clone(),
             store: store.clone(),
-            readiness: readiness.clone(),
+            health: health.clone(),
             recording: recording_rx.clone(),
             commands: rx,
             shutdown: shutdown.clone(),
@@ -293,7 +295,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let (http_listener, http_bound) = bind(&config.http.listen).await?;
     let http_app = http::router(HttpState {
         metrics: metrics.clone(),
-        readiness,
+        health,
     });
     let mut servers = Vec::new();
     servers.push(tokio::spawn(serve::serve(

@@ -12,7 +12,7 @@
 use super::judge::{self, Announce, Context};
 use super::records;
 use super::store::StoreHandle;
-use super::{Command, Readiness, now, rfc3339};
+use super::{Command, Health, Judging, now, rfc3339};
 use crate::classify::iam::RiskSets;
 use crate::config::{AllowRule, AwsAccess, Mode};
 use crate::decide::{ObjectKey, Outcome, Policy, SourceState};
@@ -39,7 +39,7 @@ pub struct SourceCtx {
     pub allow: Arc<Vec<AllowRule>>,
     pub metrics: Metrics,
     pub store: StoreHandle,
-    pub readiness: Readiness,
+    pub health: Health,
     /// True while this replica leads and has the store open.
     pub recording: watch::Receiver<bool>,
     pub commands: mpsc::Receiver<Command>,
@@ -80,6 +80,37 @@ pub fn judge_options() -> DiffOptions {
     }
 }
 
+/// Stores a full baseline, reads it back, and only then journals it:
+/// nothing is judged against a baseline that cannot be read back.
+async fn persist_baseline(
+    cx: &SourceCtx,
+    snapshot: &SourceSnapshot,
+    reason: &str,
+) -> Result<(), String> {
+    let digest = cx.store.put_snapshot(snapshot).await?;
+    let back = cx
+        .store
+        .get_snapshot(&digest)
+        .await
+        .map_err(|e| format!("the new baseline does not read back: {e}"))?;
+    if back.object_count() != snapshot.object_count() {
+        return Err(format!(
+            "the new baseline reads back with {} objects, not {}",
+            back.object_count(),
+            snapshot.object_count()
+        ));
+    }
+    cx.store
+        .append(
+            records::BASELINE,
+            &cx.name,
+            records::baseline(&digest, reason, snapshot.object_count()),
+            &rfc3339(now()),
+        )
+        .await?;
+    Ok(())
+}
+
 /// The judged state of a source: the baseline from the journal (the last full
 /// baseline plus later patches) and its open widenings; or, for a source the
 /// store has never seen, the current state as the first baseline. `first`
@@ -94,19 +125,15 @@ pub async fn load_state(
     let Some(digest) = replayed.baseline_digest else {
         let mut first = first();
         first.name = cx.name.clone();
-        let digest = cx.store.put_snapshot(&first).await?;
-        cx.store
-            .append(
-                records::BASELINE,
-                &cx.name,
-                records::baseline(&digest, "first", first.object_count()),
-                &rfc3339(now()),
-            )
-            .await?;
+        persist_baseline(cx, &first, "first").await?;
         tracing::info!(source = %cx.name, objects = first.object_count(), "first complete snapshot is the baseline");
         return Ok(SourceState::new(first));
     };
-    let mut baseline = cx.store.get_snapshot(&digest).await?;
+    let mut baseline = cx
+        .store
+        .get_snapshot(&digest)
+        .await
+        .map_err(|e| format!("the baseline snapshot {digest} cannot be read: {e}"))?;
     baseline.name = cx.name.clone();
     for (key, raw) in replayed.patches {
         patch(&mut baseline.data, &key, raw).map_err(|e| format!("journal patch of {key}: {e}"))?;
@@ -234,6 +261,35 @@ pub async fn judge_one(
     Ok(applied)
 }
 
+/// The reason an open widening closes when it was undone while this
+/// replica was not watching (a restart, a takeover, a re-list).
+pub const RESTORED_WHILE_DOWN: &str = "restored-while-down";
+
+/// After a restart or re-list: closes the open widenings whose objects match
+/// the baseline again (`differing` holds every key that still differs or is
+/// unknown). Returns what closed, for Events.
+pub async fn reconcile_open(
+    cx: &SourceCtx,
+    state: &mut SourceState,
+    differing: &BTreeSet<ObjectKey>,
+) -> Result<Vec<(ObjectKey, judge::Announce)>, String> {
+    let t = now();
+    let at = rfc3339(t);
+    let mut closed = Vec::new();
+    for (key, open) in state.restored_while_down(differing) {
+        judge::close(&cx.judge_cx(), &key, &open, RESTORED_WHILE_DOWN, t, &at).await?;
+        tracing::info!(source = %cx.name, object = %open.object, "open widening was undone while not watched");
+        closed.push((
+            key,
+            judge::Announce::Closed {
+                object: open.object,
+                reason: RESTORED_WHILE_DOWN,
+            },
+        ));
+    }
+    Ok(closed)
+}
+
 /// After a full baseline grows too many patches, writes a new one.
 pub async fn maybe_compact(
     cx: &SourceCtx,
@@ -243,15 +299,7 @@ pub async fn maybe_compact(
     if *patches_since < COMPACT_AFTER {
         return Ok(());
     }
-    let digest = cx.store.put_snapshot(&state.baseline).await?;
-    cx.store
-        .append(
-            records::BASELINE,
-            &cx.name,
-            records::baseline(&digest, "compacted", state.baseline.object_count()),
-            &rfc3339(now()),
-        )
-        .await?;
+    persist_baseline(cx, &state.baseline, "compacted").await?;
     *patches_since = 0;
     Ok(())
 }
@@ -338,10 +386,10 @@ pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
                     .last_snapshot
                     .with_label_values(&[cx.name.as_str()])
                     .set(now());
-                cx.readiness.set(&cx.name, true);
+                cx.health.set_complete(&cx.name, true);
                 let previous = current.replace(snapshot);
-                if let Some(snapshot) = &current
-                    && let Err(e) = judge_poll(
+                if let Some(snapshot) = &current {
+                    let judged = judge_poll(
                         &cx,
                         &mut state,
                         previous.as_ref(),
@@ -349,10 +397,18 @@ pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
                         started,
                         &mut patches,
                     )
-                    .await
-                {
-                    tracing::error!(source = %cx.name, error = %e, "could not record; will retry on the next poll");
-                    state = None;
+                    .await;
+                    match judged {
+                        Ok(()) if state.is_some() => cx.health.set_judging(&cx.name, Judging::Ok),
+                        Ok(()) => {}
+                        Err(e) => {
+                            cx.health.set_judging(
+                                &cx.name,
+                                Judging::Failed(format!("{e} (retrying at the next poll)")),
+                            );
+                            state = None;
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -372,6 +428,7 @@ pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
                     if changed.is_err() { return; }
                     if !cx.is_recording() {
                         state = None;
+                        cx.health.set_judging(&cx.name, Judging::Idle);
                         judge::clear_open_gauges(&cx.judge_cx());
                     } else {
                         break; // judge at once on becoming the recorder
@@ -411,11 +468,13 @@ async fn judge_poll(
             differing_keys(Current::of(&prev.data), Current::of(&current.data))
         }
         _ => {
-            let loaded = load_state(cx, || current.clone()).await?;
+            let mut loaded = load_state(cx, || current.clone()).await?;
             let keys = differing_keys(
                 Current::of(&loaded.baseline.data),
                 Current::of(&current.data),
             );
+            let differing: BTreeSet<ObjectKey> = keys.iter().cloned().collect();
+            reconcile_open(cx, &mut loaded, &differing).await?;
             *state = Some(loaded);
             keys
         }

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use std::collections::BTreeMap;
 
-use super::kube_server::http_request;
+use serde_json::{Value, json};
+
+use super::kube_server::{KubeTestServer, http_request};
 
 pub struct Operator {
     child: Option<Child>,
@@ -199,4 +201,64 @@ pub fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
+}
+
+/// Runs the permdrift binary.
+pub fn permdrift(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_permdrift"))
+        .args(args)
+        .output()
+        .expect("run permdrift")
+}
+
+/// The journal's records, read and verified by the store's reader.
+pub fn journal(store: &Path) -> Vec<Value> {
+    permdrift::store::read_records(store)
+        .expect("journal reads back")
+        .into_iter()
+        .map(|r| json!({"kind": r.kind, "source": r.source, "body": r.body}))
+        .collect()
+}
+
+/// `change` records by their object's display name.
+pub fn changes_by_object(store: &Path) -> BTreeMap<String, Vec<Value>> {
+    let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for r in journal(store) {
+        if r["kind"] == "change" {
+            let object = r["body"]["object"].as_str().unwrap_or_default().to_owned();
+            out.entry(object).or_default().push(r["body"].clone());
+        }
+    }
+    out
+}
+
+/// How many journal records of `kind` there are.
+pub fn records_of_kind(store: &Path, kind: &str) -> usize {
+    journal(store).iter().filter(|r| r["kind"] == kind).count()
+}
+
+/// `permdrift history verify` passes on the store.
+pub fn assert_store_verifies(store: &Path) {
+    let out = permdrift(&["history", "--store", &store.display().to_string(), "verify"]);
+    assert!(
+        out.status.success(),
+        "history verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sum of every sample of a metric family whose labels contain `with`.
+pub fn metric_sum(page: &str, family: &str, with: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) && l.contains(with))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The events.k8s.io Events in the test server.
+pub fn events(server: &KubeTestServer) -> Vec<Value> {
+    let out = server.kubectl_ok(&["get", "events.events.k8s.io", "-A", "-o", "json"]);
+    let list: Value = serde_json::from_str(&out).expect("event list");
+    list["items"].as_array().cloned().unwrap_or_default()
 }

@@ -437,6 +437,31 @@ impl LiveIndex {
             .all(|k| k.synced && k.forbidden.is_none() && k.rejected.is_empty())
     }
 
+    /// Whether every kind is listed and none refused: the model holds every
+    /// readable object. Unparseable objects are missing parts of it
+    /// ([`Self::rejected`]) that do not stop the rest from being judged.
+    pub fn is_complete(&self) -> bool {
+        self.kinds.iter().all(|k| k.synced && k.forbidden.is_none())
+    }
+
+    /// How many objects could not be read (cheap: asked on every event).
+    pub fn rejected_count(&self) -> usize {
+        self.kinds.iter().map(|k| k.rejected.len()).sum()
+    }
+
+    /// Whether the object at `key` is currently unreadable: its effect is
+    /// unknown, so it is neither added, changed nor removed.
+    pub fn is_rejected(&self, key: &RbacKey) -> bool {
+        let namespace = if key.kind.is_namespaced() {
+            key.namespace.clone()
+        } else {
+            None
+        };
+        self.kinds[slot(key.kind)]
+            .rejected
+            .contains_key(&(namespace, key.name.clone()))
+    }
+
     /// Whether every kind has either synced or been refused: nothing more
     /// will arrive without a change on the server (permissions granted).
     pub fn is_settled(&self) -> bool {
