@@ -361,6 +361,16 @@ impl Store {
         }
     }
 
+    /// Visits every current object of `res` in namespace `ns`, in name order.
+    pub fn each_in(&self, res: &ResKey, ns: &str, mut f: impl FnMut(&Arc<Obj>)) {
+        if let Some(m) = self.objects.get(res) {
+            let lo = (ns.to_string(), String::new());
+            m.range(lo..)
+                .take_while(|(k, _)| k.0 == ns)
+                .for_each(|(_, o)| f(o));
+        }
+    }
+
     pub fn keys_of(&self, res: &ResKey) -> Vec<ObjKey> {
         self.objects
             .get(res)
