@@ -6,6 +6,8 @@
 //! [`Verdict`], which the HTTP layer turns into a 403 or an access review's
 //! `status`.
 
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 
 use crate::auth::{Action, UserInfo};
@@ -130,8 +132,22 @@ impl App {
             // the real privileged-group authorizer gives no reason
             Mode::Rbac if u.groups.iter().any(|g| g == MASTERS) => verdict(true, "", &[]),
             Mode::Rbac => {
-                let out = rbac::evaluate(&self.read_store(), u, a);
+                let out = self.rbac_index().evaluate(u, a);
                 verdict(out.allowed, &out.reason, &out.errors)
+            }
+        }
+    }
+
+    /// The parsed RBAC objects, rebuilt after roles or bindings changed.
+    fn rbac_index(&self) -> Arc<rbac::Index> {
+        let st = self.read_store();
+        let mut cache = self.rbac_cache.lock().unwrap_or_else(|e| e.into_inner());
+        match &*cache {
+            Some(ix) if ix.version() == st.rbac_version() => ix.clone(),
+            _ => {
+                let ix = Arc::new(rbac::Index::build(&st));
+                *cache = Some(ix.clone());
+                ix
             }
         }
     }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -45,6 +45,8 @@ pub struct App {
     pub deny: RwLock<Vec<DenyRule>>,
     /// what authorizes beyond the deny list
     pub authorizer: authz::Mode,
+    /// RBAC objects parsed for `--authorizer rbac` (see `authz.rs`)
+    pub rbac_cache: Mutex<Option<Arc<crate::rbac::Index>>>,
     pub faults: Faults,
     pub audit: Audit,
     pub stats: Stats,
@@ -74,6 +76,7 @@ impl App {
             auth,
             deny: RwLock::new(deny),
             authorizer,
+            rbac_cache: Mutex::new(None),
             faults,
             audit,
             stats: Stats::default(),

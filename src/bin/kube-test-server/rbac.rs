@@ -6,10 +6,13 @@
 //! aggregated rules as stored) are matched the way the API server matches
 //! them. Out comes an [`Outcome`]: allowed or not, the real authorizer's
 //! reason text naming the binding and role that allowed it, and the errors
-//! met on the way (a binding naming a missing role).
+//! met on the way (a binding naming a missing role). The stored objects are
+//! parsed into an [`Index`] once per RBAC change, not per request.
 //!
 //! Written here rather than borrowed from permdrift's own RBAC code, so
 //! that tests of permdrift are checked against an independent evaluator.
+
+use std::collections::HashMap;
 
 use serde::Deserialize;
 
@@ -196,92 +199,151 @@ fn res(plural: &str) -> (String, String) {
     (RBAC_GROUP.to_string(), plural.to_string())
 }
 
-/// The rules of the role a binding in `binding_ns` names.
-fn role_rules(st: &Store, r: &RoleRef, binding_ns: &str) -> Result<Vec<Rule>, String> {
-    let (plural, ns, singular) = match r.kind.as_str() {
-        "ClusterRole" => ("clusterroles", "", "clusterrole"),
-        "Role" => ("roles", binding_ns, "role"),
-        other => return Err(format!("unknown roleRef kind {other:?}")),
-    };
-    let obj = st
-        .get(&res(plural), &(ns.to_string(), r.name.clone()))
-        .ok_or_else(|| format!("{singular}.{RBAC_GROUP} \"{}\" not found", r.name))?;
-    let role: Role =
-        serde_json::from_slice(&obj.json).map_err(|e| format!("{singular} \"{}\": {e}", r.name))?;
-    Ok(role.rules.unwrap_or_default())
+/// A stored binding, or why it could not be read.
+type Parsed<T> = Result<T, String>;
+
+/// The RBAC objects of one store version, parsed once: every request the
+/// authorizer sees would otherwise parse every ClusterRoleBinding again.
+pub struct Index {
+    version: u64,
+    cluster_role_bindings: Vec<Parsed<Binding>>,
+    /// by namespace
+    role_bindings: HashMap<String, Vec<Parsed<Binding>>>,
+    cluster_roles: HashMap<String, Parsed<Vec<Rule>>>,
+    /// by (namespace, name)
+    roles: HashMap<(String, String), Parsed<Vec<Rule>>>,
 }
 
-/// Visits one binding; `Some(reason)` if it allows the request.
-fn visit(
-    st: &Store,
-    obj: &Obj,
-    kind: &str,
-    u: &UserInfo,
-    a: &Attributes,
-    errors: &mut Vec<String>,
-) -> Option<String> {
-    let b: Binding = match serde_json::from_slice(&obj.json) {
-        Ok(b) => b,
-        Err(e) => {
-            errors.push(format!("{kind} \"{}\": {e}", obj.name));
-            return None;
-        }
-    };
-    let ns = b.metadata.namespace.as_str();
-    // the real authorizer looks at the first subject that is the user
-    let subject = b.subjects.as_ref()?.iter().find(|s| applies(s, u, ns))?;
-    let rules = match role_rules(st, &b.role_ref, ns) {
-        Ok(r) => r,
-        Err(e) => {
-            errors.push(e);
-            return None;
-        }
-    };
-    if !rules.iter().any(|r| r.allows(a)) {
-        return None;
-    }
-    let binding_name = if ns.is_empty() {
-        b.metadata.name.clone()
-    } else {
-        format!("{}/{ns}", b.metadata.name)
-    };
-    Some(format!(
-        "RBAC: allowed by {kind} \"{binding_name}\" of {} \"{}\" to {}",
-        b.role_ref.kind,
-        b.role_ref.name,
-        describe_subject(subject, ns)
-    ))
+fn parse<T: serde::de::DeserializeOwned>(obj: &Obj, kind: &str) -> Parsed<T> {
+    serde_json::from_slice(&obj.json).map_err(|e| format!("{kind} \"{}\": {e}", obj.name))
 }
 
-/// Whether RBAC over `st` allows `u` to do `a`: ClusterRoleBindings first,
-/// then the RoleBindings of the request's namespace.
-pub fn evaluate(st: &Store, u: &UserInfo, a: &Attributes) -> Outcome {
-    let mut errors = Vec::new();
-    let mut found = None;
-    st.each(&res("clusterrolebindings"), |o| {
-        if found.is_none() {
-            found = visit(st, o, "ClusterRoleBinding", u, a, &mut errors);
-        }
-    });
-    if let (None, Attributes::Resource { namespace, .. }) = (&found, a)
-        && !namespace.is_empty()
-    {
-        st.each_in(&res("rolebindings"), namespace, |o| {
-            if found.is_none() {
-                found = visit(st, o, "RoleBinding", u, a, &mut errors);
-            }
+fn rules_of(obj: &Obj, kind: &str) -> Parsed<Vec<Rule>> {
+    parse::<Role>(obj, kind).map(|r| r.rules.unwrap_or_default())
+}
+
+impl Index {
+    /// Parses the RBAC objects of `st` (at [`Store::rbac_version`]).
+    pub fn build(st: &Store) -> Index {
+        let mut ix = Index {
+            version: st.rbac_version(),
+            cluster_role_bindings: Vec::new(),
+            role_bindings: HashMap::new(),
+            cluster_roles: HashMap::new(),
+            roles: HashMap::new(),
+        };
+        st.each(&res("clusterrolebindings"), |o| {
+            ix.cluster_role_bindings
+                .push(parse(o, "ClusterRoleBinding"));
         });
+        st.each(&res("rolebindings"), |o| {
+            ix.role_bindings
+                .entry(o.namespace.clone())
+                .or_default()
+                .push(parse(o, "RoleBinding"));
+        });
+        st.each(&res("clusterroles"), |o| {
+            ix.cluster_roles
+                .insert(o.name.clone(), rules_of(o, "ClusterRole"));
+        });
+        st.each(&res("roles"), |o| {
+            ix.roles
+                .insert((o.namespace.clone(), o.name.clone()), rules_of(o, "Role"));
+        });
+        ix
     }
-    match found {
-        Some(reason) => Outcome {
-            allowed: true,
-            reason,
-            errors: Vec::new(),
-        },
-        None => Outcome {
-            allowed: false,
-            reason: String::new(),
-            errors,
-        },
+
+    /// The [`Store::rbac_version`] this index was built at.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The rules of the role a binding in `binding_ns` names.
+    fn role_rules(&self, r: &RoleRef, binding_ns: &str) -> Result<&[Rule], String> {
+        let (found, singular) = match r.kind.as_str() {
+            "ClusterRole" => (self.cluster_roles.get(&r.name), "clusterrole"),
+            "Role" => (
+                self.roles.get(&(binding_ns.to_string(), r.name.clone())),
+                "role",
+            ),
+            other => return Err(format!("unknown roleRef kind {other:?}")),
+        };
+        match found {
+            Some(Ok(rules)) => Ok(rules),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("{singular}.{RBAC_GROUP} \"{}\" not found", r.name)),
+        }
+    }
+
+    /// Visits one binding; `Some(reason)` if it allows the request.
+    fn visit(
+        &self,
+        b: &Parsed<Binding>,
+        kind: &str,
+        u: &UserInfo,
+        a: &Attributes,
+        errors: &mut Vec<String>,
+    ) -> Option<String> {
+        let b = match b {
+            Ok(b) => b,
+            Err(e) => {
+                errors.push(e.clone());
+                return None;
+            }
+        };
+        let ns = b.metadata.namespace.as_str();
+        // the real authorizer looks at the first subject that is the user
+        let subject = b.subjects.as_ref()?.iter().find(|s| applies(s, u, ns))?;
+        let rules = match self.role_rules(&b.role_ref, ns) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(e);
+                return None;
+            }
+        };
+        if !rules.iter().any(|r| r.allows(a)) {
+            return None;
+        }
+        let binding_name = if ns.is_empty() {
+            b.metadata.name.clone()
+        } else {
+            format!("{}/{ns}", b.metadata.name)
+        };
+        Some(format!(
+            "RBAC: allowed by {kind} \"{binding_name}\" of {} \"{}\" to {}",
+            b.role_ref.kind,
+            b.role_ref.name,
+            describe_subject(subject, ns)
+        ))
+    }
+
+    /// Whether RBAC allows `u` to do `a`: ClusterRoleBindings first, then
+    /// the RoleBindings of the request's namespace.
+    pub fn evaluate(&self, u: &UserInfo, a: &Attributes) -> Outcome {
+        let mut errors = Vec::new();
+        let namespaced = match a {
+            Attributes::Resource { namespace, .. } if !namespace.is_empty() => {
+                self.role_bindings.get(*namespace)
+            }
+            _ => None,
+        };
+        let found = self
+            .cluster_role_bindings
+            .iter()
+            .map(|b| (b, "ClusterRoleBinding"))
+            .chain(namespaced.into_iter().flatten().map(|b| (b, "RoleBinding")))
+            .find_map(|(b, kind)| self.visit(b, kind, u, a, &mut errors));
+        match found {
+            Some(reason) => Outcome {
+                allowed: true,
+                reason,
+                errors: Vec::new(),
+            },
+            None => Outcome {
+                allowed: false,
+                reason: String::new(),
+                errors,
+            },
+        }
     }
 }
