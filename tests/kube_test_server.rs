@@ -2342,6 +2342,51 @@ subjects:
         );
         assert_eq!(st["allowed"], allowed, "{verb} {path}: {st}");
     }
+    // an aggregated ClusterRole grants its sources' rules, as stored
+    let agg = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: aggregate}
+aggregationRule:
+  clusterRoleSelectors:
+  - matchLabels: {example.com/aggregate-to-agg: "true"}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: source
+  labels: {example.com/aggregate-to-agg: "true"}
+rules:
+- {apiGroups: [permdrift.dev], resources: [baselines], verbs: [accept]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: aggregate-ali}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: aggregate}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: ali}
+"#;
+    let out = srv.kubectl_stdin(&["apply", "-f", "-"], agg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = srv.access_review(accept("ali", &[], "default", "prod"));
+    assert_eq!(
+        st["reason"],
+        r#"RBAC: allowed by ClusterRoleBinding "aggregate-ali" of ClusterRole "aggregate" to User "ali""#,
+        "{st}"
+    );
+    srv.kubectl_ok(&[
+        "label",
+        "clusterrole",
+        "source",
+        "example.com/aggregate-to-agg-",
+    ]);
+    let st = srv.access_review(accept("ali", &[], "default", "prod"));
+    assert_eq!(st["allowed"], false, "{st}");
+
     // another user gets none of it
     let st = srv.access_review(json!({"user": "max", "nonResourceAttributes":
         {"verb": "get", "path": "/healthz"}}));
@@ -2449,4 +2494,75 @@ spec:
         v["status"]["reason"],
         r#"RBAC: allowed by ClusterRoleBinding "mallory-reads" of ClusterRole "rbac-reader" to User "mallory""#
     );
+    // unbound again: refused again
+    srv.kubectl_ok(&["delete", "clusterrolebinding", "mallory-reads"]);
+    let r = srv.request_as(
+        "mallory-token",
+        "GET",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        None,
+    );
+    assert_eq!(r.status, 403);
+}
+
+/// For any request, a ClusterRole whose one rule names the request's
+/// attributes (each optionally as `*`) grants it to the bound user only,
+/// and a verb or name the rule does not name stays refused.
+#[test]
+fn rbac_grants_what_a_rule_names_and_nothing_else() {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+    use proptest::test_runner::{Config, TestRunner};
+    let srv = KubeTestServer::start_with(Options::default().authorizer_rbac());
+    let mut runner = TestRunner::new(Config {
+        cases: 24,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let request = (
+        select(vec!["get", "list", "accept", "update"]),
+        select(vec!["", "apps", "permdrift.dev"]),
+        select(vec!["pods", "baselines", "deployments"]),
+        select(vec!["", "status", "scale"]),
+        select(vec!["", "team-a"]),
+        select(vec!["", "prod", "x"]),
+        any::<[bool; 4]>(),
+    );
+    let n = std::cell::Cell::new(0u32);
+    let rbac = "/apis/rbac.authorization.k8s.io/v1";
+    runner
+        .run(&request, |(verb, group, resource, sub, ns, name, wild)| {
+            n.set(n.get() + 1);
+            let (user, role) = (format!("user-{}", n.get()), format!("role-{}", n.get()));
+            let combined = if sub.is_empty() {
+                resource.to_string()
+            } else {
+                format!("{resource}/{sub}")
+            };
+            let pick = |w: bool, v: &str| if w { "*".to_string() } else { v.to_string() };
+            let names: Vec<&str> = if wild[3] || name.is_empty() { vec![] } else { vec![name] };
+            let cr = json!({"metadata": {"name": role}, "rules": [{
+                "verbs": [pick(wild[0], verb)], "apiGroups": [pick(wild[1], group)],
+                "resources": [pick(wild[2], &combined)], "resourceNames": names}]});
+            let crb = json!({"metadata": {"name": role},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]});
+            for (path, body) in [("clusterroles", cr), ("clusterrolebindings", crb)] {
+                let r = srv.request("POST", &format!("{rbac}/{path}"), Some(&body.to_string()));
+                prop_assert_eq!(r.status, 201, "{}", r.text());
+            }
+            let review = |who: &str, verb: &str, name: &str| {
+                srv.access_review(json!({"user": who, "resourceAttributes": {
+                    "verb": verb, "group": group, "resource": resource,
+                    "subresource": sub, "namespace": ns, "name": name}}))["allowed"]
+                    .as_bool()
+                    .unwrap()
+            };
+            prop_assert!(review(&user, verb, name));
+            prop_assert!(!review("stranger", verb, name));
+            prop_assert_eq!(review(&user, "delete", name), wild[0]);
+            prop_assert_eq!(review(&user, verb, "other"), names.is_empty());
+            Ok(())
+        })
+        .unwrap();
 }
