@@ -1838,3 +1838,731 @@ fn rbac_validation_like_the_real_server() {
             .ends_with("subjects[0].namespace: Required value")
     );
 }
+
+// ------------------------------------------- tokens, token and access reviews
+
+/// RFC 3339 time `secs` from now.
+fn rfc3339_in(secs: i64) -> String {
+    jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .unwrap()
+        .to_string()
+}
+
+const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+
+#[tokio::test]
+async fn token_review_of_good_unknown_expired_and_deleted_tokens() {
+    use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+    let srv = KubeTestServer::start();
+    srv.add_token("alice-token", "alice", &["eng"], Some(&rfc3339_in(3600)));
+    let reviews: Api<TokenReview> = Api::all(srv.client().await);
+    let review = |token: &str| TokenReview {
+        spec: TokenReviewSpec {
+            token: Some(token.into()),
+            audiences: None,
+        },
+        ..Default::default()
+    };
+
+    // a good token, through the kube client
+    let good = reviews
+        .create(&PostParams::default(), &review("alice-token"))
+        .await
+        .unwrap();
+    let st = good.status.unwrap();
+    assert_eq!(st.authenticated, Some(true));
+    assert_eq!(st.error, None);
+    assert_eq!(st.audiences, Some(vec![API_AUDIENCE.to_string()]));
+    let user = st.user.unwrap();
+    assert_eq!(user.username.as_deref(), Some("alice"));
+    assert_eq!(
+        user.groups,
+        Some(vec!["eng".to_string(), "system:authenticated".to_string()])
+    );
+    let r = srv.request_as("alice-token", "GET", "/api/v1/namespaces", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // unknown
+    let st = reviews
+        .create(&PostParams::default(), &review("nobody-token"))
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(st.authenticated, Some(false));
+    assert!(st.error.unwrap().contains("token not found"));
+    let r = srv.request_as("nobody-token", "GET", "/api/v1/namespaces", None);
+    assert_eq!(r.status, 401);
+
+    // expired before it was added
+    srv.add_token("old-token", "olga", &[], Some("2020-01-01T00:00:00Z"));
+    let st = srv.token_review("old-token", &[]);
+    assert_eq!(st["authenticated"], false, "{st}");
+    assert_eq!(
+        st["error"],
+        "invalid bearer token, token expired at 2020-01-01T00:00:00Z"
+    );
+    let r = srv.request_as("old-token", "GET", "/api/v1/namespaces", None);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["reason"], "Unauthorized");
+
+    // a lifetime running out: good now, refused once it has passed
+    let soon = rfc3339_in(2);
+    srv.add_token("short-token", "sam", &[], Some(&soon));
+    assert_eq!(srv.token_review("short-token", &[])["authenticated"], true);
+    let r = srv.request_as("short-token", "GET", "/api/v1/namespaces", None);
+    assert_eq!(r.status, 200);
+    let deadline: jiff::Timestamp = soon.parse().unwrap();
+    while jiff::Timestamp::now() <= deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let st = srv.token_review("short-token", &[]);
+    assert_eq!(st["authenticated"], false);
+    assert!(st["error"].as_str().unwrap().contains("expired"), "{st}");
+    let r = srv.request_as("short-token", "GET", "/api/v1/namespaces", None);
+    assert_eq!(r.status, 401);
+
+    // deleted: refused in reviews, on requests and by kubectl
+    srv.delete_token("alice-token");
+    let st = srv.token_review("alice-token", &[]);
+    assert_eq!(st["authenticated"], false);
+    assert_eq!(st["user"], json!({}));
+    let r = srv.request_as("alice-token", "GET", "/api/v1/namespaces", None);
+    assert_eq!(r.status, 401);
+    let out = srv.kubectl_as("alice-token", &["get", "namespaces"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("You must be logged in to the server"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // audiences: the intersection with the token's, or refused
+    srv.control(
+        "POST",
+        "/_testserver/tokens",
+        r#"{"token": "aud-token", "user": "ann", "audiences": ["permdrift", "vault"]}"#,
+    );
+    let st = srv.token_review("aud-token", &["other", "permdrift"]);
+    assert_eq!(st["authenticated"], true, "{st}");
+    assert_eq!(st["audiences"], json!(["permdrift"]));
+    let st = srv.token_review("aud-token", &[]);
+    assert_eq!(st["authenticated"], false);
+    assert!(st["error"].as_str().unwrap().contains("audiences"), "{st}");
+    // not a token for this API server
+    let r = srv.request_as("aud-token", "GET", "/api/v1/namespaces", None);
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn token_review_needs_an_authenticated_allowed_caller() {
+    let srv = KubeTestServer::start();
+    let path = "/apis/authentication.k8s.io/v1/tokenreviews";
+    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                      "spec": {"token": TOKEN}})
+    .to_string();
+    // served in discovery like the real one
+    let d = get(&srv, "/apis/authentication.k8s.io/v1").json();
+    let res = d["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "tokenreviews")
+        .expect("tokenreviews in discovery");
+    assert_eq!(res["kind"], "TokenReview");
+    assert_eq!(res["verbs"], json!(["create"]));
+    // not stored: the answer is 201 with the object
+    let r = srv.request("POST", path, Some(&body));
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["kind"], "TokenReview");
+    assert_eq!(v["status"]["user"]["username"], USER);
+    assert_eq!(srv.request("GET", path, None).status, 405);
+    // no credentials
+    let r = http_request(srv.port, "POST", path, &[], Some(body.as_bytes()));
+    assert_eq!(r.status, 401);
+    // denied
+    srv.control(
+        "POST",
+        "/_testserver/deny",
+        r#"{"verbs": ["create"], "resources": ["tokenreviews"]}"#,
+    );
+    let r = srv.request("POST", path, Some(&body));
+    assert_eq!(r.status, 403);
+    assert!(
+        r.json()["message"].as_str().unwrap().contains(
+            r#"cannot create resource "tokenreviews" in API group "authentication.k8s.io""#
+        )
+    );
+    srv.control("DELETE", "/_testserver/deny", "");
+    // bad input names the field
+    let r = srv.request("POST", path, Some(r#"{"spec": {}}"#));
+    assert_eq!(r.status, 422);
+    assert!(r.json()["message"].as_str().unwrap().contains("spec.token"));
+    for (bad, field) in [
+        (
+            r#"{"token": "t", "user": "u", "expiresAt": "tomorrow"}"#,
+            "expiresAt",
+        ),
+        (r#"{"token": "t", "user": ""}"#, "user"),
+        (r#"{"token": "t", "user": "u", "expires": null}"#, "expires"),
+    ] {
+        let r = http_request(
+            srv.port,
+            "POST",
+            "/_testserver/tokens",
+            &[],
+            Some(bad.as_bytes()),
+        );
+        assert_eq!(r.status, 400, "{bad}");
+        assert!(
+            r.json()["error"].as_str().unwrap().contains(field),
+            "{}",
+            r.text()
+        );
+    }
+    let r = http_request(srv.port, "DELETE", "/_testserver/tokens/none", &[], None);
+    assert_eq!(r.status, 404);
+    // the token table lists what is there
+    let listed = srv.control("GET", "/_testserver/tokens", "");
+    assert_eq!(listed["tokens"][0]["token"], TOKEN);
+    assert_eq!(listed["tokens"].as_array().unwrap().len(), 1);
+}
+
+/// RBAC objects for the access-review tests, applied with kubectl. The CRD
+/// makes `baselines.permdrift.dev` known to discovery, so `kubectl auth
+/// can-i` sends its group (for a resource it cannot resolve it sends the
+/// argument unparsed as the resource name).
+const REVIEW_RBAC: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: baselines.permdrift.dev}
+spec:
+  group: permdrift.dev
+  scope: Namespaced
+  names: {plural: baselines, singular: baseline, kind: Baseline}
+  versions:
+  - {name: v1alpha1, served: true, storage: true,
+     schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-a}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-b}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: baseline-acceptor}
+rules:
+- {apiGroups: [permdrift.dev], resources: [baselines], verbs: [accept]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: accept-alice}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: baseline-acceptor}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: accept-eng}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: baseline-acceptor}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: eng}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: accept-bob, namespace: team-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: baseline-acceptor}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: local-acceptor, namespace: team-a}
+rules:
+- {apiGroups: [permdrift.dev], resources: [baselines], verbs: [accept]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: robot-accepts, namespace: team-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: local-acceptor}
+subjects:
+- {kind: ServiceAccount, name: robot}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: ghost-binding}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: ghost}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: gina}
+"#;
+
+fn rbac_server() -> KubeTestServer {
+    let srv = KubeTestServer::start_with(Options::default().authorizer_rbac());
+    let out = srv.kubectl_stdin(&["apply", "-f", "-"], REVIEW_RBAC);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    srv
+}
+
+/// The spec of a review: `user` in `groups` wants to accept baseline `name` in `ns`.
+fn accept(user: &str, groups: &[&str], ns: &str, name: &str) -> Value {
+    json!({"user": user, "groups": groups, "resourceAttributes": {
+        "verb": "accept", "group": "permdrift.dev", "resource": "baselines",
+        "namespace": ns, "name": name}})
+}
+
+#[tokio::test]
+async fn subject_access_review_evaluates_rbac_bindings() {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let srv = rbac_server();
+
+    // via a ClusterRoleBinding, through the kube client
+    let sars: Api<SubjectAccessReview> = Api::all(srv.client().await);
+    let sar = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some("alice".into()),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some("accept".into()),
+                group: Some("permdrift.dev".into()),
+                resource: Some("baselines".into()),
+                name: Some("prod".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let st = sars
+        .create(&PostParams::default(), &sar)
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert!(st.allowed);
+    assert_eq!(
+        st.reason.as_deref(),
+        Some(
+            r#"RBAC: allowed by ClusterRoleBinding "accept-alice" of ClusterRole "baseline-acceptor" to User "alice""#
+        )
+    );
+
+    // via a RoleBinding: in its namespace only
+    let st = srv.access_review(accept("bob", &[], "team-a", "prod"));
+    assert_eq!(st["allowed"], true, "{st}");
+    assert_eq!(
+        st["reason"],
+        r#"RBAC: allowed by RoleBinding "accept-bob/team-a" of ClusterRole "baseline-acceptor" to User "bob""#
+    );
+    for ns in ["team-b", ""] {
+        let st = srv.access_review(accept("bob", &[], ns, "prod"));
+        assert_eq!(st, json!({"allowed": false}), "namespace {ns:?}");
+    }
+
+    // via a group
+    let st = srv.access_review(accept("carol", &["eng"], "", "prod"));
+    assert_eq!(st["allowed"], true);
+    assert_eq!(
+        st["reason"],
+        r#"RBAC: allowed by ClusterRoleBinding "accept-eng" of ClusterRole "baseline-acceptor" to Group "eng""#
+    );
+    assert_eq!(
+        srv.access_review(accept("carol", &["ops"], "", "prod"))["allowed"],
+        false
+    );
+
+    // via a service account (subject namespace taken from the binding)
+    let robot = "system:serviceaccount:team-a:robot";
+    let st = srv.access_review(accept(robot, &[], "team-a", "prod"));
+    assert_eq!(st["allowed"], true);
+    assert_eq!(
+        st["reason"],
+        r#"RBAC: allowed by RoleBinding "robot-accepts/team-a" of Role "local-acceptor" to ServiceAccount "robot/team-a""#
+    );
+    let other = "system:serviceaccount:team-b:robot";
+    assert_eq!(
+        srv.access_review(accept(other, &[], "team-a", "prod"))["allowed"],
+        false
+    );
+
+    // no binding; a binding to a missing role is an evaluation error
+    assert_eq!(
+        srv.access_review(accept("dave", &["system:authenticated"], "team-a", "prod")),
+        json!({"allowed": false})
+    );
+    let st = srv.access_review(accept("gina", &[], "", "prod"));
+    assert_eq!(st["allowed"], false);
+    assert_eq!(
+        st["evaluationError"],
+        r#"clusterrole.rbac.authorization.k8s.io "ghost" not found"#
+    );
+
+    // system:masters may do anything
+    let st = srv.access_review(accept("root", &["system:masters"], "team-b", "x"));
+    assert_eq!(st["allowed"], true);
+
+    // the deny list wins over RBAC
+    srv.control(
+        "POST",
+        "/_testserver/deny",
+        r#"{"users": ["alice"], "verbs": ["accept"], "resources": ["baselines"]}"#,
+    );
+    let st = srv.access_review(accept("alice", &[], "", "prod"));
+    assert_eq!(
+        st,
+        json!({"allowed": false, "denied": true,
+               "reason": "denied by the kube-test-server deny list"})
+    );
+    assert_eq!(
+        srv.access_review(accept("bob", &[], "team-a", "prod"))["allowed"],
+        true
+    );
+
+    // a service account's token carries its groups, and can-i answers for it
+    srv.add_token("robot-token", robot, &[], None);
+    let st = srv.token_review("robot-token", &[]);
+    assert_eq!(
+        st["user"]["groups"],
+        json!([
+            "system:authenticated",
+            "system:serviceaccounts",
+            "system:serviceaccounts:team-a"
+        ])
+    );
+    let out = srv.kubectl_as(
+        "robot-token",
+        &[
+            "auth",
+            "can-i",
+            "accept",
+            "baselines.permdrift.dev/prod",
+            "-n",
+            "team-a",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "yes");
+    let out = srv.kubectl_as(
+        "robot-token",
+        &[
+            "auth",
+            "can-i",
+            "accept",
+            "baselines.permdrift.dev/prod",
+            "-n",
+            "team-b",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+    assert!(!out.status.success());
+
+    // bad input names the field
+    let r = srv.request(
+        "POST",
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        Some(r#"{"spec": {"user": "alice"}}"#),
+    );
+    assert_eq!(r.status, 422);
+    assert!(r.text().contains("spec.resourceAttributes"), "{}", r.text());
+}
+
+#[test]
+fn subject_access_review_matches_rules_like_the_api_server() {
+    let srv = KubeTestServer::start_with(Options::default().authorizer_rbac());
+    let role = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: matcher}
+rules:
+- {apiGroups: [""], resources: [pods/log], verbs: [get]}
+- {apiGroups: [apps], resources: ["*/scale"], verbs: [update]}
+- {apiGroups: [""], resources: [configmaps], verbs: [get], resourceNames: [settings]}
+- {apiGroups: ["*"], resources: [widgets], verbs: ["*"]}
+- {apiGroups: [batch], resources: ["*"], verbs: [get]}
+- {nonResourceURLs: [/healthz, "/metrics/*"], verbs: [get]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: matcher-mia}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: matcher}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: mia}
+"#;
+    let out = srv.kubectl_stdin(&["apply", "-f", "-"], role);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // (verb, group, resource, subresource, name, allowed)
+    let cases = [
+        ("get", "", "pods", "log", "p", true),
+        ("get", "", "pods", "", "p", false),
+        ("list", "", "pods", "log", "", false),
+        ("update", "apps", "deployments", "scale", "d", true),
+        ("update", "apps", "statefulsets", "scale", "s", true),
+        ("update", "apps", "deployments", "", "d", false),
+        ("update", "", "deployments", "scale", "d", false),
+        ("get", "", "configmaps", "", "settings", true),
+        ("get", "", "configmaps", "", "other", false),
+        ("get", "", "configmaps", "", "", false),
+        ("delete", "example.com", "widgets", "", "w", true),
+        ("escalate", "", "widgets", "", "", true),
+        ("get", "example.com", "widgets", "status", "w", false),
+        ("get", "batch", "jobs", "status", "j", true),
+        ("list", "batch", "jobs", "", "", false),
+    ];
+    for (verb, group, resource, subresource, name, allowed) in cases {
+        let st = srv.access_review(json!({"user": "mia", "resourceAttributes": {
+            "verb": verb, "group": group, "resource": resource,
+            "subresource": subresource, "namespace": "default", "name": name}}));
+        assert_eq!(
+            st["allowed"], allowed,
+            "{verb} {group}/{resource}/{subresource} {name:?}: {st}"
+        );
+    }
+    for (verb, path, allowed) in [
+        ("get", "/healthz", true),
+        ("post", "/healthz", false),
+        ("get", "/metrics/cadvisor/x", true),
+        ("get", "/metrics", false),
+        ("get", "/version", false),
+    ] {
+        let st = srv.access_review(
+            json!({"user": "mia", "nonResourceAttributes": {"verb": verb, "path": path}}),
+        );
+        assert_eq!(st["allowed"], allowed, "{verb} {path}: {st}");
+    }
+    // an aggregated ClusterRole grants its sources' rules, as stored
+    let agg = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: aggregate}
+aggregationRule:
+  clusterRoleSelectors:
+  - matchLabels: {example.com/aggregate-to-agg: "true"}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: source
+  labels: {example.com/aggregate-to-agg: "true"}
+rules:
+- {apiGroups: [permdrift.dev], resources: [baselines], verbs: [accept]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: aggregate-ali}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: aggregate}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: ali}
+"#;
+    let out = srv.kubectl_stdin(&["apply", "-f", "-"], agg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = srv.access_review(accept("ali", &[], "default", "prod"));
+    assert_eq!(
+        st["reason"],
+        r#"RBAC: allowed by ClusterRoleBinding "aggregate-ali" of ClusterRole "aggregate" to User "ali""#,
+        "{st}"
+    );
+    srv.kubectl_ok(&[
+        "label",
+        "clusterrole",
+        "source",
+        "example.com/aggregate-to-agg-",
+    ]);
+    let st = srv.access_review(accept("ali", &[], "default", "prod"));
+    assert_eq!(st["allowed"], false, "{st}");
+
+    // another user gets none of it
+    let st = srv.access_review(json!({"user": "max", "nonResourceAttributes":
+        {"verb": "get", "path": "/healthz"}}));
+    assert_eq!(st["allowed"], false);
+}
+
+#[test]
+fn rbac_authorizer_refuses_unbound_users_in_kubectl() {
+    let srv = rbac_server();
+    srv.add_token("mallory-token", "mallory", &[], None);
+    // discovery is open to every authenticated user, as in a real cluster
+    let out = srv.kubectl_as("mallory-token", &["api-versions"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // a user with no binding is refused with the real server's 403
+    let out = srv.kubectl_as("mallory-token", &["get", "clusterroles"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Forbidden")
+            && err.contains(r#"User "mallory" cannot list resource "clusterroles" in API group "rbac.authorization.k8s.io" at the cluster scope"#),
+        "{err}"
+    );
+    let r = srv.request_as(
+        "mallory-token",
+        "GET",
+        "/api/v1/namespaces/team-a/configmaps",
+        None,
+    );
+    assert_eq!(r.status, 403);
+    // but may ask what it may do (system:basic-user in a real cluster)
+    let out = srv.kubectl_as("mallory-token", &["auth", "can-i", "list", "clusterroles"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no");
+
+    // bound by the admin, through kubectl
+    srv.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "rbac-reader",
+        "--verb=get,list,watch",
+        "--resource=clusterroles",
+    ]);
+    srv.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "mallory-reads",
+        "--clusterrole=rbac-reader",
+        "--user=mallory",
+    ]);
+    let out = srv.kubectl_as("mallory-token", &["get", "clusterroles", "-o", "name"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("clusterrole.rbac.authorization.k8s.io/rbac-reader")
+    );
+    let out = srv.kubectl_as("mallory-token", &["get", "clusterrolebindings"]);
+    assert!(!out.status.success());
+    // impersonation needs its own permission
+    let out = srv.kubectl_as("mallory-token", &["get", "clusterroles", "--as", "alice"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(r#"User "mallory" cannot impersonate resource "users" in API group """#),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // the admin asks for others: can-i --as, and a SubjectAccessReview via create -f
+    let can = |user: &str| {
+        let out = srv.kubectl(&[
+            "auth",
+            "can-i",
+            "accept",
+            "baselines.permdrift.dev/prod",
+            "--as",
+            user,
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(can("alice"), "yes");
+    assert_eq!(can("dave"), "no");
+    let sar = r#"
+apiVersion: authorization.k8s.io/v1
+kind: SubjectAccessReview
+spec:
+  user: mallory
+  resourceAttributes: {verb: list, group: rbac.authorization.k8s.io, resource: clusterroles}
+"#;
+    let out = srv.kubectl_stdin(&["create", "-f", "-", "-o", "json"], sar);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"]["allowed"], true);
+    assert_eq!(
+        v["status"]["reason"],
+        r#"RBAC: allowed by ClusterRoleBinding "mallory-reads" of ClusterRole "rbac-reader" to User "mallory""#
+    );
+    // unbound again: refused again
+    srv.kubectl_ok(&["delete", "clusterrolebinding", "mallory-reads"]);
+    let r = srv.request_as(
+        "mallory-token",
+        "GET",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+        None,
+    );
+    assert_eq!(r.status, 403);
+}
+
+/// For any request, a ClusterRole whose one rule names the request's
+/// attributes (each optionally as `*`) grants it to the bound user only,
+/// and a verb or name the rule does not name stays refused.
+#[test]
+fn rbac_grants_what_a_rule_names_and_nothing_else() {
+    use proptest::prelude::*;
+    use proptest::sample::select;
+    use proptest::test_runner::{Config, TestRunner};
+    let srv = KubeTestServer::start_with(Options::default().authorizer_rbac());
+    let mut runner = TestRunner::new(Config {
+        cases: 24,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let request = (
+        select(vec!["get", "list", "accept", "update"]),
+        select(vec!["", "apps", "permdrift.dev"]),
+        select(vec!["pods", "baselines", "deployments"]),
+        select(vec!["", "status", "scale"]),
+        select(vec!["", "team-a"]),
+        select(vec!["", "prod", "x"]),
+        any::<[bool; 4]>(),
+    );
+    let n = std::cell::Cell::new(0u32);
+    let rbac = "/apis/rbac.authorization.k8s.io/v1";
+    runner
+        .run(&request, |(verb, group, resource, sub, ns, name, wild)| {
+            n.set(n.get() + 1);
+            let (user, role) = (format!("user-{}", n.get()), format!("role-{}", n.get()));
+            let combined = if sub.is_empty() {
+                resource.to_string()
+            } else {
+                format!("{resource}/{sub}")
+            };
+            let pick = |w: bool, v: &str| if w { "*".to_string() } else { v.to_string() };
+            let names: Vec<&str> = if wild[3] || name.is_empty() { vec![] } else { vec![name] };
+            let cr = json!({"metadata": {"name": role}, "rules": [{
+                "verbs": [pick(wild[0], verb)], "apiGroups": [pick(wild[1], group)],
+                "resources": [pick(wild[2], &combined)], "resourceNames": names}]});
+            let crb = json!({"metadata": {"name": role},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]});
+            for (path, body) in [("clusterroles", cr), ("clusterrolebindings", crb)] {
+                let r = srv.request("POST", &format!("{rbac}/{path}"), Some(&body.to_string()));
+                prop_assert_eq!(r.status, 201, "{}", r.text());
+            }
+            let review = |who: &str, verb: &str, name: &str| {
+                srv.access_review(json!({"user": who, "resourceAttributes": {
+                    "verb": verb, "group": group, "resource": resource,
+                    "subresource": sub, "namespace": ns, "name": name}}))["allowed"]
+                    .as_bool()
+                    .unwrap()
+            };
+            prop_assert!(review(&user, verb, name));
+            prop_assert!(!review("stranger", verb, name));
+            prop_assert_eq!(review(&user, "delete", name), wild[0]);
+            prop_assert_eq!(review(&user, verb, "other"), names.is_empty());
+            Ok(())
+        })
+        .unwrap();
+}

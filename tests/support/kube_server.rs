@@ -11,6 +11,18 @@
 //! [`KubeTestServer::kubeconfig`] points kubectl at `https://` with the test
 //! CA, because kubectl only sends tokens over TLS; [`KubeTestServer::client`]
 //! uses plain `http://`.
+//!
+//! With [`Options::authorizer_rbac`] the server authorizes by RBAC over its
+//! stored objects; the default user [`USER`] is then in `system:masters`
+//! (the test's admin), and [`KubeTestServer::add_token`] makes other users
+//! whose access the test grants with bindings:
+//!
+//! ```ignore
+//! let srv = KubeTestServer::start_with(Options::default().authorizer_rbac());
+//! srv.add_token("alice-token", "alice", &["eng"], None);
+//! let out = srv.kubectl_as("alice-token", &["get", "roles"]);   // 403 until bound
+//! let status = srv.token_review("alice-token", &[]);            // {"authenticated": true, ...}
+//! ```
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -35,6 +47,8 @@ pub struct Options {
     pub args: Vec<String>,
     /// write `--audit-log` into the temp dir (see [`KubeTestServer::audit_events`])
     pub audit: bool,
+    /// `--authorizer rbac`, with [`USER`] in `system:masters`
+    pub rbac: bool,
 }
 
 impl Options {
@@ -50,6 +64,15 @@ impl Options {
 
     pub fn audit(mut self) -> Self {
         self.audit = true;
+        self
+    }
+
+    /// Authorize by RBAC over the stored objects (`--authorizer rbac`); the
+    /// default user [`USER`] is in `system:masters`, so the test itself may
+    /// do anything, while users added with [`KubeTestServer::add_token`]
+    /// need bindings.
+    pub fn authorizer_rbac(mut self) -> Self {
+        self.rbac = true;
         self
     }
 }
@@ -81,13 +104,21 @@ impl KubeTestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let audit_log = opts.audit.then(|| dir.path().join("audit.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kube-test-server"));
+        let groups = if opts.rbac {
+            "testers,system:masters"
+        } else {
+            "testers"
+        };
         cmd.args(["--listen", "127.0.0.1:0", "--token"])
-            .arg(format!("{TOKEN}={USER}:testers"))
+            .arg(format!("{TOKEN}={USER}:{groups}"))
             .args(&opts.args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(a) = &audit_log {
             cmd.arg("--audit-log").arg(a);
+        }
+        if opts.rbac {
+            cmd.args(["--authorizer", "rbac"]);
         }
         let mut child = cmd.spawn().expect("spawn kube-test-server");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
@@ -129,8 +160,12 @@ impl KubeTestServer {
     /// A `kubectl` command using this server's kubeconfig, with HOME and the
     /// discovery cache inside the temp dir.
     pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        self.kubectl_cmd_with(&self.kubeconfig, args)
+    }
+
+    fn kubectl_cmd_with(&self, kubeconfig: &Path, args: &[&str]) -> Command {
         let mut c = Command::new("kubectl");
-        c.env("KUBECONFIG", &self.kubeconfig)
+        c.env("KUBECONFIG", kubeconfig)
             .env("HOME", self.dir.path())
             .arg("--cache-dir")
             .arg(self.dir.path().join("kube-cache"))
@@ -172,6 +207,90 @@ impl KubeTestServer {
             .write_all(stdin.as_bytes())
             .expect("write stdin");
         child.wait_with_output().expect("kubectl output")
+    }
+
+    /// A kubeconfig for kubectl (https, test CA) that presents `token`,
+    /// written into the temp dir.
+    pub fn kubeconfig_for(&self, token: &str) -> PathBuf {
+        let hex: String = token.bytes().map(|b| format!("{b:02x}")).collect();
+        let path = self.dir.path().join(format!("kubeconfig-{hex}"));
+        write_kubeconfig(
+            &path,
+            &[KubeContext {
+                name: "kts",
+                server: &self.https_url,
+                user: "token-user",
+                token,
+            }],
+        );
+        path
+    }
+
+    /// Runs kubectl presenting `token` (whatever its exit status).
+    pub fn kubectl_as(&self, token: &str, args: &[&str]) -> Output {
+        self.kubectl_cmd_with(&self.kubeconfig_for(token), args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// Adds (or replaces) bearer token `token` for `user` in `groups`,
+    /// expiring at `expires_at` (RFC 3339; `None`: never).
+    pub fn add_token(&self, token: &str, user: &str, groups: &[&str], expires_at: Option<&str>) {
+        let body = serde_json::json!({
+            "token": token, "user": user, "groups": groups, "expiresAt": expires_at,
+        });
+        self.control("POST", "/_testserver/tokens", &body.to_string());
+    }
+
+    /// Deletes a bearer token (it is refused from then on).
+    pub fn delete_token(&self, token: &str) {
+        let path = format!(
+            "/_testserver/tokens/{}",
+            percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC)
+        );
+        self.control("DELETE", &path, "");
+    }
+
+    /// One HTTP request presenting `token`; returns (status, headers, body).
+    pub fn request_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Response {
+        http_request(
+            self.port,
+            method,
+            path,
+            &[("Authorization", &format!("Bearer {token}"))],
+            body.map(str::as_bytes),
+        )
+    }
+
+    /// The `status` of a TokenReview of `token` (for `audiences`, none: the
+    /// server's own), created as [`USER`].
+    pub fn token_review(&self, token: &str, audiences: &[&str]) -> Value {
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+            "spec": {"token": token, "audiences": audiences},
+        });
+        self.review("/apis/authentication.k8s.io/v1/tokenreviews", &body)
+    }
+
+    /// The `status` of a SubjectAccessReview with `spec`, created as [`USER`].
+    pub fn access_review(&self, spec: Value) -> Value {
+        let body = serde_json::json!({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": spec,
+        });
+        self.review("/apis/authorization.k8s.io/v1/subjectaccessreviews", &body)
+    }
+
+    fn review(&self, path: &str, body: &Value) -> Value {
+        let r = self.request("POST", path, Some(&body.to_string()));
+        assert_eq!(r.status, 201, "POST {path}: {}", r.text());
+        r.json()["status"].clone()
     }
 
     /// A kube client for this server (plain http, bearer token).

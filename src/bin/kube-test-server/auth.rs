@@ -1,7 +1,9 @@
 //! Who is calling and whether they may. Request headers become an
-//! [`Identity`] (bearer token, basic auth or anonymous, then
-//! `Impersonate-*` headers); the run-time deny list then decides whether that
-//! identity may perform the verb, answering 403 in the real server's words.
+//! [`Identity`] (bearer token from the token table in `tokens.rs`, basic
+//! auth or anonymous, then `Impersonate-*` headers); the run-time deny list
+//! here (and RBAC under `--authorizer rbac`, see `authz.rs`) then decides
+//! whether that identity may perform the verb, answering 403 in the real
+//! server's words.
 
 use std::collections::HashMap;
 
@@ -11,16 +13,41 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
+use crate::tokens::Tokens;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UserInfo {
     pub username: String,
+    /// empty when unknown (omitted from JSON)
+    pub uid: String,
     pub groups: Vec<String>,
 }
 
 impl UserInfo {
     pub fn to_json(&self) -> Value {
-        json!({"username": self.username, "groups": self.groups})
+        let mut m = Map::new();
+        m.insert("username".into(), json!(self.username));
+        if !self.uid.is_empty() {
+            m.insert("uid".into(), json!(self.uid));
+        }
+        m.insert("groups".into(), json!(self.groups));
+        Value::Object(m)
+    }
+
+    pub fn anonymous() -> Self {
+        UserInfo {
+            username: "system:anonymous".into(),
+            uid: String::new(),
+            groups: vec!["system:unauthenticated".into()],
+        }
+    }
+
+    /// `(namespace, name)` when the user is a service account.
+    pub fn service_account(&self) -> Option<(&str, &str)> {
+        self.username
+            .strip_prefix("system:serviceaccount:")?
+            .split_once(':')
+            .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains(':'))
     }
 }
 
@@ -46,25 +73,43 @@ pub enum AuthConfigError {
     Basic(String),
 }
 
-fn user(name: &str, groups: Option<&str>) -> UserInfo {
-    let mut g: Vec<String> = groups
-        .unwrap_or_default()
-        .split(',')
+/// An authenticated user: the given groups, plus `system:authenticated`
+/// and, for a service account `system:serviceaccount:NS:NAME`, the groups
+/// `system:serviceaccounts` and `system:serviceaccounts:NS`, as the real
+/// service-account authenticator adds them.
+pub fn user<'a>(name: &str, groups: impl IntoIterator<Item = &'a str>) -> UserInfo {
+    let mut u = UserInfo {
+        username: name.to_string(),
+        uid: String::new(),
+        groups: Vec::new(),
+    };
+    let mut implied = vec!["system:authenticated".to_string()];
+    if let Some((ns, _)) = u.service_account() {
+        implied.push("system:serviceaccounts".into());
+        implied.push(format!("system:serviceaccounts:{ns}"));
+    }
+    for g in groups
+        .into_iter()
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_string)
-        .collect();
-    g.push("system:authenticated".into());
-    UserInfo {
-        username: name.to_string(),
-        groups: g,
+        .chain(implied)
+    {
+        if !u.groups.contains(&g) {
+            u.groups.push(g);
+        }
     }
+    u
+}
+
+fn split_groups(groups: Option<&str>) -> impl Iterator<Item = &str> {
+    groups.unwrap_or_default().split(',')
 }
 
 /// Credentials accepted by this server.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Authenticator {
-    tokens: HashMap<String, UserInfo>,
+    pub tokens: Tokens,
     basic: HashMap<String, (String, UserInfo)>,
     anonymous: bool,
 }
@@ -77,10 +122,12 @@ impl Authenticator {
         tokens: &[String],
         basic: &[String],
         anonymous: bool,
+        api_audiences: Vec<String>,
     ) -> Result<Self, AuthConfigError> {
         let mut a = Authenticator {
+            tokens: Tokens::new(api_audiences),
+            basic: HashMap::new(),
             anonymous: anonymous || (tokens.is_empty() && basic.is_empty()),
-            ..Default::default()
         };
         for t in tokens {
             let (tok, rest) = t
@@ -93,7 +140,8 @@ impl Authenticator {
             if tok.is_empty() || name.is_empty() {
                 return Err(AuthConfigError::Token(t.clone()));
             }
-            a.tokens.insert(tok.to_string(), user(name, groups));
+            a.tokens
+                .insert_static(tok, user(name, split_groups(groups)));
         }
         for b in basic {
             let mut parts = b.splitn(3, ':');
@@ -103,14 +151,20 @@ impl Authenticator {
             if name.is_empty() {
                 return Err(AuthConfigError::Basic(b.clone()));
             }
-            a.basic
-                .insert(name.to_string(), (pw.to_string(), user(name, parts.next())));
+            a.basic.insert(
+                name.to_string(),
+                (pw.to_string(), user(name, split_groups(parts.next()))),
+            );
         }
         Ok(a)
     }
 
-    /// Authenticates a request (401 on bad or missing credentials).
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+    /// Authenticates a request (401 on bad, expired or missing credentials).
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        now: jiff::Timestamp,
+    ) -> Result<UserInfo, ApiError> {
         let auth = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -118,21 +172,17 @@ impl Authenticator {
         match auth {
             None | Some("") => {
                 if self.anonymous {
-                    Ok(UserInfo {
-                        username: "system:anonymous".into(),
-                        groups: vec!["system:unauthenticated".into()],
-                    })
+                    Ok(UserInfo::anonymous())
                 } else {
                     Err(ApiError::unauthorized())
                 }
             }
             Some(h) => {
                 if let Some(tok) = strip_scheme(h, "bearer") {
-                    return self
-                        .tokens
-                        .get(tok.trim())
-                        .cloned()
-                        .ok_or_else(ApiError::unauthorized);
+                    return self.tokens.authenticate(tok.trim(), now).map_err(|e| {
+                        tracing::debug!("bearer token refused: {e}");
+                        ApiError::unauthorized()
+                    });
                 }
                 if let Some(b64) = strip_scheme(h, "basic") {
                     let decoded = base64::engine::general_purpose::STANDARD
@@ -157,25 +207,62 @@ fn strip_scheme<'a>(h: &'a str, scheme: &str) -> Option<&'a str> {
     s.eq_ignore_ascii_case(scheme).then_some(rest)
 }
 
-/// The user named by `Impersonate-User` / `Impersonate-Group` headers.
+fn impersonate_groups(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("impersonate-group")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The user named by `Impersonate-User` / `Impersonate-Group` headers. As
+/// in the real server, a service account impersonated without groups gets
+/// its service-account groups, and everyone but `system:anonymous` gets
+/// `system:authenticated`.
 pub fn impersonation(headers: &HeaderMap) -> Option<UserInfo> {
     let name = headers
         .get("impersonate-user")
         .and_then(|v| v.to_str().ok())?
         .to_string();
-    let mut groups: Vec<String> = headers
-        .get_all("impersonate-group")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_string)
-        .collect();
-    if name != "system:anonymous" && !groups.iter().any(|g| g == "system:authenticated") {
-        groups.push("system:authenticated".into());
-    }
-    Some(UserInfo {
+    let mut u = UserInfo {
         username: name,
-        groups,
-    })
+        uid: String::new(),
+        groups: impersonate_groups(headers),
+    };
+    if u.username == "system:anonymous" {
+        return Some(u);
+    }
+    if u.groups.is_empty()
+        && let Some((ns, _)) = u.service_account()
+    {
+        let ns_group = format!("system:serviceaccounts:{ns}");
+        u.groups.push("system:serviceaccounts".into());
+        u.groups.push(ns_group);
+    }
+    if !u.groups.iter().any(|g| g == "system:authenticated") {
+        u.groups.push("system:authenticated".into());
+    }
+    Some(u)
+}
+
+/// What impersonating `imp` needs the `impersonate` verb on, as
+/// (resource, namespace, name): `users` NAME, or `serviceaccounts` NS/NAME
+/// for a service account, and `groups` G for each `Impersonate-Group` header.
+pub fn impersonation_targets(
+    headers: &HeaderMap,
+    imp: &UserInfo,
+) -> Vec<(&'static str, String, String)> {
+    let mut out = vec![match imp.service_account() {
+        Some((ns, name)) => ("serviceaccounts", ns.to_string(), name.to_string()),
+        None => ("users", String::new(), imp.username.clone()),
+    }];
+    out.extend(
+        impersonate_groups(headers)
+            .into_iter()
+            .map(|g| ("groups", String::new(), g)),
+    );
+    out
 }
 
 /// One deny rule: who (users/groups; both empty = everyone) may not do

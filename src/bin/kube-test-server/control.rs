@@ -1,5 +1,5 @@
 //! The test-control API under `/_testserver/`: health, request statistics,
-//! the fault configuration and the deny list. It is served before
+//! the fault configuration, the deny list and the bearer tokens. It is served before
 //! authentication, fault injection and auditing, so tests can always steer
 //! the server, whatever faults are active.
 
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::auth;
 use crate::faults::FaultConfig;
 use crate::http::App;
+use crate::tokens::TokenSpecError;
 
 #[derive(Default)]
 struct Counters {
@@ -137,6 +138,29 @@ pub fn handle(app: &App, method: &Method, path: &str, body: &Bytes) -> Response 
             app.deny.write().unwrap_or_else(|e| e.into_inner()).clear();
             reply(StatusCode::OK, json!({"rules": []}))
         }
+        ("GET", "tokens") => reply(
+            StatusCode::OK,
+            app.auth.tokens.describe(jiff::Timestamp::now()),
+        ),
+        ("POST", "tokens") => match parse(body)
+            .map_err(TokenSpecError::from)
+            .and_then(|v| app.auth.tokens.insert_json(v))
+        {
+            Ok(added) => reply(StatusCode::OK, json!({"added": added})),
+            Err(e) => bad(e),
+        },
+        ("DELETE", t) if t.starts_with("tokens/") => {
+            let raw = t.trim_start_matches("tokens/");
+            let token = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+            if app.auth.tokens.remove(&token) {
+                reply(StatusCode::OK, json!({"deleted": token}))
+            } else {
+                reply(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": format!("no token {token:?}")}),
+                )
+            }
+        }
         _ => reply(
             StatusCode::NOT_FOUND,
             json!({"error": "unknown control endpoint", "endpoints": [
@@ -144,6 +168,7 @@ pub fn handle(app: &App, method: &Method, path: &str, body: &Bytes) -> Response 
                 "GET|DELETE /_testserver/stats", "POST /_testserver/stats/reset",
                 "GET|POST|PUT|DELETE /_testserver/faults",
                 "GET|POST|PUT|DELETE /_testserver/deny",
+                "GET|POST /_testserver/tokens", "DELETE /_testserver/tokens/{token}",
             ]}),
         ),
     }

@@ -1,14 +1,14 @@
 //! Request handling. Every HTTP request enters [`handle`]: control API
 //! first, then authentication and impersonation, then either discovery or a
 //! resource request. A resource request is parsed from its path (kube's
-//! irregular URL grammar), has faults injected and the deny list applied,
+//! irregular URL grammar), has faults injected and is authorized (`authz.rs`),
 //! and is dispatched to the read paths here (get/list/watch, served from
 //! pre-serialized objects) or the write paths in `ops.rs`; its outcome is
 //! audited and counted.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -22,12 +22,14 @@ use serde_json::{Map, Value, json};
 
 use crate::audit::{Audit, Record};
 use crate::auth::{self, Action, Authenticator, DenyRule, Identity};
+use crate::authz;
 use crate::control::{self, Stats};
 use crate::discovery;
 use crate::error::ApiError;
 use crate::faults::{Decision, Faults};
 use crate::kinds::KindDef;
 use crate::ops::{self, Ctx, PatchType};
+use crate::rbac::Attributes;
 use crate::selector::{FieldSelector, Filter, LabelSelector, extra_fields};
 use crate::store::{Obj, Store, StoreError, WatchStart};
 use crate::table::{self, Include};
@@ -41,6 +43,10 @@ pub struct App {
     store: RwLock<Store>,
     pub auth: Authenticator,
     pub deny: RwLock<Vec<DenyRule>>,
+    /// what authorizes beyond the deny list
+    pub authorizer: authz::Mode,
+    /// RBAC objects parsed for `--authorizer rbac` (see `authz.rs`)
+    pub rbac_cache: Mutex<Option<Arc<crate::rbac::Index>>>,
     pub faults: Faults,
     pub audit: Audit,
     pub stats: Stats,
@@ -57,6 +63,7 @@ impl App {
         store: Store,
         auth: Authenticator,
         deny: Vec<DenyRule>,
+        authorizer: authz::Mode,
         faults: Faults,
         audit: Audit,
         bookmark_interval: Duration,
@@ -68,6 +75,8 @@ impl App {
             store: RwLock::new(store),
             auth,
             deny: RwLock::new(deny),
+            authorizer,
+            rbac_cache: Mutex::new(None),
             faults,
             audit,
             stats: Stats::default(),
@@ -320,30 +329,37 @@ pub async fn handle(app: Arc<App>, peer: SocketAddr, req: Request) -> Response {
 }
 
 async fn serve(app: &Arc<App>, r: &Req, path: &str) -> Response {
-    let user = match app.auth.authenticate(&r.headers) {
+    let user = match app.auth.authenticate(&r.headers, r.received) {
         Ok(u) => u,
         Err(e) => {
-            let anon = auth::UserInfo {
-                username: "system:anonymous".into(),
-                groups: vec!["system:unauthenticated".into()],
-            };
+            let anon = auth::UserInfo::anonymous();
             audit_simple(app, r, &anon, None, "unknown", None, &e);
             return error_response(&e);
         }
     };
     let impersonated = auth::impersonation(&r.headers);
     if let Some(imp) = &impersonated {
-        let action = Action {
-            verb: "impersonate",
-            group: "",
-            resource: "users",
-            namespace: "",
-            name: &imp.username,
-        };
-        if is_denied(app, &user, &action) {
-            let e = auth::forbidden(&user, &action);
-            audit_simple(app, r, &user, None, "impersonate", None, &e);
-            return error_response(&e);
+        for (resource, namespace, name) in auth::impersonation_targets(&r.headers, imp) {
+            let attrs = Attributes::Resource {
+                verb: "impersonate",
+                group: "",
+                resource,
+                subresource: "",
+                namespace: &namespace,
+                name: &name,
+            };
+            if !app.authorize(&user, &attrs).allowed {
+                let action = Action {
+                    verb: "impersonate",
+                    group: "",
+                    resource,
+                    namespace: &namespace,
+                    name: &name,
+                };
+                let e = auth::forbidden(&user, &action);
+                audit_simple(app, r, &user, None, "impersonate", None, &e);
+                return error_response(&e);
+            }
         }
     }
     let ident = Identity { user, impersonated };
@@ -351,14 +367,6 @@ async fn serve(app: &Arc<App>, r: &Req, path: &str) -> Response {
         Some(info) => resource_request(app, r, &ident, info).await,
         None => nonresource(app, r, path),
     }
-}
-
-fn is_denied(app: &App, u: &auth::UserInfo, a: &Action) -> bool {
-    app.deny
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .any(|rule| rule.matches(u, a))
 }
 
 fn nonresource(app: &App, r: &Req, path: &str) -> Response {
@@ -587,7 +595,21 @@ async fn resource_request(app: &Arc<App>, r: &Req, ident: &Identity, info: Info)
         namespace: info.namespace.as_deref().unwrap_or_default(),
         name: info.name.as_deref().unwrap_or_default(),
     };
-    if is_denied(app, user, &action) {
+    let attrs = Attributes::Resource {
+        verb,
+        group: &kd.group,
+        resource: &kd.plural,
+        subresource: info.subresource.as_deref().unwrap_or_default(),
+        namespace: action.namespace,
+        name: action.name,
+    };
+    let verdict = app.authorize(user, &attrs);
+    // The bootstrap ClusterRole system:basic-user lets every authenticated
+    // user ask what they may do, whatever else RBAC says.
+    let self_review = kd.kind == "SelfSubjectAccessReview"
+        && !verdict.denied
+        && user.groups.iter().any(|g| g == "system:authenticated");
+    if !verdict.allowed && !self_review {
         let e = auth::forbidden(user, &action);
         audit_err(&e);
         return fail(&e);
@@ -1020,7 +1042,8 @@ fn watch(
     Ok(Reply::Stream(resp))
 }
 
-/// An access review, answered by the deny list: the only authorizer here.
+/// A `TokenReview` or an access review: answered (201, like the real
+/// server) and never stored.
 fn review(
     app: &App,
     r: &Req,
@@ -1033,74 +1056,13 @@ fn review(
     }
     let mut body = ops::parse_body(&r.body)?;
     let spec = body.get("spec").cloned().unwrap_or(Value::Null);
-    let s = |v: &Value, k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let subject = if kd.kind == "SubjectAccessReview" {
-        let groups: Vec<String> = spec
-            .get("groups")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|g| g.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        auth::UserInfo {
-            username: s(&spec, "user"),
-            groups,
-        }
+    let status = if kd.kind == "TokenReview" {
+        token_review(app, kd, &spec, r.received)?
     } else {
-        ident.effective().clone()
-    };
-    let (verb, group, resource, namespace, name) = match spec.get("resourceAttributes") {
-        Some(ra) => {
-            let sub = s(ra, "subresource");
-            let res = if sub.is_empty() {
-                s(ra, "resource")
-            } else {
-                format!("{}/{sub}", s(ra, "resource"))
-            };
-            (
-                s(ra, "verb"),
-                s(ra, "group"),
-                res,
-                s(ra, "namespace"),
-                s(ra, "name"),
-            )
-        }
-        None => {
-            let nr = spec
-                .get("nonResourceAttributes")
-                .cloned()
-                .unwrap_or(Value::Null);
-            (
-                s(&nr, "verb"),
-                String::new(),
-                s(&nr, "path"),
-                String::new(),
-                String::new(),
-            )
-        }
-    };
-    let action = Action {
-        verb: &verb,
-        group: &group,
-        resource: &resource,
-        namespace: &namespace,
-        name: &name,
-    };
-    let denied = is_denied(app, &subject, &action);
-    let status = if denied {
-        json!({"allowed": false, "denied": true, "reason": "denied by the kube-test-server deny list"})
-    } else {
-        json!({"allowed": true, "reason": "kube-test-server allows everything not on its deny list"})
+        access_review(app, kd, &spec, ident)?
     };
     if let Some(m) = body.as_object_mut() {
-        m.insert("apiVersion".into(), json!("authorization.k8s.io/v1"));
+        m.insert("apiVersion".into(), json!(kd.api_version("v1")));
         m.insert("kind".into(), json!(kd.kind));
         m.insert("status".into(), status);
         m.entry("metadata").or_insert_with(|| json!({}));
@@ -1113,6 +1075,115 @@ fn review(
         rv: None,
         name: None,
     }))
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| g.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A TokenReview's status, from the token table.
+fn token_review(
+    app: &App,
+    kd: &KindDef,
+    spec: &Value,
+    now: jiff::Timestamp,
+) -> Result<Value, ApiError> {
+    let token = spec
+        .get("token")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if token.is_empty() {
+        return Err(ApiError::invalid(
+            &kd.kind,
+            &kd.group,
+            "",
+            "spec.token",
+            "FieldValueRequired",
+            "a TokenReview needs the token to review",
+        ));
+    }
+    let audiences = strings(spec.get("audiences"));
+    Ok(match app.auth.tokens.review(token, &audiences, now) {
+        Ok((user, audiences)) => {
+            json!({"authenticated": true, "user": user.to_json(), "audiences": audiences})
+        }
+        Err(e) => json!({"authenticated": false, "user": {}, "error": e.to_string()}),
+    })
+}
+
+/// A (Self)SubjectAccessReview's status, from the authorizer.
+fn access_review(
+    app: &App,
+    kd: &KindDef,
+    spec: &Value,
+    ident: &Identity,
+) -> Result<Value, ApiError> {
+    let s = |v: Option<&Value>, k: &str| {
+        v.and_then(|v| v.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let invalid = |field: &str, detail: &str| {
+        ApiError::invalid(&kd.kind, &kd.group, "", field, "FieldValueInvalid", detail)
+    };
+    let subject = if kd.kind == "SubjectAccessReview" {
+        let u = auth::UserInfo {
+            username: s(Some(spec), "user"),
+            uid: s(Some(spec), "uid"),
+            groups: strings(spec.get("groups")),
+        };
+        if u.username.is_empty() && u.groups.is_empty() {
+            return Err(invalid(
+                "spec.user",
+                "\"\": at least one of user or group must be specified",
+            ));
+        }
+        u
+    } else {
+        ident.effective().clone()
+    };
+    let ra = spec.get("resourceAttributes").filter(|v| !v.is_null());
+    let nra = spec.get("nonResourceAttributes").filter(|v| !v.is_null());
+    if ra.is_some() == nra.is_some() {
+        return Err(invalid(
+            "spec.resourceAttributes",
+            "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+        ));
+    }
+    let fields = [
+        "verb",
+        "group",
+        "resource",
+        "subresource",
+        "namespace",
+        "name",
+        "path",
+    ];
+    let [verb, group, resource, subresource, namespace, name, path] =
+        fields.map(|f| s(ra.or(nra), f));
+    let attrs = if ra.is_some() {
+        Attributes::Resource {
+            verb: &verb,
+            group: &group,
+            resource: &resource,
+            subresource: &subresource,
+            namespace: &namespace,
+            name: &name,
+        }
+    } else {
+        Attributes::NonResource {
+            verb: &verb,
+            path: &path,
+        }
+    };
+    Ok(app.authorize(&subject, &attrs).status())
 }
 
 fn write(

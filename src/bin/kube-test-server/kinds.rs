@@ -327,7 +327,7 @@ pub struct KindDef {
     pub printer_columns: Vec<PrinterColumn>,
     /// set for kinds registered by a CRD
     pub from_crd: bool,
-    /// an access review: create-only, answered from the deny list, never stored
+    /// an access or token review: create-only, answered, never stored
     pub review: bool,
 }
 
@@ -397,13 +397,23 @@ impl Registry {
             };
             r.insert(kd);
         }
-        // Access reviews (`kubectl auth can-i`), answered from the deny list.
-        for (kind, plural) in [
-            ("SelfSubjectAccessReview", "selfsubjectaccessreviews"),
-            ("SubjectAccessReview", "subjectaccessreviews"),
+        // Access reviews (`kubectl auth can-i`), answered by the authorizer,
+        // and token reviews, answered from the token table.
+        for (group, kind, plural) in [
+            (
+                "authorization.k8s.io",
+                "SelfSubjectAccessReview",
+                "selfsubjectaccessreviews",
+            ),
+            (
+                "authorization.k8s.io",
+                "SubjectAccessReview",
+                "subjectaccessreviews",
+            ),
+            ("authentication.k8s.io", "TokenReview", "tokenreviews"),
         ] {
             r.insert(KindDef {
-                group: "authorization.k8s.io".into(),
+                group: group.into(),
                 versions: vec!["v1".into()],
                 kind: kind.into(),
                 list_kind: format!("{kind}List"),

@@ -1,11 +1,12 @@
 //! Dev-only Kubernetes API test server. Command-line flags become the shared
-//! [`http::App`] (store preloaded from `--load`, credentials, audit sinks,
-//! faults); the server binds, announces `listening on http://ADDR` as its
+//! [`http::App`] (store preloaded from `--load`, credentials, authorizer,
+//! audit sinks, faults); the server binds, announces `listening on http://ADDR` as its
 //! first stdout line, and serves until SIGTERM/SIGINT.
 
 mod aggregate;
 mod audit;
 mod auth;
+mod authz;
 mod control;
 mod discovery;
 mod error;
@@ -17,10 +18,12 @@ mod managed;
 mod ops;
 mod patch;
 mod proto;
+mod rbac;
 mod selector;
 mod serve;
 mod store;
 mod table;
+mod tokens;
 mod watch;
 
 use std::io::Write;
@@ -52,6 +55,23 @@ struct Args {
     /// Accept bearer token TOKEN as USER (in the given groups). Repeatable.
     #[arg(long = "token", value_name = "TOKEN=USER[:GROUP,GROUP...]")]
     tokens: Vec<String>,
+
+    /// Audiences the server identifies as: a token is good for requests
+    /// here, and a TokenReview without `spec.audiences` succeeds, only if the
+    /// token's audiences include one of them.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "https://kubernetes.default.svc.cluster.local",
+        value_name = "AUD,..."
+    )]
+    api_audiences: Vec<String>,
+
+    /// What authorizes requests and access reviews beyond the deny list:
+    /// `deny-list` allows everything else; `rbac` evaluates the stored
+    /// Roles, ClusterRoles and bindings (system:masters may do anything).
+    #[arg(long, value_enum, default_value_t = authz::Mode::DenyList)]
+    authorizer: authz::Mode,
 
     /// Accept basic auth USER:PASSWORD (in the given groups). Repeatable.
     #[arg(long = "basic", value_name = "USER:PASSWORD[:GROUP,...]")]
@@ -138,7 +158,12 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
 
-    let auth = auth::Authenticator::new(&args.tokens, &args.basic, args.anonymous)?;
+    let auth = auth::Authenticator::new(
+        &args.tokens,
+        &args.basic,
+        args.anonymous,
+        args.api_audiences.clone(),
+    )?;
     let fault_cfg = match &args.faults {
         Some(f) => {
             faults::FaultConfig::parse(json_arg(f).context("--faults")?).context("--faults")?
@@ -190,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
         st,
         auth,
         deny,
+        args.authorizer,
         faults::Faults::new(fault_cfg, args.seed),
         audit,
         Duration::from_secs(args.bookmark_interval.clamp(1, 86_400)),

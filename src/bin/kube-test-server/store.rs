@@ -217,6 +217,9 @@ pub struct Store {
     pub aggregators: BTreeMap<String, Vec<Value>>,
     /// set while aggregation writes, so they do not re-trigger it
     pub reconciling: bool,
+    /// resourceVersion of the last RBAC write, so the RBAC authorizer's
+    /// parsed view is rebuilt only when roles or bindings change
+    rbac_rv: u64,
 }
 
 /// Decides what a filtered watcher sees of one write: objects moving into
@@ -252,7 +255,13 @@ impl Store {
             rng: StdRng::seed_from_u64(seed),
             aggregators: BTreeMap::new(),
             reconciling: false,
+            rbac_rv: 0,
         }
+    }
+
+    /// Changes whenever a Role, ClusterRole or binding is written.
+    pub fn rbac_version(&self) -> u64 {
+        self.rbac_rv
     }
 
     pub fn current_rv(&self) -> u64 {
@@ -376,6 +385,9 @@ impl Store {
         obj: Arc<Obj>,
         old: Option<Arc<Obj>>,
     ) {
+        if res.0 == "rbac.authorization.k8s.io" {
+            self.rbac_rv = obj.rv;
+        }
         self.watchers.retain(|w| {
             if w.res != *res {
                 return !w.tx.is_closed();
