@@ -329,3 +329,147 @@ fn ten_thousand_idle_connections_do_not_starve_the_probes() {
     });
     op.terminate();
 }
+
+#[test]
+fn kubernetes_callers_need_a_valid_token_and_rbac_for_the_source() {
+    use support::kube_server::{KubeTestServer, Options};
+    let server = KubeTestServer::start_with(Options::default().authorizer_rbac());
+    server.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "secret-reader",
+        "--verb=get",
+        "--resource=secrets",
+    ]);
+    // Who may accept is ordinary RBAC: alice may, for this source only.
+    let acceptor = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: baseline-acceptor}\n\
+                    rules:\n- {apiGroups: [permdrift.dev], resources: [baselines], verbs: [accept], resourceNames: [kind]}\n";
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], acceptor);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for user in ["alice", "carol"] {
+        server.kubectl_ok(&[
+            "create",
+            "clusterrolebinding",
+            &format!("{user}-accepts"),
+            "--clusterrole=baseline-acceptor",
+            &format!("--user={user}"),
+        ]);
+    }
+    server.add_token("alice-token", "alice", &["ops"], None);
+    server.add_token("bob-token", "bob", &["ops"], None);
+    let soon = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3)).to_string();
+    server.add_token("carol-token", "carol", &[], Some(&soon));
+
+    let dir = scratch("operator-api-kube");
+    let store = dir.join("store");
+    let pki = TestPki::create(&dir);
+    let config = format!(
+        "apiVersion: permdrift.dev/v1alpha1\nkind: Config\nstore: {{path: \"{store}\"}}\n\
+         http: {{listen: \"127.0.0.1:0\"}}\n{api}leaderElection: {{enabled: false}}\n\
+         sources:\n  - name: kind\n    kubernetes: {{kubeconfig: \"{kubeconfig}\"}}\n\
+         logging: {{format: json, level: debug}}\n",
+        store = store.display(),
+        api = pki.api_config(&format!(
+            "  authentication: {{kubernetes: {{kubeconfig: \"{}\"}}}}\n",
+            server.kubeconfig.display()
+        )),
+        kubeconfig = server.kubeconfig.display(),
+    );
+    let op = Operator::start(&dir, "op", &config);
+    op.wait_for("the first baseline", WAIT, |_| {
+        journal(&store).iter().any(|r| r["kind"] == "baseline")
+    });
+    server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "agent-reads-secrets",
+        "--clusterrole=secret-reader",
+        "--serviceaccount=default:agent",
+    ]);
+    let open = |op: &Operator| {
+        op.metrics()
+            .lines()
+            .filter(|l| l.starts_with("permdrift_open_widening{") && l.contains("source=\"kind\""))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    op.wait_for("the open widening", WAIT, |op| open(op) == 1.0);
+
+    let path = "/api/v1/baseline/accept?source=kind";
+    let bearer = |token: &str| {
+        pki.request(
+            op.api_port,
+            "POST",
+            path,
+            &[&format!("authorization: Bearer {token}")],
+            b"",
+        )
+    };
+    // Someone who is not bound may not, however valid the token.
+    let (status, text) = bearer("bob-token");
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        text.contains("may not accept") && text.contains("kubernetes:bob"),
+        "{text}"
+    );
+    // A token the cluster does not know (forged, or stolen and revoked).
+    let (status, text) = bearer("made-up-token");
+    assert_eq!(status, 401, "{text}");
+    server.add_token("revoked-token", "alice", &[], None);
+    server.delete_token("revoked-token");
+    assert_eq!(bearer("revoked-token").0, 401);
+    // An expired token, though its user is bound.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(bearer("carol-token").0, 401);
+    assert_eq!(open(&op), 1.0, "nothing refused was accepted");
+
+    // alice, through the CLI with her kubeconfig's token, trusting the CA.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_permdrift"))
+        .args(["baseline", "accept", "--source", "kind", "--server"])
+        .arg(format!("https://127.0.0.1:{}", op.api_port))
+        .arg("--ca-cert")
+        .arg(&pki.ca)
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig_for("alice-token"))
+        .output()
+        .expect("run permdrift");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(open(&op), 0.0);
+
+    let records = api_requests(&store);
+    let summary: Vec<(String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["reason"].as_str().unwrap_or_default().to_owned(),
+                r["caller"]["username"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("forbidden", "bob"),
+        ("unauthenticated", "-"),
+        ("unauthenticated", "-"),
+        ("unauthenticated", "-"),
+        ("accepted", "alice"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(summary, expected, "{records:#?}");
+    let by: Vec<Value> = journal(&store)
+        .into_iter()
+        .filter(|r| r["kind"] == "baseline-patch" && r["body"]["reason"] == "accepted")
+        .map(|r| r["body"]["by"].clone())
+        .collect();
+    assert_eq!(by, [json!("kubernetes:alice")]);
+    op.terminate();
+}
