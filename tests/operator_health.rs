@@ -213,3 +213,18 @@ fn a_widening_undone_while_the_operator_was_down_closes_on_restart() {
     );
     op.terminate();
 }
+
+#[test]
+fn a_store_that_cannot_be_opened_is_not_ready_and_says_why() {
+    let server = KubeTestServer::start();
+    let dir = scratch("operator-health-store");
+    // A journal the store cannot open (here: a directory in its place).
+    std::fs::create_dir_all(dir.join("store").join("journal.jsonl")).expect("mkdir");
+    let op = Operator::start(&dir, "op", &config(&dir, &server));
+    op.wait_for("the reason on /readyz", WAIT, |op| {
+        op.get("/readyz").1.contains("store: not recording")
+    });
+    assert_eq!(op.get("/readyz").0, 503);
+    assert_eq!(recording(&op), (0.0, 0.0));
+    op.terminate();
+}
