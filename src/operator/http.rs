@@ -2,7 +2,7 @@
 //!
 //! Requests come in on the plain listener that Prometheus and the kubelet
 //! reach; `/metrics` renders the registry in the Prometheus text format,
-//! `/healthz` answers while the process runs, `/readyz` once every source
+//! `/healthz` answers while every task runs (500 naming any that stopped), `/readyz` once every source
 //! has a complete snapshot and, on the leader, every source is judged and
 //! recorded (else 503 naming each problem and its reason).
 //! Nothing here changes anything: writes go to the authenticated API
@@ -28,7 +28,7 @@ const MAX_BODY: usize = 1024;
 pub fn router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .with_state(state)
@@ -45,6 +45,17 @@ async fn metrics(State(s): State<HttpState>) -> Response {
         )
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn healthz(State(s): State<HttpState>) -> Response {
+    match s.health.liveness() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("not alive:\n{why}\n"),
+        )
+            .into_response(),
     }
 }
 

@@ -13,11 +13,10 @@ use crate::index::kube::KubeObject;
 use crate::model::k8s::RbacKind;
 use crate::report::Direction;
 use crate::snapshot::SourceSnapshot;
-use crate::source::kube::{KindEvent, LiveIndex, RejectedObject, watch_cluster};
+use crate::source::kube::{KindEvent, LiveIndex, RejectedObject};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use std::collections::BTreeSet;
 
 /// The `event` label of `permdrift_watch_events_total`.
@@ -224,18 +223,15 @@ async fn report_unreadable(
     *known = now;
 }
 
-pub async fn kube_loop(mut cx: SourceCtx, client: Client, events: bool, instance: String) {
-    let recorder = events.then(|| {
-        Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "permdrift".into(),
-                instance: Some(instance),
-            },
-        )
-    });
+/// Runs one cluster's loop over `stream` (its watch events, from
+/// `watch_cluster` or, in tests, made by hand) until the stream ends or the
+/// operator shuts down; `recorder` publishes Events (None: no Events).
+pub async fn kube_loop(
+    mut cx: SourceCtx,
+    stream: impl futures_util::Stream<Item = KindEvent>,
+    recorder: Option<Recorder>,
+) {
     let mut index = LiveIndex::new();
-    let stream = watch_cluster(client, Default::default());
     tokio::pin!(stream);
     let mut state: Option<SourceState> = None;
     let mut patches = 0usize;
@@ -424,6 +420,82 @@ async fn takeover(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
+    use crate::operator::store::StoreHandle;
+    use crate::operator::{Health, StoreStatus};
+    use serde_json::json;
+    use std::sync::Arc;
+    use tokio::sync::{mpsc, watch};
+
+    fn list_events(objects: &[(RbacKind, serde_json::Value)]) -> Vec<KindEvent> {
+        let mut events = Vec::new();
+        for kind in RbacKind::ALL {
+            events.push(KindEvent::Init { kind });
+            for (k, object) in objects.iter().filter(|(k, _)| *k == kind) {
+                events.push(KindEvent::InitApply {
+                    kind: *k,
+                    object: object.clone(),
+                });
+            }
+            events.push(KindEvent::InitDone { kind });
+        }
+        events
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hand_made_watch_stream_is_judged_and_journaled() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new(&[("lab".into(), "kubernetes")]).unwrap();
+        let store = StoreHandle::new(dir.path().join("store"), metrics.clone());
+        store.open().await.unwrap();
+        let health = Health::new(["lab".to_owned()], metrics.clone());
+        health.set_store(StoreStatus::Open);
+        let (_recording_tx, recording) = watch::channel(true);
+        let (_shutdown_tx, shutdown) = watch::channel(false);
+        let (_commands_tx, commands) = mpsc::channel(1);
+        let catalog = crate::grants::catalog::Catalog::embedded();
+        let cx = SourceCtx {
+            name: "lab".into(),
+            platform: "kubernetes",
+            mode: crate::config::Mode::Detect,
+            allow: Arc::new(Vec::new()),
+            metrics: metrics.clone(),
+            store: store.clone(),
+            health: health.clone(),
+            recording,
+            commands,
+            shutdown,
+            catalog,
+            risk_sets: Arc::new(crate::classify::iam::RiskSets::new(catalog)),
+        };
+        let admin = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "admin-all", "resourceVersion": "1"},
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]});
+        let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "agent-is-admin", "resourceVersion": "2"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin-all"},
+            "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": "default"}]});
+        let mut events = list_events(&[(RbacKind::ClusterRole, admin)]);
+        events.push(KindEvent::Apply {
+            kind: RbacKind::ClusterRoleBinding,
+            object: binding,
+        });
+        kube_loop(cx, futures_util::stream::iter(events), None).await;
+
+        assert!(health.is_recording(), "{:?}", health.problems());
+        let records = store.source_records("lab").await.unwrap();
+        let kinds: Vec<&str> = records.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(kinds, ["baseline", "change"]);
+        let change = &records[1].1;
+        assert_eq!(change["object"], "ClusterRoleBinding/agent-is-admin");
+        assert_eq!(change["verdict"], "alert");
+        assert_eq!(change["severity"], "critical");
+        let page = metrics.render().unwrap();
+        assert!(
+            page.contains("permdrift_open_widening{severity=\"critical\",source=\"lab\"} 1"),
+            "{page}"
+        );
+    }
 
     #[test]
     fn event_notes_are_cut_at_a_character_boundary() {

@@ -17,6 +17,7 @@ pub mod run;
 pub mod serve;
 pub mod source;
 pub mod store;
+pub mod supervise;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -72,6 +73,8 @@ struct HealthState {
     store: StoreStatus,
     /// Per source: has a complete snapshot, and its judging.
     sources: BTreeMap<String, (bool, Judging)>,
+    /// Tasks that stopped for good (panicked or ended), with why.
+    failed_tasks: BTreeMap<String, String>,
 }
 
 /// The one notion of "this source is being judged and recorded", behind
@@ -96,6 +99,7 @@ impl Health {
                     .into_iter()
                     .map(|s| (s, (false, Judging::Idle)))
                     .collect(),
+                failed_tasks: BTreeMap::new(),
             })),
             metrics,
         };
@@ -138,6 +142,29 @@ impl Health {
         });
     }
 
+    /// A task stopped for good: the process is no longer alive in any useful sense.
+    pub fn task_failed(&self, task: &str, reason: String) {
+        self.update(|s| {
+            s.failed_tasks.insert(task.to_owned(), reason);
+        });
+    }
+
+    /// What `/healthz` answers: fine, or the tasks that stopped and why.
+    pub fn liveness(&self) -> Result<(), String> {
+        let Ok(state) = self.state.lock() else {
+            return Err("(state unavailable)".into());
+        };
+        if state.failed_tasks.is_empty() {
+            return Ok(());
+        }
+        Err(state
+            .failed_tasks
+            .iter()
+            .map(|(task, why)| format!("{task}: {why}"))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
     pub fn set_store(&self, store: StoreStatus) {
         self.update(|s| s.store = store);
     }
@@ -178,6 +205,9 @@ impl Health {
             .filter(|(_, (complete, _))| !complete)
             .map(|(s, _)| format!("{s}: waiting for a complete snapshot"))
             .collect();
+        for (task, why) in &state.failed_tasks {
+            out.push(format!("{task}: {why}"));
+        }
         if let StoreStatus::Failed(reason) = &state.store {
             out.push(format!("store: not recording: {reason}"));
         }

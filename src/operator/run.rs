@@ -12,15 +12,17 @@ use super::leader::{self, LeaderConfig};
 use super::serve::{self, Serve};
 use super::source::{SourceCtx, aws_loop};
 use super::store::{OpenError, StoreHandle};
-use super::{Command, Health, StoreStatus, kube_loop};
+use super::{Command, Health, StoreStatus, kube_loop, supervise};
 use crate::classify::iam::RiskSets;
 use crate::config::{ApiConfig, Config, KubeAccess, TokenReview};
 use crate::grants::catalog::Catalog;
 use crate::metrics::Metrics;
+use crate::source::kube::watch_cluster;
 use crate::source::kube::{KubeOptions, resolve_clusters};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -280,14 +282,29 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
                         source_name: source.name.clone(),
                         message,
                     })?;
-                tasks.push(tokio::spawn(kube_loop::kube_loop(
-                    cx,
-                    client,
-                    config.events.enabled,
-                    me.clone(),
-                )));
+                let recorder = config.events.enabled.then(|| {
+                    Recorder::new(
+                        client.clone(),
+                        Reporter {
+                            controller: "permdrift".into(),
+                            instance: Some(me.clone()),
+                        },
+                    )
+                });
+                let stream = watch_cluster(client, Default::default());
+                tasks.push(supervise::spawn_source(
+                    source.name.clone(),
+                    health.clone(),
+                    shutdown.clone(),
+                    kube_loop::kube_loop(cx, stream, recorder),
+                ));
             }
-            (None, Some(access)) => tasks.push(tokio::spawn(aws_loop(cx, access.clone()))),
+            (None, Some(access)) => tasks.push(supervise::spawn_source(
+                source.name.clone(),
+                health.clone(),
+                shutdown.clone(),
+                aws_loop(cx, access.clone()),
+            )),
             (None, None) => {}
         }
     }
