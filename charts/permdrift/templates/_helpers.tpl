@@ -88,6 +88,80 @@ that names the value to fix.
 {{- if and (ne .Values.persistence.existingClaim "") (not .Values.persistence.enabled) }}
 {{- fail "persistence.existingClaim is set but persistence.enabled is false" }}
 {{- end }}
+{{- $api := .Values.api }}
+{{- if $api.enabled }}
+{{- if eq (int $api.port) (int .Values.http.port) }}
+{{- fail (printf "api.port and http.port are both %d: the API needs a port of its own" (int $api.port)) }}
+{{- end }}
+{{- if and $api.tls.certManager.enabled (not $api.tls.certManager.issuerRef.name) }}
+{{- fail "api.tls.certManager.enabled needs api.tls.certManager.issuerRef.name (the Issuer or ClusterIssuer that signs the API's certificate)" }}
+{{- end }}
+{{- if and $api.tls.secretName (not $api.tls.certManager.enabled) $api.tls.hosts }}
+{{- fail "api.tls.hosts names the hosts of a generated or cert-manager certificate; with api.tls.secretName alone the Secret's certificate names them: drop api.tls.hosts or enable api.tls.certManager" }}
+{{- end }}
+{{- $ids := dict }}
+{{- range $i, $k := $api.authentication.keys }}
+{{- if hasKey $ids $k.id }}
+{{- fail (printf "api.authentication.keys[%d].id: %q is used by more than one key" $i $k.id) }}
+{{- end }}
+{{- $_ := set $ids $k.id true }}
+{{- end }}
+{{- range $i, $n := .Values.rbac.baselineAcceptor.resourceNames }}
+{{- if not (hasKey $names $n) }}
+{{- fail (printf "rbac.baselineAcceptor.resourceNames[%d]: %q is not the name of a source" $i $n) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Service's DNS names, which clients in the cluster reach the API by.
+*/}}
+{{- define "permdrift.serviceHosts" -}}
+{{- $svc := include "permdrift.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- toJson (list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns)) }}
+{{- end }}
+
+{{/*
+The names of the API's certificate when the chart decides them (generated or
+cert-manager): api.tls.hosts, else the Service's DNS names.
+*/}}
+{{- define "permdrift.apiHosts" -}}
+{{- if .Values.api.tls.hosts }}
+{{- toJson .Values.api.tls.hosts }}
+{{- else }}
+{{- include "permdrift.serviceHosts" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding the API's certificate: api.tls.secretName, else (with
+cert-manager) FULLNAME-api-tls; empty when the operator generates its own.
+*/}}
+{{- define "permdrift.apiTlsSecret" -}}
+{{- if .Values.api.tls.secretName }}
+{{- .Values.api.tls.secretName }}
+{{- else if .Values.api.tls.certManager.enabled }}
+{{- include "permdrift.fullname" . }}-api-tls
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the operator asks this cluster's TokenReview and SubjectAccessReview:
+"true" or "". tokenReview auto is on here, since the operator runs in a cluster.
+*/}}
+{{- define "permdrift.tokenReview" -}}
+{{- if and .Values.api.enabled (ne (include "permdrift.tokenReviewMode" .) "off") }}true{{ end }}
+{{- end }}
+
+{{/*
+api.authentication.tokenReview as the operator reads it: auto, on or off. An
+unquoted on/off in a values file reaches the chart as a YAML 1.1 boolean.
+*/}}
+{{- define "permdrift.tokenReviewMode" -}}
+{{- $t := .Values.api.authentication.tokenReview }}
+{{- if kindIs "bool" $t }}{{ ternary "on" "off" $t }}{{ else }}{{ $t }}{{ end }}
 {{- end }}
 
 {{/*
@@ -127,7 +201,26 @@ Values are copied field by field so that nothing the operator does not know
 apiVersion: permdrift.dev/v1alpha1
 kind: Config
 {{ toYaml (dict "store" (dict "path" .Values.store.path)) }}
-{{ toYaml (dict "http" (dict "listen" (printf "0.0.0.0:%d" (int .Values.http.port)))) }}
+{{- $http := dict "listen" (printf "0.0.0.0:%d" (int .Values.http.port)) }}
+{{- /* limits: only the keys given (the schema admits the contract's four); the operator's defaults fill in the rest */}}
+{{- with .Values.http.limits }}{{ $_ := set $http "limits" . }}{{ end }}
+{{- $api := dict "enabled" .Values.api.enabled }}
+{{- if .Values.api.enabled }}
+{{- $_ := set $api "listen" (printf "0.0.0.0:%d" (int .Values.api.port)) }}
+{{- if include "permdrift.apiTlsSecret" . }}
+{{- $_ := set $api "tls" (dict "certFile" "/etc/permdrift-tls/tls.crt" "keyFile" "/etc/permdrift-tls/tls.key") }}
+{{- else }}
+{{- $_ := set $api "tls" (dict "hosts" (include "permdrift.apiHosts" . | fromJsonArray)) }}
+{{- end }}
+{{- $keys := list }}
+{{- range .Values.api.authentication.keys }}
+{{- $keys = append $keys (dict "id" .id "publicKey" .publicKey) }}
+{{- end }}
+{{- $_ := set $api "authentication" (dict "tokenReview" (include "permdrift.tokenReviewMode" .) "keys" $keys) }}
+{{- with .Values.api.limits }}{{ $_ := set $api "limits" . }}{{ end }}
+{{- end }}
+{{ toYaml (dict "http" $http) }}
+{{ toYaml (dict "api" $api) }}
 {{ toYaml (dict "leaderElection" (dict
     "enabled" .Values.leaderElection.enabled
     "namespace" .Release.Namespace
