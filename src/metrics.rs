@@ -45,6 +45,32 @@ pub struct Metrics {
     pub api_requests: IntCounterVec,
 }
 
+/// Why the API refuses a request (`permdrift_api_requests_total{reason}`).
+pub const API_REFUSALS: [&str; 22] = [
+    "unauthenticated",
+    "no-authenticator",
+    "forbidden",
+    "review-failed",
+    "malformed",
+    "forged",
+    "unknown-key",
+    "expired",
+    "not-yet-valid",
+    "too-long",
+    "replayed",
+    "wrong-request",
+    "bad-key",
+    "oversized",
+    "timeout",
+    "unknown-source",
+    "not-recording",
+    "source-down",
+    "not-found",
+    "method-not-allowed",
+    "internal",
+    "other",
+];
+
 const SEVERITIES: [Severity; 4] = [
     Severity::Critical,
     Severity::High,
@@ -248,6 +274,12 @@ impl Metrics {
         m.registry
             .register(Box::new(m.http_connections_refused.clone()))?;
         m.registry.register(Box::new(m.api_requests.clone()))?;
+        // Refusals are counted from zero, so that the alert's increase() sees
+        // the first one of each reason.
+        for reason in API_REFUSALS {
+            m.api_requests
+                .with_label_values(&["baseline-accept", "refused", reason]);
+        }
         for listener in ["http", "api"] {
             m.http_connections.with_label_values(&[listener]).set(0);
             m.http_connections_refused.with_label_values(&[listener]);
