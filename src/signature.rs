@@ -188,6 +188,12 @@ pub struct ReplayGuard {
 }
 
 impl ReplayGuard {
+    /// Marks a nonce used until `expires` (nonces another process accepted,
+    /// from the journal).
+    pub fn remember(&mut self, nonce: String, expires: Timestamp) {
+        self.seen.insert(nonce, expires);
+    }
+
     /// Forgets nonces whose statements have expired: they are refused as expired anyway.
     fn prune(&mut self, now: Timestamp) {
         self.seen.retain(|_, expires| *expires > now);

@@ -173,11 +173,21 @@ fn the_write_api_refuses_and_journals_every_request_without_a_valid_signature() 
     let (status, text) = post(&json_ct, &good);
     assert_eq!(status, 401, "{text}");
     assert!(text.contains("already used"), "{text}");
+    // Nor after a restart: the journal remembers which statements were used.
+    op.terminate();
+    let op = Operator::start(&dir, "op-restarted", &config);
+    op.wait_for("recording after the restart", WAIT, |op| {
+        op.metric("permdrift_recording") == Some(1.0)
+    });
+    let (status, text) = pki.request(op.api_port, "POST", ACCEPT, &json_ct, &good);
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("already used"), "{text}");
 
     // Every request is in the journal, refusals with their reason and peer.
     let records = api_requests(&store);
     let mut expected: Vec<&str> = attacks.iter().map(|(r, _, _)| *r).collect();
     expected.push("accepted");
+    expected.push("replayed");
     expected.push("replayed");
     let reasons: Vec<&str> = records
         .iter()

@@ -119,6 +119,17 @@ impl Authenticator {
         }
     }
 
+    /// Marks nonces of statements accepted before (by this or a previous
+    /// leader, as the journal says) as used, so that a captured statement
+    /// cannot be replayed after a restart or failover.
+    pub fn remember_used(&self, used: impl IntoIterator<Item = (String, Timestamp)>) {
+        if let Ok(mut guard) = self.replay.lock() {
+            for (nonce, expires) in used {
+                guard.remember(nonce, expires);
+            }
+        }
+    }
+
     /// What is switched on, for the start-up log.
     pub fn describe(&self) -> String {
         let mut ways = Vec::new();
@@ -447,6 +458,20 @@ fn action_of(path: &str) -> &'static str {
         "/api/v1/baseline/accept" => Action::BaselineAccept.as_str(),
         _ => "unknown",
     }
+}
+
+/// The nonces of signed statements the journal shows accepted, each with
+/// the latest time its statement could still be valid.
+pub fn used_nonces(records: &[(String, serde_json::Value)]) -> Vec<(String, Timestamp)> {
+    records
+        .iter()
+        .filter(|(_, body)| body["outcome"] == "accepted" && body["caller"]["by"] == "key")
+        .filter_map(|(at, body)| {
+            let nonce = body["caller"]["nonce"].as_str()?.to_owned();
+            let at: Timestamp = at.parse().ok()?;
+            Some((nonce, at.checked_add(signature::MAX_LIFETIME).ok()?))
+        })
+        .collect()
 }
 
 async fn append(store: &StoreHandle, record: &ApiRequestRecord, now: &Timestamp) {

@@ -93,6 +93,7 @@ async fn supervise_store(
     store: StoreHandle,
     metrics: Metrics,
     health: Health,
+    auth: Option<Arc<Authenticator>>,
     mut leading_rx: watch::Receiver<bool>,
     recording_tx: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
@@ -106,6 +107,14 @@ async fn supervise_store(
                 Ok(warnings) => {
                     for w in warnings {
                         tracing::warn!(store = %store.dir().display(), "{w}");
+                    }
+                    // Before anything can be accepted here: statements a
+                    // previous leader accepted are used up.
+                    if let Some(auth) = &auth {
+                        match store.global_records(api::API_REQUEST).await {
+                            Ok(records) => auth.remember_used(api::used_nonces(&records)),
+                            Err(e) => tracing::warn!(error = %e, "cannot read used statement nonces"),
+                        }
                     }
                     health.set_store(StoreStatus::Open);
                     recording_tx.send_replace(true);
@@ -240,10 +249,15 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     }
     // Record only while leading and holding the store.
     let (recording_tx, recording_rx) = watch::channel(false);
+    let auth = match config.api.enabled {
+        true => Some(Arc::new(authenticator(&config.api).await?)),
+        false => None,
+    };
     tasks.push(tokio::spawn(supervise_store(
         store.clone(),
         metrics.clone(),
         health.clone(),
+        auth.clone(),
         leading_rx,
         recording_tx,
         shutdown.clone(),
@@ -327,8 +341,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         shutdown.clone(),
     )));
     let mut api_bound = String::new();
-    if config.api.enabled {
-        let auth = authenticator(&config.api).await?;
+    if let Some(auth) = auth {
         let tls = super::tls::load(&config.api.tls)?;
         let (api_listener, bound) = bind(&config.api.listen).await?;
         tracing::info!(listen = %bound, fingerprint = %tls.fingerprint, generated_certificate = tls.generated,
@@ -338,7 +351,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             metrics.clone(),
             store.clone(),
             commands.clone(),
-            Arc::new(auth),
+            auth,
             config.api.limits.max_body_bytes,
         ));
         servers.push(tokio::spawn(serve::serve(

@@ -123,6 +123,20 @@ impl StoreHandle {
             .collect())
     }
 
+    /// `(at, body)` of every record of `kind` that belongs to no source.
+    pub async fn global_records(&self, kind: &str) -> Result<Vec<(String, Value)>, String> {
+        let guard = self.inner.lock().await;
+        let store = guard
+            .as_ref()
+            .ok_or("store is not open: this replica does not lead")?;
+        let records = tokio::task::block_in_place(|| store.records()).map_err(|e| e.to_string())?;
+        Ok(records
+            .into_iter()
+            .filter(|r| r.source.is_none() && r.kind == kind)
+            .map(|r| (r.at, r.body))
+            .collect())
+    }
+
     pub async fn put_snapshot(&self, snapshot: &SourceSnapshot) -> Result<String, String> {
         let mut guard = self.inner.lock().await;
         let store = guard
