@@ -63,7 +63,9 @@ pub struct ReportArgs {
     /// List at most this many grants per change and per subject (0: all); counts stay exact.
     #[arg(long, value_name = "N", default_value_t = crate::diff::DEFAULT_MAX_GRANTS)]
     max_grants: usize,
-    /// Write the report here (atomically) instead of standard output.
+    /// Write the report here (atomically) instead of standard output;
+    /// a regular file only: a symbolic link, device or FIFO there is refused
+    /// (use `> FILE` for those); an existing file keeps its permissions.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
 }

@@ -96,7 +96,8 @@ pub struct InputArgs {
     /// Namespace for namespaced manifests that name none (what `kubectl apply -n` would use).
     #[arg(long, value_name = "NS", default_value = "default")]
     default_namespace: String,
-    /// Largest input file accepted, in bytes.
+    /// Largest input accepted, in bytes. Files are refused by their size;
+    /// streams (stdin, pipes, FIFOs, devices) are read up to it and refused past it.
     #[arg(long, value_name = "BYTES", default_value_t = crate::input::DEFAULT_MAX_FILE_SIZE)]
     max_input_size: u64,
 }

@@ -17,7 +17,9 @@ pub struct SnapshotArgs {
     /// `aws iam get-account-authorization-details` output, or permdrift snapshots.
     #[arg(long = "from", value_name = "PATH", num_args = 1..)]
     from: Vec<PathBuf>,
-    /// Write here (atomically) instead of standard output.
+    /// Write here (atomically) instead of standard output;
+    /// a regular file only: a symbolic link, device or FIFO there is refused
+    /// (use `> FILE` for those); an existing file keeps its permissions.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
     /// Output format [default: json for a .json output file, else yaml].

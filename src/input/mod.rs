@@ -9,6 +9,8 @@
 //! and counted. Every error names the file and the line or field.
 
 mod documents;
+mod read;
+mod walk;
 mod xml;
 
 use crate::index::iam::{IamModel, IamObject};
@@ -20,7 +22,6 @@ use crate::snapshot::{Snapshot, SourceSnapshot};
 use documents::Document;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Default cap on one input file; a 100,000-object cluster export is ~60 MB of JSON.
@@ -61,6 +62,20 @@ pub enum InputError {
         "{path}: is {size} bytes, over the {limit}-byte limit (raise it with --max-input-size)"
     )]
     TooLarge { path: String, size: u64, limit: u64 },
+    #[error(
+        "{path}: more than {limit} bytes, over the {limit}-byte limit (raise it with --max-input-size)"
+    )]
+    StreamTooLarge { path: String, limit: u64 },
+    #[error(
+        "{path}: is {size} bytes of YAML, over the {limit}-byte limit for YAML (reading YAML takes \
+         some 30 times its size in memory); give it as JSON instead: `kubectl get ... -o json`, \
+         `aws ... --output json`, or write snapshots with `-o FILE.json`"
+    )]
+    YamlTooLarge {
+        path: String,
+        size: usize,
+        limit: usize,
+    },
     #[error("{path}:{line}:{column}: not valid UTF-8 text")]
     Utf8 {
         path: String,
@@ -179,20 +194,12 @@ impl<'b> Loader<'b> {
         let display = path.display().to_string();
         if display == "-" {
             let mut bytes = Vec::new();
-            std::io::stdin()
-                .take(self.options.max_file_size + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|source| InputError::Io {
-                    path: "<stdin>".into(),
-                    source,
-                })?;
-            if bytes.len() as u64 > self.options.max_file_size {
-                return Err(InputError::TooLarge {
-                    path: "<stdin>".into(),
-                    size: bytes.len() as u64,
-                    limit: self.options.max_file_size,
-                });
-            }
+            read::stream(
+                std::io::stdin().lock(),
+                "<stdin>",
+                self.options.max_file_size,
+                &mut bytes,
+            )?;
             return self.add_bytes("<stdin>", &bytes);
         }
         let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
@@ -205,12 +212,13 @@ impl<'b> Loader<'b> {
             },
         })?;
         if meta.is_dir() {
-            let mut files = Vec::new();
-            collect_files(path, &mut files, &mut self.report.skipped_files, 0)?;
-            if files.is_empty() {
+            let found = walk::walk(path)?;
+            self.report.skipped_files.extend(found.skipped);
+            self.report.warnings.extend(found.warnings);
+            if found.files.is_empty() {
                 return Err(InputError::NoFiles { path: display });
             }
-            for file in files {
+            for file in found.files {
                 self.add_file(&file)?;
             }
             Ok(())
@@ -220,32 +228,10 @@ impl<'b> Loader<'b> {
     }
 
     fn add_file(&mut self, path: &Path) -> Result<(), InputError> {
-        let display = path.display().to_string();
-        let size = std::fs::metadata(path)
-            .map_err(|source| InputError::Io {
-                path: display.clone(),
-                source,
-            })?
-            .len();
-        if size > self.options.max_file_size {
-            return Err(InputError::TooLarge {
-                path: display,
-                size,
-                limit: self.options.max_file_size,
-            });
-        }
         let mut bytes = READ_BUFFER.with_borrow_mut(std::mem::take);
         bytes.clear();
-        bytes.reserve(usize::try_from(size).unwrap_or(0));
-        let read = std::fs::File::open(path)
-            .and_then(|mut file| std::io::Read::read_to_end(&mut file, &mut bytes));
-        let added = match read {
-            Ok(_) => self.add_bytes(&display, &bytes),
-            Err(source) => Err(InputError::Io {
-                path: display.clone(),
-                source,
-            }),
-        };
+        let added = read::file(path, self.options.max_file_size, &mut bytes)
+            .and_then(|()| self.add_bytes(&path.display().to_string(), &bytes));
         READ_BUFFER.with_borrow_mut(|buffer| *buffer = bytes);
         added
     }
@@ -609,50 +595,6 @@ fn is_list(map: &serde_json::Map<String, Value>) -> bool {
         && map
             .get("items")
             .is_some_and(|i| i.is_array() || i.is_null())
-}
-
-fn collect_files(
-    dir: &Path,
-    out: &mut Vec<PathBuf>,
-    skipped: &mut Vec<String>,
-    depth: usize,
-) -> Result<(), InputError> {
-    // Symlinked directories may loop; real manifest trees are shallow.
-    if depth > 32 {
-        return Ok(());
-    }
-    let io = |source| InputError::Io {
-        path: dir.display().to_string(),
-        source,
-    };
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(io)?;
-    entries.sort();
-    for path in entries {
-        let hidden = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if path.is_dir() {
-            collect_files(&path, out, skipped, depth + 1)?;
-        } else {
-            let ext = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .map(str::to_ascii_lowercase);
-            match ext.as_deref() {
-                Some("yaml" | "yml" | "json" | "xml") => out.push(path),
-                _ => skipped.push(path.display().to_string()),
-            }
-        }
-    }
-    Ok(())
 }
 
 /// 1-based line and column of a byte offset.

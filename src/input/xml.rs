@@ -24,6 +24,11 @@ const LISTS: [&str; 13] = [
     "Roles",
 ];
 
+/// Deepest element nesting accepted. A real response nests about eight
+/// deep; the limit keeps a hostile one from building a value so deep that
+/// walking or dropping it exhausts the stack.
+const MAX_DEPTH: usize = 64;
+
 const BOOLEANS: [&str; 3] = ["IsDefaultVersion", "IsAttachable", "IsTruncated"];
 
 const GAAD_LISTS: [&str; 4] = [
@@ -95,6 +100,13 @@ pub fn parse(name: &str, text: &str) -> Result<Value, InputError> {
             Err(e) => return Err(error(&reader, e.to_string())),
             Ok(Event::Eof) => break,
             Ok(Event::Start(start)) => {
+                // The stack holds the document root too.
+                if stack.len() > MAX_DEPTH {
+                    return Err(error(
+                        &reader,
+                        format!("elements nested deeper than {MAX_DEPTH} levels"),
+                    ));
+                }
                 let tag = start.local_name().as_ref().to_owned();
                 stack.push(Element {
                     name: tag,
@@ -204,6 +216,18 @@ mod tests {
         );
         assert_eq!(gaad["IsTruncated"], false);
         assert_eq!(gaad["GroupDetailList"], Value::Array(vec![]));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_naming_where() {
+        let ok = format!("{}{}", "<a>".repeat(MAX_DEPTH), "</a>".repeat(MAX_DEPTH));
+        assert!(parse("f.xml", &ok).is_ok());
+        let deep = format!("<r>\n{}", "<a>".repeat(100_000));
+        let Err(InputError::Syntax { line, message, .. }) = parse("f.xml", &deep) else {
+            panic!("not a syntax error")
+        };
+        assert_eq!(line, 2);
+        assert_eq!(message, "elements nested deeper than 64 levels");
     }
 
     #[test]

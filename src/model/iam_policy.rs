@@ -57,6 +57,36 @@ pub enum PolicyError {
     Field { path: String, message: String },
 }
 
+/// Longest action or resource pattern accepted, in bytes: IAM's largest
+/// identity policy (a role's inline policies together) is 10,240 characters,
+/// so no real pattern is longer, and glob containment costs the product of
+/// two patterns' lengths.
+pub const MAX_PATTERN_LEN: usize = 10_240;
+
+/// `string_list` for Action/NotAction/Resource/NotResource: each at most [`MAX_PATTERN_LEN`].
+fn pattern_list(v: &Value, path: &str) -> Result<Vec<String>, PolicyError> {
+    let list = string_list(v, path)?;
+    if let Some((i, long)) = list
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p.len() > MAX_PATTERN_LEN)
+    {
+        let at = if matches!(v, Value::Array(_)) {
+            format!("{path}[{i}]")
+        } else {
+            path.to_owned()
+        };
+        return Err(field(
+            at,
+            format!(
+                "pattern is {} bytes, over the {MAX_PATTERN_LEN}-byte limit (IAM's own policy size limit)",
+                long.len()
+            ),
+        ));
+    }
+    Ok(list)
+}
+
 fn field(path: impl Into<String>, message: impl Into<String>) -> PolicyError {
     PolicyError::Field {
         path: path.into(),
@@ -242,8 +272,8 @@ fn statement(v: &Value, path: &str) -> Result<Statement, PolicyError> {
         None => return Err(field(format!("{path}.Effect"), "missing")),
     };
     let actions = match (s.get("Action"), s.get("NotAction")) {
-        (Some(a), None) => ActionSpec::Action(string_list(a, &format!("{path}.Action"))?),
-        (None, Some(a)) => ActionSpec::NotAction(string_list(a, &format!("{path}.NotAction"))?),
+        (Some(a), None) => ActionSpec::Action(pattern_list(a, &format!("{path}.Action"))?),
+        (None, Some(a)) => ActionSpec::NotAction(pattern_list(a, &format!("{path}.NotAction"))?),
         (Some(_), Some(_)) => return Err(field(path, "has both Action and NotAction")),
         (None, None) => {
             return Err(field(
@@ -253,11 +283,11 @@ fn statement(v: &Value, path: &str) -> Result<Statement, PolicyError> {
         }
     };
     let resources = match (s.get("Resource"), s.get("NotResource")) {
-        (Some(r), None) => Some(ResourceSpec::Resource(string_list(
+        (Some(r), None) => Some(ResourceSpec::Resource(pattern_list(
             r,
             &format!("{path}.Resource"),
         )?)),
-        (None, Some(r)) => Some(ResourceSpec::NotResource(string_list(
+        (None, Some(r)) => Some(ResourceSpec::NotResource(pattern_list(
             r,
             &format!("{path}.NotResource"),
         )?)),
