@@ -173,6 +173,21 @@ fn the_write_api_refuses_and_journals_every_request_without_a_valid_signature() 
     let (status, text) = post(&json_ct, &good);
     assert_eq!(status, 401, "{text}");
     assert!(text.contains("already used"), "{text}");
+
+    let page = op.metrics();
+    for (reason, _, _) in &attacks {
+        let action = "baseline-accept";
+        assert_eq!(
+            metric_value(
+                &page,
+                &format!(
+                    "permdrift_api_requests_total{{action=\"{action}\",outcome=\"refused\",reason=\"{reason}\"}}"
+                )
+            ),
+            Some(1.0),
+            "{reason} counted:\n{page}"
+        );
+    }
     // Nor after a restart: the journal remembers which statements were used.
     op.terminate();
     let op = Operator::start(&dir, "op-restarted", &config);
@@ -182,7 +197,6 @@ fn the_write_api_refuses_and_journals_every_request_without_a_valid_signature() 
     let (status, text) = pki.request(op.api_port, "POST", ACCEPT, &json_ct, &good);
     assert_eq!(status, 401, "{text}");
     assert!(text.contains("already used"), "{text}");
-
     // Every request is in the journal, refusals with their reason and peer.
     let records = api_requests(&store);
     let mut expected: Vec<&str> = attacks.iter().map(|(r, _, _)| *r).collect();
@@ -207,20 +221,6 @@ fn the_write_api_refuses_and_journals_every_request_without_a_valid_signature() 
     assert_eq!(accepted["caller"]["by"], "key");
     assert_eq!(accepted["caller"]["key_id"], "alice");
     assert_eq!(accepted["accepted"], 1);
-    let page = op.metrics();
-    for (reason, _, _) in &attacks {
-        let action = "baseline-accept";
-        assert_eq!(
-            metric_value(
-                &page,
-                &format!(
-                    "permdrift_api_requests_total{{action=\"{action}\",outcome=\"refused\",reason=\"{reason}\"}}"
-                )
-            ),
-            Some(1.0),
-            "{reason} counted:\n{page}"
-        );
-    }
     op.terminate();
 }
 

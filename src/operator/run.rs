@@ -113,7 +113,9 @@ async fn supervise_store(
                     if let Some(auth) = &auth {
                         match store.global_records(api::API_REQUEST).await {
                             Ok(records) => auth.remember_used(api::used_nonces(&records)),
-                            Err(e) => tracing::warn!(error = %e, "cannot read used statement nonces"),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot read used statement nonces")
+                            }
                         }
                     }
                     health.set_store(StoreStatus::Open);
