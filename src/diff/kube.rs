@@ -6,6 +6,11 @@
 //! aggregation, the bindings of every ClusterRole that aggregates it). A perm
 //! counts as gained only if the subject's whole old state did not already
 //! allow it in that scope, so re-granting something already held is neutral.
+//!
+//! A role change also carries the role's own (latent) delta: what the role,
+//! and every aggregated role it reaches, allows after and did not cover
+//! before, whoever is bound. A binding whose role does not exist carries its
+//! newly bound subjects as dangling: they get whatever the role will grant.
 
 use crate::grants::kube::PermCache;
 use crate::grants::kube_perm::{ByAddressFirst, Perm, Scope, covers, rules_cover};
@@ -63,12 +68,36 @@ impl PartialOrd for KubeGrant<'_> {
     }
 }
 
+/// A perm a role itself allows, held by whoever is (or will be) bound to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RoleGrant<'m> {
+    pub role: &'m RbacKey,
+    pub perm: Perm<'m>,
+}
+
+/// A subject a binding names in a scope, bound to a role that does not exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dangling<'m> {
+    pub subject: &'m Subject,
+    pub namespace: Option<&'m str>,
+    pub role: &'m RbacKey,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KubeEffect<'m> {
     /// Sorted, without duplicates.
     pub gained: Vec<KubeGrant<'m>>,
     /// Sorted, without duplicates.
     pub lost: Vec<KubeGrant<'m>>,
+    /// The changed role's own new perms, and those of the aggregated roles
+    /// it reaches (only what it carries); by role, then perm.
+    pub latent_gained: Vec<RoleGrant<'m>>,
+    /// The reverse of `latent_gained`.
+    pub latent_lost: Vec<RoleGrant<'m>>,
+    /// Subjects a changed binding newly binds to a role missing from NEW.
+    pub dangling: Vec<Dangling<'m>>,
+    /// The changed binding, as it is in NEW, names a system group or `system:anonymous`.
+    pub names_system_subject: bool,
     /// Aggregated ClusterRoles through which the change reached subjects.
     pub aggregated_into: BTreeSet<String>,
     /// Whether the object's own labels made it join or leave an aggregation.
@@ -154,6 +183,7 @@ impl<'m> KubeDiffer<'m> {
             RbacKind::RoleBinding | RbacKind::ClusterRoleBinding => {
                 self.binding_side(key, Side::Gained, &mut effect.gained);
                 self.binding_side(key, Side::Lost, &mut effect.lost);
+                self.dangling(key, &mut effect);
             }
             RbacKind::Role | RbacKind::ClusterRole => {
                 let mut roles: BTreeSet<RbacKey> = BTreeSet::new();
@@ -197,12 +227,85 @@ impl<'m> KubeDiffer<'m> {
                         effect.aggregated_into.insert(role.name.clone());
                     }
                 }
+                for (side, out) in [
+                    (Side::Gained, &mut effect.latent_gained),
+                    (Side::Lost, &mut effect.latent_lost),
+                ] {
+                    for role in &roles {
+                        self.latent(key, role, side, out);
+                    }
+                }
             }
             RbacKind::ServiceAccount => {}
         }
         debug_assert!(effect.gained.windows(2).all(|w| w[0] < w[1]));
         debug_assert!(effect.lost.windows(2).all(|w| w[0] < w[1]));
         effect
+    }
+
+    /// What `role` allows on `side` that the other side's `role` does not
+    /// cover, limited (for an aggregating role) to what `changed` carries.
+    fn latent(
+        &mut self,
+        changed: &RbacKey,
+        role: &RbacKey,
+        side: Side,
+        out: &mut Vec<RoleGrant<'m>>,
+    ) {
+        let (src, dst) = self.sides(side);
+        let Some((role_key, _)) = src.model().get_key_value(role) else {
+            return;
+        };
+        let own = src.role_sorted(changed);
+        let theirs = src.role(role);
+        let before = dst.role(role);
+        let start = out.len();
+        for perm in own.iter() {
+            if (role == changed || theirs.contains(perm)) && !covers(&before, perm) {
+                out.push(RoleGrant {
+                    role: role_key,
+                    perm: *perm,
+                });
+            }
+        }
+        // An aggregating role's perms are its members' too, so they are
+        // already sorted by perm; a role's own delta comes sorted as well.
+        debug_assert!(out[start..].windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// Subjects the binding `key` names in NEW, bound to a role NEW lacks,
+    /// that OLD did not already bind to that same (missing) role.
+    fn dangling(&mut self, key: &RbacKey, effect: &mut KubeEffect<'m>) {
+        let (new, old) = (self.new.model(), self.old.model());
+        let Some((key, binding)) = new
+            .get_key_value(key)
+            .and_then(|(k, o)| Some((k, o.binding()?)))
+        else {
+            return;
+        };
+        effect.names_system_subject = binding.subjects.iter().any(Subject::is_system);
+        if new.get(&binding.role).is_some() {
+            return;
+        }
+        let before = old
+            .get(key)
+            .and_then(KubeObject::binding)
+            .filter(|b| b.role == binding.role && old.get(&b.role).is_none());
+        let mut subjects: Vec<&'m Subject> = binding
+            .subjects
+            .iter()
+            .filter(|s| !before.is_some_and(|b| b.subjects.contains(s)))
+            .collect();
+        subjects.sort_unstable();
+        subjects.dedup();
+        effect.dangling = subjects
+            .into_iter()
+            .map(|subject| Dangling {
+                subject,
+                namespace: key.namespace.as_deref(),
+                role: &binding.role,
+            })
+            .collect();
     }
 
     fn binding_side(&mut self, key: &RbacKey, side: Side, out: &mut Vec<KubeGrant<'m>>) {
