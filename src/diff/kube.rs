@@ -96,6 +96,8 @@ pub struct KubeEffect<'m> {
     pub latent_lost: Vec<RoleGrant<'m>>,
     /// Subjects a changed binding newly binds to a role missing from NEW.
     pub dangling: Vec<Dangling<'m>>,
+    /// Subjects OLD bound to a role missing from OLD that NEW no longer binds to it.
+    pub dangling_lost: Vec<Dangling<'m>>,
     /// The changed binding, as it is in NEW, names a system group or `system:anonymous`.
     pub names_system_subject: bool,
     /// Aggregated ClusterRoles through which the change reached subjects.
@@ -183,7 +185,14 @@ impl<'m> KubeDiffer<'m> {
             RbacKind::RoleBinding | RbacKind::ClusterRoleBinding => {
                 self.binding_side(key, Side::Gained, &mut effect.gained);
                 self.binding_side(key, Side::Lost, &mut effect.lost);
-                self.dangling(key, &mut effect);
+                effect.dangling = self.dangling(key, Side::Gained);
+                effect.dangling_lost = self.dangling(key, Side::Lost);
+                effect.names_system_subject = self
+                    .new
+                    .model()
+                    .get(key)
+                    .and_then(KubeObject::binding)
+                    .is_some_and(|b| b.subjects.iter().any(Subject::is_system));
             }
             RbacKind::Role | RbacKind::ClusterRole => {
                 let mut roles: BTreeSet<RbacKey> = BTreeSet::new();
@@ -273,24 +282,25 @@ impl<'m> KubeDiffer<'m> {
         debug_assert!(out[start..].windows(2).all(|w| w[0] < w[1]));
     }
 
-    /// Subjects the binding `key` names in NEW, bound to a role NEW lacks,
-    /// that OLD did not already bind to that same (missing) role.
-    fn dangling(&mut self, key: &RbacKey, effect: &mut KubeEffect<'m>) {
-        let (new, old) = (self.new.model(), self.old.model());
-        let Some((key, binding)) = new
+    /// Subjects the binding `key` names on `side`, bound to a role that side
+    /// lacks, which the other side did not already bind to that same
+    /// missing role: on NEW, who now waits for a role; on OLD, who no longer does.
+    fn dangling(&mut self, key: &RbacKey, side: Side) -> Vec<Dangling<'m>> {
+        let (src, dst) = self.sides(side);
+        let (model, other) = (src.model(), dst.model());
+        let Some((key, binding)) = model
             .get_key_value(key)
             .and_then(|(k, o)| Some((k, o.binding()?)))
         else {
-            return;
+            return Vec::new();
         };
-        effect.names_system_subject = binding.subjects.iter().any(Subject::is_system);
-        if new.get(&binding.role).is_some() {
-            return;
+        if model.get(&binding.role).is_some() {
+            return Vec::new();
         }
-        let before = old
+        let before = other
             .get(key)
             .and_then(KubeObject::binding)
-            .filter(|b| b.role == binding.role && old.get(&b.role).is_none());
+            .filter(|b| b.role == binding.role && other.get(&b.role).is_none());
         let mut subjects: Vec<&'m Subject> = binding
             .subjects
             .iter()
@@ -298,14 +308,14 @@ impl<'m> KubeDiffer<'m> {
             .collect();
         subjects.sort_unstable();
         subjects.dedup();
-        effect.dangling = subjects
+        subjects
             .into_iter()
             .map(|subject| Dangling {
                 subject,
                 namespace: key.namespace.as_deref(),
                 role: &binding.role,
             })
-            .collect();
+            .collect()
     }
 
     fn binding_side(&mut self, key: &RbacKey, side: Side, out: &mut Vec<KubeGrant<'m>>) {

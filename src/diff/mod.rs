@@ -460,7 +460,9 @@ pub fn kube_change<'m>(
         !effect.gained.is_empty()
             || !effect.latent_gained.is_empty()
             || !effect.dangling.is_empty(),
-        !effect.lost.is_empty() || !effect.latent_lost.is_empty(),
+        !effect.lost.is_empty()
+            || !effect.latent_lost.is_empty()
+            || !effect.dangling_lost.is_empty(),
     );
     let witness = if !direction.widens() {
         None
@@ -495,8 +497,12 @@ pub fn kube_change<'m>(
         &effect.dangling,
         options.max_grants,
     );
-    let (lost, lost_count) =
-        kube_change_output(&effect.lost, &effect.latent_lost, &[], options.max_grants);
+    let (lost, lost_count) = kube_change_output(
+        &effect.lost,
+        &effect.latent_lost,
+        &effect.dangling_lost,
+        options.max_grants,
+    );
     let change = Change {
         source: source.to_owned(),
         platform: Platform::Kubernetes,
