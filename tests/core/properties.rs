@@ -291,9 +291,11 @@ proptest! {
                     match g.subject.strip_prefix("ClusterRole:") {
                         Some(role) => {
                             let before = cache.role(&permdrift::model::k8s::RbacKey::cluster_role(role));
-                            let perm = permdrift::grants::kube_perm::Perm::Resource { group: &group, resource: &g.resource, verb: &g.action, name: None };
-                            prop_assert!(g.resource_names.is_empty());
-                            prop_assert!(!permdrift::grants::kube_perm::covers(&before, &perm), "{:?} was already the role's", g);
+                            let names: Vec<Option<&str>> = if g.resource_names.is_empty() { vec![None] } else { g.resource_names.iter().map(|n| Some(n.as_str())).collect() };
+                            for name in names {
+                                let perm = permdrift::grants::kube_perm::Perm::Resource { group: &group, resource: &g.resource, verb: &g.action, name };
+                                prop_assert!(!permdrift::grants::kube_perm::covers(&before, &perm), "{:?} was already the role's", g);
+                            }
                         }
                         None => {
                             let role = g.resource.strip_prefix("ClusterRole/").expect("a dangling ClusterRole");
