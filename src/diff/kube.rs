@@ -277,8 +277,7 @@ impl<'m> KubeDiffer<'m> {
                 });
             }
         }
-        // An aggregating role's perms are its members' too, so they are
-        // already sorted by perm; a role's own delta comes sorted as well.
+        // `own` is sorted, so one role's grants come out in order.
         debug_assert!(out[start..].windows(2).all(|w| w[0] < w[1]));
     }
 
