@@ -118,7 +118,8 @@ pub struct Policy<'a> {
 
 impl Policy<'_> {
     /// The allow-list rule a change matches, if any: the source, the object
-    /// and every gained grant's subject match, and its risks are all listed.
+    /// and every gained grant's subject match (the subjects who gain; the
+    /// role itself for a widening nobody holds yet), and its risks are all listed.
     pub fn allowed_by(&self, change: &Change) -> Option<&AllowRule> {
         self.allow.iter().find(|rule| {
             rule.source.as_deref().is_none_or(|s| s == self.source)
@@ -135,9 +136,13 @@ impl Policy<'_> {
                         )
                 })
                 && rule.subject.as_deref().is_none_or(|pattern| {
+                    // A role change's own (latent) lines name the role, not
+                    // who gains; they are matched only when nobody gains today.
+                    let held = change.gained.iter().any(|g| !g.latent);
                     change
                         .gained
                         .iter()
+                        .filter(|g| !held || !g.latent)
                         .all(|g| glob::matches(pattern, &g.subject))
                 })
                 && rule
@@ -509,6 +514,65 @@ mod tests {
             };
             assert_eq!(j.verdict, Verdict::Alert);
         }
+    }
+
+    #[test]
+    fn a_subject_rule_allows_a_role_change_by_who_gains_not_by_the_role() {
+        let rule = |subject: &str| AllowRule {
+            name: "eng".into(),
+            reason: None,
+            source: None,
+            subject: Some(subject.into()),
+            object: None,
+            risks: None,
+        };
+        let wider = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
+            "metadata":{"name":"reader"},
+            "rules":[{"apiGroups":[""],"resources":["secrets"],"verbs":["get"]},
+                {"apiGroups":[""],"resources":["pods/exec"],"verbs":["create"]}]});
+        let role = RbacKey::cluster_role("reader");
+        let options = DiffOptions::default();
+        // Bound to eng: the role's own lines do not stop an eng rule.
+        let mut s = state(&[reader(), binding("eng")]);
+        let current = KubeModel::of(&[wider.clone(), binding("eng")]);
+        let Outcome::Judged(j) = s.judge_kube(
+            &current,
+            &role,
+            &policy(&[rule("Group:eng")]),
+            1.0,
+            &options,
+        ) else {
+            panic!()
+        };
+        assert!(j.change.gained.iter().any(|g| g.latent));
+        assert_eq!(j.verdict, Verdict::Allow);
+        // Bound to nobody: the widening (pod-exec, high if held) is the
+        // role's, judged at its capped severity.
+        let mut s = state(&[reader()]);
+        let current = KubeModel::of(&[wider]);
+        let Outcome::Judged(j) = s.judge_kube(
+            &current,
+            &role,
+            &policy(&[rule("Group:eng")]),
+            1.0,
+            &options,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            (j.verdict, j.change.severity, j.advanced),
+            (Verdict::Alert, Severity::Medium, false)
+        );
+        let Outcome::Judged(j) = state(&[reader()]).judge_kube(
+            &current,
+            &role,
+            &policy(&[rule("ClusterRole:reader")]),
+            1.0,
+            &options,
+        ) else {
+            panic!()
+        };
+        assert_eq!(j.verdict, Verdict::Allow);
     }
 
     #[test]

@@ -98,6 +98,12 @@ fn grant_line(g: &Grant) -> String {
     if g.effect.as_deref() == Some("deny") {
         line = format!("DENY {line}");
     }
+    if g.latent {
+        line.push_str("  (latent)");
+    }
+    if g.possible {
+        line.push_str("  (possible)");
+    }
     line
 }
 

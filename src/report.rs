@@ -109,6 +109,7 @@ pub enum Risk {
     DeleteBroad,
     SystemGroupBinding,
     AggregationLabel,
+    DanglingRoleRef,
     Admin,
     WildcardAction,
     PrivilegeEscalation,
@@ -125,7 +126,7 @@ pub enum Risk {
 }
 
 impl Risk {
-    pub const ALL: [Risk; 36] = [
+    pub const ALL: [Risk; 37] = [
         Risk::ClusterAdmin,
         Risk::WildcardVerb,
         Risk::WildcardResource,
@@ -149,6 +150,7 @@ impl Risk {
         Risk::DeleteBroad,
         Risk::SystemGroupBinding,
         Risk::AggregationLabel,
+        Risk::DanglingRoleRef,
         Risk::Admin,
         Risk::WildcardAction,
         Risk::PrivilegeEscalation,
@@ -204,6 +206,14 @@ pub struct Grant {
     /// `deny` for an explicit IAM deny; absent for allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effect: Option<String>,
+    /// Nobody holds it today: a role's own perm (`subject` is the role), or
+    /// a binding's subject waiting for its missing role. Left out of `subjects`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub latent: bool,
+    /// The resource is an intersection whose containment could not be
+    /// decided syntactically: the grant may already have been held.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub possible: bool,
 }
 
 impl Grant {
@@ -221,6 +231,8 @@ impl Grant {
                 &self.resource_names,
                 condition,
                 &self.effect,
+                self.latent,
+                self.possible,
             ),
         )
     }

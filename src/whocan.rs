@@ -7,7 +7,6 @@
 //! the diff, so both always agree.
 
 use crate::grants::catalog::Catalog;
-use crate::grants::glob;
 use crate::grants::iam::IamCache;
 use crate::grants::iam_perm::{GrantKey, IamPerms, ResourcePattern};
 use crate::grants::kube::PermCache;
@@ -102,11 +101,7 @@ pub fn kube(model: &KubeModel, q: &KubeQuery) -> Vec<Answer> {
 }
 
 fn resource_matches(pattern: &ResourcePattern, resource: Option<&str>) -> bool {
-    match (pattern, resource) {
-        (_, None) => true,
-        (ResourcePattern::Any(p), Some(r)) => glob::matches(p, r),
-        (ResourcePattern::Not(excluded), Some(r)) => !excluded.iter().any(|e| glob::matches(e, r)),
-    }
+    resource.is_none_or(|r| pattern.matches(r))
 }
 
 /// The conditions under which `perms` allows `actions` on `resource`, if it does.

@@ -7,7 +7,7 @@
 
 use crate::diff::iam::{IamEffect, IamGrant};
 use crate::grants::catalog::{AccessLevel, Catalog};
-use crate::grants::iam_perm::{ResourcePattern, account_of};
+use crate::grants::iam_perm::{GrantKey, ResourcePattern, account_of};
 use crate::model::iam_policy::Effect;
 use crate::report::{Risk, Severity, Witness};
 use roaring::RoaringBitmap;
@@ -36,6 +36,99 @@ const PRIVILEGE_ESCALATION: [&str; 20] = [
     "glue:UpdateDevEndpoint",
     "lambda:UpdateFunctionCode",
 ];
+
+/// Actions that run code under a role the caller passes: with `iam:PassRole`
+/// on every role, they run it as any role in the account.
+const PASSROLE_TARGETS: [&str; 13] = [
+    "lambda:CreateFunction",
+    "lambda:UpdateFunctionConfiguration",
+    "ec2:RunInstances",
+    "ecs:RunTask",
+    "ecs:RegisterTaskDefinition",
+    "glue:CreateDevEndpoint",
+    "glue:CreateJob",
+    "cloudformation:CreateStack",
+    "datapipeline:CreatePipeline",
+    "sagemaker:CreateNotebookInstance",
+    "sagemaker:CreateTrainingJob",
+    "codebuild:CreateProject",
+    "states:CreateStateMachine",
+];
+
+/// Web identity providers whose tokens anyone can get (any GitHub
+/// repository, any Cognito identity pool, any Google account ...), and the
+/// condition keys that narrow a trust to the intended ones.
+const OPEN_PROVIDERS: [(&str, &[&str], &str); 6] = [
+    (
+        "token.actions.githubusercontent.com",
+        &["sub"],
+        "any GitHub repository",
+    ),
+    (
+        "cognito-identity.amazonaws.com",
+        &["aud"],
+        "any Cognito identity pool",
+    ),
+    (
+        "accounts.google.com",
+        &["aud", "sub", "oaud"],
+        "any Google account",
+    ),
+    ("graph.facebook.com", &["app_id", "id"], "any Facebook user"),
+    (
+        "www.amazon.com",
+        &["app_id", "user_id"],
+        "any Login with Amazon user",
+    ),
+    ("gitlab.com", &["sub"], "any GitLab project"),
+];
+
+/// Who can assume a role through a federated trust that no condition narrows:
+/// `Some(("any GitHub repository", "sub"))` for a GitHub OIDC trust without a
+/// `sub` condition; `None` when the provider is not an open one or a
+/// condition restricts it.
+pub fn open_federation(
+    subject: &str,
+    condition: Option<&str>,
+) -> Option<(&'static str, &'static str)> {
+    let provider = subject.strip_prefix("federated:")?;
+    // An OIDC provider is named by ARN (`...:oidc-provider/HOST`) or by host.
+    let host = provider
+        .rsplit_once(":oidc-provider/")
+        .map_or(provider, |(_, h)| h)
+        .to_ascii_lowercase();
+    let (_, keys, who) = OPEN_PROVIDERS.iter().find(|(h, _, _)| *h == host)?;
+    let blocks: Vec<serde_json::Value> = match condition.map(serde_json::from_str) {
+        Some(Ok(serde_json::Value::Array(blocks))) => blocks,
+        Some(Ok(block)) => vec![block],
+        _ => Vec::new(),
+    };
+    let restricts = |key: &str, values: &serde_json::Value| {
+        let key = key.to_ascii_lowercase();
+        let named = keys.iter().any(|k| key == format!("{host}:{k}"));
+        let values: Vec<&str> = match values {
+            serde_json::Value::Array(list) => list.iter().filter_map(|v| v.as_str()).collect(),
+            other => other.as_str().into_iter().collect(),
+        };
+        // `*` or `repo:*` names everyone again.
+        named
+            && !values.is_empty()
+            && values.iter().all(|v| {
+                let rest = v.strip_prefix("repo:").unwrap_or(v);
+                !rest.is_empty() && !rest.starts_with(['*', '?'])
+            })
+    };
+    let restricted = blocks.iter().filter_map(|b| b.as_object()).any(|ops| {
+        ops.iter().any(|(op, conditions)| {
+            op.contains("String")
+                && !op.contains("Not")
+                && conditions
+                    .as_object()
+                    .is_some_and(|c| c.iter().any(|(k, v)| restricts(k, v)))
+        })
+    });
+    (!restricted).then_some((*who, keys[0]))
+}
 
 /// Actions whose response is, or mints, a credential.
 const CREDENTIALS: [&str; 22] = [
@@ -94,6 +187,7 @@ pub struct RiskSets {
     privilege_escalation: RoaringBitmap,
     credentials: RoaringBitmap,
     passrole: RoaringBitmap,
+    passrole_targets: RoaringBitmap,
     data: RoaringBitmap,
     permissions_management: RoaringBitmap,
     read_only: RoaringBitmap,
@@ -136,6 +230,7 @@ impl RiskSets {
             privilege_escalation: ids(catalog, &PRIVILEGE_ESCALATION),
             credentials: ids(catalog, &CREDENTIALS),
             passrole: ids(catalog, &["iam:PassRole"]),
+            passrole_targets: ids(catalog, &PASSROLE_TARGETS),
             data,
             permissions_management,
             read_only,
@@ -159,7 +254,7 @@ pub fn grant_risks(
     let mut risks = BTreeSet::new();
     if g.trust {
         risks.insert(Risk::TrustWidened);
-        if g.subject == "*" {
+        if g.subject == "*" || open_federation(&g.subject, g.key.condition.as_deref()).is_some() {
             risks.insert(Risk::TrustPublic);
         } else if let (Some(theirs), Some(ours)) = (account_of(&g.subject), role_account)
             && theirs != ours
@@ -173,11 +268,40 @@ pub fn grant_risks(
     }
     let ids = &g.actions.ids;
     let any = |set: &RoaringBitmap| !(ids & set).is_empty();
-    if ids.len() == sets.all
-        && g.key.resource == ResourcePattern::Any("*".into())
-        && g.key.condition.is_none()
+    let everywhere = ResourcePattern::Any("*".into());
+    let unconditional_everywhere = GrantKey {
+        resource: everywhere.clone(),
+        condition: None,
+    };
+    // `*` on `*` now, whether this grant brings all of it or completes what
+    // the principal already held.
+    let admin_after = g.holder.as_ref().is_some_and(|h| {
+        h.allow
+            .get(&unconditional_everywhere)
+            .is_some_and(|set| set.ids.len() == sets.all)
+    });
+    if g.key == unconditional_everywhere
+        && g.effect == Effect::Allow
+        && (ids.len() == sets.all || admin_after)
     {
         risks.insert(Risk::Admin);
+    }
+    // PassRole on every role, to a principal that can start code under a
+    // passed role, runs that code as any role: an admin one included.
+    let every_role = ResourcePattern::Any(format!(
+        "arn:aws:iam::{}:role/*",
+        role_account.unwrap_or("*")
+    ));
+    if g.effect == Effect::Allow
+        && any(&sets.passrole)
+        && g.key.resource.covers(&every_role)
+        && g.holder.as_ref().is_some_and(|h| {
+            h.allow
+                .values()
+                .any(|set| !(&set.ids & &sets.passrole_targets).is_empty())
+        })
+    {
+        risks.insert(Risk::PrivilegeEscalation);
     }
     if wildcard_pattern {
         risks.insert(Risk::WildcardAction);
@@ -257,6 +381,12 @@ fn instance(pattern: &ResourcePattern) -> String {
         ResourcePattern::Any(p) if p == "*" => "*".into(),
         ResourcePattern::Any(p) => p.replace('*', "example").replace('?', "x"),
         ResourcePattern::Not(list) => format!("any resource except {}", list.join(", ")),
+        // The narrowest-looking glob, filled in: a reader sees one resource it allows.
+        ResourcePattern::Within { all, .. } => all
+            .iter()
+            .max_by_key(|g| g.len())
+            .map(|g| g.replace('*', "example").replace('?', "x"))
+            .unwrap_or_default(),
     }
 }
 
@@ -303,8 +433,12 @@ pub fn witness(
         .as_ref()
         .map(|c| format!(" when {c}"))
         .unwrap_or_default();
+    let open = open_federation(&best.subject, best.key.condition.as_deref());
     let who = if best.subject == "*" {
         "any AWS principal (*)".to_owned()
+    } else if let Some((anyone, key)) = open {
+        let provider = best.subject.trim_start_matches("federated:");
+        format!("{anyone} (the trust names {provider} with no `{key}` condition)")
     } else {
         best.subject.clone()
     };

@@ -5,22 +5,14 @@
 //! applies when a gained perm allows the risky request, whatever its
 //! spelling: `*` on `*` allows reading secrets as much as `get secrets` does.
 
-use crate::diff::kube::KubeGrant;
+use crate::diff::kube::{Dangling, KubeEffect, KubeGrant, RoleGrant};
 use crate::grants::kube_perm::{Perm, resource_matches};
-use crate::model::k8s::{RBAC_GROUP, Subject, SubjectKind};
+use crate::model::k8s::{RBAC_GROUP, RbacKey, RbacKind, Subject};
 use crate::report::{Risk, Severity, Witness};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeSet;
 
 const READ_VERBS: [&str; 3] = ["get", "list", "watch"];
-
-/// Groups (and the anonymous user) that stand for "everyone" or "everything".
-const SYSTEM_GROUPS: [&str; 4] = [
-    "system:authenticated",
-    "system:unauthenticated",
-    "system:masters",
-    "system:serviceaccounts",
-];
 
 /// Requests that only discover the API or ask about oneself; the default
 /// cluster grants these to everyone.
@@ -96,6 +88,8 @@ const REQUEST_TAGS: &[(Risk, &[Request])] = &[
         &[
             ("", "pods/exec", &["create", "get"]),
             ("", "pods/attach", &["create", "get"]),
+            // An ephemeral container runs a command in a live pod, as exec does.
+            ("", "pods/ephemeralcontainers", &["patch", "update"]),
         ],
     ),
     (
@@ -219,11 +213,7 @@ fn is_write(perm: &Perm<'_>) -> bool {
 }
 
 fn is_system_subject(s: &Subject) -> bool {
-    match s.kind {
-        SubjectKind::Group => SYSTEM_GROUPS.contains(&s.name.as_str()),
-        SubjectKind::User => s.name == "system:anonymous",
-        SubjectKind::ServiceAccount => false,
-    }
+    s.is_system()
 }
 
 fn is_discovery(perm: &Perm<'_>) -> bool {
@@ -357,11 +347,14 @@ pub fn grant_risks(grant: &KubeGrant<'_>) -> BTreeSet<Risk> {
 pub struct KubeContext<'a> {
     pub aggregated_into: &'a BTreeSet<String>,
     pub aggregation_label: bool,
+    /// The name of the changed object.
+    pub changed: &'a str,
 }
 
 const NO_AGGREGATION: KubeContext<'static> = KubeContext {
     aggregated_into: &BTreeSet::new(),
     aggregation_label: false,
+    changed: "",
 };
 
 const HIGH: [Risk; 7] = [
@@ -402,6 +395,58 @@ fn severity(
     }
 }
 
+/// Risk bits and the facts severity needs, summed over facets.
+#[derive(Default)]
+struct Tally<'a> {
+    risks: u64,
+    any_write: bool,
+    system_beyond_discovery: bool,
+    deleted: FxHashSet<(&'a str, &'a str)>,
+}
+
+impl<'a> Tally<'a> {
+    fn add(&mut self, f: &Facet<'a>, info: FacetInfo) {
+        self.risks |= info.risks;
+        self.any_write |= info.write;
+        self.system_beyond_discovery |= info.system_beyond_discovery;
+        if let Perm::Resource {
+            group,
+            resource,
+            verb: "delete" | "deletecollection" | "*",
+            ..
+        } = f.perm
+        {
+            self.deleted.insert((group, resource));
+        }
+    }
+
+    fn finish(mut self, aggregation_label: bool, cx: &KubeContext<'_>) -> (u64, Severity) {
+        // Deleting many kinds of things at once is as broad as `*`.
+        if self.deleted.len() >= 5 {
+            self.risks |= Risk::DeleteBroad.bit();
+        }
+        if aggregation_label {
+            self.risks |= Risk::AggregationLabel.bit();
+        }
+        let severity = severity(self.risks, self.any_write, self.system_beyond_discovery, cx);
+        (self.risks, severity)
+    }
+}
+
+/// The highest severity a widening nobody holds today can have: it needs a
+/// second change (a binding, or the missing role) before anyone can act.
+pub const LATENT_CAP: Severity = Severity::Medium;
+
+/// The facet of a role's own perm: a ClusterRole's is cluster-wide, as a
+/// ClusterRoleBinding would make it; no subject is a system group.
+fn latent_facet<'m>(g: &RoleGrant<'m>) -> Facet<'m> {
+    Facet {
+        perm: g.perm,
+        cluster_wide: g.role.kind == RbacKind::ClusterRole,
+        system_subject: false,
+    }
+}
+
 /// Classifies the changes of one diff, remembering each facet's verdict
 /// across changes (the same perms recur in thousands of bindings).
 #[derive(Default)]
@@ -427,36 +472,61 @@ impl<'m> Classifier<'m> {
         if gained.is_empty() {
             return (BTreeSet::new(), Severity::Info);
         }
-        let mut risks = 0u64;
-        let mut any_write = false;
-        let mut system_beyond_discovery = false;
-        let mut deleted: FxHashSet<(&str, &str)> = FxHashSet::default();
+        let mut tally = Tally::default();
         for_each_facet(gained, |f, _| {
             let info = self.info(f);
-            risks |= info.risks;
-            any_write |= info.write;
-            system_beyond_discovery |= info.system_beyond_discovery;
-            if let Perm::Resource {
-                group,
-                resource,
-                verb: "delete" | "deletecollection" | "*",
-                ..
-            } = f.perm
-            {
-                deleted.insert((group, resource));
-            }
+            tally.add(&f, info);
         });
-        // Deleting many kinds of things at once is as broad as `*`.
-        if deleted.len() >= 5 {
-            risks |= Risk::DeleteBroad.bit();
+        let label = cx.aggregation_label && !cx.aggregated_into.is_empty();
+        let (risks, severity) = tally.finish(label, cx);
+        (Risk::from_mask(risks).collect(), severity)
+    }
+
+    /// Tags and severity of a whole change: its subjects' gains as
+    /// [`Classifier::classify`] judges them, joined by the tags of its
+    /// latent gains at a severity of at most [`LATENT_CAP`], `dangling-role-ref`
+    /// (at that cap) for subjects bound to a missing role, and
+    /// `system-group-binding` for a binding that names a system group.
+    pub fn classify_effect(
+        &mut self,
+        effect: &KubeEffect<'m>,
+        cx: &KubeContext<'_>,
+    ) -> (BTreeSet<Risk>, Severity) {
+        let (mut risks, mut severity) = self.classify(&effect.gained, cx);
+        if !effect.latent_gained.is_empty() {
+            let mut tally = Tally::default();
+            let mut previous = None;
+            let mut into_others = BTreeSet::new();
+            for g in &effect.latent_gained {
+                let f = latent_facet(g);
+                if previous != Some(f) {
+                    previous = Some(f);
+                    let info = self.info(f);
+                    tally.add(&f, info);
+                }
+                // Only ClusterRoles aggregate, so another name is another role.
+                if g.role.name != cx.changed {
+                    into_others.insert(g.role.name.clone());
+                }
+            }
+            let latent_cx = KubeContext {
+                aggregated_into: &into_others,
+                aggregation_label: cx.aggregation_label,
+                changed: cx.changed,
+            };
+            let label = cx.aggregation_label && !into_others.is_empty();
+            let (latent_risks, latent_severity) = tally.finish(label, &latent_cx);
+            risks.extend(Risk::from_mask(latent_risks));
+            severity = severity.max(latent_severity.min(LATENT_CAP));
         }
-        if cx.aggregation_label && !cx.aggregated_into.is_empty() {
-            risks |= Risk::AggregationLabel.bit();
+        if !effect.dangling.is_empty() {
+            risks.insert(Risk::DanglingRoleRef);
+            severity = severity.max(LATENT_CAP);
         }
-        (
-            Risk::from_mask(risks).collect(),
-            severity(risks, any_write, system_beyond_discovery, cx),
-        )
+        if effect.names_system_subject {
+            risks.insert(Risk::SystemGroupBinding);
+        }
+        (risks, severity)
     }
 
     /// Picks the most severe gained perm and makes it a concrete request the old
@@ -464,30 +534,120 @@ impl<'m> Classifier<'m> {
     pub fn witness(
         &mut self,
         gained: &[KubeGrant<'m>],
-        allowed_before: impl FnMut(&Subject, Option<&str>, &Perm<'_>) -> bool,
+        mut allowed_before: impl FnMut(&Subject, Option<&str>, &Perm<'_>) -> bool,
     ) -> Option<Witness> {
         // Score each distinct facet once; the witness is the first grant with the best one.
         let mut best: Option<((Severity, usize), &KubeGrant<'m>)> = None;
         for_each_facet(gained, |f, g| {
-            let info = self.info(f);
-            let telling = Risk::from_mask(info.risks)
-                .filter_map(|r| WITNESS_PRIORITY.iter().position(|p| *p == r))
-                .min()
-                .map_or(0, |i| WITNESS_PRIORITY.len() - i);
-            let score = (
-                severity(
-                    info.risks,
-                    info.write,
-                    info.system_beyond_discovery,
-                    &NO_AGGREGATION,
-                ),
-                telling,
-            );
+            let score = self.score(f);
             if best.is_none_or(|(b, _)| score > b) {
                 best = Some((score, g));
             }
         });
-        best.map(|(_, g)| concrete_witness(g, allowed_before))
+        best.map(|(_, g)| {
+            let holder = Holder {
+                label: g.subject.to_string(),
+                now: format!("{} can now", g.subject),
+                tail: "before, it could not",
+                namespace: g.namespace,
+            };
+            concrete_witness(&holder, g.perm, |p| {
+                allowed_before(g.subject, g.namespace, p)
+            })
+        })
+    }
+
+    /// The witness of a widening nobody holds today: the most telling perm a
+    /// role gained, as a request anyone bound to it could now make.
+    /// `allowed_before` answers for the role's old perms, `bound` says
+    /// whether anyone is bound to a role now.
+    pub fn latent_witness(
+        &mut self,
+        latent: &[RoleGrant<'m>],
+        mut allowed_before: impl FnMut(&RbacKey, &Perm<'_>) -> bool,
+        bound: impl Fn(&RbacKey) -> bool,
+    ) -> Option<Witness> {
+        let mut best: Option<((Severity, usize), &RoleGrant<'m>)> = None;
+        for g in latent {
+            let score = self.score(latent_facet(g));
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, g));
+            }
+        }
+        let (_, g) = best?;
+        let holder = Holder {
+            label: role_label(g.role),
+            now: format!("anyone bound to {} could now", role_path(g.role)),
+            tail: if bound(g.role) {
+                "nobody bound today gains it"
+            } else {
+                "nobody is bound today"
+            },
+            namespace: g.role.namespace.as_deref(),
+        };
+        Some(concrete_witness(&holder, g.perm, |p| {
+            allowed_before(g.role, p)
+        }))
+    }
+
+    /// How telling a facet is: its severity, then its most telling risk.
+    fn score(&mut self, f: Facet<'m>) -> (Severity, usize) {
+        let info = self.info(f);
+        let telling = Risk::from_mask(info.risks)
+            .filter_map(|r| WITNESS_PRIORITY.iter().position(|p| *p == r))
+            .min()
+            .map_or(0, |i| WITNESS_PRIORITY.len() - i);
+        (
+            severity(
+                info.risks,
+                info.write,
+                info.system_beyond_discovery,
+                &NO_AGGREGATION,
+            ),
+            telling,
+        )
+    }
+}
+
+/// The witness of a binding to a role that does not exist: its first subject
+/// gets whatever that role will grant once it is created.
+pub fn dangling_witness(d: &Dangling<'_>, same_name_cluster_role: bool) -> Witness {
+    let role = role_path(d.role);
+    let hint = if same_name_cluster_role {
+        format!(
+            " (a ClusterRole named {:?} exists, but a RoleBinding's Role must be in its own namespace)",
+            d.role.name
+        )
+    } else {
+        String::new()
+    };
+    Witness {
+        subject: d.subject.to_string(),
+        action: "*".into(),
+        resource: role.clone(),
+        scope: scope_label(d.namespace),
+        api_group: None,
+        explanation: format!(
+            "{} is bound {} to {role}, which does not exist{hint}; it will get whatever that role grants once someone creates it",
+            d.subject,
+            scope_words(d.namespace)
+        ),
+    }
+}
+
+/// A role as a grant's subject: `ClusterRole:edit`, `Role:payments:deployer`.
+pub fn role_label(role: &RbacKey) -> String {
+    match &role.namespace {
+        Some(ns) => format!("{}:{ns}:{}", role.kind, role.name),
+        None => format!("{}:{}", role.kind, role.name),
+    }
+}
+
+/// A role as kubectl names it: `ClusterRole/edit`, `Role/payments/deployer`.
+pub fn role_path(role: &RbacKey) -> String {
+    match &role.namespace {
+        Some(ns) => format!("{}/{ns}/{}", role.kind, role.name),
+        None => format!("{}/{}", role.kind, role.name),
     }
 }
 
@@ -558,13 +718,24 @@ fn scope_words(namespace: Option<&str>) -> String {
     }
 }
 
-/// Makes one gained grant a concrete request the old state did not allow.
+/// Who a witness is about, and how its sentence reads.
+struct Holder<'a> {
+    /// The witness's `subject`.
+    label: String,
+    /// The sentence's start: `Group:eng can now`.
+    now: String,
+    /// After the semicolon: `before, it could not`.
+    tail: &'static str,
+    namespace: Option<&'a str>,
+}
+
+/// Makes one gained perm a concrete request the old state did not allow.
 fn concrete_witness(
-    best: &KubeGrant<'_>,
-    mut allowed_before: impl FnMut(&Subject, Option<&str>, &Perm<'_>) -> bool,
+    holder: &Holder<'_>,
+    perm: Perm<'_>,
+    mut allowed_before: impl FnMut(&Perm<'_>) -> bool,
 ) -> Witness {
-    let perm = best.perm;
-    let ns = best.namespace;
+    let ns = holder.namespace;
     let concrete = if perm.is_wildcard() {
         WITNESS_REQUESTS.iter().find_map(|(g, r, v)| {
             let request = Perm::Resource {
@@ -573,8 +744,7 @@ fn concrete_witness(
                 verb: v,
                 name: None,
             };
-            (allows(&perm, g, r, v) && !allowed_before(best.subject, ns, &request))
-                .then_some((*g, *r, *v))
+            (allows(&perm, g, r, v) && !allowed_before(&request)).then_some((*g, *r, *v))
         })
     } else {
         None
@@ -591,26 +761,23 @@ fn concrete_witness(
             },
         ) if group != "*" && !resource.starts_with('*') => {
             CONCRETE_VERBS.iter().copied().find(|v| {
-                !allowed_before(
-                    best.subject,
-                    ns,
-                    &Perm::Resource {
-                        group,
-                        resource,
-                        verb: v,
-                        name,
-                    },
-                )
+                !allowed_before(&Perm::Resource {
+                    group,
+                    resource,
+                    verb: v,
+                    name,
+                })
             })
         }
         _ => None,
     };
-    let subject = best.subject.to_string();
+    let subject = holder.label.clone();
+    let (now, tail) = (&holder.now, holder.tail);
     let scope = scope_label(ns);
     match (concrete, perm) {
         (Some((g, r, v)), _) => Witness {
             explanation: format!(
-                "{subject} can now {v} {} {} (through `{}`); before, it could not",
+                "{now} {v} {} {} (through `{}`); {tail}",
                 qualified_resource(r, g),
                 scope_words(ns),
                 describe(&perm)
@@ -637,10 +804,7 @@ fn concrete_witness(
             };
             let verb = concrete_verb.unwrap_or(verb).to_owned();
             Witness {
-                explanation: format!(
-                    "{subject} can now {verb} {target} {}; before, it could not",
-                    scope_words(ns)
-                ),
+                explanation: format!("{now} {verb} {target} {}; {tail}", scope_words(ns)),
                 subject,
                 action: verb,
                 resource: name.map_or_else(|| resource.to_owned(), |n| format!("{resource}/{n}")),
@@ -649,9 +813,7 @@ fn concrete_witness(
             }
         }
         (None, Perm::NonResource { url, verb }) => Witness {
-            explanation: format!(
-                "{subject} can now {verb} {url} cluster-wide; before, it could not"
-            ),
+            explanation: format!("{now} {verb} {url} cluster-wide; {tail}"),
             subject,
             action: verb.to_owned(),
             resource: url.to_owned(),

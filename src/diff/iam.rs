@@ -14,6 +14,7 @@ use crate::index::iam::IamModel;
 use crate::model::aws::{IamBody, IamKey, IamKind};
 use crate::model::iam_policy::Effect;
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 /// One principal's allow or deny of some actions on a resource pattern.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +28,10 @@ pub struct IamGrant {
     pub actions: ActionSet,
     /// Actions the old state already allowed here, but under another condition.
     pub loosened: bool,
+    /// For a gained allow, everything the subject is allowed after the
+    /// change: what a tag about the whole principal (`admin`, a PassRole
+    /// that escalates) is decided on.
+    pub holder: Option<Rc<IamPerms>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -135,6 +140,14 @@ impl<'m, 'c> IamDiffer<'m, 'c> {
         };
         match changed.kind {
             IamKind::Policy if principal.boundary.as_deref() == Some(changed.arn.as_str()) => None,
+            // Absent from this side and attached nowhere in it: it grants
+            // nothing here (asking for it would report it missing).
+            IamKind::Policy
+                if model.policy(&changed.arn).is_none()
+                    && model.users_of_policy(&changed.arn).next().is_none() =>
+            {
+                Some(IamPerms::default())
+            }
             IamKind::Policy => Some((*cache.managed(&changed.arn)).clone()),
             IamKind::Group => match model.get(changed).map(|o| &o.parsed) {
                 Some(IamBody::Group(g)) => Some(cache.own(g)),
@@ -167,6 +180,7 @@ impl<'m, 'c> IamDiffer<'m, 'c> {
                 before.denies_dropped_in(&after),
                 old_part.as_ref().map(|p| &p.deny),
             );
+            let start = effect.gained.len();
             push(
                 &mut effect.gained,
                 &subject.arn,
@@ -175,6 +189,9 @@ impl<'m, 'c> IamDiffer<'m, 'c> {
                 gained_allow,
                 Some(&before),
             );
+            for g in &mut effect.gained[start..] {
+                g.holder = Some(after.clone());
+            }
             push(
                 &mut effect.lost,
                 &subject.arn,
@@ -304,6 +321,7 @@ fn push(
             key,
             actions,
             loosened,
+            holder: None,
         });
     }
 }

@@ -6,6 +6,11 @@
 //! aggregation, the bindings of every ClusterRole that aggregates it). A perm
 //! counts as gained only if the subject's whole old state did not already
 //! allow it in that scope, so re-granting something already held is neutral.
+//!
+//! A role change also carries the role's own (latent) delta: what the role,
+//! and every aggregated role it reaches, allows after and did not cover
+//! before, whoever is bound. A binding whose role does not exist carries its
+//! newly bound subjects as dangling: they get whatever the role will grant.
 
 use crate::grants::kube::PermCache;
 use crate::grants::kube_perm::{ByAddressFirst, Perm, Scope, covers, rules_cover};
@@ -63,12 +68,38 @@ impl PartialOrd for KubeGrant<'_> {
     }
 }
 
+/// A perm a role itself allows, held by whoever is (or will be) bound to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RoleGrant<'m> {
+    pub role: &'m RbacKey,
+    pub perm: Perm<'m>,
+}
+
+/// A subject a binding names in a scope, bound to a role that does not exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dangling<'m> {
+    pub subject: &'m Subject,
+    pub namespace: Option<&'m str>,
+    pub role: &'m RbacKey,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KubeEffect<'m> {
     /// Sorted, without duplicates.
     pub gained: Vec<KubeGrant<'m>>,
     /// Sorted, without duplicates.
     pub lost: Vec<KubeGrant<'m>>,
+    /// The changed role's own new perms, and those of the aggregated roles
+    /// it reaches (only what it carries); by role, then perm.
+    pub latent_gained: Vec<RoleGrant<'m>>,
+    /// The reverse of `latent_gained`.
+    pub latent_lost: Vec<RoleGrant<'m>>,
+    /// Subjects a changed binding newly binds to a role missing from NEW.
+    pub dangling: Vec<Dangling<'m>>,
+    /// Subjects OLD bound to a role missing from OLD that NEW no longer binds to it.
+    pub dangling_lost: Vec<Dangling<'m>>,
+    /// The changed binding, as it is in NEW, names a system group or `system:anonymous`.
+    pub names_system_subject: bool,
     /// Aggregated ClusterRoles through which the change reached subjects.
     pub aggregated_into: BTreeSet<String>,
     /// Whether the object's own labels made it join or leave an aggregation.
@@ -154,6 +185,14 @@ impl<'m> KubeDiffer<'m> {
             RbacKind::RoleBinding | RbacKind::ClusterRoleBinding => {
                 self.binding_side(key, Side::Gained, &mut effect.gained);
                 self.binding_side(key, Side::Lost, &mut effect.lost);
+                effect.dangling = self.dangling(key, Side::Gained);
+                effect.dangling_lost = self.dangling(key, Side::Lost);
+                effect.names_system_subject = self
+                    .new
+                    .model()
+                    .get(key)
+                    .and_then(KubeObject::binding)
+                    .is_some_and(|b| b.subjects.iter().any(Subject::is_system));
             }
             RbacKind::Role | RbacKind::ClusterRole => {
                 let mut roles: BTreeSet<RbacKey> = BTreeSet::new();
@@ -197,12 +236,85 @@ impl<'m> KubeDiffer<'m> {
                         effect.aggregated_into.insert(role.name.clone());
                     }
                 }
+                for (side, out) in [
+                    (Side::Gained, &mut effect.latent_gained),
+                    (Side::Lost, &mut effect.latent_lost),
+                ] {
+                    for role in &roles {
+                        self.latent(key, role, side, out);
+                    }
+                }
             }
             RbacKind::ServiceAccount => {}
         }
         debug_assert!(effect.gained.windows(2).all(|w| w[0] < w[1]));
         debug_assert!(effect.lost.windows(2).all(|w| w[0] < w[1]));
         effect
+    }
+
+    /// What `role` allows on `side` that the other side's `role` does not
+    /// cover, limited (for an aggregating role) to what `changed` carries.
+    fn latent(
+        &mut self,
+        changed: &RbacKey,
+        role: &RbacKey,
+        side: Side,
+        out: &mut Vec<RoleGrant<'m>>,
+    ) {
+        let (src, dst) = self.sides(side);
+        let Some((role_key, _)) = src.model().get_key_value(role) else {
+            return;
+        };
+        let own = src.role_sorted(changed);
+        let theirs = src.role(role);
+        let before = dst.role(role);
+        let start = out.len();
+        for perm in own.iter() {
+            if (role == changed || theirs.contains(perm)) && !covers(&before, perm) {
+                out.push(RoleGrant {
+                    role: role_key,
+                    perm: *perm,
+                });
+            }
+        }
+        // `own` is sorted, so one role's grants come out in order.
+        debug_assert!(out[start..].windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// Subjects the binding `key` names on `side`, bound to a role that side
+    /// lacks, which the other side did not already bind to that same
+    /// missing role: on NEW, who now waits for a role; on OLD, who no longer does.
+    fn dangling(&mut self, key: &RbacKey, side: Side) -> Vec<Dangling<'m>> {
+        let (src, dst) = self.sides(side);
+        let (model, other) = (src.model(), dst.model());
+        let Some((key, binding)) = model
+            .get_key_value(key)
+            .and_then(|(k, o)| Some((k, o.binding()?)))
+        else {
+            return Vec::new();
+        };
+        if model.get(&binding.role).is_some() {
+            return Vec::new();
+        }
+        let before = other
+            .get(key)
+            .and_then(KubeObject::binding)
+            .filter(|b| b.role == binding.role && other.get(&b.role).is_none());
+        let mut subjects: Vec<&'m Subject> = binding
+            .subjects
+            .iter()
+            .filter(|s| !before.is_some_and(|b| b.subjects.contains(s)))
+            .collect();
+        subjects.sort_unstable();
+        subjects.dedup();
+        subjects
+            .into_iter()
+            .map(|subject| Dangling {
+                subject,
+                namespace: key.namespace.as_deref(),
+                role: &binding.role,
+            })
+            .collect()
     }
 
     fn binding_side(&mut self, key: &RbacKey, side: Side, out: &mut Vec<KubeGrant<'m>>) {

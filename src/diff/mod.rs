@@ -374,6 +374,10 @@ fn diff_kube(
     let mut classifier = classify::kube::Classifier::new();
     let mut effects = Vec::with_capacity(changed.len());
     for (key, kind, old_norm, new_norm) in changed {
+        if let Some(role) = nm.get(&key).and_then(KubeObject::role) {
+            sink.warnings
+                .extend(unmatchable_warnings(&key, &role.rules));
+        }
         let change = ObjectChange {
             key: &key,
             kind,
@@ -385,6 +389,22 @@ fn diff_kube(
         effects.push(effect);
     }
     kube_subject_deltas(&n.name, &effects, options, &mut sink.subjects);
+}
+
+/// Warnings for the words of a changed role's rules that match nothing
+/// (`GET`, `Secrets`): they grant nothing, so the change may be neutral
+/// while its author meant a widening.
+fn unmatchable_warnings(key: &RbacKey, rules: &[k8s::PolicyRule]) -> Vec<String> {
+    crate::grants::kube_perm::unmatchable(rules)
+        .into_iter()
+        .map(|(i, field, word)| {
+            format!(
+                "{} rules[{i}].{field}: {word:?} matches nothing and grants nothing \
+                 (the API server compares {field} case-sensitively; requests use lower case)",
+                classify::kube::role_path(key)
+            )
+        })
+        .collect()
 }
 
 /// One changed object: its key, how it changed and its two normal forms.
@@ -433,20 +453,56 @@ pub fn kube_change<'m>(
     let cx = classify::kube::KubeContext {
         aggregated_into: &effect.aggregated_into,
         aggregation_label: effect.aggregation_label,
+        changed: &key.name,
     };
-    let (risks, severity) = classifier.classify(&effect.gained, &cx);
-    let direction = Direction::from_parts(!effect.gained.is_empty(), !effect.lost.is_empty());
-    let witness = if direction.widens() {
+    let (risks, severity) = classifier.classify_effect(&effect, &cx);
+    let direction = Direction::from_parts(
+        !effect.gained.is_empty()
+            || !effect.latent_gained.is_empty()
+            || !effect.dangling.is_empty(),
+        !effect.lost.is_empty()
+            || !effect.latent_lost.is_empty()
+            || !effect.dangling_lost.is_empty(),
+    );
+    let witness = if !direction.widens() {
+        None
+    } else if !effect.gained.is_empty() {
         let old_cache = differ.old_cache();
         classifier.witness(&effect.gained, |s, ns, p| {
             old_cache.subject_covers(s, crate::grants::kube_perm::Scope::from_namespace(ns), p)
         })
+    } else if !effect.latent_gained.is_empty() {
+        let new_model = differ.new_cache().model();
+        let old_cache = differ.old_cache();
+        classifier.latent_witness(
+            &effect.latent_gained,
+            |role, p| crate::grants::kube_perm::covers(&old_cache.role(role), p),
+            |role| new_model.bindings_of_role(role).next().is_some(),
+        )
     } else {
-        None
+        effect.dangling.first().map(|d| {
+            let cluster_role = d.role.kind == k8s::RbacKind::Role
+                && differ
+                    .new_cache()
+                    .model()
+                    .get(&RbacKey::cluster_role(&d.role.name))
+                    .is_some();
+            classify::kube::dangling_witness(d, cluster_role)
+        })
     };
     let label = key.to_string();
-    let (gained, gained_count) = kube_output(&effect.gained, options.max_grants);
-    let (lost, lost_count) = kube_output(&effect.lost, options.max_grants);
+    let (gained, gained_count) = kube_change_output(
+        &effect.gained,
+        &effect.latent_gained,
+        &effect.dangling,
+        options.max_grants,
+    );
+    let (lost, lost_count) = kube_change_output(
+        &effect.lost,
+        &effect.latent_lost,
+        &effect.dangling_lost,
+        options.max_grants,
+    );
     let change = Change {
         source: source.to_owned(),
         platform: Platform::Kubernetes,
@@ -575,6 +631,108 @@ fn merge_runs<'m>(runs: &[&[KubeGrant<'m>]]) -> Vec<KubeGrant<'m>> {
     merged
 }
 
+/// A change's output grants: its subjects' first, then the roles' own
+/// (latent) and the dangling subjects'; at most `cap` listed (all when 0)
+/// and how many there are in all.
+fn kube_change_output(
+    grants: &[KubeGrant<'_>],
+    latent: &[kube::RoleGrant<'_>],
+    dangling: &[kube::Dangling<'_>],
+    cap: usize,
+) -> (Vec<Grant>, usize) {
+    let (mut out, subjects) = kube_output(grants, cap);
+    let latent_total = latent.chunk_by(same_latent_output).count();
+    let room = if cap == 0 {
+        usize::MAX
+    } else {
+        cap.saturating_sub(out.len())
+    };
+    out.extend(
+        latent
+            .chunk_by(same_latent_output)
+            .map(latent_grant)
+            .chain(dangling.iter().map(dangling_grant))
+            .take(room),
+    );
+    (out, subjects + latent_total + dangling.len())
+}
+
+/// Whether two of a role's sorted perms fold into one output grant (names merged).
+fn same_latent_output(a: &kube::RoleGrant<'_>, b: &kube::RoleGrant<'_>) -> bool {
+    std::ptr::eq(a.role, b.role)
+        && match (a.perm, b.perm) {
+            (
+                Perm::Resource {
+                    group,
+                    resource,
+                    verb,
+                    name: Some(_),
+                },
+                Perm::Resource {
+                    group: g,
+                    resource: r,
+                    verb: v,
+                    name: Some(_),
+                },
+            ) => (group, resource, verb) == (g, r, v),
+            _ => false,
+        }
+}
+
+/// One output grant of a role's own perms (one perm, or one perm over several names).
+fn latent_grant(chunk: &[kube::RoleGrant<'_>]) -> Grant {
+    let first = chunk[0];
+    let (api_group, resource, action) = match first.perm {
+        Perm::Resource {
+            group,
+            resource,
+            verb,
+            ..
+        } => (Some(group.to_owned()), resource.to_owned(), verb.to_owned()),
+        Perm::NonResource { url, verb } => (None, url.to_owned(), verb.to_owned()),
+    };
+    Grant {
+        subject: classify::kube::role_label(first.role),
+        scope: match &first.role.namespace {
+            Some(ns) => format!("namespace:{ns}"),
+            None => "cluster".into(),
+        },
+        action,
+        resource,
+        api_group,
+        resource_names: chunk
+            .iter()
+            .filter_map(|g| match g.perm {
+                Perm::Resource { name: Some(n), .. } => Some(n.to_owned()),
+                _ => None,
+            })
+            .collect(),
+        condition: None,
+        effect: None,
+        latent: true,
+        possible: false,
+    }
+}
+
+/// A subject bound to a missing role: `*` on that role, whatever it will grant.
+fn dangling_grant(d: &kube::Dangling<'_>) -> Grant {
+    Grant {
+        subject: d.subject.to_string(),
+        scope: match d.namespace {
+            Some(ns) => format!("namespace:{ns}"),
+            None => "cluster".into(),
+        },
+        action: "*".into(),
+        resource: classify::kube::role_path(d.role),
+        api_group: None,
+        resource_names: Vec::new(),
+        condition: None,
+        effect: None,
+        latent: true,
+        possible: false,
+    }
+}
+
 /// The first `cap` output grants of sorted atomic grants (all when `cap` is 0)
 /// and how many there are in all; only the listed ones are built.
 fn kube_output(grants: &[KubeGrant<'_>], cap: usize) -> (Vec<Grant>, usize) {
@@ -646,6 +804,8 @@ pub fn kube_grant_groups<'a>(grants: &'a [KubeGrant<'a>]) -> impl Iterator<Item 
             resource_names,
             condition: None,
             effect: None,
+            latent: false,
+            possible: false,
         }
     })
 }
@@ -706,6 +866,8 @@ fn iam_grants(
                 resource_names: Vec::new(),
                 condition: condition.clone(),
                 effect: (g.effect == Effect::Deny).then(|| "deny".to_owned()),
+                latent: false,
+                possible: g.key.resource.is_undecided(),
             });
         }
     }

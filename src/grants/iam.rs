@@ -108,7 +108,7 @@ impl<'m, 'c> IamCache<'m, 'c> {
         if let Some(b) = boundary {
             let mut cap = (*self.managed(&b)).clone();
             cap.apply_denies();
-            perms.cap_by(&cap);
+            perms.cap_by(&cap, &mut self.compiler);
         }
         let perms = Rc::new(perms);
         self.principals.insert(key.clone(), perms.clone());

@@ -9,6 +9,7 @@
 
 use super::catalog::Catalog;
 use super::glob;
+pub use super::resource_pattern::ResourcePattern;
 use crate::model::iam_policy::{ActionSpec, Effect, PolicyDocument, ResourceSpec, Statement};
 use roaring::RoaringBitmap;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -58,53 +59,50 @@ impl ActionSet {
         }
     }
 
+    /// The actions both sets allow, spelled by the patterns of either side
+    /// that lie wholly inside the result, and by name for the rest, so the
+    /// output never shows a pattern wider than what is allowed.
+    pub fn intersect_exact(&self, other: &ActionSet, compiler: &mut IamCompiler<'_>) -> ActionSet {
+        let ids = &self.ids & &other.ids;
+        let unknown: BTreeSet<String> = self
+            .unknown
+            .iter()
+            .filter(|u| other.covers_unknown(u))
+            .chain(other.unknown.iter().filter(|u| self.covers_unknown(u)))
+            .cloned()
+            .collect();
+        let mut patterns = BTreeSet::new();
+        let mut spelled = RoaringBitmap::new();
+        for p in self.patterns.iter().chain(&other.patterns) {
+            if unknown.contains(&p.to_ascii_lowercase()) {
+                patterns.insert(p.clone());
+                continue;
+            }
+            let expansion = compiler.pattern_ids(p);
+            if !expansion.is_empty() && expansion.is_subset(&ids) {
+                spelled |= &expansion;
+                patterns.insert(p.clone());
+            }
+        }
+        let catalog = compiler.catalog();
+        for id in &ids - &spelled {
+            if let Some(action) = catalog.action(id) {
+                patterns.insert(action.name.clone());
+            }
+        }
+        ActionSet {
+            ids,
+            unknown,
+            patterns,
+        }
+    }
+
     fn covers_unknown(&self, action: &str) -> bool {
         self.unknown.contains(action)
             || self
                 .patterns
                 .iter()
                 .any(|p| !p.starts_with('!') && glob::matches(&p.to_ascii_lowercase(), action))
-    }
-}
-
-/// A single resource glob, or the complement of a list (`NotResource`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ResourcePattern {
-    Any(String),
-    Not(Vec<String>),
-}
-
-impl ResourcePattern {
-    pub fn covers(&self, inner: &ResourcePattern) -> bool {
-        match (self, inner) {
-            (ResourcePattern::Any(o), ResourcePattern::Any(i)) => glob::covers(o, i),
-            (ResourcePattern::Any(o), ResourcePattern::Not(_)) => o == "*",
-            (ResourcePattern::Not(excluded), ResourcePattern::Any(i)) => {
-                excluded.iter().all(|e| glob::disjoint(e, i))
-            }
-            (ResourcePattern::Not(os), ResourcePattern::Not(is)) => {
-                os.iter().all(|o| is.iter().any(|i| glob::covers(i, o)))
-            }
-        }
-    }
-
-    /// Whether the two may share a resource (conservative: true when unsure).
-    pub fn overlaps(&self, other: &ResourcePattern) -> bool {
-        match (self, other) {
-            (ResourcePattern::Any(a), ResourcePattern::Any(b)) => !glob::disjoint(a, b),
-            (ResourcePattern::Not(ex), ResourcePattern::Any(a))
-            | (ResourcePattern::Any(a), ResourcePattern::Not(ex)) => {
-                !ex.iter().any(|e| glob::covers(e, a))
-            }
-            (ResourcePattern::Not(_), ResourcePattern::Not(_)) => true,
-        }
-    }
-
-    pub fn display(&self) -> String {
-        match self {
-            ResourcePattern::Any(r) => r.clone(),
-            ResourcePattern::Not(list) => format!("NOT {}", list.join(", ")),
-        }
     }
 }
 
@@ -117,8 +115,57 @@ pub struct GrantKey {
 impl GrantKey {
     /// Whether an allow under `self` allows everything an allow under `inner` does.
     pub fn covers(&self, inner: &GrantKey) -> bool {
-        (self.condition.is_none() || self.condition == inner.condition)
+        condition_covers(self.condition.as_deref(), inner.condition.as_deref())
             && self.resource.covers(&inner.resource)
+    }
+}
+
+/// The condition blocks of a canonical condition: one block, or the list a
+/// boundary's intersection makes (all of which must hold).
+fn condition_blocks(condition: &str) -> Vec<String> {
+    match serde_json::from_str::<serde_json::Value>(condition) {
+        Ok(serde_json::Value::Array(blocks)) => blocks.iter().map(|b| b.to_string()).collect(),
+        Ok(block) => vec![block.to_string()],
+        // Not JSON (a pseudo-condition such as `NotPrincipal=`): opaque.
+        Err(_) => vec![condition.to_owned()],
+    }
+}
+
+/// Whether a grant under `outer` applies whenever one under `inner` does:
+/// no condition, the same one, or a subset of inner's blocks.
+pub fn condition_covers(outer: Option<&str>, inner: Option<&str>) -> bool {
+    match (outer, inner) {
+        (None, _) => true,
+        (Some(o), Some(i)) if o == i => true,
+        (Some(o), Some(i)) if i.starts_with('[') => {
+            let inner = condition_blocks(i);
+            condition_blocks(o).iter().all(|b| inner.contains(b))
+        }
+        _ => false,
+    }
+}
+
+/// Both conditions at once: IAM ANDs the blocks of the policies it
+/// evaluates, so an identity statement capped by a boundary statement holds
+/// under both. Several blocks are kept as a sorted JSON list.
+pub fn both_conditions(a: Option<&str>, b: Option<&str>) -> Option<String> {
+    match (a, b) {
+        (None, None) => None,
+        (Some(c), None) | (None, Some(c)) => Some(c.to_owned()),
+        (Some(x), Some(y)) if x == y => Some(x.to_owned()),
+        (Some(x), Some(y)) => {
+            let mut blocks = condition_blocks(x);
+            blocks.extend(condition_blocks(y));
+            blocks.sort();
+            blocks.dedup();
+            let values: Vec<serde_json::Value> = blocks
+                .iter()
+                .map(|b| {
+                    serde_json::from_str(b).unwrap_or_else(|_| serde_json::Value::String(b.clone()))
+                })
+                .collect();
+            Some(serde_json::Value::Array(values).to_string())
+        }
     }
 }
 
@@ -165,20 +212,34 @@ impl IamPerms {
         self.allow.retain(|_, s| !s.is_empty());
     }
 
-    /// Caps the allows by a permissions boundary's allows (intersection).
-    pub fn cap_by(&mut self, boundary: &IamPerms) {
-        for (key, set) in self.allow.iter_mut() {
-            let mut cap = ActionSet::default();
+    /// Caps the allows by a permissions boundary, as IAM evaluates one: a
+    /// request is allowed only if an identity allow and a boundary allow
+    /// both match it, so each pair of statements gives the intersection of
+    /// their actions, of their resources and of their conditions. The
+    /// boundary's own denies apply like any explicit deny.
+    pub fn cap_by(&mut self, boundary: &IamPerms, compiler: &mut IamCompiler<'_>) {
+        let mut capped: BTreeMap<GrantKey, ActionSet> = BTreeMap::new();
+        for (key, set) in &self.allow {
             for (bk, bset) in &boundary.allow {
-                if bk.resource.overlaps(&key.resource) {
-                    cap.union_with(bset);
+                let Some(resource) = key.resource.intersect(&bk.resource) else {
+                    continue;
+                };
+                let actions = set.intersect_exact(bset, compiler);
+                if actions.is_empty() {
+                    continue;
                 }
+                let key = GrantKey {
+                    resource,
+                    condition: both_conditions(key.condition.as_deref(), bk.condition.as_deref()),
+                };
+                capped.entry(key).or_default().union_with(&actions);
             }
-            let capped = set.intersect(&cap);
-            set.ids = capped.ids;
-            set.unknown = capped.unknown;
         }
-        self.allow.retain(|_, s| !s.is_empty());
+        self.allow = capped;
+        for (k, v) in &boundary.deny {
+            self.deny.entry(k.clone()).or_default().union_with(v);
+        }
+        self.apply_denies();
     }
 
     /// Allows in `self` not allowed by `before`.
@@ -262,6 +323,21 @@ impl<'c> IamCompiler<'c> {
         self.expansions
             .entry(pattern.to_ascii_lowercase())
             .or_insert_with(|| catalog.expand(pattern))
+    }
+
+    /// The catalog ids a recorded spelling stands for: a pattern, or a
+    /// NotAction list (`!a,b`) as its complement.
+    pub fn pattern_ids(&mut self, pattern: &str) -> RoaringBitmap {
+        match pattern.strip_prefix('!') {
+            Some(list) => {
+                let mut excluded = RoaringBitmap::new();
+                for p in list.split(',') {
+                    excluded |= self.expand(p);
+                }
+                &self.catalog.all() - &excluded
+            }
+            None => self.expand(pattern).clone(),
+        }
     }
 
     fn pattern_set(&mut self, pattern: &str) -> ActionSet {
@@ -478,7 +554,7 @@ mod tests {
     fn boundary_caps() {
         let mut p = perms(json!({"Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}));
         let b = perms(json!({"Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}));
-        p.cap_by(&b);
+        p.cap_by(&b, &mut IamCompiler::new(Catalog::embedded()));
         let c = Catalog::embedded();
         let ids = &p.allow.values().next().unwrap().ids;
         assert_eq!(ids.len(), c.expand("s3:*").len());

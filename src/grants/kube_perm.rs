@@ -248,13 +248,42 @@ impl<'a> Perm<'a> {
     }
 }
 
+/// Whether a verb, API group or resource can match a request at all: the
+/// API server compares them case-sensitively and every request spells
+/// them in lower case, so `GET` or `Secrets` matches nothing.
+pub fn can_match(word: &str) -> bool {
+    !word.bytes().any(|b| b.is_ascii_uppercase())
+}
+
+/// The words of a role's rules that match nothing ([`can_match`]), as
+/// `(rule index, field, word)`: a role that seems to grant what it does not.
+pub fn unmatchable(rules: &[PolicyRule]) -> Vec<(usize, &'static str, &str)> {
+    let mut out = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        for (field, words) in [
+            ("verbs", &rule.verbs),
+            ("apiGroups", &rule.api_groups),
+            ("resources", &rule.resources),
+        ] {
+            out.extend(
+                words
+                    .iter()
+                    .filter(|w| !can_match(w))
+                    .map(|w| (i, field, w.as_str())),
+            );
+        }
+    }
+    out
+}
+
 /// Expands rules into atomic perms. A rule naming both resources and
 /// nonResourceURLs is invalid in Kubernetes; both halves are read anyway.
+/// Words that match nothing ([`can_match`]) grant nothing and are left out.
 pub fn expand_rules<'a>(rules: &'a [PolicyRule], out: &mut PermSet<'a>) {
     for rule in rules {
-        for verb in &rule.verbs {
-            for group in &rule.api_groups {
-                for resource in &rule.resources {
+        for verb in rule.verbs.iter().filter(|v| can_match(v)) {
+            for group in rule.api_groups.iter().filter(|g| can_match(g)) {
+                for resource in rule.resources.iter().filter(|r| can_match(r)) {
                     if rule.resource_names.is_empty() {
                         out.insert(Perm::Resource {
                             group,

@@ -194,7 +194,25 @@ impl PartialOrd for Subject {
     }
 }
 
+/// Names that stand for "everyone" (or everyone of a kind) and for the
+/// all-powerful `system:masters`; Kubernetes authenticates requests into them.
+pub const SYSTEM_SUBJECTS: [&str; 5] = [
+    "system:anonymous",
+    "system:unauthenticated",
+    "system:authenticated",
+    "system:serviceaccounts",
+    "system:masters",
+];
+
 impl Subject {
+    /// A user or group named one of [`SYSTEM_SUBJECTS`]. `system:anonymous`
+    /// is a user and the rest are groups, but a binding that spells either
+    /// kind means the same and is flagged alike.
+    pub fn is_system(&self) -> bool {
+        matches!(self.kind, SubjectKind::User | SubjectKind::Group)
+            && SYSTEM_SUBJECTS.contains(&self.name.as_str())
+    }
+
     pub fn user(name: &str) -> Self {
         Self {
             kind: SubjectKind::User,

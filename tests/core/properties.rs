@@ -276,13 +276,34 @@ proptest! {
 
     #[test]
     fn a_widening_is_never_already_allowed(a in cluster(), b in cluster()) {
-        // Every gained grant is a perm the subject did not have anywhere in OLD.
+        // Every gained grant is a perm the subject did not have anywhere in
+        // OLD; every latent one, a perm its role did not cover in OLD or a
+        // subject bound to a role NEW lacks.
         let (sa, sb) = (kube_snapshot(&a), kube_snapshot(&b));
         let old = sa.sources["c"].kube().unwrap();
+        let new = sb.sources["c"].kube().unwrap();
         let report = run(&sa, &sb);
         let mut cache = permdrift::grants::kube::PermCache::new(old);
         for c in &report.changes {
             for g in &c.gained {
+                if g.latent {
+                    let group = g.api_group.clone().unwrap_or_default();
+                    match g.subject.strip_prefix("ClusterRole:") {
+                        Some(role) => {
+                            let before = cache.role(&permdrift::model::k8s::RbacKey::cluster_role(role));
+                            let names: Vec<Option<&str>> = if g.resource_names.is_empty() { vec![None] } else { g.resource_names.iter().map(|n| Some(n.as_str())).collect() };
+                            for name in names {
+                                let perm = permdrift::grants::kube_perm::Perm::Resource { group: &group, resource: &g.resource, verb: &g.action, name };
+                                prop_assert!(!permdrift::grants::kube_perm::covers(&before, &perm), "{:?} was already the role's", g);
+                            }
+                        }
+                        None => {
+                            let role = g.resource.strip_prefix("ClusterRole/").expect("a dangling ClusterRole");
+                            prop_assert!(new.get(&permdrift::model::k8s::RbacKey::cluster_role(role)).is_none(), "{:?}: the role exists", g);
+                        }
+                    }
+                    continue;
+                }
                 let subject = parse_subject(&g.subject);
                 let scope = match g.scope.strip_prefix("namespace:") {
                     Some(ns) => permdrift::grants::kube_perm::Scope::Namespace(ns),
