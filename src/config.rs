@@ -86,6 +86,10 @@ pub enum LogLevel {
 pub struct StoreConfig {
     #[serde(default = "default_store")]
     pub path: PathBuf,
+    /// A file (a mounted Secret) holding the journal's MAC key: raw bytes,
+    /// or hex or base64 text, at least 32 bytes. See `docs/journal.md`.
+    #[serde(default)]
+    pub journal_key_file: Option<PathBuf>,
 }
 
 fn default_store() -> PathBuf {
@@ -96,6 +100,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: default_store(),
+            journal_key_file: None,
         }
     }
 }

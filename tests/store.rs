@@ -21,7 +21,7 @@ fn tempdir() -> tempfile::TempDir {
 /// A store at `dir/store` with `n` change records.
 fn store_with(dir: &Path, n: u64) -> PathBuf {
     let path = dir.join("store");
-    let (mut s, warnings) = Store::open(&path).unwrap();
+    let (mut s, warnings) = Store::open(&path, None).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     for i in 1..=n {
         s.append(
@@ -65,7 +65,7 @@ fn kube_source(side: &str) -> SourceSnapshot {
 fn append_and_read_back() {
     let tmp = tempdir();
     let path = tmp.path().join("nested/store");
-    let (mut s, _) = Store::open(&path).unwrap();
+    let (mut s, _) = Store::open(&path, None).unwrap();
     assert_eq!(s.last_seq(), 0);
     assert_eq!(s.last_hash(), store::ZERO_HASH);
     let r1 = s
@@ -101,12 +101,12 @@ fn append_and_read_back() {
     assert_eq!(s.last_seq(), 2);
     drop(s);
     // Reopening continues the chain.
-    let (mut s, warnings) = Store::open(&path).unwrap();
+    let (mut s, warnings) = Store::open(&path, None).unwrap();
     assert!(warnings.is_empty());
     assert_eq!(s.last_seq(), 2);
     let r3 = s.append("close", Some("prod-eu"), json!({}), AT).unwrap();
     assert_eq!((r3.seq, r3.prev.as_str()), (3, r2.hash.as_str()));
-    let report = store::verify(&path).unwrap();
+    let report = store::verify(&path, None, None).unwrap();
     assert!(report.intact(), "{report:?}");
     assert_eq!(report.records, 3);
     assert_eq!(report.head, r3.hash);
@@ -154,7 +154,7 @@ fn tampering_is_found_at_its_seq_and_refused_by_open() {
         tamper(&mut lines);
         write_lines(&path, &lines);
 
-        let report = store::verify(&path).unwrap();
+        let report = store::verify(&path, None, None).unwrap();
         let broken = report
             .first_broken
             .clone()
@@ -163,7 +163,7 @@ fn tampering_is_found_at_its_seq_and_refused_by_open() {
         assert!(broken.reason.starts_with(reason), "{name}: {broken:?}");
         assert_eq!(report.records, line - 1, "{name}");
 
-        let e = Store::open(&path).unwrap_err();
+        let e = Store::open(&path, None).unwrap_err();
         assert!(matches!(e, StoreError::Corrupt { .. }), "{name}: {e}");
         let msg = e.to_string();
         let expected = format!(
@@ -181,7 +181,7 @@ fn tampering_is_found_at_its_seq_and_refused_by_open() {
 fn snapshots_are_content_addressed_and_checked() {
     let tmp = tempdir();
     let path = tmp.path().join("store");
-    let (mut s, _) = Store::open(&path).unwrap();
+    let (mut s, _) = Store::open(&path, None).unwrap();
     let before = kube_source("before");
     let digest = s.put_snapshot(&before).unwrap();
     assert!(store::snapshots::is_digest(&digest));
@@ -227,7 +227,7 @@ fn snapshots_are_content_addressed_and_checked() {
     .unwrap();
     s.append("snapshot", Some("kubernetes"), json!({"digest": after}), AT)
         .unwrap();
-    let report = store::verify(&path).unwrap();
+    let report = store::verify(&path, None, None).unwrap();
     assert!(report.intact(), "{report:?}");
     assert_eq!((report.records, report.snapshots_checked), (3, 2));
 
@@ -249,7 +249,10 @@ fn snapshots_are_content_addressed_and_checked() {
         )),
         "{e}"
     );
-    let b = store::verify(&path).unwrap().first_broken.unwrap();
+    let b = store::verify(&path, None, None)
+        .unwrap()
+        .first_broken
+        .unwrap();
     assert_eq!((b.line, b.seq), (3, Some(3)));
     assert!(
         b.reason.contains("content does not match its digest"),
@@ -259,7 +262,7 @@ fn snapshots_are_content_addressed_and_checked() {
 
     // A missing file is the first broken record too.
     fs::remove_file(&file).unwrap();
-    let report = store::verify(&path).unwrap();
+    let report = store::verify(&path, None, None).unwrap();
     let b = report.first_broken.unwrap();
     assert_eq!((b.line, b.seq, report.records), (1, Some(1), 0));
     assert!(b.reason.ends_with(": missing"), "{}", b.reason);
@@ -271,26 +274,27 @@ fn snapshots_are_content_addressed_and_checked() {
 #[test]
 fn torn_tail_is_cut_and_the_chain_continues() {
     let tmp = tempdir();
-    let path = store_with(tmp.path(), 5);
-    let lines = journal_lines(&path);
+    let path = store_with(tmp.path(), 4);
+    // The line record 5 would be: the same appends in a twin store.
+    let twin = tempdir();
+    let line5 = journal_lines(&store_with(twin.path(), 5)).remove(4);
     let full = fs::read(path.join(store::JOURNAL)).unwrap();
-    let four: usize = lines[..4].iter().map(|l| l.len() + 1).sum();
-    // Chop record 5 in the middle.
-    fs::write(
-        path.join(store::JOURNAL),
-        &full[..four + lines[4].len() / 2],
-    )
-    .unwrap();
+    let four = full.len();
+    // A crash in the middle of appending record 5: half a line, no newline,
+    // and the head file still at 4.
+    let mut torn = full.clone();
+    torn.extend_from_slice(&line5.as_bytes()[..line5.len() / 2]);
+    fs::write(path.join(store::JOURNAL), &torn).unwrap();
     // Readers skip the incomplete line without touching it.
     assert_eq!(store::read_records(&path).unwrap().len(), 4);
-    let report = store::verify(&path).unwrap();
+    let report = store::verify(&path, None, None).unwrap();
     assert!(report.intact() && report.records == 4, "{report:?}");
     assert!(
         report.warnings[0].contains("line 5: incomplete last record"),
         "{report:?}"
     );
 
-    let (mut s, warnings) = Store::open(&path).unwrap();
+    let (mut s, warnings) = Store::open(&path, None).unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].contains("journal.jsonl line 5: dropped an incomplete last record"),
@@ -308,22 +312,37 @@ fn torn_tail_is_cut_and_the_chain_continues() {
     assert_eq!(r.seq, 5);
     assert_eq!(r.prev, s.records().unwrap()[3].hash);
     drop(s);
-    let report = store::verify(&path).unwrap();
+    let report = store::verify(&path, None, None).unwrap();
     assert!(
         report.intact() && report.warnings.is_empty() && report.records == 5,
         "{report:?}"
     );
+}
 
-    // A last line that is not JSON (zeros from a crash), newline and all.
+#[test]
+fn a_complete_garbage_line_is_corruption_even_last() {
+    let tmp = tempdir();
+    let path = store_with(tmp.path(), 5);
+    let dir = path.display().to_string();
+    // Zeros with a newline: the store writes a line and its newline in one
+    // write, so no crash leaves a complete line that is not a record.
     let mut bytes = fs::read(path.join(store::JOURNAL)).unwrap();
-    let good = bytes.len();
     bytes.extend_from_slice(b"\0\0\0\0\0\0\n");
     fs::write(path.join(store::JOURNAL), &bytes).unwrap();
-    let (s, warnings) = Store::open(&path).unwrap();
-    assert_eq!((warnings.len(), s.last_seq()), (1, 5), "{warnings:?}");
-    assert_eq!(
-        fs::metadata(path.join(store::JOURNAL)).unwrap().len(),
-        good as u64
+    let e = Store::open(&path, None).unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Corrupt { line: 6, reason, .. } if reason.starts_with("not JSON")),
+        "{e}"
+    );
+    assert_eq!(fs::read(path.join(store::JOURNAL)).unwrap(), bytes);
+    let o = permdrift(&["history", "--store", &dir, "verify"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with(&format!(
+            "store {dir}: broken: journal.jsonl line 6: not JSON"
+        )),
+        "{}",
+        stdout(&o)
     );
 }
 
@@ -331,8 +350,8 @@ fn torn_tail_is_cut_and_the_chain_continues() {
 fn a_second_writer_is_refused_until_the_first_is_dropped() {
     let tmp = tempdir();
     let path = store_with(tmp.path(), 1);
-    let (first, _) = Store::open(&path).unwrap();
-    let e = Store::open(&path).unwrap_err();
+    let (first, _) = Store::open(&path, None).unwrap();
+    let e = Store::open(&path, None).unwrap_err();
     assert!(
         matches!(e, StoreError::Locked { pid: Some(p), .. } if p == std::process::id()),
         "{e:?}"
@@ -347,7 +366,7 @@ fn a_second_writer_is_refused_until_the_first_is_dropped() {
     );
     // Waiting gives up when told to.
     let mut tries = 0;
-    let e = Store::open_wait(&path, Duration::from_millis(5), || {
+    let e = Store::open_wait(&path, None, Duration::from_millis(5), || {
         tries += 1;
         tries > 3
     })
@@ -359,7 +378,8 @@ fn a_second_writer_is_refused_until_the_first_is_dropped() {
         drop(first);
     });
     let started = Instant::now();
-    let (mut second, _) = Store::open_wait(&path, Duration::from_millis(10), || false).unwrap();
+    let (mut second, _) =
+        Store::open_wait(&path, None, Duration::from_millis(10), || false).unwrap();
     assert!(started.elapsed() >= Duration::from_millis(50));
     release.join().unwrap();
     assert_eq!(second.append("note", None, json!({}), AT).unwrap().seq, 2);
@@ -379,7 +399,7 @@ fn crash_child() {
         return;
     };
     use std::io::Write;
-    let (mut s, _) = Store::open(Path::new(&dir)).unwrap();
+    let (mut s, _) = Store::open(Path::new(&dir), None).unwrap();
     let mut out = std::io::stdout().lock();
     let big = "x".repeat(32 << 10);
     for i in 0u64.. {
@@ -470,7 +490,7 @@ fn sigkill_during_writes_loses_nothing_durable() {
         durable = durable.max(reported);
 
         let (s, warnings) =
-            Store::open(&path).unwrap_or_else(|e| panic!("round {round} (seed {seed}): {e}"));
+            Store::open(&path, None).unwrap_or_else(|e| panic!("round {round} (seed {seed}): {e}"));
         if !warnings.is_empty() {
             recovered += 1;
             eprintln!("round {round}: {}", warnings.join("; "));
@@ -481,7 +501,7 @@ fn sigkill_during_writes_loses_nothing_durable() {
             s.last_seq()
         );
         drop(s);
-        let report = store::verify(&path).unwrap();
+        let report = store::verify(&path, None, None).unwrap();
         assert!(report.intact(), "round {round} (seed {seed}): {report:?}");
     }
     let records = store::read_records(&path).unwrap();
@@ -504,6 +524,7 @@ fn permdrift(args: &[&str]) -> Output {
         .args(args)
         .env("NO_COLOR", "1")
         .env_remove("PERMDRIFT_STORE")
+        .env_remove("PERMDRIFT_JOURNAL_KEY_FILE")
         .output()
         .expect("run permdrift")
 }
@@ -524,7 +545,7 @@ fn code(o: &Output) -> i32 {
 /// cluster, a baseline, the change and a note. Returns the store and digests.
 fn incident_store(dir: &Path) -> (PathBuf, String, String) {
     let path = dir.join("store");
-    let (mut s, _) = Store::open(&path).unwrap();
+    let (mut s, _) = Store::open(&path, None).unwrap();
     let before = s.put_snapshot(&kube_source("before")).unwrap();
     let after = s.put_snapshot(&kube_source("after")).unwrap();
     s.append(
@@ -781,4 +802,516 @@ fn history_needs_an_existing_store() {
     let o = permdrift(&["history", "list"]);
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("pass --store DIR"), "{}", stderr(&o));
+}
+
+// ---- a journal that cannot be laundered ----
+
+/// A journal key file (hex text, as `openssl rand -hex 32` writes it).
+fn key_file(dir: &Path, byte: u8) -> (PathBuf, store::JournalKey) {
+    let path = dir.join(format!("journal-key-{byte}"));
+    fs::write(&path, format!("{}\n", hex::encode([byte; 32]))).unwrap();
+    let key = store::JournalKey::from_file(&path).unwrap();
+    (path, key)
+}
+
+/// `store_with`, every record MACed under `key`.
+fn keyed_store_with(dir: &Path, n: u64, key: &store::JournalKey) -> PathBuf {
+    let path = dir.join("store");
+    let (mut s, _) = Store::open(&path, Some(key)).unwrap();
+    for i in 1..=n {
+        s.append(
+            "change",
+            Some("prod-eu"),
+            json!({"severity": "high", "i": i}),
+            AT,
+        )
+        .unwrap();
+    }
+    path
+}
+
+fn parse(lines: &[String]) -> Vec<store::Record> {
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// What a forger without the key does after changing records: renumber,
+/// re-chain and re-hash from `from` on, and make the store's head file
+/// agree. MACs stay as they were (the forger cannot make new ones).
+fn forge(store_dir: &Path, mut records: Vec<store::Record>, from: usize) {
+    for i in from..records.len() {
+        records[i].seq = i as u64 + 1;
+        records[i].prev = if i == 0 {
+            store::ZERO_HASH.into()
+        } else {
+            records[i - 1].hash.clone()
+        };
+        records[i].hash = store::record::record_hash(&records[i]);
+    }
+    let lines: Vec<String> = records.iter().map(store::record::record_line).collect();
+    write_lines(store_dir, &lines);
+    let head = store::Head::of(&records);
+    fs::write(store_dir.join(store::head::HEAD_FILE), format!("{head}\n")).unwrap();
+}
+
+#[test]
+fn the_head_is_exposed_and_kept_after_every_append() {
+    let tmp = tempdir();
+    let path = tmp.path().join("store");
+    let (mut s, _) = Store::open(&path, None).unwrap();
+    let head_file = || fs::read_to_string(path.join("head")).unwrap();
+    assert_eq!(s.head().to_string(), format!("0:{}", store::ZERO_HASH));
+    assert_eq!(head_file(), format!("0:{}\n", store::ZERO_HASH));
+    for i in 1..=3u64 {
+        let r = s.append("note", None, json!({"i": i}), AT).unwrap();
+        assert_eq!((s.head().seq, s.head().hash.as_str()), (i, r.hash.as_str()));
+        assert_eq!(head_file(), format!("{}:{}\n", i, r.hash));
+    }
+}
+
+#[test]
+fn an_emptied_journal_is_tampering_not_a_fresh_start() {
+    let tmp = tempdir();
+    let (path, _, _) = incident_store(tmp.path());
+    let dir = path.display().to_string();
+    fs::write(path.join(store::JOURNAL), "").unwrap();
+    let e = Store::open(&path, None).unwrap_err();
+    assert!(matches!(e, StoreError::Tampered { .. }), "{e}");
+    assert!(
+        e.to_string().contains(
+            "tampered: the journal ends at seq 0, but the store's head file says seq 5 was written"
+        ),
+        "{e}"
+    );
+    let o = permdrift(&["history", "--store", &dir, "verify"]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with(&format!(
+            "store {dir}: tampered: journal.jsonl line 1: the journal ends at seq 0"
+        )),
+        "{}",
+        stdout(&o)
+    );
+    // With the head file gone too, the snapshot files still say records existed.
+    fs::remove_file(path.join("head")).unwrap();
+    let e = Store::open(&path, None).unwrap_err().to_string();
+    assert!(
+        e.contains("journal.jsonl is empty, but snapshot files are stored"),
+        "{e}"
+    );
+    assert_eq!(code(&permdrift(&["history", "--store", &dir, "verify"])), 1);
+    // And a deleted journal is no new store either.
+    fs::remove_file(path.join(store::JOURNAL)).unwrap();
+    let e = Store::open(&path, None).unwrap_err().to_string();
+    assert!(
+        e.contains("journal.jsonl is missing, but snapshot files are stored"),
+        "{e}"
+    );
+    assert!(!path.join(store::JOURNAL).exists());
+    let o = permdrift(&["history", "--store", &dir, "verify"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+}
+
+#[test]
+fn a_truncated_middle_is_refused_and_the_file_left_alone() {
+    let tmp = tempdir();
+    let path = store_with(tmp.path(), 6);
+    let dir = path.display().to_string();
+    let full = fs::read(path.join(store::JOURNAL)).unwrap();
+    let lines = journal_lines(&path);
+    let two: usize = lines[..2].iter().map(|l| l.len() + 1).sum();
+    // Mid-line (looks like a torn write) and at a line boundary.
+    for cut in [two + lines[2].len() / 2, two] {
+        fs::write(path.join(store::JOURNAL), &full[..cut]).unwrap();
+        let e = Store::open(&path, None).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Tampered { reason, .. } if reason.starts_with("the journal ends at seq 2, but the store's head file says seq 6 was written")),
+            "{e}"
+        );
+        assert_eq!(fs::read(path.join(store::JOURNAL)).unwrap(), &full[..cut]);
+        let o = permdrift(&["history", "--store", &dir, "verify"]);
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains("tampered: journal.jsonl line 3: the journal ends at seq 2"),
+            "{}",
+            stdout(&o)
+        );
+        assert_eq!(fs::read(path.join(store::JOURNAL)).unwrap(), &full[..cut]);
+    }
+}
+
+#[test]
+fn a_rehashed_edit_fails_with_the_key() {
+    let tmp = tempdir();
+    let (key_path, key) = key_file(tmp.path(), 7);
+    let path = keyed_store_with(tmp.path(), 6, &key);
+    let dir = path.display().to_string();
+    let kf = key_path.display().to_string();
+    let mut records = parse(&journal_lines(&path));
+    assert!(records.iter().all(|r| r.mac.is_some()));
+    records[2].body = json!({"severity": "low", "i": 3});
+    forge(&path, records, 2);
+
+    // Without the key the re-hashed chain reads intact, and verify says
+    // what it did not check.
+    let o = permdrift(&["history", "--store", &dir, "verify"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("records carry a MAC from seq 1 on, not checked: no journal key given"),
+        "{}",
+        stdout(&o)
+    );
+    // With it, the forgery is found at its line.
+    for args in [
+        vec!["history", "--store", &dir, "verify", "--key-file", &kf],
+        vec!["history", "--store", &dir, "verify"],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_permdrift"))
+            .args(&args)
+            .env_remove("PERMDRIFT_STORE")
+            .env("PERMDRIFT_JOURNAL_KEY_FILE", &key_path)
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        assert!(
+            stdout(&o).starts_with(&format!(
+                "store {dir}: tampered: journal.jsonl line 3 (seq 3): MAC mismatch"
+            )),
+            "{}",
+            stdout(&o)
+        );
+    }
+    let e = Store::open(&path, Some(&key)).unwrap_err();
+    assert!(matches!(e, StoreError::Tampered { .. }), "{e}");
+    // Without the key the store is not opened for writing at all.
+    let e = Store::open(&path, None).unwrap_err();
+    assert!(matches!(e, StoreError::KeyRequired { seq: 1, .. }), "{e}");
+}
+
+#[test]
+fn a_deleted_record_rehashed_fails_with_the_key() {
+    let tmp = tempdir();
+    let (key_path, key) = key_file(tmp.path(), 7);
+    let path = keyed_store_with(tmp.path(), 6, &key);
+    let dir = path.display().to_string();
+    let mut records = parse(&journal_lines(&path));
+    records.remove(3);
+    forge(&path, records, 3);
+    assert_eq!(store::verify(&path, None, None).unwrap().first_broken, None);
+    let o = permdrift(&[
+        "history",
+        "--store",
+        &dir,
+        "verify",
+        "--key-file",
+        &key_path.display().to_string(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (
+            &v["firstBroken"]["line"],
+            &v["firstBroken"]["tampered"],
+            &v["macsChecked"]
+        ),
+        (&json!(4), &json!(true), &json!(true)),
+        "{v}"
+    );
+    // Stripping the MACs from there on is no way out either.
+    let mut records = parse(&journal_lines(&path));
+    for r in &mut records[3..] {
+        r.mac = None;
+    }
+    forge(&path, records, 3);
+    let b = store::verify(&path, None, None)
+        .unwrap()
+        .first_broken
+        .unwrap();
+    assert!(b.tampered && b.line == 4, "{b:?}");
+    assert!(
+        b.reason
+            .starts_with("no MAC, but records carry one from seq 1"),
+        "{b:?}"
+    );
+    // A different key is not the key.
+    let (_, other) = key_file(tmp.path(), 8);
+    let b = store::verify(&path, Some(&other), None)
+        .unwrap()
+        .first_broken
+        .unwrap();
+    assert_eq!((b.line, b.tampered), (1, true));
+}
+
+#[test]
+fn expect_head_catches_a_shortened_journal() {
+    let tmp = tempdir();
+    let path = tmp.path().join("store");
+    let (mut s, _) = Store::open(&path, None).unwrap();
+    let mut heads = Vec::new();
+    for i in 1..=6u64 {
+        s.append("note", None, json!({"i": i}), AT).unwrap();
+        heads.push(s.head());
+    }
+    drop(s);
+    let dir = path.display().to_string();
+    let verify = |expect: &str| {
+        permdrift(&[
+            "history",
+            "--store",
+            &dir,
+            "verify",
+            "--expect-head",
+            expect,
+        ])
+    };
+    let o = verify(&heads[5].to_string());
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!("reaches the expected head {}", heads[5])),
+        "{}",
+        stdout(&o)
+    );
+    // Records 5 and 6 removed, and the store's own head file made to agree:
+    // locally consistent, so only the head kept elsewhere can tell.
+    let lines = journal_lines(&path);
+    write_lines(&path, &lines[..4]);
+    fs::write(path.join("head"), format!("{}\n", heads[3])).unwrap();
+    assert_eq!(code(&permdrift(&["history", "--store", &dir, "verify"])), 0);
+    for expect in [heads[5].to_string(), "6".to_string()] {
+        let o = verify(&expect);
+        assert_eq!(code(&o), 1, "{expect}: {}", stdout(&o));
+        assert!(
+            stdout(&o).contains(
+                "line 5: the journal ends at seq 4, but the expected head says seq 6 was written"
+            ),
+            "{}",
+            stdout(&o)
+        );
+    }
+    assert_eq!(code(&verify(&heads[3].to_string())), 0);
+    assert_eq!(code(&verify("4")), 0);
+    // A journal of the right length but other content.
+    let o = verify(&format!("4:{}", heads[2].hash));
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("record 4 has hash"), "{}", stdout(&o));
+    // Bad input is trouble, not a verdict.
+    let o = verify("four");
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("`four` is not a seq"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_old_journal_still_verifies_and_a_key_macs_from_the_next_record() {
+    let tmp = tempdir();
+    let path = tmp.path().join("store");
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1");
+    fs::create_dir_all(path.join("snapshots")).unwrap();
+    for entry in ["journal.jsonl"].into_iter().map(String::from).chain(
+        fs::read_dir(fixture.join("snapshots"))
+            .unwrap()
+            .map(|e| format!("snapshots/{}", e.unwrap().file_name().to_str().unwrap())),
+    ) {
+        fs::copy(fixture.join(&entry), path.join(&entry)).unwrap();
+    }
+    let old = fs::read_to_string(path.join(store::JOURNAL)).unwrap();
+    let dir = path.display().to_string();
+    let (key_path, key) = key_file(tmp.path(), 7);
+    let kf = key_path.display().to_string();
+
+    let o = permdrift(&["history", "--store", &dir, "verify"]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with(&format!(
+            "store {dir}: intact: 4 records, 1 snapshot checked, head 4:2206be12"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("no journal key given: only the unkeyed chain was checked"),
+        "{out}"
+    );
+    let o = permdrift(&["history", "--store", &dir, "verify", "--key-file", &kf]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("no record carries a MAC: only the unkeyed chain was checked"),
+        "{}",
+        stdout(&o)
+    );
+
+    // The operator, now with a key, opens it and MACs from the next record.
+    let (mut s, warnings) = Store::open(&path, Some(&key)).unwrap();
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("started head at 4:2206be12"),
+        "{warnings:?}"
+    );
+    let r = s
+        .append("note", None, json!({"reason": "key on"}), AT)
+        .unwrap();
+    assert_eq!(r.seq, 5);
+    assert!(r.mac.is_some());
+    drop(s);
+    let now = fs::read_to_string(path.join(store::JOURNAL)).unwrap();
+    assert!(now.starts_with(&old), "old records are left as they were");
+    let o = permdrift(&["history", "--store", &dir, "verify", "--key-file", &kf]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("MACs checked with the journal key from seq 5 on"),
+        "{}",
+        stdout(&o)
+    );
+    // The keyed record's MAC covers the old records too, through its prev.
+    let mut lines = journal_lines(&path);
+    lines[2] = lines[2].replace("\"high\"", "\"low\"");
+    let mut records: Vec<store::Record> = parse(&lines[..2]);
+    records.extend(lines[2..].iter().map(|l| {
+        let mut r: store::Record = serde_json::from_str(l).unwrap();
+        r.hash.clear();
+        r
+    }));
+    forge(&path, records, 2);
+    let b = store::verify(&path, Some(&key), None)
+        .unwrap()
+        .first_broken
+        .unwrap();
+    assert_eq!((b.line, b.tampered), (5, true), "{b:?}");
+}
+
+#[test]
+fn reset_sets_the_journal_aside_and_starts_a_new_chain() {
+    let tmp = tempdir();
+    let (key_path, key) = key_file(tmp.path(), 7);
+    let path = keyed_store_with(tmp.path(), 6, &key);
+    let dir = path.display().to_string();
+    let kf = key_path.display().to_string();
+    let old_head = fs::read_to_string(path.join("head")).unwrap();
+    let lines = journal_lines(&path);
+    // Shortened: the operator refuses it.
+    write_lines(&path, &lines[..3]);
+    let cut = fs::read(path.join(store::JOURNAL)).unwrap();
+    assert!(matches!(
+        Store::open(&path, Some(&key)),
+        Err(StoreError::Tampered { .. })
+    ));
+
+    // Its records carry MACs, so starting over takes the key.
+    let o = permdrift(&[
+        "history",
+        "--store",
+        &dir,
+        "reset",
+        "--reason",
+        "lost the tail",
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("carry a MAC from seq 1 on, so writing needs the journal key"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(fs::read(path.join(store::JOURNAL)).unwrap(), cut);
+
+    let o = permdrift(&[
+        "history",
+        "--store",
+        &dir,
+        "reset",
+        "--reason",
+        "lost the tail",
+        "--actor",
+        "alice",
+        "--key-file",
+        &kf,
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the previous journal was not intact: the journal ends at seq 3"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stdout(&o).contains("previous journal set aside as"),
+        "{}",
+        stdout(&o)
+    );
+    // Set aside byte for byte, never deleted.
+    assert_eq!(fs::read(path.join("journal.reset-1.jsonl")).unwrap(), cut);
+    let records = store::read_records(&path).unwrap();
+    assert_eq!(records.len(), 1);
+    let r = &records[0];
+    assert_eq!(
+        (r.seq, r.kind.as_str(), r.prev.as_str()),
+        (1, "reset", store::ZERO_HASH)
+    );
+    assert!(r.mac.is_some());
+    assert_eq!(r.body["reason"], "lost the tail");
+    assert_eq!(r.body["actor"], "alice");
+    assert_eq!(r.body["previous"]["journal"], "journal.reset-1.jsonl");
+    assert_eq!(r.body["previous"]["records"], 3);
+    assert_eq!(r.body["previous"]["headFile"], old_head.trim());
+    assert_eq!(
+        r.body["previous"]["head"],
+        format!("3:{}", parse(&lines)[2].hash)
+    );
+
+    // The new chain opens and continues; verify is intact with the key.
+    let (mut s, warnings) = Store::open(&path, Some(&key)).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(s.append("note", None, json!({}), AT).unwrap().seq, 2);
+    drop(s);
+    let o = permdrift(&["history", "--store", &dir, "verify", "--key-file", &kf]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+
+    // A crash between the new journal and the new head file: open accepts
+    // the old head file because the reset record names it.
+    let (_, r2) = Store::reset(&path, Some(&key), "again", "bob", AT).unwrap();
+    assert_eq!(r2.body["previous"]["journal"], "journal.reset-2.jsonl");
+    fs::write(
+        path.join("head"),
+        format!("{}\n", r2.body["previous"]["headFile"].as_str().unwrap()),
+    )
+    .unwrap();
+    let (s, _) = Store::open(&path, Some(&key)).unwrap();
+    assert_eq!(s.head().seq, 1);
+    drop(s);
+    assert_eq!(fs::read(path.join("journal.reset-1.jsonl")).unwrap(), cut);
+}
+
+#[test]
+fn bad_key_files_are_trouble_and_never_shown() {
+    let tmp = tempdir();
+    let path = store_with(tmp.path(), 1);
+    let dir = path.display().to_string();
+    let short = tmp.path().join("short-key");
+    fs::write(&short, "deadbeefcafe\n").unwrap();
+    let o = permdrift(&[
+        "history",
+        "--store",
+        &dir,
+        "verify",
+        "--key-file",
+        &short.display().to_string(),
+    ]);
+    assert_eq!(code(&o), 2);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "journal key file {}: 6 bytes (hex); a journal key needs at least 32",
+            short.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("deadbeef"), "{err}");
+    let missing = tmp.path().join("no-such-key").display().to_string();
+    let o = permdrift(&["history", "--store", &dir, "verify", "--key-file", &missing]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains(&format!("journal key file {missing}: ")),
+        "{}",
+        stderr(&o)
+    );
 }

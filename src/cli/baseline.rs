@@ -79,12 +79,15 @@ pub struct AcceptArgs {
     /// Accept directly in this store (only when no operator is running on it).
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
+    /// With --store: the journal key file (the operator's store.journalKeyFile).
+    #[arg(long, value_name = "PATH", env = "PERMDRIFT_JOURNAL_KEY_FILE")]
+    key_file: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Ctx, args: BaselineArgs) -> anyhow::Result<u8> {
     let BaselineCommand::Accept(args) = args.command;
     match &args.store {
-        Some(dir) => offline(ctx, dir, args.source.as_deref()),
+        Some(dir) => offline(ctx, dir, args.key_file.as_deref(), args.source.as_deref()),
         None => online(ctx, &args),
     }
 }
@@ -175,8 +178,16 @@ async fn kubeconfig_token(
     )
 }
 
-fn offline(ctx: &Ctx, dir: &std::path::Path, only: Option<&str>) -> anyhow::Result<u8> {
-    let (mut store, warnings) = Store::open(dir).with_context(|| {
+fn offline(
+    ctx: &Ctx,
+    dir: &std::path::Path,
+    key_file: Option<&std::path::Path>,
+    only: Option<&str>,
+) -> anyhow::Result<u8> {
+    let key = key_file
+        .map(crate::store::JournalKey::from_file)
+        .transpose()?;
+    let (mut store, warnings) = Store::open(dir, key.as_ref()).with_context(|| {
         format!(
             "cannot open {} for writing (if an operator is running on it, use --server)",
             dir.display()

@@ -1,10 +1,12 @@
-//! `permdrift history --store DIR list|show|diff|verify`: reading the
-//! operator's store without taking its lock.
+//! `permdrift history --store DIR list|show|diff|verify|reset`: reading the
+//! operator's store without taking its lock, and starting it over.
 //!
 //! Records come out of the journal, filtered and printed (text, or JSON for
 //! scripts); two stored snapshots go through the usual diff and renderer;
-//! `verify` turns the store's check into an exit code: 0 intact, 1 broken,
-//! 2 trouble.
+//! `verify` turns the store's check (chain, MACs with the key, the store's
+//! head file, a head kept elsewhere) into an exit code: 0 intact, 1 broken,
+//! 2 trouble. `reset` is the offline way to start a new chain: it takes the
+//! lock, like the operator.
 
 use super::diff::ReportArgs;
 use super::{Ctx, output};
@@ -22,15 +24,18 @@ use std::path::{Path, PathBuf};
     long_about = "Read the operator's store: list, show and diff journal records, verify the chain.\n\n\
         The store is the directory `permdrift run` writes (its `store.path`): `journal.jsonl`, \
         one hash-chained record per line, and `snapshots/<sha256>.json`, one source's snapshot \
-        per file. These commands only read it and take no lock, so they are safe while the \
-        operator runs; a record the operator is writing at that moment is not shown yet.",
+        per file. These commands (but `reset`) only read it and take no lock, so they are safe \
+        while the operator runs; a record the operator is writing at that moment is not shown yet. \
+        What `verify` proves, with and without the journal key and a head kept elsewhere: \
+        docs/journal.md.",
     after_help = "Exit status: 0 success (verify: intact), 1 verify found a broken record or diff found \
         changes at or above --fail-on, 2 trouble (no store, unreadable or damaged journal).\n\
         Examples:\n  \
         permdrift history --store /var/lib/permdrift list --kind change --source prod-eu\n  \
         permdrift history --store /var/lib/permdrift show 42\n  \
         permdrift history --store /var/lib/permdrift diff 12 42\n  \
-        permdrift history --store /var/lib/permdrift verify"
+        permdrift history --store /var/lib/permdrift verify --key-file /etc/permdrift/journal-key --expect-head 42:HASH\n  \
+        permdrift history --store /var/lib/permdrift reset --reason \"journal emptied on node loss, see INC-7\""
 )]
 pub struct HistoryArgs {
     /// The store directory (the operator's `store.path`).
@@ -49,9 +54,15 @@ enum HistoryCommand {
     /// Diff two stored snapshots, named by digest (or a unique prefix) or by the
     /// seq of a record whose body has a `digest`.
     Diff(DiffArgs),
-    /// Check the hash chain and every snapshot file that `snapshot` and `baseline`
-    /// records name; exit 1 at the first broken record.
+    /// Check the hash chain (and with --key-file every MAC), every snapshot file that
+    /// `snapshot` and `baseline` records name, and that the journal reaches the store's
+    /// head file and --expect-head; exit 1 at the first broken record.
     Verify(VerifyArgs),
+    /// Start over: set the journal aside (never deleted) and begin a new chain whose
+    /// first record (kind `reset`) names the reason, the actor and the previous head.
+    /// The only way past a journal the operator refuses; needs the store unlocked
+    /// (no operator running on it).
+    Reset(ResetArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -101,6 +112,29 @@ struct DiffArgs {
 struct VerifyArgs {
     #[arg(long, value_enum, default_value = "text")]
     format: RecordFormat,
+    /// The journal key file (the operator's store.journalKeyFile): check every record's
+    /// MAC. Without it only the unkeyed chain is checked, which anyone able to write
+    /// the store can re-hash.
+    #[arg(long, value_name = "PATH", env = "PERMDRIFT_JOURNAL_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// A head kept outside the store (from the operator's log or metrics): the
+    /// journal must reach seq SEQ and, with HASH, have that hash there.
+    #[arg(long, value_name = "SEQ[:HASH]")]
+    expect_head: Option<store::ExpectedHead>,
+}
+
+#[derive(clap::Args)]
+struct ResetArgs {
+    /// Why the store starts over (kept in the reset record).
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+    /// Who starts it over [default: $USER].
+    #[arg(long, value_name = "NAME")]
+    actor: Option<String>,
+    /// The journal key file: needed when the old journal's records carry MACs,
+    /// and the new chain is MACed with it.
+    #[arg(long, value_name = "PATH", env = "PERMDRIFT_JOURNAL_KEY_FILE")]
+    key_file: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Ctx, args: HistoryArgs) -> anyhow::Result<u8> {
@@ -112,6 +146,7 @@ pub fn run(ctx: &Ctx, args: HistoryArgs) -> anyhow::Result<u8> {
         HistoryCommand::Show(a) => show(&dir, a),
         HistoryCommand::Diff(a) => diff_snapshots(ctx, &dir, a),
         HistoryCommand::Verify(a) => verify(&dir, a),
+        HistoryCommand::Reset(a) => reset(ctx, &dir, a),
     }
 }
 
@@ -257,6 +292,9 @@ fn show(dir: &Path, args: ShowArgs) -> anyhow::Result<u8> {
             let _ = writeln!(out, "kind    {}", r.kind);
             let _ = writeln!(out, "source  {}", r.source.as_deref().unwrap_or("-"));
             let _ = writeln!(out, "prev    {}", r.prev);
+            if let Some(mac) = &r.mac {
+                let _ = writeln!(out, "mac     {mac}");
+            }
             let _ = writeln!(out, "hash    {}", r.hash);
             let _ = writeln!(out, "body");
             for line in serde_json::to_string_pretty(&r.body)?.lines() {
@@ -303,8 +341,30 @@ fn one(source: crate::snapshot::SourceSnapshot) -> Snapshot {
     s
 }
 
+fn key(file: Option<&Path>) -> anyhow::Result<Option<store::JournalKey>> {
+    Ok(file.map(store::JournalKey::from_file).transpose()?)
+}
+
+fn plural(n: u64, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
+/// What the MAC check covered, in a line: the CLI says so plainly when it
+/// checked only the unkeyed chain.
+fn mac_note(report: &store::VerifyReport) -> String {
+    match (report.macs_checked, report.macs_from) {
+        (true, Some(seq)) => format!("MACs checked with the journal key from seq {seq} on"),
+        (true, None) => "no record carries a MAC: only the unkeyed chain was checked (a key switched on MACs from the next record)".into(),
+        (false, Some(seq)) => format!(
+            "records carry a MAC from seq {seq} on, not checked: no journal key given (--key-file or PERMDRIFT_JOURNAL_KEY_FILE), so only the unkeyed chain was checked"
+        ),
+        (false, None) => "no journal key given: only the unkeyed chain was checked".into(),
+    }
+}
+
 fn verify(dir: &Path, args: VerifyArgs) -> anyhow::Result<u8> {
-    let report = store::verify(dir)?;
+    let key = key(args.key_file.as_deref())?;
+    let report = store::verify(dir, key.as_ref(), args.expect_head.as_ref())?;
     let text = match args.format {
         RecordFormat::Json => {
             let mut v = serde_json::to_value(&report)?;
@@ -322,46 +382,81 @@ fn verify(dir: &Path, args: VerifyArgs) -> anyhow::Result<u8> {
                 None => {
                     let _ = writeln!(
                         out,
-                        "store {}: intact: {} record{}, {} snapshot{} checked, head {}",
+                        "store {}: intact: {}, {} checked, head {}:{}",
                         dir.display(),
+                        plural(report.records, "record"),
+                        plural(report.snapshots_checked, "snapshot"),
                         report.records,
-                        if report.records == 1 { "" } else { "s" },
-                        report.snapshots_checked,
-                        if report.snapshots_checked == 1 {
-                            ""
-                        } else {
-                            "s"
-                        },
                         report.head
                     );
+                    if let Some(e) = &args.expect_head {
+                        let _ = writeln!(
+                            out,
+                            "reaches the expected head {}{}",
+                            e.seq,
+                            e.hash
+                                .as_deref()
+                                .map(|h| format!(":{h}"))
+                                .unwrap_or_default()
+                        );
+                    }
                 }
                 Some(b) => {
                     let seq = b.seq.map(|s| format!(" (seq {s})")).unwrap_or_default();
                     let _ = writeln!(
                         out,
-                        "store {}: broken: {} line {}{seq}: {}",
+                        "store {}: {}: {} line {}{seq}: {}",
                         dir.display(),
+                        if b.tampered { "tampered" } else { "broken" },
                         store::JOURNAL,
                         b.line,
                         b.reason
                     );
                     let _ = writeln!(
                         out,
-                        "{} record{} before it verified, {} snapshot{} checked",
-                        report.records,
-                        if report.records == 1 { "" } else { "s" },
-                        report.snapshots_checked,
-                        if report.snapshots_checked == 1 {
-                            ""
-                        } else {
-                            "s"
-                        },
+                        "{} before it verified, {} checked",
+                        plural(report.records, "record"),
+                        plural(report.snapshots_checked, "snapshot"),
                     );
                 }
             }
+            let _ = writeln!(out, "{}", mac_note(&report));
             out
         }
     };
     output::print(&text)?;
     Ok(u8::from(!report.intact()))
+}
+
+fn reset(ctx: &Ctx, dir: &Path, args: ResetArgs) -> anyhow::Result<u8> {
+    let key = key(args.key_file.as_deref())?;
+    let actor = args
+        .actor
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "permdrift history reset".into());
+    let at = jiff::Timestamp::now().to_string();
+    let (store, record) = store::Store::reset(dir, key.as_ref(), &args.reason, &actor, &at)
+        .with_context(|| {
+            format!(
+                "cannot reset {} (if an operator is running on it, stop it first)",
+                dir.display()
+            )
+        })?;
+    let previous = &record.body["previous"];
+    let text = |k: &str| previous.get(k).and_then(Value::as_str);
+    if let Some(p) = text("problem") {
+        ctx.warn(&format!("the previous journal was not intact: {p}"));
+    }
+    let aside = text("journal").map_or_else(
+        || "there was no journal to set aside".to_owned(),
+        |j| format!("previous journal set aside as {}", dir.join(j).display()),
+    );
+    output::print(&format!(
+        "store {}: reset: {aside} (head {}); new chain starts at {}{}\n",
+        dir.display(),
+        text("head").unwrap_or("0"),
+        store.head(),
+        if store.keyed() { ", MACed" } else { "" }
+    ))?;
+    Ok(0)
 }

@@ -8,7 +8,7 @@
 
 use crate::metrics::Metrics;
 use crate::snapshot::SourceSnapshot;
-use crate::store::Store;
+use crate::store::{JournalKey, Store};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +27,7 @@ pub struct StoreHandle {
     dir: PathBuf,
     inner: Arc<Mutex<Option<Store>>>,
     metrics: Metrics,
+    key: Option<JournalKey>,
 }
 
 impl StoreHandle {
@@ -35,7 +36,14 @@ impl StoreHandle {
             dir,
             inner: Arc::new(Mutex::new(None)),
             metrics,
+            key: None,
         }
+    }
+
+    /// The journal key (`store.journalKeyFile`): records then carry a MAC.
+    pub fn with_key(mut self, key: Option<JournalKey>) -> Self {
+        self.key = key;
+        self
     }
 
     pub fn dir(&self) -> &std::path::Path {
@@ -52,7 +60,8 @@ impl StoreHandle {
             return Ok(Vec::new());
         }
         let dir = self.dir.clone();
-        let attempt = tokio::task::spawn_blocking(move || Store::open(&dir))
+        let key = self.key.clone();
+        let attempt = tokio::task::spawn_blocking(move || Store::open(&dir, key.as_ref()))
             .await
             .map_err(|e| OpenError::Failed(format!("store: {e}")))?;
         match attempt {
@@ -162,7 +171,7 @@ mod tests {
     async fn a_held_store_is_reported_at_once_and_opens_once_let_go() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store");
-        let (held, _) = Store::open(&path).unwrap();
+        let (held, _) = Store::open(&path, None).unwrap();
         let handle = StoreHandle::new(path, Metrics::new(&[]).unwrap());
         // One attempt, not a wait: the caller stays free to notice shutdown.
         let attempt = tokio::time::timeout(std::time::Duration::from_secs(5), handle.open())

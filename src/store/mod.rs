@@ -8,19 +8,32 @@
 //!
 //! ```text
 //! DIR/journal.jsonl            one record per line, append-only
+//! DIR/head                     SEQ:HASH of the last record, rewritten after each append
+//! DIR/journal.reset-<n>.jsonl  a journal set aside by `Store::reset`, never deleted
 //! DIR/snapshots/<sha256>.json  canonical snapshot JSON of one source, named by its hash
 //! DIR/lock                     held (flock) by the one writer; holds its pid
 //! ```
 //!
-//! Durability: `append` returns after the line is written and fsynced;
-//! `put_snapshot` after the file and its directory entry are. A crash can only
-//! leave a torn last line, which the next writer's `open` cuts away with a
-//! warning; anything wrong earlier in the journal is refused, never repaired.
-//! The pure parts (hashing, line parsing, chain checking) live in [`record`].
+//! Durability: `append` returns after the line is written and fsynced and
+//! the head file replaced; `put_snapshot` after the file and its directory
+//! entry are. A crash can only leave an unterminated last line, which the next
+//! writer's `open` cuts away with a warning, or a head file one record behind.
+//! Anything else is refused, never repaired: a bad complete line
+//! ([`StoreError::Corrupt`]), and a journal shorter than the head file, an
+//! emptied one beside snapshot files, or a MAC that fails
+//! ([`StoreError::Tampered`]). Starting over is an explicit [`Store::reset`].
+//! With a [`JournalKey`] every record carries a MAC. The pure parts (hashing,
+//! MACs, line parsing, chain and head checking) live in [`record`], [`key`]
+//! and [`head`]; `docs/journal.md` says what each check proves.
 
+pub mod head;
+pub mod key;
 pub mod record;
+mod reset;
 pub mod snapshots;
 
+pub use head::{ExpectedHead, Head};
+pub use key::{JournalKey, KeyError};
 pub use record::{Broken, Record, Scan, ZERO_HASH};
 
 use crate::snapshot::SourceSnapshot;
@@ -54,13 +67,26 @@ pub enum StoreError {
         file: String,
         source: io::Error,
     },
-    /// The journal is damaged before its last line; nothing is repaired.
+    /// The journal is damaged: a complete line that is not a good record,
+    /// or a chain that does not link. Nothing is repaired.
     #[error("store {dir}: {JOURNAL} line {line}: {reason}")]
     Corrupt {
         dir: String,
         line: u64,
         reason: String,
     },
+    /// Evidence of a deliberate change that no crash leaves: a MAC that
+    /// fails or is missing, or a journal emptied, shortened or rewritten
+    /// behind the store's head file. Nothing is repaired; starting over is
+    /// an explicit reset (`permdrift history reset`).
+    #[error("store {dir}: tampered: {reason}")]
+    Tampered { dir: String, reason: String },
+    /// The journal's records carry MACs, and appending without the key
+    /// would break that.
+    #[error(
+        "store {dir}: {JOURNAL} records carry a MAC from seq {seq} on, so writing needs the journal key (store.journalKeyFile, or --key-file)"
+    )]
+    KeyRequired { dir: String, seq: u64 },
     #[error("store {dir}: {file}: {reason}")]
     Snapshot {
         dir: String,
@@ -107,28 +133,36 @@ pub struct Store {
     last_seq: u64,
     last_hash: String,
     poisoned: Option<String>,
+    /// MACs every appended record when set.
+    key: Option<JournalKey>,
 }
 
 impl Store {
-    /// Opens `dir` for writing, creating it (mode 0700) if missing. Fails
-    /// with [`StoreError::Locked`] when another writer holds it. Returns
-    /// warnings about what was recovered (a torn last record, leftover temp
-    /// files); the caller may want to journal them as a `note`.
-    pub fn open(dir: &Path) -> Result<(Store, Vec<String>), StoreError> {
-        if create_private_dir(dir).map_err(io_error(dir, "."))? {
-            // A new directory's own entry must survive a crash too.
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                snapshots::sync_dir(parent).map_err(io_error(dir, ".."))?;
-            }
-        }
-        if create_private_dir(&dir.join(snapshots::DIR)).map_err(io_error(dir, snapshots::DIR))? {
-            snapshots::sync_dir(dir).map_err(io_error(dir, "."))?;
-        }
+    /// Opens `dir` for writing, creating it (mode 0700) if missing, with
+    /// the journal key if the store has one (records then carry a MAC from
+    /// the next append on). Fails with [`StoreError::Locked`] when another
+    /// writer holds it, [`StoreError::Corrupt`] or [`StoreError::Tampered`]
+    /// when the journal cannot be trusted, and [`StoreError::KeyRequired`]
+    /// when its records carry MACs and no key is given. Returns warnings
+    /// about what was recovered (a torn last record, leftover temp files, a
+    /// head file started for an older store); the caller may want to
+    /// journal them as a `note`.
+    pub fn open(dir: &Path, key: Option<&JournalKey>) -> Result<(Store, Vec<String>), StoreError> {
+        prepare_dir(dir)?;
         let lock = lock(dir)?;
         let mut warnings = Vec::new();
+        head::remove_temp(dir).map_err(io_error(dir, head::HEAD_FILE))?;
+        reset::remove_temp(dir).map_err(io_error(dir, reset::TEMP))?;
+        let kept = head::read(dir)?;
 
         let path = dir.join(JOURNAL);
         let existed = path.exists();
+        if !existed && let Some(reason) = missing_journal(dir, kept.as_ref()) {
+            return Err(StoreError::Tampered {
+                dir: dir_name(dir),
+                reason,
+            });
+        }
         let mut journal = open_options_private()
             .read(true)
             .append(true)
@@ -142,12 +176,22 @@ impl Store {
         journal
             .read_to_end(&mut bytes)
             .map_err(io_error(dir, JOURNAL))?;
-        let scan = record::scan(&bytes);
+        let scan = record::scan(&bytes, key);
         if let Some(b) = scan.broken {
-            return Err(StoreError::Corrupt {
+            return Err(broken_error(dir, b));
+        }
+        // Checked before anything is cut: a torn line below the head is a
+        // truncation, not a crash.
+        if let Some(reason) = against_evidence(dir, &scan, kept.as_ref()) {
+            return Err(StoreError::Tampered {
                 dir: dir_name(dir),
-                line: b.line,
-                reason: b.reason,
+                reason,
+            });
+        }
+        if let (Some(seq), None) = (scan.first_mac, key) {
+            return Err(StoreError::KeyRequired {
+                dir: dir_name(dir),
+                seq,
             });
         }
         if let Some(tail) = &scan.tail {
@@ -173,15 +217,27 @@ impl Store {
                 if removed == 1 { "" } else { "s" }
             ));
         }
+        let now = Head::of(&scan.records);
+        if kept.as_ref() != Some(&now) {
+            head::create(dir, &now).map_err(io_error(dir, head::HEAD_FILE))?;
+            if kept.is_none() && now.seq > 0 {
+                warnings.push(format!(
+                    "store {}: started {} at {now}: this journal was written before stores kept their head, so records removed before now cannot be told from never written",
+                    dir_name(dir),
+                    head::HEAD_FILE
+                ));
+            }
+        }
         Ok((
             Store {
                 dir: dir.to_path_buf(),
                 journal,
                 _lock: lock,
                 len: scan.good_len,
-                last_seq: scan.records.last().map_or(0, |r| r.seq),
-                last_hash: scan.head().to_owned(),
+                last_seq: now.seq,
+                last_hash: now.hash,
                 poisoned: None,
+                key: key.cloned(),
             },
             warnings,
         ))
@@ -194,11 +250,12 @@ impl Store {
     /// sleep, retrying on [`StoreError::Locked`].
     pub fn open_wait(
         dir: &Path,
+        key: Option<&JournalKey>,
         poll: Duration,
         mut give_up: impl FnMut() -> bool,
     ) -> Result<(Store, Vec<String>), StoreError> {
         loop {
-            match Store::open(dir) {
+            match Store::open(dir, key) {
                 Err(StoreError::Locked { .. }) if !give_up() => std::thread::sleep(poll),
                 other => return other,
             }
@@ -214,16 +271,33 @@ impl Store {
         self.last_seq
     }
 
-    /// Hash of the last record ([`ZERO_HASH`] when empty): anchor it elsewhere
-    /// (a log line, a metric) to make rewriting the whole tail detectable.
+    /// Hash of the last record ([`ZERO_HASH`] when empty).
     pub fn last_hash(&self) -> &str {
         &self.last_hash
     }
 
+    /// Seq and hash of the last record, as of the last append. Publish it
+    /// (a log line with `SEQ:HASH`, a gauge with the seq) and keep it
+    /// outside the store: `permdrift history verify --expect-head SEQ:HASH`
+    /// then finds a journal shortened or rewritten, even with the store's
+    /// own head file rewritten to match.
+    pub fn head(&self) -> Head {
+        Head {
+            seq: self.last_seq,
+            hash: self.last_hash.clone(),
+        }
+    }
+
+    /// Whether appended records carry a MAC.
+    pub fn keyed(&self) -> bool {
+        self.key.is_some()
+    }
+
     /// Appends one record and returns it once it is on disk (written and
-    /// fsynced). `kind` is lower-case letters, digits and `-`; `at` is an RFC
-    /// 3339 time; `body` a JSON object. A failed append leaves the journal as
-    /// it was (the partial line is cut off) and its seq unused.
+    /// fsynced, and the head file replaced). `kind` is lower-case letters,
+    /// digits and `-`; `at` is an RFC 3339 time; `body` a JSON object. A
+    /// failed append leaves the journal as it was (the partial line is cut
+    /// off) and its seq unused; [`Store::head`] is the new head after it.
     pub fn append(
         &mut self,
         kind: &str,
@@ -250,9 +324,10 @@ impl Store {
             source: source.map(str::to_owned),
             body,
             prev: self.last_hash.clone(),
+            mac: None,
             hash: String::new(),
         };
-        record.hash = record::record_hash(&record);
+        record::seal(&mut record, self.key.as_ref());
         let mut line = record::record_line(&record);
         line.push('\n');
         // One write of the whole line, then fsync: a crash leaves at most a
@@ -260,22 +335,36 @@ impl Store {
         let written = (&self.journal).write_all(line.as_bytes());
         let synced = written.and_then(|()| self.journal.sync_data());
         if let Err(e) = synced {
-            // Cut back to the last complete record; after a failed fsync the
-            // page cache cannot be trusted, so refuse further appends either way.
-            let undo = self
-                .journal
-                .set_len(self.len)
-                .and_then(|()| self.journal.sync_data());
-            self.poisoned = Some(match undo {
-                Ok(()) => e.to_string(),
-                Err(u) => format!("{e}; cutting the partial line failed too: {u}"),
-            });
-            return Err(io_error(&self.dir, JOURNAL)(e));
+            return Err(self.undo_append(e, JOURNAL));
+        }
+        // The head file follows the journal, never leads it: a crash in
+        // between leaves it one record behind, which open accepts.
+        let head = Head {
+            seq: record.seq,
+            hash: record.hash.clone(),
+        };
+        if let Err(e) = head::write(&self.dir, &head) {
+            return Err(self.undo_append(e, head::HEAD_FILE));
         }
         self.len += line.len() as u64;
         self.last_seq = record.seq;
         self.last_hash.clone_from(&record.hash);
         Ok(record)
+    }
+
+    /// Cuts the journal back to its last complete record after a failed
+    /// append; after a failed fsync the page cache cannot be trusted, so
+    /// further appends are refused either way.
+    fn undo_append(&mut self, e: io::Error, file: &str) -> StoreError {
+        let undo = self
+            .journal
+            .set_len(self.len)
+            .and_then(|()| self.journal.sync_data());
+        self.poisoned = Some(match undo {
+            Ok(()) => format!("{file}: {e}"),
+            Err(u) => format!("{file}: {e}; cutting the partial line failed too: {u}"),
+        });
+        io_error(&self.dir, file)(e)
     }
 
     /// Every record, oldest first, verified (the operator replays them at start).
@@ -284,13 +373,9 @@ impl Store {
         let end = usize::try_from(self.len)
             .unwrap_or(usize::MAX)
             .min(bytes.len());
-        let scan = record::scan(&bytes[..end]);
+        let scan = record::scan(&bytes[..end], self.key.as_ref());
         if let Some(b) = scan.broken {
-            return Err(StoreError::Corrupt {
-                dir: dir_name(&self.dir),
-                line: b.line,
-                reason: b.reason,
-            });
+            return Err(broken_error(&self.dir, b));
         }
         if scan.records.len() as u64 != self.last_seq {
             return Err(StoreError::Corrupt {
@@ -357,6 +442,88 @@ fn check_fields(kind: &str, source: Option<&str>, body: &Value, at: &str) -> Res
     Ok(())
 }
 
+/// Creates the store directory and its snapshot directory if missing, and
+/// makes their entries durable.
+fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
+    if create_private_dir(dir).map_err(io_error(dir, "."))? {
+        // A new directory's own entry must survive a crash too.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            snapshots::sync_dir(parent).map_err(io_error(dir, ".."))?;
+        }
+    }
+    if create_private_dir(&dir.join(snapshots::DIR)).map_err(io_error(dir, snapshots::DIR))? {
+        snapshots::sync_dir(dir).map_err(io_error(dir, "."))?;
+    }
+    Ok(())
+}
+
+/// The error for a journal broken at `b`.
+fn broken_error(dir: &Path, b: Broken) -> StoreError {
+    if b.tampered {
+        StoreError::Tampered {
+            dir: dir_name(dir),
+            reason: format!("{JOURNAL} line {}: {}", b.line, b.reason),
+        }
+    } else {
+        StoreError::Corrupt {
+            dir: dir_name(dir),
+            line: b.line,
+            reason: b.reason,
+        }
+    }
+}
+
+/// Whether any snapshot file is stored: each was written for a record.
+fn has_snapshots(dir: &Path) -> bool {
+    fs::read_dir(dir.join(snapshots::DIR)).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.strip_suffix(".json").is_some_and(snapshots::is_digest))
+        })
+    })
+}
+
+/// Why a missing journal is tampering, if the directory shows it held records.
+fn missing_journal(dir: &Path, kept: Option<&Head>) -> Option<String> {
+    match kept {
+        Some(h) if h.seq > 0 => Some(format!(
+            "{JOURNAL} is missing, but the store's {} says seq {} was written",
+            head::HEAD_FILE,
+            h.seq
+        )),
+        _ if has_snapshots(dir) => Some(format!(
+            "{JOURNAL} is missing, but snapshot files are stored (records named them)"
+        )),
+        _ => None,
+    }
+}
+
+/// Why an intact chain disagrees with what the directory says it held:
+/// the head file (when there is one), else MACs or snapshot files that a
+/// store writes only with a head file or a record beside them.
+fn against_evidence(dir: &Path, scan: &Scan, kept: Option<&Head>) -> Option<String> {
+    match kept {
+        Some(h) => head::check(
+            &scan.records,
+            &h.into(),
+            &format!("the store's {} file", head::HEAD_FILE),
+        )
+        .filter(|_| !head::reset_pending(&scan.records, h)),
+        None => match scan.first_mac {
+            Some(seq) => Some(format!(
+                "records carry a MAC from seq {seq} on, but the {} file a keyed store always writes is missing",
+                head::HEAD_FILE
+            )),
+            None if scan.records.is_empty() && has_snapshots(dir) => Some(format!(
+                "{JOURNAL} is empty, but snapshot files are stored (records named them) and the {} file is missing",
+                head::HEAD_FILE
+            )),
+            None => None,
+        },
+    }
+}
+
 /// Creates `path` (and missing parents) readable by the owner only; an
 /// existing directory keeps the mode its owner chose. True if created.
 fn create_private_dir(path: &Path) -> io::Result<bool> {
@@ -416,10 +583,16 @@ fn lock(dir: &Path) -> Result<File, StoreError> {
     Ok(file)
 }
 
-fn require_store(dir: &Path) -> Result<(), StoreError> {
-    if !dir.is_dir() {
-        return Err(StoreError::NotFound { dir: dir_name(dir) });
+fn require_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound { dir: dir_name(dir) })
     }
+}
+
+fn require_store(dir: &Path) -> Result<(), StoreError> {
+    require_dir(dir)?;
     if !dir.join(JOURNAL).is_file() {
         return Err(StoreError::NotAStore { dir: dir_name(dir) });
     }
@@ -433,9 +606,10 @@ fn read_journal_bytes(dir: &Path) -> Result<Vec<u8>, StoreError> {
 
 /// Reads the journal without the lock: every good record, the first broken
 /// one if any, and an incomplete last line (possibly an append in progress),
-/// which is left alone.
+/// which is left alone. MACs are not checked (that takes the key, see
+/// [`verify`]); a MAC missing after the first is still found.
 pub fn read_journal(dir: &Path) -> Result<Scan, StoreError> {
-    Ok(record::scan(&read_journal_bytes(dir)?))
+    Ok(record::scan(&read_journal_bytes(dir)?, None))
 }
 
 /// Every record, oldest first; refuses a journal broken anywhere. An
@@ -443,11 +617,7 @@ pub fn read_journal(dir: &Path) -> Result<Scan, StoreError> {
 pub fn read_records(dir: &Path) -> Result<Vec<Record>, StoreError> {
     let scan = read_journal(dir)?;
     match scan.broken {
-        Some(b) => Err(StoreError::Corrupt {
-            dir: dir_name(dir),
-            line: b.line,
-            reason: b.reason,
-        }),
+        Some(b) => Err(broken_error(dir, b)),
         None => Ok(scan.records),
     }
 }
@@ -462,9 +632,16 @@ pub struct VerifyReport {
     pub snapshots_checked: u64,
     /// Hash of the last verified record.
     pub head: String,
-    /// The first broken record: bad JSON, wrong seq, prev or hash mismatch,
-    /// or a missing or altered snapshot file.
+    /// The first broken record: bad JSON, wrong seq, prev, hash or MAC, a
+    /// missing or altered snapshot file; or, past the last record, a journal
+    /// that falls short of the store's head file or the expected head.
     pub first_broken: Option<Broken>,
+    /// Whether MACs were checked (a key was given).
+    pub macs_checked: bool,
+    /// Seq of the first record carrying a MAC (none: an unkeyed journal).
+    pub macs_from: Option<u64>,
+    /// The store's own record of its head, if it keeps one.
+    pub head_file: Option<Head>,
     /// Not breakage: an incomplete last line (an append in progress or a
     /// crash the next open will recover).
     pub warnings: Vec<String>,
@@ -476,11 +653,34 @@ impl VerifyReport {
     }
 }
 
-/// Checks the whole chain, and for `snapshot` and `baseline` records whose
-/// body has a `digest`, that the snapshot file exists and matches it.
-/// Errors only when the store cannot be read at all.
-pub fn verify(dir: &Path) -> Result<VerifyReport, StoreError> {
-    let scan = read_journal(dir)?;
+/// Checks the whole chain (and with `key`, every MAC); for `snapshot` and
+/// `baseline` records whose body has a `digest`, that the snapshot file
+/// exists and matches it; that the journal reaches the store's head file
+/// and, if given, `expected` (a head kept outside the store). Errors only
+/// when the store cannot be read at all.
+pub fn verify(
+    dir: &Path,
+    key: Option<&JournalKey>,
+    expected: Option<&ExpectedHead>,
+) -> Result<VerifyReport, StoreError> {
+    require_dir(dir)?;
+    // The head file first: an append between the two reads then only
+    // makes the journal longer than the head, never shorter.
+    let kept = match head::read(dir) {
+        Ok(h) => Ok(h),
+        Err(StoreError::Tampered { reason, .. }) => Err(reason),
+        Err(e) => return Err(e),
+    };
+    let (scan, missing) = if dir.join(JOURNAL).is_file() {
+        (record::scan(&read_journal_bytes(dir)?, key), None)
+    } else {
+        // Reported as breakage when the directory shows it held records;
+        // otherwise this is no store at all.
+        match missing_journal(dir, kept.as_ref().ok().and_then(Option::as_ref)) {
+            Some(reason) => (Scan::default(), Some(reason)),
+            None => return Err(StoreError::NotAStore { dir: dir_name(dir) }),
+        }
+    };
     let mut checked = BTreeSet::new();
     let mut first_broken = None;
     let mut good = 0u64;
@@ -490,12 +690,28 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, StoreError> {
                 line: good + 1,
                 seq: Some(r.seq),
                 reason,
+                tampered: false,
             });
             break;
         }
         good += 1;
     }
-    let first_broken = first_broken.or(scan.broken);
+    let past_end = |reason| Broken {
+        line: good + 1,
+        seq: None,
+        reason,
+        tampered: true,
+    };
+    let first_broken = first_broken.or(scan.broken.clone()).or_else(|| {
+        let kept = match &kept {
+            Ok(k) => k.as_ref(),
+            Err(reason) => return Some(past_end(reason.clone())),
+        };
+        missing
+            .or_else(|| against_evidence(dir, &scan, kept))
+            .or_else(|| expected.and_then(|e| head::check(&scan.records, e, "the expected head")))
+            .map(past_end)
+    });
     let mut warnings = Vec::new();
     if let Some(t) = &scan.tail
         && first_broken.is_none()
@@ -517,6 +733,9 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, StoreError> {
         snapshots_checked: checked.len() as u64,
         head,
         first_broken,
+        macs_checked: key.is_some(),
+        macs_from: scan.first_mac,
+        head_file: kept.ok().flatten(),
         warnings,
     })
 }

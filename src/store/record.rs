@@ -6,9 +6,18 @@
 //! `sha256(prev + "\n" + canonical JSON of the record without "hash")`, where
 //! canonical JSON is compact with object keys sorted by their UTF-8 bytes.
 //! The line on disk puts fields in a readable order (`seq`, `at`, `kind`,
-//! `source`, `body`, `prev`, `hash`); verification re-canonicalises what it
-//! parsed, so the order on the line carries no meaning.
+//! `source`, `body`, `prev`, `mac`, `hash`); verification re-canonicalises
+//! what it parsed, so the order on the line carries no meaning.
+//!
+//! Keyed records: a store opened with a [`JournalKey`] adds
+//! `mac = HMAC-SHA256(key, prev + "\n" + canonical JSON without "hash" and
+//! "mac")`, and the hash then covers the `mac` field like any other, so the
+//! chain (and a head published elsewhere) pins the MACs too. Records written
+//! before a key existed have no `mac` and hash exactly as they always did. Once
+//! a record carries a MAC, every later one must: a missing MAC after the first
+//! is tampering, and is found without the key.
 
+use super::key::JournalKey;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -32,6 +41,9 @@ pub struct Record {
     pub body: Value,
     /// Hash of the previous record ([`ZERO_HASH`] for the first).
     pub prev: String,
+    /// HMAC of the record under the journal key (absent when written without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
     pub hash: String,
 }
 
@@ -42,6 +54,8 @@ pub enum LineError {
     Syntax(String),
     /// JSON, but not a record, or a record that breaks the chain.
     Invalid(String),
+    /// A well-formed record whose MAC does not verify under the key.
+    Forged(String),
 }
 
 /// A journal that stops being trustworthy at `line`.
@@ -53,6 +67,11 @@ pub struct Broken {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     pub reason: String,
+    /// Evidence of a deliberate change rather than damage: a MAC that does
+    /// not verify or is missing, or a journal shorter than the store's own
+    /// record of its head.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tampered: bool,
 }
 
 /// An incomplete last line: what a crash in the middle of an append leaves.
@@ -75,6 +94,8 @@ pub struct Scan {
     pub tail: Option<Tail>,
     /// The first record that breaks the chain (nothing after it was read).
     pub broken: Option<Broken>,
+    /// Seq of the first record carrying a MAC: every later one must carry one.
+    pub first_mac: Option<u64>,
 }
 
 impl Scan {
@@ -168,7 +189,8 @@ pub fn chain_hash(prev: &str, canonical_without_hash: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// The record's fields other than `hash`, as the JSON object that is hashed.
+/// The record's fields other than `hash`, as the JSON object that is hashed
+/// (the MAC covers the same object without `mac`).
 fn unhashed(record: &Record) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("seq".into(), Value::from(record.seq));
@@ -179,14 +201,29 @@ fn unhashed(record: &Record) -> Map<String, Value> {
     }
     m.insert("body".into(), record.body.clone());
     m.insert("prev".into(), Value::from(record.prev.as_str()));
+    if let Some(mac) = &record.mac {
+        m.insert("mac".into(), Value::from(mac.as_str()));
+    }
     m
 }
 
-/// The hash a record should carry, given its other fields.
+/// The hash a record should carry, given its other fields (`mac` included).
 pub fn record_hash(record: &Record) -> String {
     let mut text = String::new();
     write_object(&unhashed(record), &mut text);
     chain_hash(&record.prev, &text)
+}
+
+/// Fills in `mac` (under `key`, or none without one) and then `hash`.
+pub fn seal(record: &mut Record, key: Option<&JournalKey>) {
+    record.mac = key.map(|k| {
+        let mut m = unhashed(record);
+        m.remove("mac");
+        let mut text = String::new();
+        write_object(&m, &mut text);
+        k.mac(&record.prev, &text)
+    });
+    record.hash = record_hash(record);
 }
 
 /// The record as one compact line (without the newline): fields in reading
@@ -207,6 +244,10 @@ pub fn record_line(record: &Record) -> String {
     write_canonical(&record.body, &mut out);
     out.push_str(",\"prev\":");
     write_str(&record.prev, &mut out);
+    if let Some(mac) = &record.mac {
+        out.push_str(",\"mac\":");
+        write_str(mac, &mut out);
+    }
     out.push_str(",\"hash\":");
     write_str(&record.hash, &mut out);
     out.push('}');
@@ -214,8 +255,9 @@ pub fn record_line(record: &Record) -> String {
 }
 
 /// Parses one line (without its newline) and checks that its hash matches its
-/// content. Chain position (seq, prev) is checked by [`scan`].
-pub fn parse_line(line: &[u8]) -> Result<Record, LineError> {
+/// content and, with a key, that its MAC (if it has one) verifies. Chain
+/// position (seq, prev) and missing MACs are checked by [`scan`].
+pub fn parse_line(line: &[u8], key: Option<&JournalKey>) -> Result<Record, LineError> {
     let mut value: Value =
         serde_json::from_slice(line).map_err(|e| LineError::Syntax(format!("not JSON: {e}")))?;
     let record = Record::deserialize(&value)
@@ -238,13 +280,25 @@ pub fn parse_line(line: &[u8]) -> Result<Record, LineError> {
             record.hash
         )));
     }
+    if let (Some(key), Some(tag)) = (key, &record.mac) {
+        map.remove("mac");
+        text.clear();
+        write_object(map, &mut text);
+        if !key.verify(&record.prev, &text, tag) {
+            return Err(LineError::Forged(
+                "MAC mismatch: the record was changed (or re-hashed) without the journal key, or the key is not the one it was written with".into(),
+            ));
+        }
+    }
     Ok(record)
 }
 
-/// Reads a whole journal: every record up to the first problem. An
-/// incomplete last line (no newline, or not JSON) is a torn write and goes to
-/// `tail`; anything else wrong is `broken`, and reading stops there.
-pub fn scan(bytes: &[u8]) -> Scan {
+/// Reads a whole journal: every record up to the first problem. Only a last
+/// line without its newline can be a torn write (`tail`): the store writes
+/// each line, newline included, in one write, so a complete line that is not
+/// a good record is damage or tampering wherever it is (`broken`), and
+/// reading stops there. With a key, every MAC is checked.
+pub fn scan(bytes: &[u8], key: Option<&JournalKey>) -> Scan {
     let mut out = Scan::default();
     let mut pos = 0usize;
     let mut line_no = 0u64;
@@ -261,48 +315,57 @@ pub fn scan(bytes: &[u8]) -> Scan {
         };
         let line = &rest[..nl];
         let next = pos + nl + 1;
-        let last = next == bytes.len();
         let expected_seq = out.records.last().map_or(1, |r| r.seq + 1);
-        let broken = |seq, reason| Broken {
+        let broken = |seq, reason, tampered| Broken {
             line: line_no,
             seq,
             reason,
+            tampered,
         };
-        match parse_line(line) {
-            Err(LineError::Syntax(reason)) if last => {
-                out.tail = Some(Tail {
-                    line: line_no,
-                    bytes: rest.len() as u64,
-                    reason,
-                });
-                break;
-            }
-            Err(LineError::Syntax(reason) | LineError::Invalid(reason)) => {
+        match parse_line(line, key) {
+            Err(e) => {
+                let (reason, tampered) = match e {
+                    LineError::Syntax(r) | LineError::Invalid(r) => (r, false),
+                    LineError::Forged(r) => (r, true),
+                };
                 // The seq, if the line is JSON with one, helps find it.
                 let seq = serde_json::from_slice::<Value>(line)
                     .ok()
                     .and_then(|v| v.get("seq").and_then(Value::as_u64));
-                out.broken = Some(broken(seq, reason));
+                out.broken = Some(broken(seq, reason, tampered));
                 break;
             }
             Ok(record) => {
                 let prev = out.head();
                 let reason = if record.seq != expected_seq {
-                    Some(format!(
-                        "wrong seq (expected {expected_seq}, found {})",
-                        record.seq
+                    Some((
+                        format!("wrong seq (expected {expected_seq}, found {})", record.seq),
+                        false,
                     ))
                 } else if record.prev != prev {
-                    Some(format!(
-                        "prev does not match the previous record's hash (expected {prev}, found {})",
-                        record.prev
+                    Some((
+                        format!(
+                            "prev does not match the previous record's hash (expected {prev}, found {})",
+                            record.prev
+                        ),
+                        false,
+                    ))
+                } else if let (None, Some(first)) = (&record.mac, out.first_mac) {
+                    Some((
+                        format!(
+                            "no MAC, but records carry one from seq {first} on: a keyed record was replaced or its MAC removed"
+                        ),
+                        true,
                     ))
                 } else {
                     None
                 };
-                if let Some(reason) = reason {
-                    out.broken = Some(broken(Some(record.seq), reason));
+                if let Some((reason, tampered)) = reason {
+                    out.broken = Some(broken(Some(record.seq), reason, tampered));
                     break;
+                }
+                if record.mac.is_some() && out.first_mac.is_none() {
+                    out.first_mac = Some(record.seq);
                 }
                 out.records.push(record);
                 out.good_len = next as u64;
@@ -331,6 +394,7 @@ mod tests {
                 source: (seq % 2 == 0).then(|| "prod".to_string()),
                 body: json!({"object": format!("Role/ns/r{seq}"), "severity": "high", "n": seq}),
                 prev: prev.clone(),
+                mac: None,
                 hash: String::new(),
             };
             r.hash = record_hash(&r);
@@ -350,6 +414,138 @@ mod tests {
         lines.iter().map(|l| format!("{l}\n")).collect()
     }
 
+    fn key(byte: u8) -> JournalKey {
+        match JournalKey::from_bytes(&[byte; 32]) {
+            Ok(k) => k,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Re-chains `records` from `from` on as a forger would: seqs
+    /// renumbered, each `prev` the hash before it, MACs made under `key`
+    /// (the forger's own) or, without one, left as they were.
+    fn rechain(records: &mut [Record], from: usize, key: Option<&JournalKey>) {
+        for i in from..records.len() {
+            records[i].seq = i as u64 + 1;
+            records[i].prev = if i == 0 {
+                ZERO_HASH.into()
+            } else {
+                records[i - 1].hash.clone()
+            };
+            if let Some(k) = key {
+                seal(&mut records[i], Some(k));
+            } else {
+                records[i].hash = record_hash(&records[i]);
+            }
+        }
+    }
+
+    fn text_of(records: &[Record]) -> String {
+        records
+            .iter()
+            .map(|r| format!("{}\n", record_line(r)))
+            .collect()
+    }
+
+    /// `journal(n)` with records from seq `keyed_from` on sealed under `k`.
+    fn keyed_journal(n: u64, keyed_from: u64, k: &JournalKey) -> Vec<Record> {
+        let (mut records, _) = journal(n);
+        for i in 0..records.len() {
+            if i > 0 {
+                records[i].prev = records[i - 1].hash.clone();
+            }
+            let key = (records[i].seq >= keyed_from).then_some(k);
+            seal(&mut records[i], key);
+        }
+        records
+    }
+
+    #[test]
+    fn a_key_switched_on_later_macs_from_the_next_record() {
+        let k = key(1);
+        let records = keyed_journal(5, 3, &k);
+        let (legacy, _) = journal(5);
+        // Records written before the key hash exactly as before.
+        assert_eq!(records[..2], legacy[..2]);
+        assert!(
+            records[2..]
+                .iter()
+                .all(|r| r.mac.as_ref().is_some_and(|m| m.len() == 64))
+        );
+        let text = text_of(&records);
+        assert!(text.lines().nth(2).unwrap().contains(",\"mac\":\""));
+        for key in [Some(&k), None] {
+            let s = scan(text.as_bytes(), key);
+            assert!(s.broken.is_none(), "{:?}", s.broken);
+            assert_eq!((s.records.len(), s.first_mac), (5, Some(3)));
+            assert_eq!(s.records, records);
+        }
+        // The wrong key fails at the first MAC.
+        let b = scan(text.as_bytes(), Some(&key(2))).broken.unwrap();
+        assert_eq!((b.line, b.tampered), (3, true));
+        assert!(b.reason.starts_with("MAC mismatch"), "{}", b.reason);
+    }
+
+    #[test]
+    fn a_missing_mac_after_the_first_is_found_without_the_key() {
+        let k = key(1);
+        let mut records = keyed_journal(5, 2, &k);
+        records[3].mac = None;
+        rechain(&mut records, 3, None);
+        let b = scan(text_of(&records).as_bytes(), None).broken.unwrap();
+        assert_eq!((b.line, b.seq, b.tampered), (4, Some(4), true));
+        assert!(
+            b.reason
+                .starts_with("no MAC, but records carry one from seq 2"),
+            "{}",
+            b.reason
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever a forger without the key does to one keyed record
+        /// (edits it, deletes it, strips or re-makes its MAC) and however
+        /// they re-hash the chain after it, the key finds it at that line;
+        /// without the key the re-hashed chain looks intact.
+        #[test]
+        fn rehashed_forgeries_fail_with_the_key(at in 0usize..6, how in 0u8..4) {
+            let k = key(1);
+            let mut records = keyed_journal(6, 1, &k);
+            match how {
+                0 => records[at].body = json!({"severity": "low"}),
+                1 => { records.remove(at); }
+                2 => {
+                    records[at].body = json!({"severity": "low"});
+                    seal(&mut records[at], Some(&key(9)));
+                }
+                _ => {
+                    records[at].body = json!({"severity": "low"});
+                    records[at].mac = None;
+                }
+            }
+            let forger_key = (how == 2).then(|| key(9));
+            rechain(&mut records, at, forger_key.as_ref());
+            let text = text_of(&records);
+            if at == records.len() {
+                // The last record deleted: only a head kept elsewhere tells.
+                proptest::prop_assert!(scan(text.as_bytes(), Some(&k)).broken.is_none());
+                return Ok(());
+            }
+            let unkeyed = scan(text.as_bytes(), None).broken;
+            let keyed = scan(text.as_bytes(), Some(&k)).broken;
+            // A stripped first MAC is found at the next record, whose MAC
+            // covers the stripped one's hash through its `prev`.
+            let line = if how == 3 && at == 0 { 2 } else { at as u64 + 1 };
+            proptest::prop_assert!(keyed.as_ref().is_some_and(|b| b.line == line && b.tampered), "{keyed:?}");
+            if how == 3 && at > 0 {
+                // A MAC missing after the first needs no key to be seen.
+                proptest::prop_assert_eq!(unkeyed.map(|b| b.line), Some(line));
+            } else {
+                proptest::prop_assert!(unkeyed.is_none(), "{unkeyed:?}");
+            }
+        }
+    }
+
     proptest::proptest! {
         /// A record the store writes verifies when read back, whatever
         /// floats its body holds (latencies and timestamps are f64): the
@@ -363,11 +559,12 @@ mod tests {
                 source: Some("acct".into()),
                 body: json!({"latency_seconds": x, "detected_at": secs}),
                 prev: ZERO_HASH.to_string(),
+                mac: None,
                 hash: String::new(),
             };
             r.hash = record_hash(&r);
             let line = record_line(&r);
-            let parsed = parse_line(line.as_bytes());
+            let parsed = parse_line(line.as_bytes(), None);
             proptest::prop_assert!(parsed.is_ok(), "{line}: {parsed:?}");
         }
     }
@@ -387,7 +584,7 @@ mod tests {
     #[test]
     fn lines_round_trip_and_verify() {
         let (records, text) = journal(5);
-        let scan = scan(text.as_bytes());
+        let scan = scan(text.as_bytes(), None);
         assert_eq!(scan.records, records);
         assert!(scan.broken.is_none() && scan.tail.is_none());
         assert_eq!(scan.good_len, text.len() as u64);
@@ -407,7 +604,7 @@ mod tests {
         let (_, text) = journal(5);
         let mut l = lines(&text);
         l[2] = l[2].replace("\"high\"", "\"low\"");
-        let scan = scan(join(&l).as_bytes());
+        let scan = scan(join(&l).as_bytes(), None);
         let b = scan.broken.unwrap();
         assert_eq!((b.line, b.seq), (3, Some(3)));
         assert!(
@@ -426,7 +623,7 @@ mod tests {
         forged.body = json!({"severity": "low"});
         forged.hash = record_hash(&forged);
         l[2] = record_line(&forged);
-        let b = scan(join(&l).as_bytes()).broken.unwrap();
+        let b = scan(join(&l).as_bytes(), None).broken.unwrap();
         assert_eq!((b.line, b.seq), (4, Some(4)));
         assert!(b.reason.starts_with("prev does not match"), "{}", b.reason);
     }
@@ -436,12 +633,12 @@ mod tests {
         let (_, text) = journal(5);
         let mut l = lines(&text);
         l.remove(1);
-        let b = scan(join(&l).as_bytes()).broken.unwrap();
+        let b = scan(join(&l).as_bytes(), None).broken.unwrap();
         assert_eq!((b.line, b.seq), (2, Some(3)));
         assert_eq!(b.reason, "wrong seq (expected 2, found 3)");
         let mut l = lines(&text);
         l.swap(3, 4);
-        let b = scan(join(&l).as_bytes()).broken.unwrap();
+        let b = scan(join(&l).as_bytes(), None).broken.unwrap();
         assert_eq!((b.line, b.seq), (4, Some(5)));
     }
 
@@ -450,42 +647,46 @@ mod tests {
         let (_, text) = journal(2);
         let mut l = lines(&text);
         l[0] = l[0].replacen("{\"seq\":1,", "{\"seq\":1,\"source\":null,", 1);
-        let b = scan(join(&l).as_bytes()).broken.unwrap();
+        let b = scan(join(&l).as_bytes(), None).broken.unwrap();
         assert!(b.reason.starts_with("hash mismatch"), "{}", b.reason);
         let mut l = lines(&text);
         l[0] = l[0].replacen("{\"seq\":1,", "{\"seq\":1,\"extra\":1,", 1);
-        let b = scan(join(&l).as_bytes()).broken.unwrap();
+        let b = scan(join(&l).as_bytes(), None).broken.unwrap();
         assert!(b.reason.contains("unknown field `extra`"), "{}", b.reason);
     }
 
     #[test]
     fn torn_last_line_is_a_tail_not_a_break() {
         let (_, text) = journal(3);
-        let whole = scan(text.as_bytes()).good_len;
+        let whole = scan(text.as_bytes(), None).good_len;
         let two = text.lines().take(2).map(|l| l.len() + 1).sum::<usize>();
         // Cut mid-line: no newline.
         let cut = &text[..two + 10];
-        let s = scan(cut.as_bytes());
+        let s = scan(cut.as_bytes(), None);
         assert_eq!(s.records.len(), 2);
         assert_eq!(s.good_len, two as u64);
         let t = s.tail.unwrap();
         assert_eq!((t.line, t.bytes), (3, 10));
         assert!(s.broken.is_none());
-        // A last line that is not JSON, even with its newline.
+        // A complete last line that is not JSON is no torn write: the store
+        // writes a line and its newline at once.
         let garbage = format!("{}\0\0\0\n", &text[..two]);
-        let s = scan(garbage.as_bytes());
+        let s = scan(garbage.as_bytes(), None);
         assert_eq!(s.records.len(), 2);
-        assert!(s.tail.is_some() && s.broken.is_none());
+        assert!(s.tail.is_none());
+        let b = s.broken.unwrap();
+        assert_eq!((b.line, b.tampered), (3, false));
+        assert!(b.reason.starts_with("not JSON"), "{}", b.reason);
         // The same garbage in the middle is a break.
         let middle = format!("{}\0\0\0\n{}", &text[..two], &text[two..]);
-        let s = scan(middle.as_bytes());
+        let s = scan(middle.as_bytes(), None);
         assert_eq!(s.broken.unwrap().line, 3);
         assert!(whole > two as u64);
     }
 
     #[test]
     fn empty_journal_is_fine() {
-        let s = scan(b"");
+        let s = scan(b"", None);
         assert!(s.records.is_empty() && s.broken.is_none() && s.tail.is_none());
         assert_eq!(s.head(), ZERO_HASH);
     }
@@ -495,7 +696,7 @@ mod tests {
         let (_, text) = journal(2);
         let mut l = lines(&text);
         l[1] = l[1].replace("\"high\"", "\"none\"");
-        let s = scan(join(&l).as_bytes());
+        let s = scan(join(&l).as_bytes(), None);
         assert!(s.tail.is_none());
         assert_eq!(s.broken.unwrap().line, 2);
     }
