@@ -40,6 +40,7 @@ pub struct Metrics {
     pub approvals_active: IntGaugeVec,
     pub approvals_expired: IntCounterVec,
     pub journal_records: IntCounterVec,
+    pub journal_head: Gauge,
     pub http_connections: IntGaugeVec,
     pub http_connections_refused: IntCounterVec,
     pub api_requests: IntCounterVec,
@@ -222,6 +223,10 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            journal_head: Gauge::new(
+                "permdrift_journal_head_sequence",
+                "Sequence number of the journal's last record on the recording replica (compare with a copy kept elsewhere: a drop means records were removed)",
+            )?,
             http_connections: IntGaugeVec::new(
                 Opts::new(
                     "permdrift_http_connections",
@@ -270,6 +275,7 @@ impl Metrics {
         m.registry.register(Box::new(m.approvals_active.clone()))?;
         m.registry.register(Box::new(m.approvals_expired.clone()))?;
         m.registry.register(Box::new(m.journal_records.clone()))?;
+        m.registry.register(Box::new(m.journal_head.clone()))?;
         m.registry.register(Box::new(m.http_connections.clone()))?;
         m.registry
             .register(Box::new(m.http_connections_refused.clone()))?;

@@ -28,12 +28,15 @@ pub const MAX_LIFETIME: SignedDuration = SignedDuration::from_secs(600);
 pub enum Action {
     /// Accept a source's open widenings into its baseline.
     BaselineAccept,
+    /// Start the journal over when the store refuses to open it.
+    BaselineReset,
 }
 
 impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::BaselineAccept => "baseline-accept",
+            Action::BaselineReset => "baseline-reset",
         }
     }
 }

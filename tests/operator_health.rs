@@ -228,3 +228,78 @@ fn a_store_that_cannot_be_opened_is_not_ready_and_says_why() {
     assert_eq!(recording(&op), (0.0, 0.0));
     op.terminate();
 }
+
+#[test]
+fn an_emptied_journal_is_refused_and_only_an_authenticated_reset_starts_over() {
+    use permdrift::signature::{Action, SecretKey, Statement};
+    let server = KubeTestServer::start();
+    secret_reader(&server);
+    let dir = scratch("operator-health-emptied");
+    let store = dir.join("store");
+    let pki = support::api::TestPki::create(&dir);
+    let ops = SecretKey::from_seed([5; 32]);
+    let config = config(&dir, &server).replace(
+        "api: {listen: \"127.0.0.1:0\"}\n",
+        &pki.api_config(&format!(
+            "  authentication: {{tokenReview: \"off\", keys: [{{id: ops, publicKey: \"{}\"}}]}}\n",
+            ops.public().to_base64()
+        )),
+    );
+    let op = Operator::start(&dir, "op", &config);
+    op.wait_for("recording", WAIT, |op| recording(op) == (1.0, 1.0));
+    widen(&server, "agent-reads-secrets");
+    op.wait_for("the widening alerted", WAIT, |op| unapproved(op) == 1.0);
+    op.terminate();
+
+    // Emptied: never a fresh start that would absorb the open widening.
+    std::fs::write(store.join("journal.jsonl"), b"").expect("empty the journal");
+    let op = Operator::start(&dir, "op-emptied", &config);
+    op.wait_for("the refusal on /readyz", WAIT, |op| {
+        op.get("/readyz").1.contains("store: not recording")
+    });
+    assert_eq!(recording(&op), (0.0, 0.0));
+
+    let reset = "/api/v1/baseline/reset?reason=journal%20emptied%2C%20INC-7";
+    let (status, text) = pki.request(op.api_port, "POST", reset, &[], b"");
+    assert_eq!(status, 401, "{text}");
+    let now = jiff::Timestamp::now();
+    let statement = Statement {
+        action: Action::BaselineReset,
+        source: None,
+        key_id: "ops".into(),
+        issued_at: now,
+        expires_at: now + jiff::SignedDuration::from_secs(60),
+        nonce: "reset-nonce-00001".into(),
+    };
+    // A statement for another action does not reset.
+    let accept = Statement {
+        action: Action::BaselineAccept,
+        nonce: "accept-nonce-0001".into(),
+        ..statement.clone()
+    };
+    let body = |s: Statement| serde_json::to_vec(&ops.sign(s)).expect("json");
+    let json_ct = ["content-type: application/json"];
+    let (status, text) = pki.request(op.api_port, "POST", reset, &json_ct, &body(accept));
+    assert_eq!(status, 401, "{text}");
+    let (status, text) = pki.request(op.api_port, "POST", reset, &json_ct, &body(statement));
+    assert_eq!(status, 200, "{text}");
+
+    op.wait_for("recording on the new chain", WAIT, |op| {
+        recording(op) == (1.0, 1.0)
+    });
+    let records = journal(&store);
+    assert_eq!(records[0]["kind"], "reset", "{records:?}");
+    assert_eq!(records[0]["body"]["actor"], "key:ops");
+    assert_eq!(records[0]["body"]["reason"], "journal emptied, INC-7");
+    assert!(
+        std::fs::read_dir(&store)
+            .expect("store dir")
+            .filter_map(Result::ok)
+            .any(|e| e
+                .file_name()
+                .to_string_lossy()
+                .starts_with("journal.reset-")),
+        "the old journal is kept aside"
+    );
+    op.terminate();
+}

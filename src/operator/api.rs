@@ -195,18 +195,24 @@ impl Authenticator {
         Ok((caller, user))
     }
 
-    /// Checks with SubjectAccessReview that `user` may `accept` each of `sources`.
+    /// Checks with SubjectAccessReview that `user` may do `action` on the
+    /// baselines named (`None`: all of them, as a reset needs).
     async fn authorize(
         &self,
         caller: &Caller,
         user: &UserInfo,
-        sources: &[String],
+        action: Action,
+        names: &[Option<String>],
     ) -> Result<(), Refusal> {
+        let verb = match action {
+            Action::BaselineAccept => "accept",
+            Action::BaselineReset => "reset",
+        };
         let Some(client) = &self.kube else {
             return Err(unavailable("no cluster to ask"));
         };
         let sar_api: kube::Api<SubjectAccessReview> = kube::Api::all(client.clone());
-        for source in sources {
+        for name in names {
             let sar = SubjectAccessReview {
                 spec: SubjectAccessReviewSpec {
                     user: user.username.clone(),
@@ -214,10 +220,10 @@ impl Authenticator {
                     groups: user.groups.clone(),
                     extra: user.extra.clone(),
                     resource_attributes: Some(ResourceAttributes {
-                        verb: Some("accept".into()),
+                        verb: Some(verb.into()),
                         group: Some(RBAC_GROUP.into()),
                         resource: Some(BASELINES.into()),
-                        name: Some(source.clone()),
+                        name: name.clone(),
                         ..ResourceAttributes::default()
                     }),
                     ..SubjectAccessReviewSpec::default()
@@ -234,11 +240,17 @@ impl Authenticator {
                 return Err(Refusal {
                     status: StatusCode::FORBIDDEN,
                     reason: "forbidden",
-                    message: format!(
-                        "{caller} may not accept the baseline of {source:?} (needs verb `accept` on \
-                         `{BASELINES}.{RBAC_GROUP}` named {source:?}; the chart's \
-                         permdrift-baseline-acceptor ClusterRole grants it)"
-                    ),
+                    message: match name {
+                        Some(source) => format!(
+                            "{caller} may not {verb} the baseline of {source:?} (needs verb `{verb}` on \
+                             `{BASELINES}.{RBAC_GROUP}` named {source:?}; the chart's \
+                             permdrift-baseline-acceptor ClusterRole grants `accept`)"
+                        ),
+                        None => format!(
+                            "{caller} may not {verb} the baselines (needs verb `{verb}` on \
+                             `{BASELINES}.{RBAC_GROUP}`, for every name)"
+                        ),
+                    },
                 });
             }
         }
@@ -246,7 +258,7 @@ impl Authenticator {
     }
 
     /// Checks a signed statement for this request.
-    fn signed(&self, body: &[u8], source: Option<&str>) -> Result<Caller, Refusal> {
+    fn signed(&self, body: &[u8], action: Action, source: Option<&str>) -> Result<Caller, Refusal> {
         let signed: Signed = serde_json::from_slice(body).map_err(|e| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,
@@ -254,10 +266,7 @@ impl Authenticator {
                 format!("the body is not a signed statement: {e}"),
             )
         })?;
-        let expected = Expected {
-            action: Action::BaselineAccept,
-            source,
-        };
+        let expected = Expected { action, source };
         let mut guard = self.replay.lock().map_err(|_| {
             Refusal::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -356,6 +365,7 @@ struct Handled {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/baseline/accept", post(accept))
+        .route("/api/v1/baseline/reset", post(reset))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             state.max_body_bytes,
         ))
@@ -456,6 +466,7 @@ async fn journal(
 fn action_of(path: &str) -> &'static str {
     match path {
         "/api/v1/baseline/accept" => Action::BaselineAccept.as_str(),
+        "/api/v1/baseline/reset" => Action::BaselineReset.as_str(),
         _ => "unknown",
     }
 }
@@ -523,6 +534,44 @@ fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, ()>> {
     }))
 }
 
+/// Reads the body and authenticates the caller: a bearer token through
+/// TokenReview (then `user` is set, for SubjectAccessReview), or a signed
+/// statement for `action` on `source`. Who is asking comes first: nothing
+/// about the operator (not even its source names) is told to an
+/// unauthenticated caller.
+async fn authenticate(
+    s: &ApiState,
+    headers: &HeaderMap,
+    body: Body,
+    action: Action,
+    source: Option<&str>,
+) -> Result<(Caller, Option<UserInfo>), Refusal> {
+    let bytes = axum::body::to_bytes(body, s.max_body_bytes)
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "oversized",
+                format!("the body is larger than {} bytes", s.max_body_bytes),
+            )
+        })?;
+    match bearer_token(headers) {
+        Some(Ok(token)) => s.auth.authenticate(token).await.map(|(c, u)| (c, Some(u))),
+        Some(Err(())) => Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "the Authorization header is not `Bearer TOKEN`",
+        )),
+        None if !bytes.is_empty() => s.auth.signed(&bytes, action, source).map(|c| (c, None)),
+        None => Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "no credentials: send a Kubernetes bearer token (permdrift uses your kubeconfig's, \
+             or --token) or a signed statement (--key)",
+        )),
+    }
+}
+
 async fn accept(
     State(s): State<ApiState>,
     Query(q): Query<AcceptQuery>,
@@ -536,40 +585,15 @@ async fn accept(
         reason: "accepted",
         accepted: None,
     };
-    let bytes = match axum::body::to_bytes(body, s.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            return refuse(
-                Refusal::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "oversized",
-                    format!("the body is larger than {} bytes", s.max_body_bytes),
-                ),
-                handled,
-            );
-        }
-    };
-    // Who is asking comes first: nothing about the operator (not even its
-    // source names) is told to an unauthenticated caller.
-    let authenticated = match bearer_token(&headers) {
-        Some(Ok(token)) => s.auth.authenticate(token).await.map(|(c, u)| (c, Some(u))),
-        Some(Err(())) => Err(Refusal::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "the Authorization header is not `Bearer TOKEN`",
-        )),
-        None if !bytes.is_empty() => s
-            .auth
-            .signed(&bytes, q.source.as_deref())
-            .map(|c| (c, None)),
-        None => Err(Refusal::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "no credentials: send a Kubernetes bearer token (permdrift baseline accept uses \
-             your kubeconfig's, or --token) or a signed statement (--key)",
-        )),
-    };
-    let (caller, user) = match authenticated {
+    let (caller, user) = match authenticate(
+        &s,
+        &headers,
+        body,
+        Action::BaselineAccept,
+        q.source.as_deref(),
+    )
+    .await
+    {
         Ok(c) => c,
         Err(refusal) => return refuse(refusal, handled),
     };
@@ -591,8 +615,12 @@ async fn accept(
     };
     // A signed statement's key is a configured approver and the statement
     // names its source; a Kubernetes identity needs RBAC for each source.
+    let names: Vec<Option<String>> = sources.iter().cloned().map(Some).collect();
     if let Some(user) = &user
-        && let Err(refusal) = s.auth.authorize(&caller, user, &sources).await
+        && let Err(refusal) = s
+            .auth
+            .authorize(&caller, user, Action::BaselineAccept, &names)
+            .await
     {
         return refuse(refusal, handled);
     }
@@ -649,6 +677,71 @@ async fn accept(
     let mut response = (StatusCode::OK, format!("{}\n", lines.join("\n"))).into_response();
     response.extensions_mut().insert(handled);
     response
+}
+
+#[derive(Deserialize)]
+struct ResetQuery {
+    reason: Option<String>,
+}
+
+/// Starts the journal over, only when the store refuses to open (emptied,
+/// shortened, rewritten or unreadable): the old journal is set aside, never
+/// deleted, and the new chain's first record names the reason, the caller
+/// and the previous head. A journal that opens is never reset from here:
+/// that would absorb every open widening.
+async fn reset(
+    State(s): State<ApiState>,
+    Query(q): Query<ResetQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut handled = Handled {
+        action: Action::BaselineReset.as_str(),
+        source: None,
+        caller: None,
+        reason: "accepted",
+        accepted: None,
+    };
+    let (caller, user) = match authenticate(&s, &headers, body, Action::BaselineReset, None).await {
+        Ok(c) => c,
+        Err(refusal) => return refuse(refusal, handled),
+    };
+    handled.caller = Some(caller.clone());
+    if let Some(user) = &user
+        && let Err(refusal) = s
+            .auth
+            .authorize(&caller, user, Action::BaselineReset, &[None])
+            .await
+    {
+        return refuse(refusal, handled);
+    }
+    let Some(reason) = q.reason.filter(|r| !r.trim().is_empty()) else {
+        return refuse(
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                "say why: ?reason=TEXT (kept in the new chain's first record)",
+            ),
+            handled,
+        );
+    };
+    match s.store.reset_refused(&reason, &caller.to_string()).await {
+        Ok(head) => {
+            tracing::warn!(caller = %caller, reason = %reason, previous = %head,
+                "journal reset: a new chain starts; the leader opens it within seconds");
+            let mut response = (
+                StatusCode::OK,
+                format!("reset: the old journal is set aside ({head}); a new chain starts\n"),
+            )
+                .into_response();
+            response.extensions_mut().insert(handled);
+            response
+        }
+        Err(e) => refuse(
+            Refusal::new(StatusCode::CONFLICT, "not-resettable", e),
+            handled,
+        ),
+    }
 }
 
 #[cfg(test)]

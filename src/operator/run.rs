@@ -47,6 +47,8 @@ pub enum OperatorError {
     Tls(#[from] super::tls::TlsError),
     #[error("api.authentication: {0}")]
     Authentication(String),
+    #[error("store.journalKeyFile: {0}")]
+    JournalKey(String),
 }
 
 /// A client for a cluster, from the pod's service account or a kubeconfig.
@@ -108,6 +110,7 @@ async fn supervise_store(
                     for w in warnings {
                         tracing::warn!(store = %store.dir().display(), "{w}");
                     }
+                    store.checkpoint("opened").await;
                     // Before anything can be accepted here: statements a
                     // previous leader accepted are used up.
                     if let Some(auth) = &auth {
@@ -217,7 +220,14 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         .collect();
     let metrics = Metrics::new(&platforms)?;
     let health = Health::new(platforms.iter().map(|(n, _)| n.clone()), metrics.clone());
-    let store = StoreHandle::new(config.store.path.clone(), metrics.clone());
+    let key = match &config.store.journal_key_file {
+        Some(path) => Some(
+            crate::store::JournalKey::from_file(path)
+                .map_err(|e| OperatorError::JournalKey(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let store = StoreHandle::new(config.store.path.clone(), metrics.clone()).with_key(key);
     let me = identity(config.leader_election.identity.as_deref());
     let le = &config.leader_election;
     let (leading_tx, leading_rx) = watch::channel(!le.enabled);

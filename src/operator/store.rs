@@ -14,6 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
+/// Records between two head log lines (besides every baseline).
+const CHECKPOINT_EVERY: u64 = 1000;
+
 /// Why the store did not open.
 #[derive(Debug)]
 pub enum OpenError {
@@ -74,6 +77,41 @@ impl StoreHandle {
         }
     }
 
+    /// Resets a store this process could not open (see `Store::reset`);
+    /// returns the previous head. Refused while the store is open: an intact
+    /// journal is never started over from the API.
+    pub async fn reset_refused(&self, reason: &str, actor: &str) -> Result<String, String> {
+        let guard = self.inner.lock().await;
+        if guard.is_some() {
+            return Err(
+                "the journal is open and intact; a reset is only for a journal the operator refuses to open"
+                    .into(),
+            );
+        }
+        let dir = self.dir.clone();
+        let key = self.key.clone();
+        let (reason, actor) = (reason.to_owned(), actor.to_owned());
+        let at = jiff::Timestamp::now().to_string();
+        let (store, record) = tokio::task::spawn_blocking(move || {
+            crate::store::Store::reset(&dir, key.as_ref(), &reason, &actor, &at)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        // Let go of the lock: the supervisor opens the new chain on its next try.
+        drop(store);
+        Ok(record.body["previous"].to_string())
+    }
+
+    /// Publishes the head (gauge and log line) of the open store.
+    pub async fn checkpoint(&self, why: &str) {
+        if let Some(store) = self.inner.lock().await.as_ref() {
+            let head = store.head();
+            self.metrics.journal_head.set(head.seq as f64);
+            tracing::info!(seq = head.seq, head = %head, keyed = store.keyed(), why, "journal checkpoint");
+        }
+    }
+
     /// Closes the store (releasing its lock), e.g. on losing leadership.
     pub async fn close(&self) {
         self.inner.lock().await.take();
@@ -115,6 +153,13 @@ impl StoreHandle {
             .journal_records
             .with_label_values(&[kind])
             .inc();
+        self.metrics.journal_head.set(record.seq as f64);
+        // The head leaves the store at every baseline and every 1,000
+        // records: a copy kept elsewhere is what proves a journal was not
+        // shortened or rewritten (docs/journal.md).
+        if kind == crate::operator::records::BASELINE || record.seq % CHECKPOINT_EVERY == 0 {
+            tracing::info!(seq = record.seq, head = %store.head(), "journal checkpoint");
+        }
         Ok(record.seq)
     }
 
