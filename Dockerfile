@@ -15,20 +15,22 @@ ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
 
-# Only what `cargo build --bin permdrift` reads. benches/ is there because
-# Cargo.toml declares [[bench]] targets and cargo refuses a manifest whose
-# declared targets are missing; the benches themselves are not compiled.
+# Only what `cargo build -p permdrift --bin permdrift` reads. benches/ is there
+# because Cargo.toml declares [[bench]] targets and cargo refuses a manifest
+# whose declared targets are missing; kube-test-server/ because it is a
+# workspace member (and a dev-dependency) cargo must load. Neither is compiled.
 COPY Cargo.toml Cargo.lock ./
 COPY benches ./benches
+COPY kube-test-server ./kube-test-server
 COPY src ./src
 
 # --locked: the image is built from exactly the dependency versions in Cargo.lock.
-# --bin permdrift: the dev-only kube-test-server binary never enters the image.
+# -p permdrift --bin permdrift: the dev-only kube-test-server never enters the image.
 # The binary is copied out of the cache mount, which is not part of any layer.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked --bin permdrift \
+    cargo build --release --locked -p permdrift --bin permdrift \
  && install -D -m 0755 target/release/permdrift /out/permdrift
 
 # ---- runtime ------------------------------------------------------------------

@@ -6,7 +6,6 @@
 //! Run: `cargo bench --bench diff` (knobs: BENCH_RUNS, default 3).
 //! Results go to stdout as a markdown table and to .bench-out/diff.json.
 
-#[path = "synth/mod.rs"]
 mod synth;
 
 use permdrift::index::iam::{IamModel, IamObject};

@@ -16,9 +16,6 @@
 //! `BENCH_RUNS` (runs per tool, 3), `BENCH_UNCHUNKED` (also time kubectl
 //! `--chunk-size=0`, 1). A JSON summary goes to `.bench-out/kube_snapshot.json`.
 
-#[allow(dead_code)]
-#[path = "../tests/support/kube_server.rs"]
-mod kube_server;
 mod synth;
 
 use std::collections::BTreeSet;
@@ -26,7 +23,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use kube_server::{KubeTestServer, Options};
+use kube_test_server::harness::{KubeTestServer, Options};
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -32,9 +32,10 @@
 //! (`10k,100k`), `BENCH_CHURN_SECONDS` (30), `BENCH_AWS` (1: run the AWS
 //! part), `BENCH_ROLES` (5000). A JSON summary goes to `.bench-out/operator.json`.
 
-#[allow(dead_code)]
-#[path = "../tests/support/kube_server.rs"]
-mod kube_server;
+/// What tests/support/operator.rs reaches as `super::kube_server`.
+mod kube_server {
+    pub use kube_test_server::harness::*;
+}
 #[path = "../tests/support/moto.rs"]
 mod moto;
 #[allow(dead_code)]

@@ -5,6 +5,10 @@
 //! synchronous: no I/O, no clock. The edges (`input`, `source`, `cli`) do I/O
 //! around it.
 
+// The workspace denies unsafe code; the product forbids it outright (only
+// test support may opt out, see tests/support/moto.rs).
+#![forbid(unsafe_code)]
+
 pub mod classify;
 pub mod cli;
 pub mod config;

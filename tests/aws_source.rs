@@ -4,6 +4,8 @@
 //! captured moto response) for paging, throttling and errors moto cannot
 //! produce.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use std::collections::HashMap;

@@ -1,6 +1,8 @@
 //! End-to-end tests of the `permdrift` binary: exit codes, output formats,
 //! bad input, atomic output files.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

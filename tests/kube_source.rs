@@ -4,6 +4,8 @@
 //! Kubernetes API test server, through the real `kube` client, with people
 //! acting through the real `kubectl`.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use std::collections::BTreeMap;

