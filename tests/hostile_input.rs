@@ -2,6 +2,7 @@
 //! endless streams, deep XML, huge globs, huge YAML and `-o` targets that are
 //! not plain files. Each must end promptly with a clear error (exit 2) or a
 //! correct result, never hang, abort or clobber.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
