@@ -57,3 +57,34 @@ fn an_overlong_duration_is_a_config_error() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Fuzz target `load_xml`: the check for a JSON snapshot looked at the
+/// first 256 bytes of every input by slicing the text there, which panicked
+/// when byte 256 fell inside a multi-byte character, whatever the format.
+#[test]
+fn a_character_across_byte_256_is_read() {
+    let dir = scratch("fuzz-char-boundary");
+    let head = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: a\n  annotations:\n    note: \"";
+    // '€' is three bytes: one of these paddings puts byte 256 inside it.
+    for pad in 0..3 {
+        let note = format!("{}{}", "x".repeat(pad), "€".repeat(100));
+        let path = dir.join(format!("role-{pad}.yaml"));
+        std::fs::write(&path, format!("{head}{note}\"\nrules: []\n")).expect("write manifest");
+        let out = Command::new(env!("CARGO_BIN_EXE_permdrift"))
+            .args(["snapshot", "-q", "--from"])
+            .arg(&path)
+            .args(["--format", "json"])
+            .output()
+            .expect("run permdrift");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "pad {pad}: {stderr}");
+        let snapshot: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("snapshot is JSON");
+        assert_eq!(
+            snapshot["sources"][0]["objects"][0]["metadata"]["annotations"]["note"],
+            note.as_str(),
+            "pad {pad}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
