@@ -144,6 +144,15 @@ impl Automaton {
         let mut state = vec![0u64; self.words];
         state[0] = 1;
         self.close(&mut state);
+        // Only words `low..=high` can matter. A state moves one position at
+        // a time, so every later match through an earlier position passes the
+        // highest `*` reached, and that `*` stays reached (it absorbs
+        // anything): words below it are redundant and never read again
+        // (`low`). Positions rise by at most one per byte (`high`). The
+        // window is the longest run without `*`, which makes ordinary ARN
+        // globs linear.
+        let mut low = 0;
+        let mut high = 0;
         for &byte in text {
             // Which positions step forward on this byte: a `?` (unless the
             // text has a `*` here) and the positions holding this literal.
@@ -157,9 +166,10 @@ impl Automaton {
             };
             let mut carry = 0u64;
             let mut star_carry = 0u64;
-            let mut alive = 0u64;
-            for w in 0..self.words {
-                let current = state[w];
+            let (mut new_low, mut new_high) = (low, None);
+            let top = (high + 1).min(self.words - 1);
+            for (w, word) in state.iter_mut().enumerate().take(top + 1).skip(low) {
+                let current = *word;
                 let mut step = if any { self.any[w] } else { 0 };
                 if let Some(base) = literal {
                     step |= self.literal[base + w];
@@ -171,14 +181,21 @@ impl Automaton {
                 let stars = next & self.star[w];
                 next |= (stars << 1) | star_carry;
                 star_carry = stars >> 63;
-                state[w] = next;
-                alive |= next;
+                *word = next;
+                if stars != 0 {
+                    new_low = w;
+                }
+                if next != 0 {
+                    new_high = Some(w);
+                }
             }
-            if alive == 0 {
+            let Some(h) = new_high else {
                 return false;
-            }
+            };
+            (low, high) = (new_low, h);
         }
-        state[self.len / 64] & (1u64 << (self.len % 64)) != 0
+        let (w, bit) = (self.len / 64, self.len % 64);
+        w <= high && state[w] & (1u64 << bit) != 0
     }
 
     fn close(&self, state: &mut [u64]) {
