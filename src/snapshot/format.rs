@@ -378,7 +378,12 @@ struct SourceRaw<'a> {
 /// Whether JSON text starts like a snapshot this writer produced (the fast
 /// path applies); anything else goes through [`from_value`].
 pub fn looks_like_json_snapshot(text: &str) -> bool {
-    let head = &text[..text.len().min(256)];
+    // 256 bytes, or fewer so as not to split a character (a panic otherwise).
+    let mut end = text.len().min(256);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let head = &text[..end];
     head.trim_start().starts_with('{') && head.contains(API_GROUP) && head.contains("\"Snapshot\"")
 }
 
