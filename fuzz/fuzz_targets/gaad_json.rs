@@ -20,10 +20,10 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(source) = account_source("123456789012", &value, InputOptions::default()) {
         // A snapshot document is read as one first, whatever else it holds.
-        if !format::is_snapshot(&value) {
-            if let Err(e) = &from_file {
-                panic!("the live path accepts a document the file reader refuses: {e}");
-            }
+        if !format::is_snapshot(&value)
+            && let Err(e) = &from_file
+        {
+            panic!("the live path accepts a document the file reader refuses: {e}");
         }
         let mut snapshot = Snapshot::new();
         snapshot.sources.insert(source.name.clone(), source);

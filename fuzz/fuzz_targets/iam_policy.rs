@@ -17,10 +17,10 @@ fn check(doc: &Value) {
         normal,
         "normal form is not idempotent"
     );
-    if parsed.is_ok() {
-        if let Err(e) = parse_document(&normal) {
-            panic!("a valid document's normal form is invalid: {e}\n{normal}");
-        }
+    if parsed.is_ok()
+        && let Err(e) = parse_document(&normal)
+    {
+        panic!("a valid document's normal form is invalid: {e}\n{normal}");
     }
     let text = doc.to_string();
     let encoded = percent_encoding::utf8_percent_encode(&text, percent_encoding::NON_ALPHANUMERIC)

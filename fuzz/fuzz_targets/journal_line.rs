@@ -10,15 +10,15 @@ use libfuzzer_sys::fuzz_target;
 use permdrift::store::record::{parse_line, record_hash, record_line, scan};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(record) = parse_line(data) {
-        if record_hash(&record) == record.hash {
-            let line = record_line(&record);
-            assert_eq!(
-                parse_line(line.as_bytes()),
-                Ok(record),
-                "a record does not read back from its own line"
-            );
-        }
+    if let Ok(record) = parse_line(data)
+        && record_hash(&record) == record.hash
+    {
+        let line = record_line(&record);
+        assert_eq!(
+            parse_line(line.as_bytes()),
+            Ok(record),
+            "a record does not read back from its own line"
+        );
     }
     let whole = scan(data);
     let good = usize::try_from(whole.good_len).unwrap_or(usize::MAX);
