@@ -163,14 +163,20 @@ impl StoreHandle {
         Ok(record.seq)
     }
 
-    /// `(kind, body)` of every record of `source`, oldest first.
-    pub async fn source_records(&self, source: &str) -> Result<Vec<(String, Value)>, String> {
+    /// Every record of the open store, oldest first, verified.
+    async fn records(&self) -> Result<Vec<crate::store::Record>, String> {
         let guard = self.inner.lock().await;
         let store = guard
             .as_ref()
             .ok_or("store is not open: this replica does not lead")?;
-        let records = tokio::task::block_in_place(|| store.records()).map_err(|e| e.to_string())?;
-        Ok(records
+        tokio::task::block_in_place(|| store.records()).map_err(|e| e.to_string())
+    }
+
+    /// `(kind, body)` of every record of `source`, oldest first.
+    pub async fn source_records(&self, source: &str) -> Result<Vec<(String, Value)>, String> {
+        Ok(self
+            .records()
+            .await?
             .into_iter()
             .filter(|r| r.source.as_deref() == Some(source))
             .map(|r| (r.kind, r.body))
@@ -179,12 +185,9 @@ impl StoreHandle {
 
     /// `(at, body)` of every record of `kind` that belongs to no source.
     pub async fn global_records(&self, kind: &str) -> Result<Vec<(String, Value)>, String> {
-        let guard = self.inner.lock().await;
-        let store = guard
-            .as_ref()
-            .ok_or("store is not open: this replica does not lead")?;
-        let records = tokio::task::block_in_place(|| store.records()).map_err(|e| e.to_string())?;
-        Ok(records
+        Ok(self
+            .records()
+            .await?
             .into_iter()
             .filter(|r| r.source.is_none() && r.kind == kind)
             .map(|r| (r.at, r.body))
