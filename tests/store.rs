@@ -808,6 +808,19 @@ fn history_needs_an_existing_store() {
 
 // ---- a journal that cannot be laundered ----
 
+/// `Store::open`, retried while the lock is held: a `permdrift` child that
+/// another test thread is spawning holds a copy of every open descriptor,
+/// the lock's included, until it execs.
+fn open_store(
+    path: &Path,
+    key: Option<&store::JournalKey>,
+) -> Result<(Store, Vec<String>), StoreError> {
+    let started = Instant::now();
+    Store::open_wait(path, key, Duration::from_millis(5), || {
+        started.elapsed() > Duration::from_secs(5)
+    })
+}
+
 /// A journal key file (hex text, as `openssl rand -hex 32` writes it).
 fn key_file(dir: &Path, byte: u8) -> (PathBuf, store::JournalKey) {
     let path = dir.join(format!("journal-key-{byte}"));
@@ -819,7 +832,7 @@ fn key_file(dir: &Path, byte: u8) -> (PathBuf, store::JournalKey) {
 /// `store_with`, every record MACed under `key`.
 fn keyed_store_with(dir: &Path, n: u64, key: &store::JournalKey) -> PathBuf {
     let path = dir.join("store");
-    let (mut s, _) = Store::open(&path, Some(key)).unwrap();
+    let (mut s, _) = open_store(&path, Some(key)).unwrap();
     for i in 1..=n {
         s.append(
             "change",
@@ -862,7 +875,7 @@ fn forge(store_dir: &Path, mut records: Vec<store::Record>, from: usize) {
 fn the_head_is_exposed_and_kept_after_every_append() {
     let tmp = tempdir();
     let path = tmp.path().join("store");
-    let (mut s, _) = Store::open(&path, None).unwrap();
+    let (mut s, _) = open_store(&path, None).unwrap();
     let head_file = || fs::read_to_string(path.join("head")).unwrap();
     assert_eq!(s.head().to_string(), format!("0:{}", store::ZERO_HASH));
     assert_eq!(head_file(), format!("0:{}\n", store::ZERO_HASH));
@@ -879,7 +892,7 @@ fn an_emptied_journal_is_tampering_not_a_fresh_start() {
     let (path, _, _) = incident_store(tmp.path());
     let dir = path.display().to_string();
     fs::write(path.join(store::JOURNAL), "").unwrap();
-    let e = Store::open(&path, None).unwrap_err();
+    let e = open_store(&path, None).unwrap_err();
     assert!(matches!(e, StoreError::Tampered { .. }), "{e}");
     assert!(
         e.to_string().contains(
@@ -898,7 +911,7 @@ fn an_emptied_journal_is_tampering_not_a_fresh_start() {
     );
     // With the head file gone too, the snapshot files still say records existed.
     fs::remove_file(path.join("head")).unwrap();
-    let e = Store::open(&path, None).unwrap_err().to_string();
+    let e = open_store(&path, None).unwrap_err().to_string();
     assert!(
         e.contains("journal.jsonl is empty, but snapshot files are stored"),
         "{e}"
@@ -906,7 +919,7 @@ fn an_emptied_journal_is_tampering_not_a_fresh_start() {
     assert_eq!(code(&permdrift(&["history", "--store", &dir, "verify"])), 1);
     // And a deleted journal is no new store either.
     fs::remove_file(path.join(store::JOURNAL)).unwrap();
-    let e = Store::open(&path, None).unwrap_err().to_string();
+    let e = open_store(&path, None).unwrap_err().to_string();
     assert!(
         e.contains("journal.jsonl is missing, but snapshot files are stored"),
         "{e}"
@@ -927,7 +940,7 @@ fn a_truncated_middle_is_refused_and_the_file_left_alone() {
     // Mid-line (looks like a torn write) and at a line boundary.
     for cut in [two + lines[2].len() / 2, two] {
         fs::write(path.join(store::JOURNAL), &full[..cut]).unwrap();
-        let e = Store::open(&path, None).unwrap_err();
+        let e = open_store(&path, None).unwrap_err();
         assert!(
             matches!(&e, StoreError::Tampered { reason, .. } if reason.starts_with("the journal ends at seq 2, but the store's head file says seq 6 was written")),
             "{e}"
@@ -985,10 +998,10 @@ fn a_rehashed_edit_fails_with_the_key() {
             stdout(&o)
         );
     }
-    let e = Store::open(&path, Some(&key)).unwrap_err();
+    let e = open_store(&path, Some(&key)).unwrap_err();
     assert!(matches!(e, StoreError::Tampered { .. }), "{e}");
     // Without the key the store is not opened for writing at all.
-    let e = Store::open(&path, None).unwrap_err();
+    let e = open_store(&path, None).unwrap_err();
     assert!(matches!(e, StoreError::KeyRequired { seq: 1, .. }), "{e}");
 }
 
@@ -1052,7 +1065,7 @@ fn a_deleted_record_rehashed_fails_with_the_key() {
 fn expect_head_catches_a_shortened_journal() {
     let tmp = tempdir();
     let path = tmp.path().join("store");
-    let (mut s, _) = Store::open(&path, None).unwrap();
+    let (mut s, _) = open_store(&path, None).unwrap();
     let mut heads = Vec::new();
     for i in 1..=6u64 {
         s.append("note", None, json!({"i": i}), AT).unwrap();
@@ -1146,7 +1159,7 @@ fn an_old_journal_still_verifies_and_a_key_macs_from_the_next_record() {
     );
 
     // The operator, now with a key, opens it and MACs from the next record.
-    let (mut s, warnings) = Store::open(&path, Some(&key)).unwrap();
+    let (mut s, warnings) = open_store(&path, Some(&key)).unwrap();
     assert!(
         warnings.len() == 1 && warnings[0].contains("started head at 4:2206be12"),
         "{warnings:?}"
@@ -1196,7 +1209,7 @@ fn reset_sets_the_journal_aside_and_starts_a_new_chain() {
     write_lines(&path, &lines[..3]);
     let cut = fs::read(path.join(store::JOURNAL)).unwrap();
     assert!(matches!(
-        Store::open(&path, Some(&key)),
+        open_store(&path, Some(&key)),
         Err(StoreError::Tampered { .. })
     ));
 
@@ -1261,23 +1274,50 @@ fn reset_sets_the_journal_aside_and_starts_a_new_chain() {
     );
 
     // The new chain opens and continues; verify is intact with the key.
-    let (mut s, warnings) = Store::open(&path, Some(&key)).unwrap();
+    let (mut s, warnings) = open_store(&path, Some(&key)).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(s.append("note", None, json!({}), AT).unwrap().seq, 2);
+    // Not while a writer holds the store.
+    let o = permdrift(&[
+        "history",
+        "--store",
+        &dir,
+        "reset",
+        "--reason",
+        "x",
+        "--key-file",
+        &kf,
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("stop the operator before resetting its store"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!path.join("journal.reset-2.jsonl").exists());
     drop(s);
     let o = permdrift(&["history", "--store", &dir, "verify", "--key-file", &kf]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
 
     // A crash between the new journal and the new head file: open accepts
     // the old head file because the reset record names it.
-    let (_, r2) = Store::reset(&path, Some(&key), "again", "bob", AT).unwrap();
+    let reset = || Store::reset(&path, Some(&key), "again", "bob", AT);
+    let started = Instant::now();
+    let mut done = reset();
+    while matches!(done, Err(StoreError::Locked { .. }))
+        && started.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+        done = reset();
+    }
+    let (_, r2) = done.unwrap();
     assert_eq!(r2.body["previous"]["journal"], "journal.reset-2.jsonl");
     fs::write(
         path.join("head"),
         format!("{}\n", r2.body["previous"]["headFile"].as_str().unwrap()),
     )
     .unwrap();
-    let (s, _) = Store::open(&path, Some(&key)).unwrap();
+    let (s, _) = open_store(&path, Some(&key)).unwrap();
     assert_eq!(s.head().seq, 1);
     drop(s);
     assert_eq!(fs::read(path.join("journal.reset-1.jsonl")).unwrap(), cut);

@@ -435,13 +435,15 @@ fn reset(ctx: &Ctx, dir: &Path, args: ResetArgs) -> anyhow::Result<u8> {
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "permdrift history reset".into());
     let at = jiff::Timestamp::now().to_string();
-    let (store, record) = store::Store::reset(dir, key.as_ref(), &args.reason, &actor, &at)
-        .with_context(|| {
-            format!(
-                "cannot reset {} (if an operator is running on it, stop it first)",
-                dir.display()
-            )
-        })?;
+    let (store, record) = match store::Store::reset(dir, key.as_ref(), &args.reason, &actor, &at) {
+        Ok(done) => done,
+        Err(e @ StoreError::Locked { .. }) => {
+            return Err(
+                anyhow::Error::new(e).context("stop the operator before resetting its store")
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
     let previous = &record.body["previous"];
     let text = |k: &str| previous.get(k).and_then(Value::as_str);
     if let Some(p) = text("problem") {

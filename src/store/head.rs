@@ -2,7 +2,8 @@
 //! copy of it in `DIR/head`, and a copy kept elsewhere to check against.
 //!
 //! After every append the store rewrites `DIR/head` (`SEQ:HASH` and a
-//! newline) and exposes the same [`Head`] to its caller for publishing. On
+//! newline) in place and exposes the same [`Head`] to its caller for
+//! publishing. On
 //! the way in, a journal is checked against a head: it must reach the
 //! head's seq, and its record there must have the head's hash. The checks
 //! are pure; [`read`] and [`write`] are the file's thin edge. What this local
@@ -13,7 +14,7 @@ use super::snapshots::sync_dir;
 use super::{StoreError, dir_name};
 use serde::Serialize;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::Path;
 
 /// The store's copy of its head.
@@ -166,22 +167,37 @@ pub fn read(dir: &Path) -> Result<Option<Head>, StoreError> {
     }
 }
 
-/// Replaces `DIR/head` with `head`: temp file, fsync, rename, so a crash
-/// leaves the old head or the new one. The directory is not fsynced: a
-/// rename lost in a crash leaves the previous, lower head, which the
-/// journal still reaches.
-pub fn write(dir: &Path, head: &Head) -> io::Result<()> {
+/// Puts `head` in `DIR/head` (temp file, fsync, rename, fsync of the
+/// directory) and returns the file open for [`overwrite`].
+pub fn create(dir: &Path, head: &Head) -> io::Result<File> {
     let tmp = dir.join(HEAD_TEMP);
-    let mut f = File::create(&tmp)?;
+    let mut f = super::open_options_private()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
     f.write_all(format!("{head}\n").as_bytes())?;
     f.sync_all()?;
-    fs::rename(&tmp, dir.join(HEAD_FILE))
+    fs::rename(&tmp, dir.join(HEAD_FILE))?;
+    sync_dir(dir)?;
+    Ok(f)
 }
 
-/// As [`write`], and the directory entry made durable too (a new file).
-pub fn create(dir: &Path, head: &Head) -> io::Result<()> {
-    write(dir, head)?;
-    sync_dir(dir)
+/// Opens an existing `DIR/head` for [`overwrite`].
+pub fn open(dir: &Path) -> io::Result<File> {
+    fs::OpenOptions::new().write(true).open(dir.join(HEAD_FILE))
+}
+
+/// Writes `head` over the file's start, not fsynced. Safe because a head
+/// only grows within a chain (the text never gets shorter), it fits in the
+/// first disk sector (written whole, so never torn), and it is written only
+/// after the journal line it names is fsynced: a crash can lose the update,
+/// leaving an older head the journal still reaches, but never put the head
+/// ahead of the journal. An fsync here would cost as much as the append's.
+pub fn overwrite(file: &File, head: &Head) -> io::Result<()> {
+    let mut f = file;
+    f.seek(SeekFrom::Start(0))?;
+    f.write_all(format!("{head}\n").as_bytes())
 }
 
 /// Removes a temp head a crash left.

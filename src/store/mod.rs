@@ -15,9 +15,10 @@
 //! ```
 //!
 //! Durability: `append` returns after the line is written and fsynced and
-//! the head file replaced; `put_snapshot` after the file and its directory
-//! entry are. A crash can only leave an unterminated last line, which the next
-//! writer's `open` cuts away with a warning, or a head file one record behind.
+//! the head file rewritten (not fsynced: see [`head::overwrite`]);
+//! `put_snapshot` after the file and its directory entry are. A crash can
+//! only leave an unterminated last line, which the next writer's `open` cuts
+//! away with a warning, or a head file behind the journal.
 //! Anything else is refused, never repaired: a bad complete line
 //! ([`StoreError::Corrupt`]), and a journal shorter than the head file, an
 //! emptied one beside snapshot files, or a MAC that fails
@@ -128,6 +129,8 @@ pub struct Store {
     journal: File,
     /// Kept open: the flock lives as long as this file description.
     _lock: File,
+    /// `DIR/head`, rewritten after each append.
+    head_file: File,
     /// Bytes of the journal holding complete records.
     len: u64,
     last_seq: u64,
@@ -218,21 +221,25 @@ impl Store {
             ));
         }
         let now = Head::of(&scan.records);
-        if kept.as_ref() != Some(&now) {
-            head::create(dir, &now).map_err(io_error(dir, head::HEAD_FILE))?;
-            if kept.is_none() && now.seq > 0 {
-                warnings.push(format!(
-                    "store {}: started {} at {now}: this journal was written before stores kept their head, so records removed before now cannot be told from never written",
-                    dir_name(dir),
-                    head::HEAD_FILE
-                ));
-            }
+        let head_file = if kept.as_ref() == Some(&now) {
+            head::open(dir)
+        } else {
+            head::create(dir, &now)
+        }
+        .map_err(io_error(dir, head::HEAD_FILE))?;
+        if kept.is_none() && now.seq > 0 {
+            warnings.push(format!(
+                "store {}: started {} at {now}: this journal was written before stores kept their head, so records removed before now cannot be told from never written",
+                dir_name(dir),
+                head::HEAD_FILE
+            ));
         }
         Ok((
             Store {
                 dir: dir.to_path_buf(),
                 journal,
                 _lock: lock,
+                head_file,
                 len: scan.good_len,
                 last_seq: now.seq,
                 last_hash: now.hash,
@@ -294,7 +301,7 @@ impl Store {
     }
 
     /// Appends one record and returns it once it is on disk (written and
-    /// fsynced, and the head file replaced). `kind` is lower-case letters,
+    /// fsynced, and the head file rewritten). `kind` is lower-case letters,
     /// digits and `-`; `at` is an RFC 3339 time; `body` a JSON object. A
     /// failed append leaves the journal as it was (the partial line is cut
     /// off) and its seq unused; [`Store::head`] is the new head after it.
@@ -338,12 +345,12 @@ impl Store {
             return Err(self.undo_append(e, JOURNAL));
         }
         // The head file follows the journal, never leads it: a crash in
-        // between leaves it one record behind, which open accepts.
+        // between leaves it behind, which open accepts.
         let head = Head {
             seq: record.seq,
             hash: record.hash.clone(),
         };
-        if let Err(e) = head::write(&self.dir, &head) {
+        if let Err(e) = head::overwrite(&self.head_file, &head) {
             return Err(self.undo_append(e, head::HEAD_FILE));
         }
         self.len += line.len() as u64;

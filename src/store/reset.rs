@@ -127,7 +127,7 @@ impl Store {
             seq: 1,
             hash: first.hash.clone(),
         };
-        head::create(dir, &now).map_err(io_error(dir, head::HEAD_FILE))?;
+        let head_file = head::create(dir, &now).map_err(io_error(dir, head::HEAD_FILE))?;
         let mut journal = open_options_private()
             .read(true)
             .append(true)
@@ -144,6 +144,7 @@ impl Store {
                 dir: dir.to_path_buf(),
                 journal,
                 _lock: lock,
+                head_file,
                 len: bytes.len() as u64,
                 last_seq: now.seq,
                 last_hash: now.hash,
