@@ -362,6 +362,19 @@ struct Handled {
     accepted: Option<usize>,
 }
 
+impl Handled {
+    /// A request for `action` not yet authenticated.
+    fn new(action: Action, source: Option<String>) -> Self {
+        Handled {
+            action: action.as_str(),
+            source,
+            caller: None,
+            reason: "accepted",
+            accepted: None,
+        }
+    }
+}
+
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/baseline/accept", post(accept))
@@ -578,13 +591,7 @@ async fn accept(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut handled = Handled {
-        action: Action::BaselineAccept.as_str(),
-        source: q.source.clone(),
-        caller: None,
-        reason: "accepted",
-        accepted: None,
-    };
+    let mut handled = Handled::new(Action::BaselineAccept, q.source.clone());
     let (caller, user) = match authenticate(
         &s,
         &headers,
@@ -695,13 +702,7 @@ async fn reset(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let mut handled = Handled {
-        action: Action::BaselineReset.as_str(),
-        source: None,
-        caller: None,
-        reason: "accepted",
-        accepted: None,
-    };
+    let mut handled = Handled::new(Action::BaselineReset, None);
     let (caller, user) = match authenticate(&s, &headers, body, Action::BaselineReset, None).await {
         Ok(c) => c,
         Err(refusal) => return refuse(refusal, handled),
