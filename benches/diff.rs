@@ -8,9 +8,9 @@
 
 mod synth;
 
-use permdrift::index::iam::{IamModel, IamObject};
-use permdrift::index::kube::{KubeModel, KubeObject};
-use permdrift::model::aws::IamKind;
+use permdrift::index::aws::{AwsModel, AwsObject};
+use permdrift::index::k8s::{K8sModel, K8sObject};
+use permdrift::model::aws::AwsKind;
 use permdrift::snapshot::format::{self, Format};
 use permdrift::snapshot::{Snapshot, SourceSnapshot};
 use serde_json::{Value, json};
@@ -53,9 +53,9 @@ fn measure(label: &str, program: &str, args: &[&str], runs: usize, expect: &[i32
 }
 
 fn kube_snapshot(objects: &[Value]) -> Snapshot {
-    let mut model = KubeModel::new();
+    let mut model = K8sModel::new();
     for o in objects {
-        model.insert(KubeObject::from_raw(o.clone()).expect("synthetic object parses"));
+        model.insert(K8sObject::from_raw(o.clone()).expect("synthetic object parses"));
     }
     let mut s = Snapshot::new();
     s.sources.insert(
@@ -66,10 +66,10 @@ fn kube_snapshot(objects: &[Value]) -> Snapshot {
 }
 
 fn iam_snapshot(doc: &Value) -> Snapshot {
-    let mut model = IamModel::new();
-    for kind in IamKind::ALL {
+    let mut model = AwsModel::new();
+    for kind in AwsKind::ALL {
         for item in doc[kind.list_name()].as_array().into_iter().flatten() {
-            let (key, object) = IamObject::canonical(kind, item.clone()).expect("entity parses");
+            let (key, object) = AwsObject::canonical(kind, item.clone()).expect("entity parses");
             model.insert(key, object);
         }
     }

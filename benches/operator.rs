@@ -302,12 +302,12 @@ fn churn(port: u16, namespaces: usize, seconds: usize) -> Vec<Write> {
 /// Events. Returns (mean, p50, p99) milliseconds per write.
 fn core_cost(label: &str, shape: &synth::ClusterShape, writes: usize) -> (f64, f64, f64) {
     use permdrift::decide::{Policy, SourceState};
-    use permdrift::index::kube::{KubeModel, KubeObject};
+    use permdrift::index::k8s::{K8sModel, K8sObject};
     use permdrift::model::k8s::{RbacKey, RbacKind};
     use permdrift::snapshot::SourceSnapshot;
-    let mut model = KubeModel::new();
+    let mut model = K8sModel::new();
     for object in synth::cluster(shape, 42) {
-        if let Ok(o) = KubeObject::from_raw(object) {
+        if let Ok(o) = K8sObject::from_raw(object) {
             model.insert(o);
         }
     }
@@ -323,7 +323,7 @@ fn core_cost(label: &str, shape: &synth::ClusterShape, writes: usize) -> (f64, f
         let clock = Instant::now();
         let key = match write {
             Planned::Create { body, .. } => {
-                let o = KubeObject::from_raw(body).expect("churn binding parses");
+                let o = K8sObject::from_raw(body).expect("churn binding parses");
                 let key = o.parsed.key.clone();
                 model.insert(o);
                 key
@@ -341,7 +341,7 @@ fn core_cost(label: &str, shape: &synth::ClusterShape, writes: usize) -> (f64, f
                 let key = RbacKey::new(RbacKind::Role, Some(&namespace), &name);
                 let mut value = model.get(&key).expect("churn role exists").value();
                 value["rules"] = rules;
-                model.insert(KubeObject::from_raw(value).expect("patched role parses"));
+                model.insert(K8sObject::from_raw(value).expect("patched role parses"));
                 key
             }
         };

@@ -239,7 +239,7 @@ pub struct Authentication {
     pub token_review: TokenReview,
     /// The cluster asked (default: in-cluster, else the kubeconfig's current context).
     #[serde(default)]
-    pub kubernetes: Option<KubeAccess>,
+    pub kubernetes: Option<K8sAccess>,
     /// ed25519 public keys whose signed requests are accepted, for installs
     /// without Kubernetes.
     #[serde(default)]
@@ -278,7 +278,7 @@ pub struct ApiKey {
 /// How to reach a Kubernetes API server.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct KubeAccess {
+pub struct K8sAccess {
     /// Use the pod's service account.
     #[serde(default)]
     pub in_cluster: bool,
@@ -309,7 +309,7 @@ pub struct LeaderElection {
     pub retry_period: Dur,
     /// Where the Lease lives (default: in-cluster, else the current context).
     #[serde(default)]
-    pub kubernetes: Option<KubeAccess>,
+    pub kubernetes: Option<K8sAccess>,
 }
 
 fn yes() -> bool {
@@ -369,9 +369,21 @@ pub struct SourceConfig {
     #[serde(default)]
     pub mode: Mode,
     #[serde(default)]
-    pub kubernetes: Option<KubeAccess>,
+    pub kubernetes: Option<K8sAccess>,
     #[serde(default)]
     pub aws: Option<AwsAccess>,
+}
+
+impl SourceConfig {
+    /// The platform this source reads; validation allows exactly one of
+    /// `kubernetes` and `aws`.
+    pub fn platform(&self) -> crate::snapshot::Platform {
+        if self.kubernetes.is_some() {
+            crate::snapshot::Platform::Kubernetes
+        } else {
+            crate::snapshot::Platform::Aws
+        }
+    }
 }
 
 /// A known, legitimate standing widening.

@@ -8,14 +8,14 @@
 //! widening stays open until accepted (later: approved or reverted). Pure: no
 //! I/O, and `now` (Unix seconds) is passed in.
 
-use crate::classify::iam::RiskSets;
+use crate::classify::aws::RiskSets;
 use crate::config::{AllowRule, Mode};
 use crate::diff::{self, DiffOptions};
 use crate::grants::catalog::Catalog;
 use crate::grants::glob;
-use crate::index::iam::IamModel;
-use crate::index::kube::KubeModel;
-use crate::model::aws::IamKey;
+use crate::index::aws::AwsModel;
+use crate::index::k8s::K8sModel;
+use crate::model::aws::AwsKey;
 use crate::model::k8s::RbacKey;
 use crate::report::{Change, Direction, Severity};
 use crate::snapshot::{SourceData, SourceSnapshot};
@@ -26,15 +26,15 @@ use std::fmt;
 /// An object of either platform.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ObjectKey {
-    Kube(RbacKey),
-    Iam(IamKey),
+    K8s(RbacKey),
+    Aws(AwsKey),
 }
 
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ObjectKey::Kube(k) => k.fmt(f),
-            ObjectKey::Iam(k) => k.fmt(f),
+            ObjectKey::K8s(k) => k.fmt(f),
+            ObjectKey::Aws(k) => k.fmt(f),
         }
     }
 }
@@ -263,7 +263,7 @@ impl SourceState {
     /// Judges the Kubernetes object `key` of `current` against the baseline.
     pub fn judge_kube(
         &mut self,
-        current: &KubeModel,
+        current: &K8sModel,
         key: &RbacKey,
         policy: &Policy<'_>,
         now: f64,
@@ -272,14 +272,14 @@ impl SourceState {
         let SourceData::Kubernetes(baseline) = &self.baseline.data else {
             return Outcome::AlreadyOpen;
         };
-        let Some(object_change) = diff::kube_object_change(baseline, current, key) else {
-            let closed = self.open.remove(&ObjectKey::Kube(key.clone()));
+        let Some(object_change) = diff::k8s_object_change(baseline, current, key) else {
+            let closed = self.open.remove(&ObjectKey::K8s(key.clone()));
             return Outcome::Restored { closed };
         };
         let (change, _) = {
-            let mut differ = diff::kube::KubeDiffer::new(baseline, current);
-            let mut classifier = crate::classify::kube::Classifier::new();
-            diff::kube_change(
+            let mut differ = diff::k8s::K8sDiffer::new(baseline, current);
+            let mut classifier = crate::classify::k8s::Classifier::new();
+            diff::k8s_change(
                 &mut differ,
                 &mut classifier,
                 policy.source,
@@ -287,7 +287,7 @@ impl SourceState {
                 options,
             )
         };
-        let outcome = self.finish(ObjectKey::Kube(key.clone()), change, policy, now);
+        let outcome = self.finish(ObjectKey::K8s(key.clone()), change, policy, now);
         if let Outcome::Judged(j) = &outcome
             && j.advanced
         {
@@ -300,9 +300,9 @@ impl SourceState {
     /// the catalog and its risk sets (built once, not per entity).
     pub fn judge_iam(
         &mut self,
-        current: &IamModel,
+        current: &AwsModel,
         (catalog, sets): (&Catalog, &RiskSets),
-        key: &IamKey,
+        key: &AwsKey,
         policy: &Policy<'_>,
         now: f64,
         options: &DiffOptions,
@@ -310,8 +310,8 @@ impl SourceState {
         let SourceData::Aws(baseline) = &self.baseline.data else {
             return Outcome::AlreadyOpen;
         };
-        let Some(object_change) = diff::iam_object_change(baseline, current, key) else {
-            let closed = self.open.remove(&ObjectKey::Iam(key.clone()));
+        let Some(object_change) = diff::aws_object_change(baseline, current, key) else {
+            let closed = self.open.remove(&ObjectKey::Aws(key.clone()));
             return Outcome::Restored { closed };
         };
         let account = self
@@ -322,8 +322,8 @@ impl SourceState {
             .or_else(|| current.account_id().map(str::to_owned))
             .unwrap_or_else(|| "unknown".into());
         let (change, _, _) = {
-            let mut differ = diff::iam::IamDiffer::new(baseline, current, catalog);
-            diff::iam_change(
+            let mut differ = diff::aws::AwsDiffer::new(baseline, current, catalog);
+            diff::aws_change(
                 &mut differ,
                 sets,
                 catalog,
@@ -333,7 +333,7 @@ impl SourceState {
                 options,
             )
         };
-        let outcome = self.finish(ObjectKey::Iam(key.clone()), change, policy, now);
+        let outcome = self.finish(ObjectKey::Aws(key.clone()), change, policy, now);
         if let Outcome::Judged(j) = &outcome
             && j.advanced
         {
@@ -343,7 +343,7 @@ impl SourceState {
     }
 
     /// Makes the baseline hold `current`'s version of `key` (or not hold it).
-    pub fn advance_kube(&mut self, current: &KubeModel, key: &RbacKey) {
+    pub fn advance_kube(&mut self, current: &K8sModel, key: &RbacKey) {
         if let SourceData::Kubernetes(baseline) = &mut self.baseline.data {
             match current.get(key) {
                 Some(object) => {
@@ -356,7 +356,7 @@ impl SourceState {
         }
     }
 
-    pub fn advance_iam(&mut self, current: &IamModel, key: &IamKey) {
+    pub fn advance_iam(&mut self, current: &AwsModel, key: &AwsKey) {
         if let SourceData::Aws(baseline) = &mut self.baseline.data {
             match current.get(key) {
                 Some(object) => {
@@ -370,20 +370,20 @@ impl SourceState {
     }
 
     /// Accepts every open widening: the baseline takes the current objects.
-    pub fn accept_all_kube(&mut self, current: &KubeModel) -> Vec<(ObjectKey, OpenWidening)> {
+    pub fn accept_all_kube(&mut self, current: &K8sModel) -> Vec<(ObjectKey, OpenWidening)> {
         let open = std::mem::take(&mut self.open);
         for key in open.keys() {
-            if let ObjectKey::Kube(k) = key {
+            if let ObjectKey::K8s(k) = key {
                 self.advance_kube(current, k);
             }
         }
         open.into_iter().collect()
     }
 
-    pub fn accept_all_iam(&mut self, current: &IamModel) -> Vec<(ObjectKey, OpenWidening)> {
+    pub fn accept_all_iam(&mut self, current: &AwsModel) -> Vec<(ObjectKey, OpenWidening)> {
         let open = std::mem::take(&mut self.open);
         for key in open.keys() {
-            if let ObjectKey::Iam(k) = key {
+            if let ObjectKey::Aws(k) = key {
                 self.advance_iam(current, k);
             }
         }
@@ -391,9 +391,11 @@ impl SourceState {
     }
 
     /// Unix time the oldest open widening was detected, 0 when none.
-    pub fn oldest_open(&self) -> f64 {
+    /// When the oldest open widening of `severity` was detected (0 when none).
+    pub fn oldest_open(&self, severity: Severity) -> f64 {
         self.open
             .values()
+            .filter(|o| o.severity == severity)
             .map(|o| o.detected_at)
             .reduce(f64::min)
             .unwrap_or(0.0)
@@ -417,7 +419,7 @@ mod tests {
     }
 
     fn state(objects: &[Value]) -> SourceState {
-        SourceState::new(SourceSnapshot::kubernetes("c", KubeModel::of(objects)))
+        SourceState::new(SourceSnapshot::kubernetes("c", K8sModel::of(objects)))
     }
 
     fn policy(allow: &[AllowRule]) -> Policy<'_> {
@@ -435,7 +437,7 @@ mod tests {
     #[test]
     fn widening_stays_open_and_is_not_recorded_twice() {
         let mut s = state(&[reader()]);
-        let current = KubeModel::of(&[reader(), binding("eng")]);
+        let current = K8sModel::of(&[reader(), binding("eng")]);
         let options = DiffOptions::default();
         let Outcome::Judged(j) = s.judge_kube(&current, &key(), &policy(&[]), 100.0, &options)
         else {
@@ -450,7 +452,7 @@ mod tests {
         );
         // Undoing it closes the open widening.
         let Outcome::Restored { closed: Some(c) } = s.judge_kube(
-            &KubeModel::of(&[reader()]),
+            &K8sModel::of(&[reader()]),
             &key(),
             &policy(&[]),
             300.0,
@@ -465,7 +467,7 @@ mod tests {
     #[test]
     fn narrowing_advances_the_baseline() {
         let mut s = state(&[reader(), binding("eng")]);
-        let current = KubeModel::of(&[reader()]);
+        let current = K8sModel::of(&[reader()]);
         let options = DiffOptions::default();
         let Outcome::Judged(j) = s.judge_kube(&current, &key(), &policy(&[]), 1.0, &options) else {
             panic!()
@@ -492,7 +494,7 @@ mod tests {
             object: Some("ClusterRoleBinding/*".into()),
             risks,
         };
-        let current = KubeModel::of(&[reader(), binding("eng")]);
+        let current = K8sModel::of(&[reader(), binding("eng")]);
         let options = DiffOptions::default();
         let mut s = state(&[reader()]);
         let allow = [rule("Group:eng", Some(vec!["secrets-read".into()]))];
@@ -534,7 +536,7 @@ mod tests {
         let options = DiffOptions::default();
         // Bound to eng: the role's own lines do not stop an eng rule.
         let mut s = state(&[reader(), binding("eng")]);
-        let current = KubeModel::of(&[wider.clone(), binding("eng")]);
+        let current = K8sModel::of(&[wider.clone(), binding("eng")]);
         let Outcome::Judged(j) = s.judge_kube(
             &current,
             &role,
@@ -549,7 +551,7 @@ mod tests {
         // Bound to nobody: the widening (pod-exec, high if held) is the
         // role's, judged at its capped severity.
         let mut s = state(&[reader()]);
-        let current = KubeModel::of(&[wider]);
+        let current = K8sModel::of(&[wider]);
         let Outcome::Judged(j) = s.judge_kube(
             &current,
             &role,
@@ -580,14 +582,14 @@ mod tests {
         let mut s = state(&[reader()]);
         let options = DiffOptions::default();
         s.judge_kube(
-            &KubeModel::of(&[reader(), binding("eng")]),
+            &K8sModel::of(&[reader(), binding("eng")]),
             &key(),
             &policy(&[]),
             10.0,
             &options,
         );
         let Outcome::Judged(j) = s.judge_kube(
-            &KubeModel::of(&[reader(), binding("all")]),
+            &K8sModel::of(&[reader(), binding("all")]),
             &key(),
             &policy(&[]),
             20.0,
@@ -596,7 +598,9 @@ mod tests {
             panic!()
         };
         assert!(j.superseded.is_some());
-        assert_eq!(s.oldest_open(), 10.0);
+        assert_eq!(s.oldest_open(Severity::Medium), 10.0);
+        // Per severity: nothing high is open.
+        assert_eq!(s.oldest_open(Severity::High), 0.0);
     }
 
     #[test]
@@ -604,7 +608,7 @@ mod tests {
         let mut s = state(&[reader()]);
         let options = DiffOptions::default();
         let Outcome::Judged(_) = s.judge_kube(
-            &KubeModel::of(&[reader(), binding("eng")]),
+            &K8sModel::of(&[reader(), binding("eng")]),
             &key(),
             &policy(&[]),
             10.0,
@@ -617,7 +621,7 @@ mod tests {
         labelled["metadata"]["labels"] = json!({"team": "platform"});
         assert_eq!(
             s.judge_kube(
-                &KubeModel::of(&[reader(), labelled]),
+                &K8sModel::of(&[reader(), labelled]),
                 &key(),
                 &policy(&[]),
                 20.0,
@@ -632,7 +636,7 @@ mod tests {
             .unwrap()
             .push(json!({"kind": "Group", "name": "ops", "apiGroup": "rbac.authorization.k8s.io"}));
         let Outcome::Judged(j) = s.judge_kube(
-            &KubeModel::of(&[reader(), wider]),
+            &K8sModel::of(&[reader(), wider]),
             &key(),
             &policy(&[]),
             40.0,
@@ -641,6 +645,6 @@ mod tests {
             panic!()
         };
         assert_eq!(j.verdict, Verdict::Alert);
-        assert_eq!(s.oldest_open(), 10.0);
+        assert_eq!(s.oldest_open(Severity::Medium), 10.0);
     }
 }

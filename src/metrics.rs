@@ -162,9 +162,9 @@ impl Metrics {
             open_widening_since: GaugeVec::new(
                 Opts::new(
                     "permdrift_open_widening_since_timestamp_seconds",
-                    "Unix time the oldest open widening was detected (0 when none)",
+                    "Unix time the oldest open widening of each severity was detected (0 when none)",
                 ),
-                &["source"],
+                &["source", "severity"],
             )?,
             detection_latency: HistogramVec::new(
                 HistogramOpts::new(
@@ -299,7 +299,6 @@ impl Metrics {
             m.source_recording.with_label_values(&[source]).set(0);
             m.unreadable_objects.with_label_values(&[source]).set(0);
             m.last_snapshot.with_label_values(&[source]).set(0.0);
-            m.open_widening_since.with_label_values(&[source]).set(0.0);
             m.snapshot_objects
                 .with_label_values(&[source, platform])
                 .set(0);
@@ -315,6 +314,9 @@ impl Metrics {
                 m.open_widening
                     .with_label_values(&[source, s.as_str()])
                     .set(0);
+                m.open_widening_since
+                    .with_label_values(&[source, s.as_str()])
+                    .set(0.0);
             }
             for result in ["succeeded", "failed", "skipped"] {
                 m.reverts.with_label_values(&[source, result]);

@@ -85,7 +85,7 @@ fn headline(report: &Report) -> String {
 
 fn grant_line(g: &Grant) -> String {
     let mut resource = match &g.api_group {
-        Some(group) => crate::classify::kube::qualified_resource(&g.resource, group),
+        Some(group) => crate::classify::k8s::qualified_resource(&g.resource, group),
         None => g.resource.clone(),
     };
     if !g.resource_names.is_empty() {

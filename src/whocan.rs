@@ -6,14 +6,14 @@
 //! the bindings or policies that allow it. Uses the same matching rules as
 //! the diff, so both always agree.
 
+use crate::grants::aws::AwsCache;
+use crate::grants::aws_perm::{AwsPerms, GrantKey, ResourcePattern};
 use crate::grants::catalog::Catalog;
-use crate::grants::iam::IamCache;
-use crate::grants::iam_perm::{GrantKey, IamPerms, ResourcePattern};
-use crate::grants::kube::PermCache;
-use crate::grants::kube_perm::{Perm, perm_allows};
-use crate::index::iam::IamModel;
-use crate::index::kube::{KubeModel, KubeObject};
-use crate::model::aws::{IamBody, IamKey, IamKind};
+use crate::grants::k8s::PermCache;
+use crate::grants::k8s_perm::{Perm, perm_allows};
+use crate::index::aws::AwsModel;
+use crate::index::k8s::{K8sModel, K8sObject};
+use crate::model::aws::{AwsBody, AwsKey, AwsKind};
 use crate::model::k8s::RbacKind;
 use roaring::RoaringBitmap;
 use serde::Serialize;
@@ -31,7 +31,7 @@ pub struct Answer {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct KubeQuery {
+pub struct K8sQuery {
     pub verb: String,
     /// `pods`, `pods/exec`, or a nonResourceURL starting with `/`.
     pub resource: String,
@@ -42,7 +42,7 @@ pub struct KubeQuery {
 
 /// Subjects allowed the request. Without a namespace, every scope counts and
 /// each answer says where; with one, that namespace and cluster-wide grants.
-pub fn kube(model: &KubeModel, q: &KubeQuery) -> Vec<Answer> {
+pub fn kube(model: &K8sModel, q: &K8sQuery) -> Vec<Answer> {
     let request = if q.resource.starts_with('/') {
         Perm::NonResource {
             url: &q.resource,
@@ -106,7 +106,7 @@ fn resource_matches(pattern: &ResourcePattern, resource: Option<&str>) -> bool {
 
 /// The conditions under which `perms` allows `actions` on `resource`, if it does.
 fn allowed_under(
-    perms: &IamPerms,
+    perms: &AwsPerms,
     actions: &RoaringBitmap,
     unknown: &str,
     resource: Option<&str>,
@@ -135,7 +135,7 @@ fn allowed_under(
 /// Principals allowed an IAM action (a name or a pattern), optionally on one resource ARN.
 /// For `sts:AssumeRole*` on a role ARN, the role's trusted principals are included.
 pub fn iam(
-    model: &IamModel,
+    model: &AwsModel,
     catalog: &Catalog,
     action: &str,
     resource: Option<&str>,
@@ -143,11 +143,11 @@ pub fn iam(
     let actions = catalog.expand(action);
     let unknown = action.to_ascii_lowercase();
     let scope = format!("account:{}", model.account_id().unwrap_or("unknown"));
-    let mut cache = IamCache::new(model, catalog);
+    let mut cache = AwsCache::new(model, catalog);
     let mut out = Vec::new();
-    let principals: Vec<IamKey> = model
+    let principals: Vec<AwsKey> = model
         .keys()
-        .filter(|k| k.kind != IamKind::Policy)
+        .filter(|k| k.kind != AwsKind::Policy)
         .cloned()
         .collect();
     for key in principals {
@@ -160,12 +160,12 @@ pub fn iam(
         let mut via = Vec::new();
         let object = model.get(&key).map(|o| &o.parsed);
         let (principal, groups) = match object {
-            Some(IamBody::User(u)) => (
+            Some(AwsBody::User(u)) => (
                 Some(&u.principal),
                 u.groups.iter().cloned().collect::<Vec<_>>(),
             ),
-            Some(IamBody::Group(g)) => (Some(g), Vec::new()),
-            Some(IamBody::Role(r)) => (Some(&r.principal), Vec::new()),
+            Some(AwsBody::Group(g)) => (Some(g), Vec::new()),
+            Some(AwsBody::Role(r)) => (Some(&r.principal), Vec::new()),
             _ => (None, Vec::new()),
         };
         if let Some(p) = principal {
@@ -207,8 +207,8 @@ pub fn iam(
         });
     }
     if let Some(role_arn) = resource {
-        let role = IamKey {
-            kind: IamKind::Role,
+        let role = AwsKey {
+            kind: AwsKind::Role,
             arn: role_arn.to_owned(),
         };
         for (principal, perms) in cache.trust(&role) {
@@ -229,8 +229,8 @@ pub fn iam(
 }
 
 /// Whether a kube object is a role or binding at all (used to describe empty answers).
-pub fn has_rbac(model: &KubeModel) -> bool {
+pub fn has_rbac(model: &K8sModel) -> bool {
     model
         .objects()
-        .any(|(_, o): (_, &KubeObject)| o.role().is_some() || o.binding().is_some())
+        .any(|(_, o): (_, &K8sObject)| o.role().is_some() || o.binding().is_some())
 }

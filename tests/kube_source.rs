@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use permdrift::model::k8s::RbacKind;
-use permdrift::source::kube::{
-    ChangeOrigin, KubeProgress, LiveIndex, ObjectChange, SourceInfo, WatchBackoff, WatchOptions,
-    snapshot_cluster, watch_cluster,
+use permdrift::index::k8s_live::{ChangeOrigin, LiveIndex, ObjectChange};
+use permdrift::source::k8s::{
+    K8sProgress, SourceInfo, WatchBackoff, WatchOptions, snapshot_cluster, watch_cluster,
 };
 use serde_json::{Value, json};
 use support::kube_server::{KubeContext, KubeTestServer, Options, TOKEN, USER, write_kubeconfig};
@@ -1032,7 +1032,7 @@ async fn paging_survives_5xx_garbage_and_an_expired_continue_token() {
         context: None,
         server: srv.url.clone(),
     };
-    let seen = Mutex::new(Vec::<KubeProgress>::new());
+    let seen = Mutex::new(Vec::<K8sProgress>::new());
     let source = snapshot_cluster(srv.client().await, &info, &|p| seen.lock().unwrap().push(p))
         .await
         .expect("snapshot despite faults");

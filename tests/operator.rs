@@ -113,7 +113,7 @@ fn aws_widening_and_narrowing_are_judged_journaled_counted_and_survive_a_restart
     assert!(
         metric_value(
             &page,
-            r#"permdrift_open_widening_since_timestamp_seconds{source="acct"}"#
+            r#"permdrift_open_widening_since_timestamp_seconds{severity="critical",source="acct"}"#
         )
         .unwrap_or(0.0)
             > 0.0

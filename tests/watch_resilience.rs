@@ -37,9 +37,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use permdrift::model::k8s::RbacKind;
-use permdrift::source::kube::{
-    ChangeOrigin, KindEvent, LiveIndex, ObjectChange, SourceInfo, WatchBackoff, WatchOptions,
-    snapshot_cluster, watch_cluster, with_type,
+use permdrift::index::k8s_live::{ChangeOrigin, KindEvent, LiveIndex, ObjectChange};
+use permdrift::model::k8s::with_type;
+use permdrift::source::k8s::{
+    SourceInfo, WatchBackoff, WatchOptions, snapshot_cluster, watch_cluster,
 };
 use serde_json::{Value, json};
 use support::kube_server::{KubeTestServer, Options, TOKEN, http_request};

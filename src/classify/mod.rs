@@ -1,5 +1,5 @@
 //! Classification: gained and lost permissions in; direction, risk tags,
 //! severity and a concrete witness out. Pure rules, one module per platform.
 
-pub mod iam;
-pub mod kube;
+pub mod aws;
+pub mod k8s;

@@ -5,7 +5,7 @@ use super::{Ctx, InputArgs, load, output};
 use crate::snapshot::format::{self, Format};
 use crate::snapshot::{Snapshot, SourceSnapshot};
 use crate::source::aws::{AwsSourceOptions, DEFAULT_MAX_ATTEMPTS, fetch_account};
-use crate::source::kube::{self as kube_source, KubeOptions, KubeProgress};
+use crate::source::k8s::{self as kube_source, K8sOptions, K8sProgress};
 use anyhow::{Context, bail};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -83,8 +83,8 @@ struct KubeArgs {
 }
 
 impl KubeArgs {
-    fn options(&self) -> KubeOptions {
-        KubeOptions {
+    fn options(&self) -> K8sOptions {
+        K8sOptions {
             kubeconfig: self.kubeconfig.clone(),
             contexts: self.contexts.clone(),
             all_contexts: self.all_contexts,
@@ -169,7 +169,7 @@ async fn kube_sources(ctx: &Ctx, args: &KubeArgs) -> anyhow::Result<Vec<SourceSn
         let last_line = Mutex::new(None::<Instant>);
         let pages = Mutex::new(0u32);
         let requests = Mutex::new(0u32);
-        let progress = |p: KubeProgress| {
+        let progress = |p: K8sProgress| {
             *pages.lock().unwrap_or_else(|e| e.into_inner()) += 1;
             *requests.lock().unwrap_or_else(|e| e.into_inner()) = p.requests;
             let mut last = last_line.lock().unwrap_or_else(|e| e.into_inner());

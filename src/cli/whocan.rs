@@ -1,7 +1,7 @@
 //! `permdrift who-can`: the subjects allowed a request in one snapshot.
 
 use super::{Ctx, InputArgs, catalog, load, output};
-use crate::whocan::{self, Answer, KubeQuery};
+use crate::whocan::{self, Answer, K8sQuery};
 use anyhow::bail;
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -67,7 +67,7 @@ pub fn run(ctx: &Ctx, args: WhoCanArgs) -> anyhow::Result<u8> {
     let (question, snapshot_path, kube_query) = match args.args.as_slice() {
         [verb, resource, snapshot] => {
             let (resource, group) = split_resource(resource);
-            let q = KubeQuery {
+            let q = K8sQuery {
                 verb: verb.clone(),
                 resource,
                 api_group: args.api_group.clone().or(group).unwrap_or_default(),

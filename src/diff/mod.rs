@@ -7,26 +7,27 @@
 //! Objects that may merely be unreadable in an incomplete snapshot are never
 //! reported as removed or added unless asked.
 
-pub mod iam;
-pub mod kube;
+pub mod aws;
+pub mod k8s;
 pub mod text;
 
 use crate::classify;
+use crate::grants::aws_perm::{ActionSet, AwsCompiler};
 use crate::grants::catalog::Catalog;
-use crate::grants::iam_perm::{ActionSet, IamCompiler};
-use crate::grants::kube_perm::{ByAddressFirst, Perm};
-use crate::index::iam::IamModel;
-use crate::index::kube::{KubeModel, KubeObject};
-use crate::model::aws::{self, IamKey, IamKind};
+use crate::grants::k8s_perm::{ByAddressFirst, Perm};
+use crate::index::aws::AwsModel;
+use crate::index::k8s::{K8sModel, K8sObject};
+use crate::model;
+use crate::model::aws::{AwsKey, AwsKind};
 use crate::model::iam_policy::Effect;
 use crate::model::k8s::Subject;
-use crate::model::k8s::{self, RbacKey};
+use crate::model::k8s::RbacKey;
 use crate::report::{
     Change, ChangeKind, Direction, Grant, Incomplete, ObjectRef, Report, SCHEMA, SubjectDelta,
 };
 use crate::snapshot::{MissingPart, Platform, Snapshot, SourceData, SourceSnapshot};
-use iam::{IamDiffer, IamGrant};
-use kube::{KubeDiffer, KubeGrant};
+use aws::{AwsDiffer, AwsGrant};
+use k8s::{K8sDiffer, K8sGrant};
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -351,8 +352,8 @@ fn fingerprint(source: &str, object: &str, old: Option<&Value>, new: Option<&Val
 fn diff_kube(
     o: &SourceSnapshot,
     n: &SourceSnapshot,
-    om: &KubeModel,
-    nm: &KubeModel,
+    om: &K8sModel,
+    nm: &K8sModel,
     options: &DiffOptions,
     sink: &mut Sink,
 ) {
@@ -362,19 +363,19 @@ fn diff_kube(
         merged,
         // The same shared object on both sides (most of them) is equal
         // without comparing its text.
-        |a: &KubeObject, b: &KubeObject| a == b,
-        |_, v: &KubeObject| k8s::normalize(&v.value()),
+        |a: &K8sObject, b: &K8sObject| a == b,
+        |_, v: &K8sObject| model::k8s::normalize(&v.value()),
         |k| kube_missing(&o.meta.missing, k),
         |k| kube_missing(&n.meta.missing, k),
         options,
         &mut not_compared,
     );
     note_incomplete(o, n, not_compared, &mut sink.incomplete);
-    let mut differ = KubeDiffer::new(om, nm);
-    let mut classifier = classify::kube::Classifier::new();
+    let mut differ = K8sDiffer::new(om, nm);
+    let mut classifier = classify::k8s::Classifier::new();
     let mut effects = Vec::with_capacity(changed.len());
     for (key, kind, old_norm, new_norm) in changed {
-        if let Some(role) = nm.get(&key).and_then(KubeObject::role) {
+        if let Some(role) = nm.get(&key).and_then(K8sObject::role) {
             sink.warnings
                 .extend(unmatchable_warnings(&key, &role.rules));
         }
@@ -384,7 +385,7 @@ fn diff_kube(
             old: old_norm,
             new: new_norm,
         };
-        let (change, effect) = kube_change(&mut differ, &mut classifier, &n.name, change, options);
+        let (change, effect) = k8s_change(&mut differ, &mut classifier, &n.name, change, options);
         sink.changes.push(change);
         effects.push(effect);
     }
@@ -394,14 +395,14 @@ fn diff_kube(
 /// Warnings for the words of a changed role's rules that match nothing
 /// (`GET`, `Secrets`): they grant nothing, so the change may be neutral
 /// while its author meant a widening.
-fn unmatchable_warnings(key: &RbacKey, rules: &[k8s::PolicyRule]) -> Vec<String> {
-    crate::grants::kube_perm::unmatchable(rules)
+fn unmatchable_warnings(key: &RbacKey, rules: &[model::k8s::PolicyRule]) -> Vec<String> {
+    crate::grants::k8s_perm::unmatchable(rules)
         .into_iter()
         .map(|(i, field, word)| {
             format!(
                 "{} rules[{i}].{field}: {word:?} matches nothing and grants nothing \
                  (the API server compares {field} case-sensitively; requests use lower case)",
-                classify::kube::role_path(key)
+                classify::k8s::role_path(key)
             )
         })
         .collect()
@@ -436,13 +437,13 @@ impl<'k, K> ObjectChange<'k, K> {
 
 /// Effect, classification, witness, text diff and fingerprint of one changed
 /// Kubernetes object: what `permdrift diff` reports and the operator judges.
-pub fn kube_change<'m>(
-    differ: &mut KubeDiffer<'m>,
-    classifier: &mut classify::kube::Classifier<'m>,
+pub fn k8s_change<'m>(
+    differ: &mut K8sDiffer<'m>,
+    classifier: &mut classify::k8s::Classifier<'m>,
     source: &str,
     change: ObjectChange<'_, RbacKey>,
     options: &DiffOptions,
-) -> (Change, kube::KubeEffect<'m>) {
+) -> (Change, k8s::K8sEffect<'m>) {
     let ObjectChange {
         key,
         kind,
@@ -450,7 +451,7 @@ pub fn kube_change<'m>(
         new,
     } = change;
     let effect = differ.effect(key);
-    let cx = classify::kube::KubeContext {
+    let cx = classify::k8s::K8sContext {
         aggregated_into: &effect.aggregated_into,
         aggregation_label: effect.aggregation_label,
         changed: &key.name,
@@ -469,25 +470,25 @@ pub fn kube_change<'m>(
     } else if !effect.gained.is_empty() {
         let old_cache = differ.old_cache();
         classifier.witness(&effect.gained, |s, ns, p| {
-            old_cache.subject_covers(s, crate::grants::kube_perm::Scope::from_namespace(ns), p)
+            old_cache.subject_covers(s, crate::grants::k8s_perm::Scope::from_namespace(ns), p)
         })
     } else if !effect.latent_gained.is_empty() {
         let new_model = differ.new_cache().model();
         let old_cache = differ.old_cache();
         classifier.latent_witness(
             &effect.latent_gained,
-            |role, p| crate::grants::kube_perm::covers(&old_cache.role(role), p),
+            |role, p| crate::grants::k8s_perm::covers(&old_cache.role(role), p),
             |role| new_model.bindings_of_role(role).next().is_some(),
         )
     } else {
         effect.dangling.first().map(|d| {
-            let cluster_role = d.role.kind == k8s::RbacKind::Role
+            let cluster_role = d.role.kind == model::k8s::RbacKind::Role
                 && differ
                     .new_cache()
                     .model()
                     .get(&RbacKey::cluster_role(&d.role.name))
                     .is_some();
-            classify::kube::dangling_witness(d, cluster_role)
+            classify::k8s::dangling_witness(d, cluster_role)
         })
     };
     let label = key.to_string();
@@ -529,12 +530,12 @@ pub fn kube_change<'m>(
 
 /// How one Kubernetes object differs between two models, or `None` when its
 /// normal forms are equal (including both absent).
-pub fn kube_object_change<'k>(
-    old: &KubeModel,
-    new: &KubeModel,
+pub fn k8s_object_change<'k>(
+    old: &K8sModel,
+    new: &K8sModel,
     key: &'k RbacKey,
 ) -> Option<ObjectChange<'k, RbacKey>> {
-    let norm = |m: &KubeModel| m.get(key).map(|o| k8s::normalize(&o.value()));
+    let norm = |m: &K8sModel| m.get(key).map(|o| model::k8s::normalize(&o.value()));
     let (o, n) = (old.get(key), new.get(key));
     if let (Some(o), Some(n)) = (o, n)
         && o == n
@@ -550,12 +551,11 @@ pub fn kube_object_change<'k>(
 /// in a single change needs no further work, several runs are merged.
 fn kube_subject_deltas(
     source: &str,
-    effects: &[kube::KubeEffect<'_>],
+    effects: &[k8s::K8sEffect<'_>],
     options: &DiffOptions,
     out: &mut Vec<SubjectDelta>,
 ) {
-    type Runs<'e, 'm> =
-        FxHashMap<&'m Subject, (Vec<&'e [KubeGrant<'m>]>, Vec<&'e [KubeGrant<'m>]>)>;
+    type Runs<'e, 'm> = FxHashMap<&'m Subject, (Vec<&'e [K8sGrant<'m>]>, Vec<&'e [K8sGrant<'m>]>)>;
     let mut runs: Runs<'_, '_> = FxHashMap::default();
     for effect in effects {
         for (list, lost) in [(&effect.gained, false), (&effect.lost, true)] {
@@ -574,14 +574,14 @@ fn kube_subject_deltas(
     } else {
         usize::MAX
     };
-    let output = |grants: &[KubeGrant<'_>]| {
+    let output = |grants: &[K8sGrant<'_>]| {
         if options.subject_grants {
             kube_output(grants, cap)
         } else {
             (Vec::new(), grants.chunk_by(same_output_grant).count())
         }
     };
-    let total = |list: &[&[KubeGrant<'_>]]| -> (Vec<Grant>, usize) {
+    let total = |list: &[&[K8sGrant<'_>]]| -> (Vec<Grant>, usize) {
         match list {
             [] => (Vec::new(), 0),
             [one] => output(one),
@@ -606,11 +606,11 @@ fn kube_subject_deltas(
 /// The union of sorted, duplicate-free runs of one subject's grants, sorted
 /// and without duplicates; merged pairwise in linear passes (a subject is
 /// reached by a few changes, each a sorted run).
-fn merge_runs<'m>(runs: &[&[KubeGrant<'m>]]) -> Vec<KubeGrant<'m>> {
+fn merge_runs<'m>(runs: &[&[K8sGrant<'m>]]) -> Vec<K8sGrant<'m>> {
     // One subject throughout, so scope and perm decide the order.
     let order =
-        |a: &KubeGrant<'_>, b: &KubeGrant<'_>| (a.namespace, a.perm).cmp(&(b.namespace, b.perm));
-    let mut merged: Vec<KubeGrant<'m>> = Vec::new();
+        |a: &K8sGrant<'_>, b: &K8sGrant<'_>| (a.namespace, a.perm).cmp(&(b.namespace, b.perm));
+    let mut merged: Vec<K8sGrant<'m>> = Vec::new();
     for run in runs {
         let mut out = Vec::with_capacity(merged.len() + run.len());
         let (mut a, mut b) = (merged.iter().peekable(), run.iter().peekable());
@@ -635,9 +635,9 @@ fn merge_runs<'m>(runs: &[&[KubeGrant<'m>]]) -> Vec<KubeGrant<'m>> {
 /// (latent) and the dangling subjects'; at most `cap` listed (all when 0)
 /// and how many there are in all.
 fn kube_change_output(
-    grants: &[KubeGrant<'_>],
-    latent: &[kube::RoleGrant<'_>],
-    dangling: &[kube::Dangling<'_>],
+    grants: &[K8sGrant<'_>],
+    latent: &[k8s::RoleGrant<'_>],
+    dangling: &[k8s::Dangling<'_>],
     cap: usize,
 ) -> (Vec<Grant>, usize) {
     let (mut out, subjects) = kube_output(grants, cap);
@@ -658,7 +658,7 @@ fn kube_change_output(
 }
 
 /// Whether two of a role's sorted perms fold into one output grant (names merged).
-fn same_latent_output(a: &kube::RoleGrant<'_>, b: &kube::RoleGrant<'_>) -> bool {
+fn same_latent_output(a: &k8s::RoleGrant<'_>, b: &k8s::RoleGrant<'_>) -> bool {
     std::ptr::eq(a.role, b.role)
         && match (a.perm, b.perm) {
             (
@@ -680,7 +680,7 @@ fn same_latent_output(a: &kube::RoleGrant<'_>, b: &kube::RoleGrant<'_>) -> bool 
 }
 
 /// One output grant of a role's own perms (one perm, or one perm over several names).
-fn latent_grant(chunk: &[kube::RoleGrant<'_>]) -> Grant {
+fn latent_grant(chunk: &[k8s::RoleGrant<'_>]) -> Grant {
     let first = chunk[0];
     let (api_group, resource, action) = match first.perm {
         Perm::Resource {
@@ -692,7 +692,7 @@ fn latent_grant(chunk: &[kube::RoleGrant<'_>]) -> Grant {
         Perm::NonResource { url, verb } => (None, url.to_owned(), verb.to_owned()),
     };
     Grant {
-        subject: classify::kube::role_label(first.role),
+        subject: classify::k8s::role_label(first.role),
         scope: match &first.role.namespace {
             Some(ns) => format!("namespace:{ns}"),
             None => "cluster".into(),
@@ -715,7 +715,7 @@ fn latent_grant(chunk: &[kube::RoleGrant<'_>]) -> Grant {
 }
 
 /// A subject bound to a missing role: `*` on that role, whatever it will grant.
-fn dangling_grant(d: &kube::Dangling<'_>) -> Grant {
+fn dangling_grant(d: &k8s::Dangling<'_>) -> Grant {
     Grant {
         subject: d.subject.to_string(),
         scope: match d.namespace {
@@ -723,7 +723,7 @@ fn dangling_grant(d: &kube::Dangling<'_>) -> Grant {
             None => "cluster".into(),
         },
         action: "*".into(),
-        resource: classify::kube::role_path(d.role),
+        resource: classify::k8s::role_path(d.role),
         api_group: None,
         resource_names: Vec::new(),
         condition: None,
@@ -735,15 +735,15 @@ fn dangling_grant(d: &kube::Dangling<'_>) -> Grant {
 
 /// The first `cap` output grants of sorted atomic grants (all when `cap` is 0)
 /// and how many there are in all; only the listed ones are built.
-fn kube_output(grants: &[KubeGrant<'_>], cap: usize) -> (Vec<Grant>, usize) {
+fn kube_output(grants: &[K8sGrant<'_>], cap: usize) -> (Vec<Grant>, usize) {
     let total = grants.chunk_by(same_output_grant).count();
     let take = if cap == 0 { usize::MAX } else { cap };
-    (kube_grant_groups(grants).take(take).collect(), total)
+    (k8s_grant_groups(grants).take(take).collect(), total)
 }
 
 /// Whether two sorted grants fold into one output grant (same subject, scope,
 /// group, resource and verb, names merged).
-fn same_output_grant(a: &KubeGrant<'_>, b: &KubeGrant<'_>) -> bool {
+fn same_output_grant(a: &K8sGrant<'_>, b: &K8sGrant<'_>) -> bool {
     // Only grants naming objects merge; an all-names grant stands alone.
     let same = |x: &str, y: &str| ByAddressFirst(x) == ByAddressFirst(y);
     match (a.perm, b.perm) {
@@ -772,7 +772,7 @@ fn same_output_grant(a: &KubeGrant<'_>, b: &KubeGrant<'_>) -> bool {
 
 /// Output grants from sorted atomic grants, one per (subject, scope, group,
 /// resource, verb), resource names merged; lazily, so a cap stops early.
-pub fn kube_grant_groups<'a>(grants: &'a [KubeGrant<'a>]) -> impl Iterator<Item = Grant> + 'a {
+pub fn k8s_grant_groups<'a>(grants: &'a [K8sGrant<'a>]) -> impl Iterator<Item = Grant> + 'a {
     grants.chunk_by(same_output_grant).map(|chunk| {
         let first = chunk[0];
         let scope = match first.namespace {
@@ -811,7 +811,7 @@ pub fn kube_grant_groups<'a>(grants: &'a [KubeGrant<'a>]) -> impl Iterator<Item 
 }
 
 /// The spellings of `set` that produced its ids (`!a,b` stands for a NotAction list).
-fn contributing_patterns(set: &ActionSet, compiler: &mut IamCompiler<'_>) -> Vec<String> {
+fn contributing_patterns(set: &ActionSet, compiler: &mut AwsCompiler<'_>) -> Vec<String> {
     set.patterns
         .iter()
         .filter(|p| {
@@ -826,10 +826,10 @@ fn contributing_patterns(set: &ActionSet, compiler: &mut IamCompiler<'_>) -> Vec
 }
 
 fn iam_grants(
-    list: &[IamGrant],
+    list: &[AwsGrant],
     scope: &str,
     expand: bool,
-    compiler: &mut IamCompiler<'_>,
+    compiler: &mut AwsCompiler<'_>,
 ) -> Vec<Grant> {
     let catalog = compiler.catalog();
     let mut out = BTreeSet::new();
@@ -876,13 +876,13 @@ fn iam_grants(
 
 /// Effect, classification, witness, text diff and fingerprint of one changed
 /// IAM entity, with every grant (the change lists at most `max_grants`).
-pub fn iam_change(
-    differ: &mut IamDiffer<'_, '_>,
-    sets: &classify::iam::RiskSets,
+pub fn aws_change(
+    differ: &mut AwsDiffer<'_, '_>,
+    sets: &classify::aws::RiskSets,
     catalog: &Catalog,
     source: &str,
     scope: &str,
-    change: ObjectChange<'_, IamKey>,
+    change: ObjectChange<'_, AwsKey>,
     options: &DiffOptions,
 ) -> (Change, Vec<Grant>, Vec<Grant>) {
     let ObjectChange {
@@ -892,7 +892,7 @@ pub fn iam_change(
         new: new_norm,
     } = change;
     let effect = differ.effect(key);
-    let role_account = crate::grants::iam_perm::account_of(&key.arn).map(str::to_owned);
+    let role_account = crate::grants::aws_perm::account_of(&key.arn).map(str::to_owned);
     let compiler = differ.new_cache().compiler();
     let flags: Vec<bool> = effect
         .widening()
@@ -903,7 +903,7 @@ pub fn iam_change(
         })
         .collect();
     let mut index = 0;
-    let (risks, severity) = classify::iam::classify(&effect, sets, role_account.as_deref(), |_| {
+    let (risks, severity) = classify::aws::classify(&effect, sets, role_account.as_deref(), |_| {
         let w = flags.get(index).copied().unwrap_or(false);
         index += 1;
         w
@@ -912,9 +912,9 @@ pub fn iam_change(
         effect.widening().next().is_some(),
         effect.narrowing().next().is_some(),
     );
-    let witness = classify::iam::witness(&effect, sets, catalog, role_account.as_deref(), scope);
+    let witness = classify::aws::witness(&effect, sets, catalog, role_account.as_deref(), scope);
     let name = match (old_norm.as_ref(), new_norm.as_ref()) {
-        (_, Some(v)) | (Some(v), None) => aws::name_of(key.kind, v),
+        (_, Some(v)) | (Some(v), None) => model::aws::name_of(key.kind, v),
         (None, None) => String::new(),
     };
     let label = format!("{} {}", key.kind, key.arn);
@@ -948,11 +948,11 @@ pub fn iam_change(
 }
 
 /// How one IAM entity differs between two models, or `None` when equal.
-pub fn iam_object_change<'k>(
-    old: &IamModel,
-    new: &IamModel,
-    key: &'k IamKey,
-) -> Option<ObjectChange<'k, IamKey>> {
+pub fn aws_object_change<'k>(
+    old: &AwsModel,
+    new: &AwsModel,
+    key: &'k AwsKey,
+) -> Option<ObjectChange<'k, AwsKey>> {
     let (o, n) = (old.get(key), new.get(key));
     if let (Some(o), Some(n)) = (o, n)
         && o.raw == n.raw
@@ -960,7 +960,7 @@ pub fn iam_object_change<'k>(
         return None;
     }
     let norm =
-        |x: Option<&crate::index::iam::IamObject>| x.map(|o| aws::normalize(key.kind, &o.raw));
+        |x: Option<&crate::index::aws::AwsObject>| x.map(|o| model::aws::normalize(key.kind, &o.raw));
     let (old_norm, new_norm) = (norm(o), norm(n));
     ObjectChange::between(key, old_norm, new_norm)
 }
@@ -968,8 +968,8 @@ pub fn iam_object_change<'k>(
 fn diff_iam(
     o: &SourceSnapshot,
     n: &SourceSnapshot,
-    om: &IamModel,
-    nm: &IamModel,
+    om: &AwsModel,
+    nm: &AwsModel,
     catalog: &Catalog,
     options: &DiffOptions,
     sink: &mut Sink,
@@ -983,7 +983,7 @@ fn diff_iam(
     let changed = changed_keys(
         merged,
         |a: &Value, b: &Value| a == b,
-        |k: &IamKey, v: &Value| aws::normalize(k.kind, v),
+        |k: &AwsKey, v: &Value| model::aws::normalize(k.kind, v),
         |_| !o.is_complete(),
         |_| !n.is_complete(),
         options,
@@ -997,8 +997,8 @@ fn diff_iam(
         .or_else(|| nm.account_id().map(str::to_owned))
         .or_else(|| om.account_id().map(str::to_owned));
     let scope = format!("account:{}", account.as_deref().unwrap_or("unknown"));
-    let sets = classify::iam::RiskSets::new(catalog);
-    let mut differ = IamDiffer::new(om, nm, catalog);
+    let sets = classify::aws::RiskSets::new(catalog);
+    let mut differ = AwsDiffer::new(om, nm, catalog);
     for (key, kind, old_norm, new_norm) in changed {
         let change = ObjectChange {
             key: &key,
@@ -1006,7 +1006,7 @@ fn diff_iam(
             old: old_norm,
             new: new_norm,
         };
-        let (change, gained_all, lost_all) = iam_change(
+        let (change, gained_all, lost_all) = aws_change(
             &mut differ,
             &sets,
             catalog,
@@ -1026,7 +1026,7 @@ fn diff_iam(
             }
         }
         sink.changes.push(change);
-        if key.kind == IamKind::Policy
+        if key.kind == AwsKind::Policy
             && kind == ChangeKind::Removed
             && nm.users_of_policy(&key.arn).next().is_some()
         {
@@ -1081,12 +1081,12 @@ mod tests {
             let subjects = [Subject::user("a"), Subject::group("b"), Subject::user("c")];
             let namespaces = [None, Some("team")];
             let verbs = ["get", "list", "watch", "*"];
-            let grant = |&(s, n, v): &(usize, usize, usize)| KubeGrant {
+            let grant = |&(s, n, v): &(usize, usize, usize)| K8sGrant {
                 subject: &subjects[s],
                 namespace: namespaces[n],
                 perm: Perm::Resource { group: "", resource: "pods", verb: verbs[v], name: None },
             };
-            let runs: Vec<Vec<KubeGrant<'_>>> = runs
+            let runs: Vec<Vec<K8sGrant<'_>>> = runs
                 .iter()
                 .map(|run| {
                     let mut grants: Vec<_> = run.iter().map(grant).collect();
@@ -1095,8 +1095,8 @@ mod tests {
                     grants
                 })
                 .collect();
-            let slices: Vec<&[KubeGrant<'_>]> = runs.iter().map(Vec::as_slice).collect();
-            let mut expected: Vec<KubeGrant<'_>> = runs.iter().flatten().copied().collect();
+            let slices: Vec<&[K8sGrant<'_>]> = runs.iter().map(Vec::as_slice).collect();
+            let mut expected: Vec<K8sGrant<'_>> = runs.iter().flatten().copied().collect();
             expected.sort();
             expected.dedup();
             prop_assert_eq!(merge_runs(&slices), expected);

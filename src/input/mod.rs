@@ -13,9 +13,9 @@ mod read;
 mod walk;
 mod xml;
 
-use crate::index::iam::{IamModel, IamObject};
-use crate::index::kube::{KubeModel, KubeObject};
-use crate::model::aws::IamKind;
+use crate::index::aws::{AwsModel, AwsObject};
+use crate::index::k8s::{K8sModel, K8sObject};
+use crate::model::aws::AwsKind;
 use crate::model::k8s::{self, RbacKind};
 use crate::snapshot::format as snapshot_format;
 use crate::snapshot::{Snapshot, SourceSnapshot};
@@ -155,14 +155,14 @@ pub struct Loader<'b> {
     options: InputOptions,
     /// A snapshot whose unchanged objects may be reused (the OLD side of a diff).
     base: Option<&'b Snapshot>,
-    kube: KubeModel,
+    kube: K8sModel,
     /// File each object was read from, and where exactly.
     kube_origin: BTreeMap<k8s::RbacKey, (String, String)>,
     /// Namespaced objects that named no namespace.
     defaulted_namespace: usize,
     /// (earlier file, later file) -> objects the later one redefined.
     duplicates: BTreeMap<(String, String), Vec<String>>,
-    iam: IamModel,
+    iam: AwsModel,
     iam_seen: bool,
     snapshots: Vec<(String, Snapshot)>,
     pub report: LoadReport,
@@ -178,11 +178,11 @@ impl<'b> Loader<'b> {
         Self {
             options,
             base,
-            kube: KubeModel::new(),
+            kube: K8sModel::new(),
             kube_origin: BTreeMap::new(),
             duplicates: BTreeMap::new(),
             defaulted_namespace: 0,
-            iam: IamModel::new(),
+            iam: AwsModel::new(),
             iam_seen: false,
             snapshots: Vec::new(),
             report: LoadReport::default(),
@@ -358,7 +358,7 @@ impl<'b> Loader<'b> {
             self.defaulted_namespace += 1;
         }
         let what = snapshot_format::describe_object(&value);
-        let object = KubeObject::from_raw(value).map_err(|e| InputError::Content {
+        let object = K8sObject::from_raw(value).map_err(|e| InputError::Content {
             path: name.to_owned(),
             location: if location.is_empty() {
                 what
@@ -372,7 +372,7 @@ impl<'b> Loader<'b> {
     }
 
     /// Adds a parsed object, noting where it came from and any redefinition.
-    fn insert_kube(&mut self, name: &str, location: &str, object: KubeObject) {
+    fn insert_kube(&mut self, name: &str, location: &str, object: K8sObject) {
         let key = object.parsed.key.clone();
         let here = (name.to_owned(), location.to_owned());
         if self.kube.insert(object).is_some() {
@@ -421,7 +421,7 @@ impl<'b> Loader<'b> {
             let fast = if item.get().contains('\n') {
                 None
             } else {
-                KubeObject::from_json(item.get()).ok()
+                K8sObject::from_json(item.get()).ok()
             };
             match fast {
                 Some(object) => self.insert_kube(name, &location, object),
@@ -462,7 +462,7 @@ impl<'b> Loader<'b> {
         details: serde_json::Map<String, Value>,
     ) -> Result<(), InputError> {
         self.iam_seen = true;
-        for kind in IamKind::ALL {
+        for kind in AwsKind::ALL {
             let items = match details.get(kind.list_name()) {
                 None | Some(Value::Null) => continue,
                 Some(Value::Array(items)) => items,
@@ -478,7 +478,7 @@ impl<'b> Loader<'b> {
                 let here = at(location, &format!("{}[{i}]", kind.list_name()));
                 let who = crate::model::aws::name_of(kind, item);
                 let (key, object) =
-                    IamObject::canonical(kind, item.clone()).map_err(|e| InputError::Content {
+                    AwsObject::canonical(kind, item.clone()).map_err(|e| InputError::Content {
                         path: name.to_owned(),
                         location: format!("{here} ({} {who})", kind.as_str()),
                         message: e.to_string(),

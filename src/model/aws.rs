@@ -11,14 +11,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum IamKind {
+pub enum AwsKind {
     Group,
     Policy,
     Role,
     User,
 }
 
-impl IamKind {
+impl AwsKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Group => "Group",
@@ -47,10 +47,10 @@ impl IamKind {
         }
     }
 
-    pub const ALL: [IamKind; 4] = [Self::Group, Self::Policy, Self::Role, Self::User];
+    pub const ALL: [AwsKind; 4] = [Self::Group, Self::Policy, Self::Role, Self::User];
 }
 
-impl fmt::Display for IamKind {
+impl fmt::Display for AwsKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -58,12 +58,12 @@ impl fmt::Display for IamKind {
 
 /// Identity of an IAM entity: its kind and ARN.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IamKey {
-    pub kind: IamKind,
+pub struct AwsKey {
+    pub kind: AwsKind,
     pub arn: String,
 }
 
-impl fmt::Display for IamKey {
+impl fmt::Display for AwsKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.kind, self.arn)
     }
@@ -101,7 +101,7 @@ pub struct ManagedPolicy {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IamBody {
+pub enum AwsBody {
     User(User),
     Group(Principal),
     Role(Role),
@@ -148,15 +148,15 @@ fn list<'a>(v: &'a Value, name: &str) -> Result<&'a [Value], IamParseError> {
 }
 
 /// The ARN of a raw entity of `kind`.
-pub fn key_of(kind: IamKind, v: &Value) -> Result<IamKey, IamParseError> {
-    Ok(IamKey {
+pub fn key_of(kind: AwsKind, v: &Value) -> Result<AwsKey, IamParseError> {
+    Ok(AwsKey {
         kind,
         arn: str_field(v, "Arn")?.to_owned(),
     })
 }
 
 /// The name of an entity, falling back to the last ARN segment (moto omits `PolicyName`).
-pub fn name_of(kind: IamKind, v: &Value) -> String {
+pub fn name_of(kind: AwsKind, v: &Value) -> String {
     match v.get(kind.name_field()).and_then(Value::as_str) {
         Some(n) => n.to_owned(),
         None => v
@@ -176,7 +176,7 @@ fn document(raw: &Value, path: String) -> Result<PolicyDocument, IamParseError> 
     iam_policy::parse_document(&decoded).map_err(|source| IamParseError::Policy { path, source })
 }
 
-fn principal(kind: IamKind, v: &Value, inline_list: &str) -> Result<Principal, IamParseError> {
+fn principal(kind: AwsKind, v: &Value, inline_list: &str) -> Result<Principal, IamParseError> {
     let arn = str_field(v, "Arn")?.to_owned();
     let mut inline = BTreeMap::new();
     for (i, p) in list(v, inline_list)?.iter().enumerate() {
@@ -219,9 +219,9 @@ fn principal(kind: IamKind, v: &Value, inline_list: &str) -> Result<Principal, I
 }
 
 /// Parses one raw entity of `kind` into the typed model.
-pub fn parse_entity(kind: IamKind, v: &Value) -> Result<IamBody, IamParseError> {
+pub fn parse_entity(kind: AwsKind, v: &Value) -> Result<AwsBody, IamParseError> {
     Ok(match kind {
-        IamKind::User => {
+        AwsKind::User => {
             let mut groups = BTreeSet::new();
             for (i, g) in list(v, "GroupList")?.iter().enumerate() {
                 let name = g
@@ -229,23 +229,23 @@ pub fn parse_entity(kind: IamKind, v: &Value) -> Result<IamBody, IamParseError> 
                     .ok_or_else(|| field(format!("GroupList[{i}]"), "expected a group name"))?;
                 groups.insert(name.to_owned());
             }
-            IamBody::User(User {
+            AwsBody::User(User {
                 principal: principal(kind, v, "UserPolicyList")?,
                 groups,
             })
         }
-        IamKind::Group => IamBody::Group(principal(kind, v, "GroupPolicyList")?),
-        IamKind::Role => {
+        AwsKind::Group => AwsBody::Group(principal(kind, v, "GroupPolicyList")?),
+        AwsKind::Role => {
             let trust = match v.get("AssumeRolePolicyDocument") {
                 None | Some(Value::Null) => PolicyDocument::default(),
                 Some(doc) => document(doc, "AssumeRolePolicyDocument".into())?,
             };
-            IamBody::Role(Role {
+            AwsBody::Role(Role {
                 principal: principal(kind, v, "RolePolicyList")?,
                 trust,
             })
         }
-        IamKind::Policy => {
+        AwsKind::Policy => {
             let arn = str_field(v, "Arn")?.to_owned();
             let versions = list(v, "PolicyVersionList")?;
             let default_version = match v.get("DefaultVersionId").and_then(Value::as_str) {
@@ -272,7 +272,7 @@ pub fn parse_entity(kind: IamKind, v: &Value) -> Result<IamBody, IamParseError> 
             let doc = default
                 .get("Document")
                 .ok_or_else(|| field(format!("PolicyVersionList[{index}].Document"), "missing"))?;
-            IamBody::Policy(ManagedPolicy {
+            AwsBody::Policy(ManagedPolicy {
                 name: name_of(kind, v),
                 arn,
                 default_version,
@@ -294,7 +294,7 @@ const VOLATILE: [&str; 6] = [
 
 /// Decodes every policy document inside a raw entity in place, so snapshots
 /// hold readable JSON whatever the input encoding was.
-pub fn decode_documents(kind: IamKind, v: &mut Value) -> Result<(), IamParseError> {
+pub fn decode_documents(kind: AwsKind, v: &mut Value) -> Result<(), IamParseError> {
     let Some(obj) = v.as_object_mut() else {
         return Err(field("", "expected an object"));
     };
@@ -304,7 +304,7 @@ pub fn decode_documents(kind: IamKind, v: &mut Value) -> Result<(), IamParseErro
         Ok(())
     };
     match kind {
-        IamKind::Policy => {
+        AwsKind::Policy => {
             if let Some(Value::Array(versions)) = obj.get_mut("PolicyVersionList") {
                 for (i, ver) in versions.iter_mut().enumerate() {
                     if let Some(doc) = ver.get_mut("Document") {
@@ -330,7 +330,7 @@ pub fn decode_documents(kind: IamKind, v: &mut Value) -> Result<(), IamParseErro
             }
         }
     }
-    if kind == IamKind::Policy && !obj.contains_key("PolicyName") {
+    if kind == AwsKind::Policy && !obj.contains_key("PolicyName") {
         let name = name_of(kind, &Value::Object(obj.clone()));
         obj.insert("PolicyName".into(), Value::String(name));
     }
@@ -366,7 +366,7 @@ pub fn sort_lists(v: &mut Value) {
 /// The comparison form: volatile fields dropped, documents normalised and,
 /// for managed policies, only the default version's document kept (other
 /// versions grant nothing; which one is default is what matters).
-pub fn normalize(kind: IamKind, v: &Value) -> Value {
+pub fn normalize(kind: AwsKind, v: &Value) -> Value {
     let mut out = v.clone();
     let Some(obj) = out.as_object_mut() else {
         return out;
@@ -386,7 +386,7 @@ pub fn normalize(kind: IamKind, v: &Value) -> Value {
             }
         }
     }
-    if kind == IamKind::Policy {
+    if kind == AwsKind::Policy {
         let default = obj.get("DefaultVersionId").cloned();
         if let Some(Value::Array(versions)) = obj.remove("PolicyVersionList") {
             let doc = versions
@@ -414,9 +414,9 @@ mod tests {
         let mut p = json!({"Arn":"arn:aws:iam::1:policy/p","DefaultVersionId":"v2","PolicyVersionList":[
             {"VersionId":"v1","Document":{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}},
             {"VersionId":"v2","Document":"%7B%22Statement%22%3A%5B%5D%7D"}]});
-        decode_documents(IamKind::Policy, &mut p).unwrap();
+        decode_documents(AwsKind::Policy, &mut p).unwrap();
         assert_eq!(p["PolicyName"], "p");
-        let IamBody::Policy(mp) = parse_entity(IamKind::Policy, &p).unwrap() else {
+        let AwsBody::Policy(mp) = parse_entity(AwsKind::Policy, &p).unwrap() else {
             panic!()
         };
         assert_eq!(mp.default_version, "v2");
@@ -427,7 +427,7 @@ mod tests {
     fn missing_default_version_is_named() {
         let p =
             json!({"Arn":"arn:aws:iam::1:policy/p","DefaultVersionId":"v3","PolicyVersionList":[]});
-        let e = parse_entity(IamKind::Policy, &p).unwrap_err().to_string();
+        let e = parse_entity(AwsKind::Policy, &p).unwrap_err().to_string();
         assert!(e.contains("v3"), "{e}");
     }
 
@@ -437,6 +437,6 @@ mod tests {
             "AttachedManagedPolicies":[{"PolicyArn":"b"},{"PolicyArn":"a"}]});
         let b = json!({"Arn":"arn:aws:iam::1:role/r","RoleName":"r",
             "AttachedManagedPolicies":[{"PolicyArn":"a"},{"PolicyArn":"b"}]});
-        assert_eq!(normalize(IamKind::Role, &a), normalize(IamKind::Role, &b));
+        assert_eq!(normalize(AwsKind::Role, &a), normalize(AwsKind::Role, &b));
     }
 }

@@ -718,6 +718,33 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
+/// Sets `apiVersion` and `kind` (list items lack them) unless the object
+/// already names them.
+pub fn with_type(kind: RbacKind, mut value: Value) -> Value {
+    if let Value::Object(map) = &mut value {
+        if !map.contains_key("apiVersion") {
+            let api_version = match kind {
+                RbacKind::ServiceAccount => "v1".to_owned(),
+                _ => format!("{RBAC_GROUP}/v1"),
+            };
+            map.insert("apiVersion".into(), Value::String(api_version));
+        }
+        if !map.contains_key("kind") {
+            map.insert("kind".into(), Value::String(kind.as_str().to_owned()));
+        }
+    }
+    value
+}
+
+/// `metadata.resourceVersion` of a raw object.
+pub fn resource_version(value: &Value) -> Option<&str> {
+    value
+        .get("metadata")?
+        .get("resourceVersion")?
+        .as_str()
+        .filter(|rv| !rv.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ use super::store::StoreHandle;
 use crate::decide::{ObjectKey, OpenWidening, Outcome, SourceState, Verdict};
 use crate::metrics::Metrics;
 use crate::report::{Change, Direction, Severity};
+use crate::snapshot::Platform;
 use serde_json::Value;
 
 /// What the caller may want to announce after an outcome was recorded.
@@ -38,7 +39,7 @@ pub struct Applied {
 
 pub struct Context<'a> {
     pub source: &'a str,
-    pub platform: &'static str,
+    pub platform: Platform,
     pub metrics: &'a Metrics,
     pub store: &'a StoreHandle,
 }
@@ -133,7 +134,7 @@ pub async fn apply(
             }
             cx.metrics.count_change(
                 cx.source,
-                cx.platform,
+                cx.platform.as_str(),
                 j.change.direction,
                 j.change.severity,
             );
@@ -146,7 +147,7 @@ pub async fn apply(
             if let Some(l) = latency {
                 cx.metrics
                     .detection_latency
-                    .with_label_values(&[cx.source, cx.platform])
+                    .with_label_values(&[cx.source, cx.platform.as_str()])
                     .observe(l);
             }
             Announce::Judged {
@@ -177,11 +178,11 @@ pub fn update_open_gauges(cx: &Context<'_>, state: &SourceState) {
             .open_widening
             .with_label_values(&[cx.source, s.as_str()])
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+        cx.metrics
+            .open_widening_since
+            .with_label_values(&[cx.source, s.as_str()])
+            .set(state.oldest_open(s));
     }
-    cx.metrics
-        .open_widening_since
-        .with_label_values(&[cx.source])
-        .set(state.oldest_open());
 }
 
 /// Clears the open-widening gauges (a follower must not export stale ones).
@@ -196,11 +197,11 @@ pub fn clear_open_gauges(cx: &Context<'_>) {
             .open_widening
             .with_label_values(&[cx.source, s.as_str()])
             .set(0);
+        cx.metrics
+            .open_widening_since
+            .with_label_values(&[cx.source, s.as_str()])
+            .set(0.0);
     }
-    cx.metrics
-        .open_widening_since
-        .with_label_values(&[cx.source])
-        .set(0.0);
 }
 
 #[cfg(test)]
@@ -209,7 +210,7 @@ mod tests {
     use crate::config::Mode;
     use crate::decide::Policy;
     use crate::diff::DiffOptions;
-    use crate::index::kube::KubeModel;
+    use crate::index::k8s::K8sModel;
     use crate::model::k8s::RbacKey;
     use crate::snapshot::SourceSnapshot;
     use serde_json::json;
@@ -237,11 +238,11 @@ mod tests {
         store.open().await.unwrap();
         let cx = Context {
             source: "kind",
-            platform: "kubernetes",
+            platform: Platform::Kubernetes,
             metrics: &metrics,
             store: &store,
         };
-        let baseline = KubeModel::of(&[role(&["get", "list"]), binding()]);
+        let baseline = K8sModel::of(&[role(&["get", "list"]), binding()]);
         let mut state = SourceState::new(SourceSnapshot::kubernetes("kind", baseline));
         let policy = Policy {
             source: "kind",
@@ -249,12 +250,12 @@ mod tests {
             allow: &[],
         };
         let key = RbacKey::cluster_role("reader");
-        let object_key = ObjectKey::Kube(key.clone());
+        let object_key = ObjectKey::K8s(key.clone());
         let mut patched = Vec::new();
         // A widening nobody approved: alerted, the baseline keeps the old role.
         // A narrowing: the baseline moves to it.
         for verbs in [&["get", "list", "watch"][..], &["get"][..]] {
-            let current = KubeModel::of(&[role(verbs), binding()]);
+            let current = K8sModel::of(&[role(verbs), binding()]);
             let outcome = state.judge_kube(&current, &key, &policy, 1.0, &DiffOptions::default());
             let raw = current.get(&key).map(|o| o.value());
             let applied = apply(&cx, &state, &object_key, outcome, raw, 1.0, None)

@@ -10,7 +10,7 @@
 pub mod api;
 pub mod http;
 pub mod judge;
-pub mod kube_loop;
+pub mod k8s_loop;
 pub mod leader;
 pub mod records;
 pub mod run;

@@ -6,7 +6,7 @@
 //! order) and its open widenings. Pure: the store does the I/O.
 
 use crate::decide::{ObjectKey, OpenWidening, Verdict};
-use crate::model::aws::{IamKey, IamKind};
+use crate::model::aws::{AwsKey, AwsKind};
 use crate::model::k8s::{RbacKey, RbacKind};
 use crate::report::{Change, Severity};
 use serde_json::{Value, json};
@@ -19,17 +19,17 @@ pub const CLOSE: &str = "close";
 
 pub fn key_json(key: &ObjectKey) -> Value {
     match key {
-        ObjectKey::Kube(k) => {
+        ObjectKey::K8s(k) => {
             json!({"platform": "kubernetes", "kind": k.kind.as_str(), "namespace": k.namespace, "name": k.name})
         }
-        ObjectKey::Iam(k) => json!({"platform": "aws", "kind": k.kind.as_str(), "arn": k.arn}),
+        ObjectKey::Aws(k) => json!({"platform": "aws", "kind": k.kind.as_str(), "arn": k.arn}),
     }
 }
 
 pub fn key_from_json(v: &Value) -> Option<ObjectKey> {
     let kind = v.get("kind")?.as_str()?;
     match v.get("platform")?.as_str()? {
-        "kubernetes" => Some(ObjectKey::Kube(RbacKey {
+        "kubernetes" => Some(ObjectKey::K8s(RbacKey {
             kind: RbacKind::from_kind(kind)?,
             namespace: v
                 .get("namespace")
@@ -37,8 +37,8 @@ pub fn key_from_json(v: &Value) -> Option<ObjectKey> {
                 .map(str::to_owned),
             name: v.get("name")?.as_str()?.to_owned(),
         })),
-        "aws" => Some(ObjectKey::Iam(IamKey {
-            kind: IamKind::ALL.into_iter().find(|k| k.as_str() == kind)?,
+        "aws" => Some(ObjectKey::Aws(AwsKey {
+            kind: AwsKind::ALL.into_iter().find(|k| k.as_str() == kind)?,
             arn: v.get("arn")?.as_str()?.to_owned(),
         })),
         _ => None,
@@ -183,16 +183,16 @@ mod tests {
     use super::*;
 
     fn key(name: &str) -> ObjectKey {
-        ObjectKey::Kube(RbacKey::new(RbacKind::ClusterRoleBinding, None, name))
+        ObjectKey::K8s(RbacKey::new(RbacKind::ClusterRoleBinding, None, name))
     }
 
     #[test]
     fn keys_round_trip() {
         for k in [
             key("a"),
-            ObjectKey::Kube(RbacKey::new(RbacKind::Role, Some("ns"), "r")),
-            ObjectKey::Iam(IamKey {
-                kind: IamKind::Role,
+            ObjectKey::K8s(RbacKey::new(RbacKind::Role, Some("ns"), "r")),
+            ObjectKey::Aws(AwsKey {
+                kind: AwsKind::Role,
                 arn: "arn:aws:iam::1:role/r".into(),
             }),
         ] {

@@ -12,13 +12,13 @@ use super::leader::{self, LeaderConfig};
 use super::serve::{self, Serve};
 use super::source::{SourceCtx, aws_loop};
 use super::store::{OpenError, StoreHandle};
-use super::{Command, Health, StoreStatus, kube_loop, supervise};
-use crate::classify::iam::RiskSets;
-use crate::config::{ApiConfig, Config, KubeAccess, TokenReview};
+use super::{Command, Health, StoreStatus, k8s_loop, supervise};
+use crate::classify::aws::RiskSets;
+use crate::config::{ApiConfig, Config, K8sAccess, TokenReview};
 use crate::grants::catalog::Catalog;
 use crate::metrics::Metrics;
-use crate::source::kube::watch_cluster;
-use crate::source::kube::{KubeOptions, resolve_clusters};
+use crate::source::k8s::watch_cluster;
+use crate::source::k8s::{K8sOptions, resolve_clusters};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
 use kube::api::Api;
@@ -52,8 +52,8 @@ pub enum OperatorError {
 }
 
 /// A client for a cluster, from the pod's service account or a kubeconfig.
-pub async fn kube_client(access: &KubeAccess) -> Result<Client, String> {
-    let options = KubeOptions {
+pub async fn kube_client(access: &K8sAccess) -> Result<Client, String> {
+    let options = K8sOptions {
         kubeconfig: access.kubeconfig.clone(),
         contexts: access.context.iter().cloned().collect(),
         all_contexts: false,
@@ -160,13 +160,13 @@ async fn authenticator(api: &ApiConfig) -> Result<Authenticator, OperatorError> 
     let access = match (auth.token_review, &auth.kubernetes) {
         (TokenReview::Off, _) => None,
         (_, Some(access)) => Some(access.clone()),
-        (TokenReview::On, None) => Some(KubeAccess {
+        (TokenReview::On, None) => Some(K8sAccess {
             in_cluster,
-            ..KubeAccess::default()
+            ..K8sAccess::default()
         }),
-        (TokenReview::Auto, None) if in_cluster => Some(KubeAccess {
+        (TokenReview::Auto, None) if in_cluster => Some(K8sAccess {
             in_cluster: true,
-            ..KubeAccess::default()
+            ..K8sAccess::default()
         }),
         (TokenReview::Auto, None) => None,
     };
@@ -207,16 +207,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let platforms: Vec<(String, &'static str)> = config
         .sources
         .iter()
-        .map(|s| {
-            (
-                s.name.clone(),
-                if s.kubernetes.is_some() {
-                    "kubernetes"
-                } else {
-                    "aws"
-                },
-            )
-        })
+        .map(|s| (s.name.clone(), s.platform().as_str()))
         .collect();
     let metrics = Metrics::new(&platforms)?;
     let health = Health::new(platforms.iter().map(|(n, _)| n.clone()), metrics.clone());
@@ -233,9 +224,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let (leading_tx, leading_rx) = watch::channel(!le.enabled);
     let mut tasks = Vec::new();
     if le.enabled {
-        let access = le.kubernetes.clone().unwrap_or_else(|| KubeAccess {
+        let access = le.kubernetes.clone().unwrap_or_else(|| K8sAccess {
             in_cluster: std::env::var("KUBERNETES_SERVICE_HOST").is_ok(),
-            ..KubeAccess::default()
+            ..K8sAccess::default()
         });
         let client = kube_client(&access).await.map_err(OperatorError::Leader)?;
         let namespace = le
@@ -284,11 +275,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         commands.insert(source.name.clone(), tx);
         let cx = SourceCtx {
             name: source.name.clone(),
-            platform: if source.kubernetes.is_some() {
-                "kubernetes"
-            } else {
-                "aws"
-            },
+            platform: source.platform(),
             mode: source.mode,
             allow: allow.clone(),
             metrics: metrics.clone(),
@@ -322,7 +309,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
                     source.name.clone(),
                     health.clone(),
                     shutdown.clone(),
-                    kube_loop::kube_loop(cx, stream, recorder),
+                    k8s_loop::k8s_loop(cx, stream, recorder),
                 ));
             }
             (None, Some(access)) => tasks.push(supervise::spawn_source(

@@ -2,7 +2,7 @@
 //! judged state.
 //!
 //! Fresh state comes in (an AWS poll here; a cluster's watch events in
-//! `kube_loop`); changed objects are judged against the baseline and the
+//! `k8s_loop`); changed objects are judged against the baseline and the
 //! outcomes recorded. On becoming the recorder the baseline and open
 //! widenings are rebuilt from the journal (or the first complete snapshot
 //! becomes the baseline), and every object that differs from the baseline is
@@ -13,15 +13,15 @@ use super::judge::{self, Announce, Context};
 use super::records;
 use super::store::StoreHandle;
 use super::{Command, Health, Judging, now, rfc3339};
-use crate::classify::iam::RiskSets;
+use crate::classify::aws::RiskSets;
 use crate::config::{AllowRule, AwsAccess, Mode};
 use crate::decide::{ObjectKey, Outcome, Policy, SourceState};
 use crate::diff::DiffOptions;
 use crate::grants::catalog::Catalog;
-use crate::index::iam::IamObject;
-use crate::index::kube::KubeObject;
+use crate::index::aws::AwsObject;
+use crate::index::k8s::K8sObject;
 use crate::metrics::Metrics;
-use crate::snapshot::{SourceData, SourceSnapshot};
+use crate::snapshot::{Platform, SourceData, SourceSnapshot};
 use crate::source::aws::{AwsSourceOptions, fetch_account};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -34,7 +34,7 @@ const COMPACT_AFTER: usize = 10_000;
 /// Everything a source loop shares with the rest of the operator.
 pub struct SourceCtx {
     pub name: String,
-    pub platform: &'static str,
+    pub platform: Platform,
     pub mode: Mode,
     pub allow: Arc<Vec<AllowRule>>,
     pub metrics: Metrics,
@@ -146,19 +146,19 @@ pub async fn load_state(
 
 fn patch(data: &mut SourceData, key: &ObjectKey, raw: Option<Value>) -> Result<(), String> {
     match (data, key, raw) {
-        (SourceData::Kubernetes(m), ObjectKey::Kube(_), Some(raw)) => {
-            m.insert(KubeObject::from_raw(raw).map_err(|e| e.to_string())?);
+        (SourceData::Kubernetes(m), ObjectKey::K8s(_), Some(raw)) => {
+            m.insert(K8sObject::from_raw(raw).map_err(|e| e.to_string())?);
         }
-        (SourceData::Kubernetes(m), ObjectKey::Kube(k), None) => {
+        (SourceData::Kubernetes(m), ObjectKey::K8s(k), None) => {
             m.remove(k);
         }
-        (SourceData::Aws(m), ObjectKey::Iam(k), Some(raw)) => {
+        (SourceData::Aws(m), ObjectKey::Aws(k), Some(raw)) => {
             m.insert(
                 k.clone(),
-                IamObject::from_raw(k.kind, raw).map_err(|e| e.to_string())?,
+                AwsObject::from_raw(k.kind, raw).map_err(|e| e.to_string())?,
             );
         }
-        (SourceData::Aws(m), ObjectKey::Iam(k), None) => {
+        (SourceData::Aws(m), ObjectKey::Aws(k), None) => {
             m.remove(k);
         }
         _ => return Err("platform mismatch".into()),
@@ -169,15 +169,15 @@ fn patch(data: &mut SourceData, key: &ObjectKey, raw: Option<Value>) -> Result<(
 /// A source's current state, as the loops hold it.
 #[derive(Clone, Copy)]
 pub enum Current<'a> {
-    Kube(&'a crate::index::kube::KubeModel),
-    Iam(&'a crate::index::iam::IamModel),
+    K8s(&'a crate::index::k8s::K8sModel),
+    Aws(&'a crate::index::aws::AwsModel),
 }
 
 impl<'a> Current<'a> {
     pub fn of(data: &'a SourceData) -> Self {
         match data {
-            SourceData::Kubernetes(m) => Current::Kube(m),
-            SourceData::Aws(m) => Current::Iam(m),
+            SourceData::Kubernetes(m) => Current::K8s(m),
+            SourceData::Aws(m) => Current::Aws(m),
         }
     }
 }
@@ -185,24 +185,24 @@ impl<'a> Current<'a> {
 /// Keys whose objects differ between two states (raw text), in order.
 pub fn differing_keys(a: Current<'_>, b: Current<'_>) -> Vec<ObjectKey> {
     match (a, b) {
-        (Current::Kube(x), Current::Kube(y)) => {
+        (Current::K8s(x), Current::K8s(y)) => {
             let keys: BTreeSet<_> = x.keys().chain(y.keys()).collect();
             keys.into_iter()
                 .filter(|k| match (x.get(k), y.get(k)) {
                     (Some(p), Some(q)) => p != q,
                     _ => true,
                 })
-                .map(|k| ObjectKey::Kube(k.clone()))
+                .map(|k| ObjectKey::K8s(k.clone()))
                 .collect()
         }
-        (Current::Iam(x), Current::Iam(y)) => {
+        (Current::Aws(x), Current::Aws(y)) => {
             let keys: BTreeSet<_> = x.keys().chain(y.keys()).collect();
             keys.into_iter()
                 .filter(|k| match (x.get(k), y.get(k)) {
                     (Some(p), Some(q)) => p.raw != q.raw,
                     _ => true,
                 })
-                .map(|k| ObjectKey::Iam(k.clone()))
+                .map(|k| ObjectKey::Aws(k.clone()))
                 .collect()
         }
         _ => Vec::new(),
@@ -212,8 +212,8 @@ pub fn differing_keys(a: Current<'_>, b: Current<'_>) -> Vec<ObjectKey> {
 /// The current object's text, for the journal.
 pub fn current_raw(current: Current<'_>, key: &ObjectKey) -> Option<Value> {
     match (current, key) {
-        (Current::Kube(m), ObjectKey::Kube(k)) => m.get(k).map(KubeObject::value),
-        (Current::Iam(m), ObjectKey::Iam(k)) => m.get(k).map(|o| o.raw.clone()),
+        (Current::K8s(m), ObjectKey::K8s(k)) => m.get(k).map(K8sObject::value),
+        (Current::Aws(m), ObjectKey::Aws(k)) => m.get(k).map(|o| o.raw.clone()),
         _ => None,
     }
 }
@@ -229,10 +229,10 @@ pub async fn judge_one(
 ) -> Result<judge::Applied, String> {
     let t = now();
     let outcome = match (current, key) {
-        (Current::Kube(m), ObjectKey::Kube(k)) => {
+        (Current::K8s(m), ObjectKey::K8s(k)) => {
             state.judge_kube(m, k, &cx.policy(), t, &judge_options())
         }
-        (Current::Iam(m), ObjectKey::Iam(k)) => {
+        (Current::Aws(m), ObjectKey::Aws(k)) => {
             let catalog = (cx.catalog, &*cx.risk_sets);
             state.judge_iam(m, catalog, k, &cx.policy(), t, &judge_options())
         }
@@ -315,8 +315,8 @@ pub async fn accept(
     let at = rfc3339(now());
     let t = now();
     let accepted = match current {
-        Current::Kube(m) => state.accept_all_kube(m),
-        Current::Iam(m) => state.accept_all_iam(m),
+        Current::K8s(m) => state.accept_all_kube(m),
+        Current::Aws(m) => state.accept_all_iam(m),
     };
     for (key, open) in &accepted {
         let raw = current_raw(current, key);
@@ -372,15 +372,15 @@ pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
                 tracing::debug!(source = %cx.name, fetch_seconds, "polled");
                 cx.metrics
                     .snapshot_duration
-                    .with_label_values(&[cx.name.as_str(), cx.platform])
+                    .with_label_values(&[cx.name.as_str(), cx.platform.as_str()])
                     .observe(fetch_seconds);
                 cx.metrics
                     .source_up
-                    .with_label_values(&[cx.name.as_str(), cx.platform])
+                    .with_label_values(&[cx.name.as_str(), cx.platform.as_str()])
                     .set(1);
                 cx.metrics
                     .snapshot_objects
-                    .with_label_values(&[cx.name.as_str(), cx.platform])
+                    .with_label_values(&[cx.name.as_str(), cx.platform.as_str()])
                     .set(i64::try_from(snapshot.object_count()).unwrap_or(i64::MAX));
                 cx.metrics
                     .last_snapshot
@@ -414,7 +414,7 @@ pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
             Err(e) => {
                 cx.metrics
                     .source_up
-                    .with_label_values(&[cx.name.as_str(), cx.platform])
+                    .with_label_values(&[cx.name.as_str(), cx.platform.as_str()])
                     .set(0);
                 tracing::warn!(source = %cx.name, error = %e, "poll failed");
             }

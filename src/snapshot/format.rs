@@ -6,9 +6,9 @@
 //! ARN, map keys sorted. Reading then writing gives the same bytes.
 
 use super::{MissingPart, Platform, Snapshot, SourceData, SourceMeta, SourceSnapshot};
-use crate::index::iam::{IamModel, IamObject};
-use crate::index::kube::{KubeModel, KubeObject};
-use crate::model::aws::IamKind;
+use crate::index::aws::{AwsModel, AwsObject};
+use crate::index::k8s::{K8sModel, K8sObject};
+use crate::model::aws::AwsKind;
 use crate::model::k8s::RbacKey;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
@@ -99,7 +99,7 @@ fn build_source(
     header: SourceHeader,
     objects: Option<ObjectsIn<'_>>,
     details: Option<Value>,
-    base: Option<&KubeModel>,
+    base: Option<&K8sModel>,
 ) -> Result<SourceSnapshot, SnapshotError> {
     let meta = meta_of(&header);
     let data = match header.platform {
@@ -125,7 +125,7 @@ fn build_source(
                 )
             };
             let parsed =
-                |j: usize, object: Result<KubeObject, crate::model::k8s::RbacParseError>| {
+                |j: usize, object: Result<K8sObject, crate::model::k8s::RbacParseError>| {
                     object.map_err(|e| invalid(format!("{path}.objects[{j}]"), e.to_string()))
                 };
             let objects = match objects {
@@ -133,7 +133,7 @@ fn build_source(
                 Some(ObjectsIn::Values(items)) => items
                     .into_iter()
                     .enumerate()
-                    .map(|(j, item)| parsed(j, KubeObject::from_raw(item)))
+                    .map(|(j, item)| parsed(j, K8sObject::from_raw(item)))
                     .collect::<Result<_, _>>()?,
                 Some(ObjectsIn::Raw(items)) => items
                     .iter()
@@ -141,7 +141,7 @@ fn build_source(
                     .map(|(j, item)| parsed(j, object_from_text(item)))
                     .collect::<Result<_, _>>()?,
             };
-            let model = KubeModel::from_objects(objects).map_err(|(j, key)| duplicate(j, key))?;
+            let model = K8sModel::from_objects(objects).map_err(|(j, key)| duplicate(j, key))?;
             SourceData::Kubernetes(model)
         }
         Platform::Aws => {
@@ -151,9 +151,9 @@ fn build_source(
                     "an aws source holds `authorizationDetails`",
                 ));
             }
-            let mut model = IamModel::new();
+            let mut model = AwsModel::new();
             if let Some(mut details) = details {
-                for kind in IamKind::ALL {
+                for kind in AwsKind::ALL {
                     let list_path = format!("{path}.authorizationDetails.{}", kind.list_name());
                     let items = match details.get_mut(kind.list_name()).map(Value::take) {
                         None | Some(Value::Null) => Vec::new(),
@@ -161,7 +161,7 @@ fn build_source(
                         Some(_) => return Err(invalid(list_path, "expected a list")),
                     };
                     for (j, item) in items.into_iter().enumerate() {
-                        let (key, object) = IamObject::canonical(kind, item)
+                        let (key, object) = AwsObject::canonical(kind, item)
                             .map_err(|e| invalid(format!("{list_path}[{j}]"), e.to_string()))?;
                         if model.get(&key).is_some() {
                             return Err(invalid(
@@ -185,13 +185,13 @@ fn build_source(
 
 /// Parses one object's text as stored by [`json`]: compact text is kept as it
 /// is; anything else is re-serialised so the stored text stays canonical.
-fn object_from_text(item: &str) -> Result<KubeObject, crate::model::k8s::RbacParseError> {
+fn object_from_text(item: &str) -> Result<K8sObject, crate::model::k8s::RbacParseError> {
     if item.as_bytes().contains(&b'\n') {
         serde_json::from_str(item)
             .map_err(|e| crate::model::k8s::RbacParseError::Invalid(e.to_string()))
-            .and_then(KubeObject::from_raw)
+            .and_then(K8sObject::from_raw)
     } else {
-        KubeObject::from_json(item)
+        K8sObject::from_json(item)
     }
 }
 
@@ -202,8 +202,8 @@ fn object_from_text(item: &str) -> Result<KubeObject, crate::model::k8s::RbacPar
 fn kube_model_over_base(
     path: &str,
     items: &[&str],
-    base: &KubeModel,
-) -> Result<KubeModel, SnapshotError> {
+    base: &K8sModel,
+) -> Result<K8sModel, SnapshotError> {
     match over_base_in_order(path, items, base)? {
         Some(model) => Ok(model),
         None => over_base_by_text(path, items, base),
@@ -216,8 +216,8 @@ fn kube_model_over_base(
 fn over_base_in_order(
     path: &str,
     items: &[&str],
-    base: &KubeModel,
-) -> Result<Option<KubeModel>, SnapshotError> {
+    base: &K8sModel,
+) -> Result<Option<K8sModel>, SnapshotError> {
     use std::borrow::Cow;
     let mut model = base.clone();
     let mut cursor = base.objects().peekable();
@@ -259,8 +259,8 @@ fn over_base_in_order(
 fn over_base_by_text(
     path: &str,
     items: &[&str],
-    base: &KubeModel,
-) -> Result<KubeModel, SnapshotError> {
+    base: &K8sModel,
+) -> Result<K8sModel, SnapshotError> {
     let by_text: FxHashMap<&str, &RbacKey> = base.objects().map(|(k, o)| (o.json(), k)).collect();
     let mut model = base.clone();
     let mut seen: FxHashSet<RbacKey> = FxHashSet::default();
@@ -539,8 +539,8 @@ struct SourceOut<'a> {
     authorization_details: Option<BTreeMap<&'static str, Vec<&'a Value>>>,
 }
 
-fn iam_lists(m: &IamModel) -> BTreeMap<&'static str, Vec<&Value>> {
-    let mut lists: BTreeMap<&'static str, Vec<&Value>> = IamKind::ALL
+fn iam_lists(m: &AwsModel) -> BTreeMap<&'static str, Vec<&Value>> {
+    let mut lists: BTreeMap<&'static str, Vec<&Value>> = AwsKind::ALL
         .iter()
         .map(|k| (k.list_name(), Vec::new()))
         .collect();

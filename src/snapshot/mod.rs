@@ -8,8 +8,8 @@
 
 pub mod format;
 
-use crate::index::iam::IamModel;
-use crate::index::kube::KubeModel;
+use crate::index::aws::AwsModel;
+use crate::index::k8s::K8sModel;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -71,8 +71,8 @@ pub struct SourceMeta {
 
 #[derive(Clone, Debug)]
 pub enum SourceData {
-    Kubernetes(KubeModel),
-    Aws(IamModel),
+    Kubernetes(K8sModel),
+    Aws(AwsModel),
 }
 
 #[derive(Clone, Debug)]
@@ -83,7 +83,7 @@ pub struct SourceSnapshot {
 }
 
 impl SourceSnapshot {
-    pub fn kubernetes(name: &str, model: KubeModel) -> Self {
+    pub fn kubernetes(name: &str, model: K8sModel) -> Self {
         Self {
             name: name.to_owned(),
             meta: SourceMeta::default(),
@@ -91,7 +91,7 @@ impl SourceSnapshot {
         }
     }
 
-    pub fn aws(name: &str, model: IamModel) -> Self {
+    pub fn aws(name: &str, model: AwsModel) -> Self {
         Self {
             name: name.to_owned(),
             meta: SourceMeta::default(),
@@ -117,14 +117,14 @@ impl SourceSnapshot {
         }
     }
 
-    pub fn kube(&self) -> Option<&KubeModel> {
+    pub fn kube(&self) -> Option<&K8sModel> {
         match &self.data {
             SourceData::Kubernetes(m) => Some(m),
             SourceData::Aws(_) => None,
         }
     }
 
-    pub fn iam(&self) -> Option<&IamModel> {
+    pub fn iam(&self) -> Option<&AwsModel> {
         match &self.data {
             SourceData::Aws(m) => Some(m),
             SourceData::Kubernetes(_) => None,

@@ -3,7 +3,7 @@
 //! whether a snapshot came from an API or from a file.
 
 pub mod aws;
-pub mod kube;
+pub mod k8s;
 
 /// An error and its causes as one line, for a user: each cause's text passes
 /// through `clean` (which drops a client library's wrapper words, or the

@@ -3,10 +3,10 @@
 //! and a boundary allow must both match, and no deny), on a hand-made account.
 
 use crate::support::*;
+use permdrift::grants::aws::AwsCache;
 use permdrift::grants::catalog::Catalog;
-use permdrift::grants::iam::IamCache;
-use permdrift::index::iam::{IamModel, IamObject};
-use permdrift::model::aws::{IamKey, IamKind};
+use permdrift::index::aws::{AwsModel, AwsObject};
+use permdrift::model::aws::{AwsKey, AwsKind};
 use proptest::prelude::*;
 use proptest::sample::subsequence;
 use serde_json::{Value, json};
@@ -335,9 +335,9 @@ fn statement() -> impl Strategy<Value = Value> {
 }
 
 /// Whether the effective permissions allow a concrete request.
-fn effective_allows(model: &IamModel, key: &IamKey, action: &str, resource: &str) -> bool {
+fn effective_allows(model: &AwsModel, key: &AwsKey, action: &str, resource: &str) -> bool {
     let catalog = Catalog::embedded();
-    let mut cache = IamCache::new(model, catalog);
+    let mut cache = AwsCache::new(model, catalog);
     let perms = cache.principal(key);
     let Some(id) = catalog.id_of(action) else {
         return false;
@@ -371,11 +371,11 @@ proptest! {
             }
             r
         };
-        let key = IamKey { kind: IamKind::Role, arn: "arn:aws:iam::111122223333:role/r".into() };
+        let key = AwsKey { kind: AwsKind::Role, arn: "arn:aws:iam::111122223333:role/r".into() };
         let model = |bounded: bool| {
-            let mut m = IamModel::new();
-            for (kind, raw) in [(IamKind::Role, role(bounded)), (IamKind::Policy, managed_policy(BOUNDARY, boundary.clone()))] {
-                let (k, o) = IamObject::canonical(kind, raw).expect("valid entity");
+            let mut m = AwsModel::new();
+            for (kind, raw) in [(AwsKind::Role, role(bounded)), (AwsKind::Policy, managed_policy(BOUNDARY, boundary.clone()))] {
+                let (k, o) = AwsObject::canonical(kind, raw).expect("valid entity");
                 m.insert(k, o);
             }
             m

@@ -2,9 +2,9 @@
 
 use permdrift::diff::{DiffOptions, diff};
 use permdrift::grants::catalog::Catalog;
-use permdrift::index::iam::{IamModel, IamObject};
-use permdrift::index::kube::{KubeModel, KubeObject};
-use permdrift::model::aws::IamKind;
+use permdrift::index::aws::{AwsModel, AwsObject};
+use permdrift::index::k8s::{K8sModel, K8sObject};
+use permdrift::model::aws::AwsKind;
 use permdrift::report::{ChangeKind, Direction, Report};
 use permdrift::snapshot::format::{self, Format};
 use permdrift::snapshot::{Snapshot, SourceSnapshot};
@@ -122,9 +122,9 @@ fn cluster() -> impl Strategy<Value = Vec<Value>> {
 }
 
 fn kube_snapshot(objects: &[Value]) -> Snapshot {
-    let mut model = KubeModel::new();
+    let mut model = K8sModel::new();
     for o in objects {
-        model.insert(KubeObject::from_raw(o.clone()).expect("valid object"));
+        model.insert(K8sObject::from_raw(o.clone()).expect("valid object"));
     }
     let mut s = Snapshot::new();
     s.sources
@@ -283,7 +283,7 @@ proptest! {
         let old = sa.sources["c"].kube().unwrap();
         let new = sb.sources["c"].kube().unwrap();
         let report = run(&sa, &sb);
-        let mut cache = permdrift::grants::kube::PermCache::new(old);
+        let mut cache = permdrift::grants::k8s::PermCache::new(old);
         for c in &report.changes {
             for g in &c.gained {
                 if g.latent {
@@ -293,8 +293,8 @@ proptest! {
                             let before = cache.role(&permdrift::model::k8s::RbacKey::cluster_role(role));
                             let names: Vec<Option<&str>> = if g.resource_names.is_empty() { vec![None] } else { g.resource_names.iter().map(|n| Some(n.as_str())).collect() };
                             for name in names {
-                                let perm = permdrift::grants::kube_perm::Perm::Resource { group: &group, resource: &g.resource, verb: &g.action, name };
-                                prop_assert!(!permdrift::grants::kube_perm::covers(&before, &perm), "{:?} was already the role's", g);
+                                let perm = permdrift::grants::k8s_perm::Perm::Resource { group: &group, resource: &g.resource, verb: &g.action, name };
+                                prop_assert!(!permdrift::grants::k8s_perm::covers(&before, &perm), "{:?} was already the role's", g);
                             }
                         }
                         None => {
@@ -306,13 +306,13 @@ proptest! {
                 }
                 let subject = parse_subject(&g.subject);
                 let scope = match g.scope.strip_prefix("namespace:") {
-                    Some(ns) => permdrift::grants::kube_perm::Scope::Namespace(ns),
-                    None => permdrift::grants::kube_perm::Scope::Cluster,
+                    Some(ns) => permdrift::grants::k8s_perm::Scope::Namespace(ns),
+                    None => permdrift::grants::k8s_perm::Scope::Cluster,
                 };
                 let group = g.api_group.clone().unwrap_or_default();
                 let names: Vec<Option<&str>> = if g.resource_names.is_empty() { vec![None] } else { g.resource_names.iter().map(|n| Some(n.as_str())).collect() };
                 for name in names {
-                    let perm = permdrift::grants::kube_perm::Perm::Resource { group: &group, resource: &g.resource, verb: &g.action, name };
+                    let perm = permdrift::grants::k8s_perm::Perm::Resource { group: &group, resource: &g.resource, verb: &g.action, name };
                     prop_assert!(!cache.subject_covers(&subject, scope, &perm), "{:?} was already allowed", g);
                 }
             }
@@ -364,7 +364,7 @@ fn statement() -> impl Strategy<Value = Value> {
         })
 }
 
-fn account() -> impl Strategy<Value = Vec<(IamKind, Value)>> {
+fn account() -> impl Strategy<Value = Vec<(AwsKind, Value)>> {
     (
         proptest::collection::vec(statement(), 1..4),
         proptest::collection::vec(statement(), 0..3),
@@ -387,14 +387,14 @@ fn account() -> impl Strategy<Value = Vec<(IamKind, Value)>> {
             }
             let policy = json!({"PolicyName":"p","Arn":"arn:aws:iam::1:policy/p","DefaultVersionId":"v1",
                 "PolicyVersionList":[{"VersionId":"v1","IsDefaultVersion":true,"Document":{"Statement":managed}}]});
-            vec![(IamKind::User, user), (IamKind::Group, group), (IamKind::Policy, policy)]
+            vec![(AwsKind::User, user), (AwsKind::Group, group), (AwsKind::Policy, policy)]
         })
 }
 
-fn iam_snapshot(entities: &[(IamKind, Value)]) -> Snapshot {
-    let mut model = IamModel::new();
+fn iam_snapshot(entities: &[(AwsKind, Value)]) -> Snapshot {
+    let mut model = AwsModel::new();
     for (kind, raw) in entities {
-        let (key, object) = IamObject::canonical(*kind, raw.clone()).expect("valid entity");
+        let (key, object) = AwsObject::canonical(*kind, raw.clone()).expect("valid entity");
         model.insert(key, object);
     }
     let mut s = Snapshot::new();
@@ -404,7 +404,7 @@ fn iam_snapshot(entities: &[(IamKind, Value)]) -> Snapshot {
 }
 
 /// Splits every multi-action statement into one statement per action, renaming Sids.
-fn split_statements(entities: &[(IamKind, Value)]) -> Vec<(IamKind, Value)> {
+fn split_statements(entities: &[(AwsKind, Value)]) -> Vec<(AwsKind, Value)> {
     fn split(doc: &mut Value) {
         let Some(Value::Array(statements)) = doc.get_mut("Statement") else {
             return;
@@ -459,7 +459,7 @@ proptest! {
     fn iam_reformatting_is_neutral(a in account(), seed in any::<u64>()) {
         let sa = iam_snapshot(&a);
         // Reordered statements and lists are no change at all.
-        let shuffled: Vec<(IamKind, Value)> = a.iter().map(|(k, v)| {
+        let shuffled: Vec<(AwsKind, Value)> = a.iter().map(|(k, v)| {
             let mut v = v.clone();
             if let Some(Value::Array(list)) = v.get_mut("UserPolicyList") {
                 for p in list.iter_mut() {

@@ -5,19 +5,19 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use permdrift::diff::{DiffOptions, diff};
+use permdrift::grants::aws::AwsCache;
+use permdrift::grants::aws_perm::{AwsCompiler, ResourcePattern};
 use permdrift::grants::catalog::Catalog;
-use permdrift::grants::iam::IamCache;
-use permdrift::grants::iam_perm::{IamCompiler, ResourcePattern};
-use permdrift::grants::kube::role_perms;
-use permdrift::grants::kube_perm::{PermSet, expand_rules};
-use permdrift::index::iam::{IamModel, IamObject};
-use permdrift::index::kube::{KubeModel, KubeObject};
+use permdrift::grants::k8s::role_perms;
+use permdrift::grants::k8s_perm::{PermSet, expand_rules};
+use permdrift::index::aws::{AwsModel, AwsObject};
+use permdrift::index::k8s::{K8sModel, K8sObject};
 use permdrift::input::{InputOptions, load};
-use permdrift::model::aws::{IamKey, IamKind};
+use permdrift::model::aws::{AwsKey, AwsKind};
 use permdrift::model::k8s::RbacKey;
 use permdrift::report::{ChangeKind, Direction, Risk, Severity};
 use permdrift::snapshot::Snapshot;
-use permdrift::whocan::{self, KubeQuery};
+use permdrift::whocan::{self, K8sQuery};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -99,18 +99,18 @@ fn bootstrap() -> Snapshot {
     ])
 }
 
-fn kube(s: &Snapshot) -> &KubeModel {
+fn kube(s: &Snapshot) -> &K8sModel {
     s.sources
         .values()
         .find_map(|s| s.kube())
         .expect("kubernetes source")
 }
 
-fn own_rules<'m>(model: &'m KubeModel, name: &str) -> PermSet<'m> {
+fn own_rules<'m>(model: &'m K8sModel, name: &str) -> PermSet<'m> {
     let mut out = PermSet::default();
     let role = model
         .get(&RbacKey::cluster_role(name))
-        .and_then(KubeObject::role)
+        .and_then(K8sObject::role)
         .expect(name);
     expand_rules(&role.rules, &mut out);
     out
@@ -137,7 +137,7 @@ fn aggregated_roles_are_the_union_of_their_aggregate_to_roles() {
     // The aggregated roles themselves carry no rules in the golden files.
     assert!(
         m.get(&RbacKey::cluster_role("admin"))
-            .and_then(KubeObject::role)
+            .and_then(K8sObject::role)
             .unwrap()
             .rules
             .is_empty()
@@ -145,14 +145,14 @@ fn aggregated_roles_are_the_union_of_their_aggregate_to_roles() {
 }
 
 fn who(
-    m: &KubeModel,
+    m: &K8sModel,
     verb: &str,
     resource: &str,
     group: &str,
     ns: Option<&str>,
     name: Option<&str>,
 ) -> BTreeSet<String> {
-    let q = KubeQuery {
+    let q = K8sQuery {
         verb: verb.into(),
         resource: resource.into(),
         api_group: group.into(),
@@ -354,7 +354,7 @@ fn argo_cd_controller_is_tagged_cluster_admin() {
     let mut empty = Snapshot::new();
     empty.sources.insert(
         "kubernetes".into(),
-        permdrift::snapshot::SourceSnapshot::kubernetes("kubernetes", KubeModel::new()),
+        permdrift::snapshot::SourceSnapshot::kubernetes("kubernetes", K8sModel::new()),
     );
     let report = diff(&empty, &argo, Catalog::embedded(), &DiffOptions::default());
     let binding = report
@@ -401,13 +401,13 @@ fn every_managed_policy_loads_and_compiles() {
     let policies = managed_policies();
     assert_eq!(policies.len(), 822);
     let catalog = Catalog::embedded();
-    let mut compiler = IamCompiler::new(catalog);
-    let mut model = IamModel::new();
+    let mut compiler = AwsCompiler::new(catalog);
+    let mut model = AwsModel::new();
     let mut with_unknown = 0;
     for p in &policies {
-        let (key, object) = IamObject::canonical(IamKind::Policy, policy_entity(p))
+        let (key, object) = AwsObject::canonical(AwsKind::Policy, policy_entity(p))
             .unwrap_or_else(|e| panic!("{}: {e}", p["name"]));
-        let permdrift::model::aws::IamBody::Policy(mp) = &object.parsed else {
+        let permdrift::model::aws::AwsBody::Policy(mp) = &object.parsed else {
             panic!()
         };
         let perms = compiler.document(&mp.document);
@@ -493,7 +493,7 @@ fn read_only_policies_expand_exactly() {
             .find(|p| p["name"] == name)
             .unwrap_or_else(|| panic!("{name} not in dataset"));
         let doc = permdrift::model::iam_policy::parse_document(&p["document"]).unwrap();
-        let perms = IamCompiler::new(catalog).document(&doc);
+        let perms = AwsCompiler::new(catalog).document(&doc);
         let got: BTreeSet<String> = perms
             .allow
             .values()
@@ -539,10 +539,10 @@ fn gaad_example_loads_with_groups_and_trust() {
     assert_eq!(source.name, "012345678901");
     let m = source.iam().unwrap();
     let catalog = Catalog::embedded();
-    let mut cache = IamCache::new(m, catalog);
+    let mut cache = AwsCache::new(m, catalog);
     // obama inherits AdministratorAccess from group admin and attaches it directly.
-    let obama = cache.principal(&IamKey {
-        kind: IamKind::User,
+    let obama = cache.principal(&AwsKey {
+        kind: AwsKind::User,
         arn: "arn:aws:iam::012345678901:user/obama".into(),
     });
     assert!(
@@ -553,8 +553,8 @@ fn gaad_example_loads_with_groups_and_trust() {
                 && set.ids.len() == catalog.len() as u64)
     );
     // userwithlotsofpermissions has only the group's AdministratorAccess, plus its inline policy.
-    let other = cache.principal(&IamKey {
-        kind: IamKind::User,
+    let other = cache.principal(&AwsKey {
+        kind: AwsKind::User,
         arn: "arn:aws:iam::012345678901:user/userwithlotsofpermissions".into(),
     });
     assert!(
@@ -564,14 +564,14 @@ fn gaad_example_loads_with_groups_and_trust() {
             .any(|set| set.ids.len() == catalog.len() as u64)
     );
     // Group biden's RDS policy reaches user biden.
-    let biden = cache.principal(&IamKey {
-        kind: IamKind::User,
+    let biden = cache.principal(&AwsKey {
+        kind: AwsKind::User,
         arn: "arn:aws:iam::012345678901:user/biden".into(),
     });
     let rds = catalog.id_of("rds:CreateDBInstance").unwrap();
     assert!(biden.allow.values().any(|set| set.ids.contains(rds)));
-    let trust = cache.trust(&IamKey {
-        kind: IamKind::Role,
+    let trust = cache.trust(&AwsKey {
+        kind: AwsKind::Role,
         arn: "arn:aws:iam::012345678901:role/MyRole".into(),
     });
     let ssm = trust.get("service:ssm.amazonaws.com").expect("ssm trusted");

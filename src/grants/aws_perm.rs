@@ -1,9 +1,9 @@
 //! Effective IAM permission sets and their algebra.
 //!
-//! Policy statements come in; [`IamPerms`] come out: for each
+//! Policy statements come in; [`AwsPerms`] come out: for each
 //! (resource pattern, condition) the set of allowed actions as catalog ids,
 //! plus unknown action patterns kept literally, and the same for explicit
-//! denies. Coverage follows DESIGN.md: resource globs by syntactic
+//! denies. Coverage: resource globs by syntactic
 //! containment, an unconditional grant covers a conditional one, an identical
 //! condition covers itself.
 
@@ -62,7 +62,7 @@ impl ActionSet {
     /// The actions both sets allow, spelled by the patterns of either side
     /// that lie wholly inside the result, and by name for the rest, so the
     /// output never shows a pattern wider than what is allowed.
-    pub fn intersect_exact(&self, other: &ActionSet, compiler: &mut IamCompiler<'_>) -> ActionSet {
+    pub fn intersect_exact(&self, other: &ActionSet, compiler: &mut AwsCompiler<'_>) -> ActionSet {
         let ids = &self.ids & &other.ids;
         let unknown: BTreeSet<String> = self
             .unknown
@@ -171,17 +171,17 @@ pub fn both_conditions(a: Option<&str>, b: Option<&str>) -> Option<String> {
 
 /// What one principal (or one document) allows and explicitly denies.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct IamPerms {
+pub struct AwsPerms {
     pub allow: BTreeMap<GrantKey, ActionSet>,
     pub deny: BTreeMap<GrantKey, ActionSet>,
 }
 
-impl IamPerms {
+impl AwsPerms {
     pub fn is_empty(&self) -> bool {
         self.allow.values().all(ActionSet::is_empty) && self.deny.values().all(ActionSet::is_empty)
     }
 
-    pub fn merge(&mut self, other: &IamPerms) {
+    pub fn merge(&mut self, other: &AwsPerms) {
         for (k, v) in &other.allow {
             self.allow.entry(k.clone()).or_default().union_with(v);
         }
@@ -217,7 +217,7 @@ impl IamPerms {
     /// both match it, so each pair of statements gives the intersection of
     /// their actions, of their resources and of their conditions. The
     /// boundary's own denies apply like any explicit deny.
-    pub fn cap_by(&mut self, boundary: &IamPerms, compiler: &mut IamCompiler<'_>) {
+    pub fn cap_by(&mut self, boundary: &AwsPerms, compiler: &mut AwsCompiler<'_>) {
         let mut capped: BTreeMap<GrantKey, ActionSet> = BTreeMap::new();
         for (key, set) in &self.allow {
             for (bk, bset) in &boundary.allow {
@@ -243,12 +243,12 @@ impl IamPerms {
     }
 
     /// Allows in `self` not allowed by `before`.
-    pub fn allows_beyond(&self, before: &IamPerms) -> BTreeMap<GrantKey, ActionSet> {
+    pub fn allows_beyond(&self, before: &AwsPerms) -> BTreeMap<GrantKey, ActionSet> {
         diff_sets(&self.allow, &before.allow, GrantKey::covers)
     }
 
     /// Denies in `self` that `after` no longer has (a removed deny widens).
-    pub fn denies_dropped_in(&self, after: &IamPerms) -> BTreeMap<GrantKey, ActionSet> {
+    pub fn denies_dropped_in(&self, after: &AwsPerms) -> BTreeMap<GrantKey, ActionSet> {
         // A deny is kept if a deny over a covering resource applies at least as
         // often: unconditional, or under the same condition.
         diff_sets(&self.deny, &after.deny, |outer, inner| {
@@ -300,13 +300,13 @@ pub fn account_of(arn: &str) -> Option<&str> {
     arn.split(':').nth(4).filter(|a| !a.is_empty())
 }
 
-/// Turns documents into [`IamPerms`], caching pattern expansion.
-pub struct IamCompiler<'c> {
+/// Turns documents into [`AwsPerms`], caching pattern expansion.
+pub struct AwsCompiler<'c> {
     catalog: &'c Catalog,
     expansions: HashMap<String, RoaringBitmap>,
 }
 
-impl<'c> IamCompiler<'c> {
+impl<'c> AwsCompiler<'c> {
     pub fn new(catalog: &'c Catalog) -> Self {
         Self {
             catalog,
@@ -379,7 +379,7 @@ impl<'c> IamCompiler<'c> {
 
     fn add_statement(
         &mut self,
-        perms: &mut IamPerms,
+        perms: &mut AwsPerms,
         s: &Statement,
         resources: &[ResourcePattern],
     ) {
@@ -403,8 +403,8 @@ impl<'c> IamCompiler<'c> {
     }
 
     /// An identity-based document (inline or managed policy).
-    pub fn document(&mut self, doc: &PolicyDocument) -> IamPerms {
-        let mut perms = IamPerms::default();
+    pub fn document(&mut self, doc: &PolicyDocument) -> AwsPerms {
+        let mut perms = AwsPerms::default();
         for s in &doc.statements {
             let resources = resource_patterns(s.resources.as_ref());
             self.add_statement(&mut perms, s, &resources);
@@ -413,8 +413,8 @@ impl<'c> IamCompiler<'c> {
     }
 
     /// A role's trust policy: per trusted principal, the actions it may perform on the role.
-    pub fn trust(&mut self, doc: &PolicyDocument, role_arn: &str) -> BTreeMap<String, IamPerms> {
-        let mut out: BTreeMap<String, IamPerms> = BTreeMap::new();
+    pub fn trust(&mut self, doc: &PolicyDocument, role_arn: &str) -> BTreeMap<String, AwsPerms> {
+        let mut out: BTreeMap<String, AwsPerms> = BTreeMap::new();
         let resource = [ResourcePattern::Any(role_arn.to_owned())];
         for s in &doc.statements {
             let mut principals: Vec<String> = Vec::new();
@@ -480,8 +480,8 @@ mod tests {
     use crate::model::iam_policy::parse_document;
     use serde_json::json;
 
-    fn perms(doc: serde_json::Value) -> IamPerms {
-        let mut c = IamCompiler::new(Catalog::embedded());
+    fn perms(doc: serde_json::Value) -> AwsPerms {
+        let mut c = AwsCompiler::new(Catalog::embedded());
         let mut p = c.document(&parse_document(&doc).unwrap());
         p.apply_denies();
         p
@@ -554,7 +554,7 @@ mod tests {
     fn boundary_caps() {
         let mut p = perms(json!({"Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}));
         let b = perms(json!({"Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}));
-        p.cap_by(&b, &mut IamCompiler::new(Catalog::embedded()));
+        p.cap_by(&b, &mut AwsCompiler::new(Catalog::embedded()));
         let c = Catalog::embedded();
         let ids = &p.allow.values().next().unwrap().ids;
         assert_eq!(ids.len(), c.expand("s3:*").len());
@@ -562,7 +562,7 @@ mod tests {
 
     #[test]
     fn trust_principals() {
-        let mut c = IamCompiler::new(Catalog::embedded());
+        let mut c = AwsCompiler::new(Catalog::embedded());
         let doc = parse_document(&json!({"Statement":[{"Effect":"Allow","Principal":{"AWS":["111122223333","arn:aws:iam::444455556666:role/x"],"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]})).unwrap();
         let t = c.trust(&doc, "arn:aws:iam::111122223333:role/r");
         let keys: Vec<_> = t.keys().cloned().collect();

@@ -17,7 +17,6 @@
 
 mod connect;
 mod error;
-mod live;
 mod raw;
 mod watch;
 
@@ -30,16 +29,15 @@ use kube::core::Resource;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::index::kube::{KubeModel, KubeObject};
+use crate::index::k8s::{K8sModel, K8sObject};
 use crate::model::k8s::RbacKind;
 use crate::snapshot::{MissingPart, SourceSnapshot};
 
 pub use connect::{
-    ClusterTarget, IN_CLUSTER, KubeOptions, install_crypto_provider, resolve_clusters,
+    ClusterTarget, IN_CLUSTER, K8sOptions, install_crypto_provider, resolve_clusters,
 };
-pub use error::KubeSourceError;
-pub use live::{ChangeOrigin, KindEvent, KindStatus, LiveIndex, ObjectChange, RejectedObject};
-pub use raw::{api_resource, qualified_resource, resource_version, with_type};
+pub use error::K8sSourceError;
+pub use raw::{api_resource, qualified_resource};
 pub use watch::{WatchBackoff, WatchOptions, watch_cluster};
 
 use error::{Call, Failure, classify, forbidden_reason};
@@ -67,7 +65,7 @@ pub struct SourceInfo {
 
 /// Reported after each list page, for progress lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KubeProgress {
+pub struct K8sProgress {
     pub kind: RbacKind,
     /// Objects of this kind read so far.
     pub objects: usize,
@@ -79,7 +77,7 @@ pub struct KubeProgress {
     pub requests: u32,
 }
 
-impl fmt::Display for KubeProgress {
+impl fmt::Display for K8sProgress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -128,7 +126,7 @@ struct PageMeta {
 /// How one resource's list ended.
 enum Listed {
     Complete {
-        objects: Vec<KubeObject>,
+        objects: Vec<K8sObject>,
         resource_version: Option<String>,
         unreadable: Vec<MissingPart>,
     },
@@ -146,9 +144,9 @@ enum Listed {
 pub async fn snapshot_cluster(
     client: kube::Client,
     source: &SourceInfo,
-    progress: &(dyn Fn(KubeProgress) + Sync),
-) -> Result<SourceSnapshot, KubeSourceError> {
-    let mut model = KubeModel::new();
+    progress: &(dyn Fn(K8sProgress) + Sync),
+) -> Result<SourceSnapshot, K8sSourceError> {
+    let mut model = K8sModel::new();
     let mut resource_versions = BTreeMap::new();
     let mut missing = Vec::new();
     let mut requests = 0u32;
@@ -185,8 +183,8 @@ async fn list_kind(
     source: &SourceInfo,
     kind: RbacKind,
     requests: &mut u32,
-    progress: &(dyn Fn(KubeProgress) + Sync),
-) -> Result<Listed, KubeSourceError> {
+    progress: &(dyn Fn(K8sProgress) + Sync),
+) -> Result<Listed, K8sSourceError> {
     let resource = raw::qualified_resource(kind);
     let url = RawObject::url_path(&raw::api_resource(kind), None);
     let mut restarts = 0u32;
@@ -206,7 +204,7 @@ async fn list_kind(
                 attempt += 1;
                 *requests += 1;
                 let request = kube::core::Request::new(&url).list(&params).map_err(|e| {
-                    KubeSourceError::Client {
+                    K8sSourceError::Client {
                         source_name: source.name.clone(),
                         server: source.server.clone(),
                         detail: e.to_string(),
@@ -215,7 +213,7 @@ async fn list_kind(
                 let failure = match client.request_text(request).await {
                     Ok(text) => match parse_page(&text) {
                         Ok(body) => break body,
-                        Err(detail) => Failure::Transient(KubeSourceError::InvalidResponse {
+                        Err(detail) => Failure::Transient(K8sSourceError::InvalidResponse {
                             source_name: source.name.clone(),
                             server: source.server.clone(),
                             resource: resource.clone(),
@@ -255,7 +253,7 @@ async fn list_kind(
                     Failure::Expired(message) => {
                         restarts += 1;
                         if restarts > LIST_RESTARTS {
-                            return Err(KubeSourceError::Restarts {
+                            return Err(K8sSourceError::Restarts {
                                 source_name: source.name.clone(),
                                 server: source.server.clone(),
                                 resource,
@@ -268,7 +266,7 @@ async fn list_kind(
                     Failure::Fatal(e) => return Err(e),
                     // Connection refused before anything was read: the server
                     // is not there, waiting will not help a CLI.
-                    Failure::Transient(e @ KubeSourceError::Unreachable { .. })
+                    Failure::Transient(e @ K8sSourceError::Unreachable { .. })
                         if *requests == 1 =>
                     {
                         return Err(e);
@@ -282,9 +280,9 @@ async fn list_kind(
             };
             page += 1;
             for item in body.items {
-                let value = raw::with_type(kind, item);
+                let value = crate::model::k8s::with_type(kind, item);
                 let (namespace, name) = namespace_and_name(&value);
-                match KubeObject::from_raw(value) {
+                match K8sObject::from_raw(value) {
                     Ok(object) => objects.push(object),
                     Err(e) => unreadable
                         .entry(if kind.is_namespaced() {
@@ -297,7 +295,7 @@ async fn list_kind(
                 }
             }
             let more = body.continue_token.is_some();
-            progress(KubeProgress {
+            progress(K8sProgress {
                 kind,
                 objects: objects.len(),
                 page,
@@ -374,7 +372,7 @@ mod tests {
 
     #[test]
     fn progress_reads_like_a_sentence() {
-        let p = KubeProgress {
+        let p = K8sProgress {
             kind: RbacKind::ClusterRole,
             objects: 1234,
             page: 3,

@@ -9,11 +9,11 @@ use super::judge::{self, Announce};
 use super::source::{self, Current, SourceCtx};
 use super::{Command, Judging, now};
 use crate::decide::{ObjectKey, SourceState};
-use crate::index::kube::KubeObject;
+use crate::index::k8s::K8sObject;
+use crate::index::k8s_live::{KindEvent, LiveIndex, RejectedObject};
 use crate::model::k8s::RbacKind;
 use crate::report::Direction;
 use crate::snapshot::SourceSnapshot;
-use crate::source::kube::{KindEvent, LiveIndex, RejectedObject};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -31,7 +31,7 @@ fn event_label(event: &KindEvent) -> &'static str {
 }
 
 /// When an object was last written, from its managedFields (seconds resolution).
-fn written_at(object: Option<&KubeObject>) -> Option<f64> {
+fn written_at(object: Option<&K8sObject>) -> Option<f64> {
     let v = object?.value();
     let fields = v.get("metadata")?.get("managedFields")?.as_array()?;
     fields
@@ -41,7 +41,7 @@ fn written_at(object: Option<&KubeObject>) -> Option<f64> {
         .reduce(f64::max)
 }
 
-fn reference(object: &KubeObject) -> ObjectReference {
+fn reference(object: &K8sObject) -> ObjectReference {
     let v = object.value();
     let meta = v.get("metadata");
     let text = |path: &str| {
@@ -116,7 +116,7 @@ fn event_for(what: &Announce) -> Option<Event> {
     })
 }
 
-async fn announce(recorder: Option<&Recorder>, object: Option<&KubeObject>, what: &Announce) {
+async fn announce(recorder: Option<&Recorder>, object: Option<&K8sObject>, what: &Announce) {
     let (Some(recorder), Some(object), Some(event)) = (recorder, object, event_for(what)) else {
         return;
     };
@@ -226,7 +226,7 @@ async fn report_unreadable(
 /// Runs one cluster's loop over `stream` (its watch events, from
 /// `watch_cluster` or, in tests, made by hand) until the stream ends or the
 /// operator shuts down; `recorder` publishes Events (None: no Events).
-pub async fn kube_loop(
+pub async fn k8s_loop(
     mut cx: SourceCtx,
     stream: impl futures_util::Stream<Item = KindEvent>,
     recorder: Option<Recorder>,
@@ -268,8 +268,8 @@ pub async fn kube_loop(
                 if index.rejected_count() != unreadable.len() {
                     report_unreadable(&cx, &index, &mut unreadable, recorder.as_ref()).await;
                 }
-                cx.metrics.source_up.with_label_values(&[cx.name.as_str(), cx.platform]).set(i64::from(index.is_synced()));
-                cx.metrics.snapshot_objects.with_label_values(&[cx.name.as_str(), cx.platform])
+                cx.metrics.source_up.with_label_values(&[cx.name.as_str(), cx.platform.as_str()]).set(i64::from(index.is_synced()));
+                cx.metrics.snapshot_objects.with_label_values(&[cx.name.as_str(), cx.platform.as_str()])
                     .set(i64::try_from(index.model().len()).unwrap_or(i64::MAX));
                 if index.is_synced() {
                     cx.metrics.last_snapshot.with_label_values(&[cx.name.as_str()]).set(now());
@@ -292,9 +292,9 @@ pub async fn kube_loop(
                     Some(s) => {
                         let mut result = Ok(());
                         for change in &changes {
-                            let key = ObjectKey::Kube(change.key.clone());
+                            let key = ObjectKey::K8s(change.key.clone());
                             let written = written_at(change.current.as_ref());
-                            match source::judge_one(&cx, s, Current::Kube(index.model()), &key, written).await {
+                            match source::judge_one(&cx, s, Current::K8s(index.model()), &key, written).await {
                                 Ok(applied) => {
                                     patches += usize::from(applied.patched);
                                     announce(recorder.as_ref(), change.current.as_ref().or(change.previous.as_ref()), &applied.announce).await;
@@ -334,7 +334,7 @@ pub async fn kube_loop(
             cmd = cx.commands.recv() => match cmd {
                 Some(Command::AcceptBaseline { by, reply }) => {
                     let answer = match state.as_mut() {
-                        Some(s) => source::accept(&cx, s, Current::Kube(index.model()), &by)
+                        Some(s) => source::accept(&cx, s, Current::K8s(index.model()), &by)
                             .await
                             .inspect(|accepted| patches += accepted),
                         None => Err("this replica is not recording (not the leader, or the cluster is not synced)".into()),
@@ -387,15 +387,15 @@ async fn takeover(
     let current = index.model();
     let mut loaded =
         source::load_state(cx, || SourceSnapshot::kubernetes(&cx.name, current.clone())).await?;
-    let keys = source::differing_keys(Current::of(&loaded.baseline.data), Current::Kube(current));
+    let keys = source::differing_keys(Current::of(&loaded.baseline.data), Current::K8s(current));
     let differing: BTreeSet<ObjectKey> = keys.iter().cloned().collect();
     for (key, what) in source::reconcile_open(cx, &mut loaded, &differing).await? {
-        if let ObjectKey::Kube(k) = &key {
+        if let ObjectKey::K8s(k) = &key {
             announce(recorder, current.get(k), &what).await;
         }
     }
     for key in keys {
-        let ObjectKey::Kube(k) = &key else { continue };
+        let ObjectKey::K8s(k) = &key else { continue };
         // An unreadable object is unknown, not removed from the baseline.
         if index.is_rejected(k) {
             continue;
@@ -404,7 +404,7 @@ async fn takeover(
         let what = source::judge_one(
             cx,
             &mut loaded,
-            Current::Kube(current),
+            Current::K8s(current),
             &key,
             written_at(object),
         )
@@ -423,6 +423,7 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::operator::store::StoreHandle;
     use crate::operator::{Health, StoreStatus};
+    use crate::snapshot::Platform;
     use serde_json::json;
     use std::sync::Arc;
     use tokio::sync::{mpsc, watch};
@@ -456,7 +457,7 @@ mod tests {
         let catalog = crate::grants::catalog::Catalog::embedded();
         let cx = SourceCtx {
             name: "lab".into(),
-            platform: "kubernetes",
+            platform: Platform::Kubernetes,
             mode: crate::config::Mode::Detect,
             allow: Arc::new(Vec::new()),
             metrics: metrics.clone(),
@@ -466,7 +467,7 @@ mod tests {
             commands,
             shutdown,
             catalog,
-            risk_sets: Arc::new(crate::classify::iam::RiskSets::new(catalog)),
+            risk_sets: Arc::new(crate::classify::aws::RiskSets::new(catalog)),
         };
         let admin = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": {"name": "admin-all", "resourceVersion": "1"},
@@ -480,7 +481,7 @@ mod tests {
             kind: RbacKind::ClusterRoleBinding,
             object: binding,
         });
-        kube_loop(cx, futures_util::stream::iter(events), None).await;
+        k8s_loop(cx, futures_util::stream::iter(events), None).await;
 
         assert!(health.is_recording(), "{:?}", health.problems());
         let records = store.source_records("lab").await.unwrap();

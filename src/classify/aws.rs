@@ -1,13 +1,13 @@
 //! Risk tags, severity and witnesses for IAM permission changes.
 //!
 //! The widening part of an IAM effect comes in (gained allows, dropped
-//! denies, trust grants); the tags of DESIGN.md, a severity and a concrete
+//! denies, trust grants); the risk tags of docs/diff-format.md, a severity and a concrete
 //! witness come out. Action-based tags are decided on catalog ids, so
 //! `iam:*`, `iam:Attach*` and `iam:AttachRolePolicy` all count alike.
 
-use crate::diff::iam::{IamEffect, IamGrant};
+use crate::diff::aws::{AwsEffect, AwsGrant};
+use crate::grants::aws_perm::{GrantKey, ResourcePattern, account_of};
 use crate::grants::catalog::{AccessLevel, Catalog};
-use crate::grants::iam_perm::{GrantKey, ResourcePattern, account_of};
 use crate::model::iam_policy::Effect;
 use crate::report::{Risk, Severity, Witness};
 use roaring::RoaringBitmap;
@@ -238,7 +238,7 @@ impl RiskSets {
         }
     }
 
-    fn is_write(&self, grant: &IamGrant) -> bool {
+    fn is_write(&self, grant: &AwsGrant) -> bool {
         !grant.actions.unknown.is_empty() || !(&grant.actions.ids - &self.read_only).is_empty()
     }
 }
@@ -246,7 +246,7 @@ impl RiskSets {
 /// Tags one widening grant earns. `wildcard_pattern` says whether a glob
 /// spelling produced it (known only to the caller, which has the patterns).
 pub fn grant_risks(
-    g: &IamGrant,
+    g: &AwsGrant,
     sets: &RiskSets,
     role_account: Option<&str>,
     wildcard_pattern: bool,
@@ -352,10 +352,10 @@ pub fn severity(risks: &BTreeSet<Risk>, any_write: bool) -> Severity {
 
 /// Tags and severity of a whole change.
 pub fn classify(
-    effect: &IamEffect,
+    effect: &AwsEffect,
     sets: &RiskSets,
     role_account: Option<&str>,
-    mut wildcard_pattern: impl FnMut(&IamGrant) -> bool,
+    mut wildcard_pattern: impl FnMut(&AwsGrant) -> bool,
 ) -> (BTreeSet<Risk>, Severity) {
     let mut risks = BTreeSet::new();
     let mut any_write = false;
@@ -393,7 +393,7 @@ fn instance(pattern: &ResourcePattern) -> String {
 /// The most telling widening request: the most severe grant, and in it the
 /// most dangerous action.
 pub fn witness(
-    effect: &IamEffect,
+    effect: &AwsEffect,
     sets: &RiskSets,
     catalog: &Catalog,
     role_account: Option<&str>,

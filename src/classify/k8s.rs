@@ -1,12 +1,12 @@
 //! Risk tags, severity and witnesses for Kubernetes permission changes.
 //!
 //! Gained perms come in (with the aggregation facts of the change); the tags
-//! of DESIGN.md, a severity, and a concrete witness request come out. A tag
+//! of docs/diff-format.md, a severity, and a concrete witness request come out. A tag
 //! applies when a gained perm allows the risky request, whatever its
 //! spelling: `*` on `*` allows reading secrets as much as `get secrets` does.
 
-use crate::diff::kube::{Dangling, KubeEffect, KubeGrant, RoleGrant};
-use crate::grants::kube_perm::{Perm, resource_matches};
+use crate::diff::k8s::{Dangling, K8sEffect, K8sGrant, RoleGrant};
+use crate::grants::k8s_perm::{Perm, resource_matches};
 use crate::model::k8s::{RBAC_GROUP, RbacKey, RbacKind, Subject};
 use crate::report::{Risk, Severity, Witness};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -244,10 +244,10 @@ struct Facet<'a> {
 /// perms and flags repeat the previous one's (a role change reaching
 /// thousands of subjects gives each the same list).
 fn for_each_facet<'g, 'm>(
-    gained: &'g [KubeGrant<'m>],
-    mut visit: impl FnMut(Facet<'m>, &'g KubeGrant<'m>),
+    gained: &'g [K8sGrant<'m>],
+    mut visit: impl FnMut(Facet<'m>, &'g K8sGrant<'m>),
 ) {
-    let mut previous_run: Option<(&[KubeGrant<'m>], bool, bool)> = None;
+    let mut previous_run: Option<(&[K8sGrant<'m>], bool, bool)> = None;
     for run in gained.chunk_by(|a, b| a.same_subject_and_scope(b)) {
         let cluster_wide = run[0].namespace.is_none();
         let system_subject = is_system_subject(run[0].subject);
@@ -334,7 +334,7 @@ fn facet_info(f: &Facet<'_>) -> FacetInfo {
 }
 
 /// Tags of one gained perm held by one subject in one scope.
-pub fn grant_risks(grant: &KubeGrant<'_>) -> BTreeSet<Risk> {
+pub fn grant_risks(grant: &K8sGrant<'_>) -> BTreeSet<Risk> {
     let facet = Facet {
         perm: grant.perm,
         cluster_wide: grant.namespace.is_none(),
@@ -344,14 +344,14 @@ pub fn grant_risks(grant: &KubeGrant<'_>) -> BTreeSet<Risk> {
 }
 
 /// The facts of a change beyond its gained perms.
-pub struct KubeContext<'a> {
+pub struct K8sContext<'a> {
     pub aggregated_into: &'a BTreeSet<String>,
     pub aggregation_label: bool,
     /// The name of the changed object.
     pub changed: &'a str,
 }
 
-const NO_AGGREGATION: KubeContext<'static> = KubeContext {
+const NO_AGGREGATION: K8sContext<'static> = K8sContext {
     aggregated_into: &BTreeSet::new(),
     aggregation_label: false,
     changed: "",
@@ -371,7 +371,7 @@ fn severity(
     risks: u64,
     any_write: bool,
     system_beyond_discovery: bool,
-    cx: &KubeContext<'_>,
+    cx: &K8sContext<'_>,
 ) -> Severity {
     let has = |r: Risk| risks & r.bit() != 0;
     let into_powerful = cx
@@ -420,7 +420,7 @@ impl<'a> Tally<'a> {
         }
     }
 
-    fn finish(mut self, aggregation_label: bool, cx: &KubeContext<'_>) -> (u64, Severity) {
+    fn finish(mut self, aggregation_label: bool, cx: &K8sContext<'_>) -> (u64, Severity) {
         // Deleting many kinds of things at once is as broad as `*`.
         if self.deleted.len() >= 5 {
             self.risks |= Risk::DeleteBroad.bit();
@@ -466,8 +466,8 @@ impl<'m> Classifier<'m> {
     /// Tags and severity of a change from its gained perms (lost perms never raise severity).
     pub fn classify(
         &mut self,
-        gained: &[KubeGrant<'m>],
-        cx: &KubeContext<'_>,
+        gained: &[K8sGrant<'m>],
+        cx: &K8sContext<'_>,
     ) -> (BTreeSet<Risk>, Severity) {
         if gained.is_empty() {
             return (BTreeSet::new(), Severity::Info);
@@ -489,8 +489,8 @@ impl<'m> Classifier<'m> {
     /// `system-group-binding` for a binding that names a system group.
     pub fn classify_effect(
         &mut self,
-        effect: &KubeEffect<'m>,
-        cx: &KubeContext<'_>,
+        effect: &K8sEffect<'m>,
+        cx: &K8sContext<'_>,
     ) -> (BTreeSet<Risk>, Severity) {
         let (mut risks, mut severity) = self.classify(&effect.gained, cx);
         if !effect.latent_gained.is_empty() {
@@ -509,7 +509,7 @@ impl<'m> Classifier<'m> {
                     into_others.insert(g.role.name.clone());
                 }
             }
-            let latent_cx = KubeContext {
+            let latent_cx = K8sContext {
                 aggregated_into: &into_others,
                 aggregation_label: cx.aggregation_label,
                 changed: cx.changed,
@@ -533,11 +533,11 @@ impl<'m> Classifier<'m> {
     /// state did not allow. `allowed_before` answers for the old state.
     pub fn witness(
         &mut self,
-        gained: &[KubeGrant<'m>],
+        gained: &[K8sGrant<'m>],
         mut allowed_before: impl FnMut(&Subject, Option<&str>, &Perm<'_>) -> bool,
     ) -> Option<Witness> {
         // Score each distinct facet once; the witness is the first grant with the best one.
-        let mut best: Option<((Severity, usize), &KubeGrant<'m>)> = None;
+        let mut best: Option<((Severity, usize), &K8sGrant<'m>)> = None;
         for_each_facet(gained, |f, g| {
             let score = self.score(f);
             if best.is_none_or(|(b, _)| score > b) {
@@ -652,14 +652,14 @@ pub fn role_path(role: &RbacKey) -> String {
 }
 
 /// Tags and severity of a change from its gained perms (lost perms never raise severity).
-pub fn classify(gained: &[KubeGrant<'_>], cx: &KubeContext<'_>) -> (BTreeSet<Risk>, Severity) {
+pub fn classify(gained: &[K8sGrant<'_>], cx: &K8sContext<'_>) -> (BTreeSet<Risk>, Severity) {
     Classifier::new().classify(gained, cx)
 }
 
 /// Picks the most severe gained perm and makes it a concrete request the old
 /// state did not allow. `allowed_before` answers for the old state.
 pub fn witness(
-    gained: &[KubeGrant<'_>],
+    gained: &[K8sGrant<'_>],
     allowed_before: impl FnMut(&Subject, Option<&str>, &Perm<'_>) -> bool,
 ) -> Option<Witness> {
     Classifier::new().witness(gained, allowed_before)
@@ -867,7 +867,7 @@ mod tests {
     }
 
     fn one(subject: &Subject, ns: Option<&str>, perm: Perm<'_>) -> (BTreeSet<Risk>, Severity) {
-        let g = KubeGrant {
+        let g = K8sGrant {
             subject,
             namespace: ns,
             perm,
@@ -937,7 +937,7 @@ mod tests {
     #[test]
     fn witness_is_concrete_and_new() {
         let eng = Subject::group("eng");
-        let g = KubeGrant {
+        let g = K8sGrant {
             subject: &eng,
             namespace: Some("prod"),
             perm: res("", "*", "*"),
@@ -964,12 +964,12 @@ mod tests {
     fn witness_prefers_the_most_telling_risk() {
         let eng = Subject::group("eng");
         let grants = [
-            KubeGrant {
+            K8sGrant {
                 subject: &eng,
                 namespace: None,
                 perm: res("", "pods/exec", "create"),
             },
-            KubeGrant {
+            K8sGrant {
                 subject: &eng,
                 namespace: None,
                 perm: res("", "secrets", "get"),
@@ -987,9 +987,9 @@ mod tests {
             let subjects = [Subject::user("a"), Subject::group("system:masters"), Subject::user("c")];
             let namespaces = [None, Some("team")];
             let verbs = ["get", "list", "delete", "*"];
-            let mut grants: Vec<KubeGrant<'_>> = grants
+            let mut grants: Vec<K8sGrant<'_>> = grants
                 .iter()
-                .map(|&(s, n, v)| KubeGrant {
+                .map(|&(s, n, v)| K8sGrant {
                     subject: &subjects[s],
                     namespace: namespaces[n],
                     perm: res("", "secrets", verbs[v]),

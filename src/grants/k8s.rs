@@ -5,15 +5,15 @@
 //! [`PermCache`] memoises role perms and the perm sets that apply to a subject
 //! in a scope for the length of one computation; perms borrow from the model.
 
-use super::kube_perm::{Perm, PermSet, Scope, covers, expand_rules};
-use crate::index::kube::{KubeModel, KubeObject};
+use super::k8s_perm::{Perm, PermSet, Scope, covers, expand_rules};
+use crate::index::k8s::{K8sModel, K8sObject};
 use crate::model::k8s::{RbacKey, RbacKind, Subject};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::rc::Rc;
 
 /// The effective perms of a role: its rules, plus for an aggregated
 /// ClusterRole the rules of every ClusterRole its selectors pick, transitively.
-pub fn role_perms<'m>(model: &'m KubeModel, role: &RbacKey) -> PermSet<'m> {
+pub fn role_perms<'m>(model: &'m K8sModel, role: &RbacKey) -> PermSet<'m> {
     let mut out = PermSet::default();
     let mut visited = FxHashSet::default();
     collect_role_perms(model, role, &mut out, &mut visited);
@@ -21,7 +21,7 @@ pub fn role_perms<'m>(model: &'m KubeModel, role: &RbacKey) -> PermSet<'m> {
 }
 
 fn collect_role_perms<'m>(
-    model: &'m KubeModel,
+    model: &'m K8sModel,
     role: &RbacKey,
     out: &mut PermSet<'m>,
     visited: &mut FxHashSet<RbacKey>,
@@ -29,7 +29,7 @@ fn collect_role_perms<'m>(
     if !visited.insert(role.clone()) {
         return;
     }
-    let Some(def) = model.get(role).and_then(KubeObject::role) else {
+    let Some(def) = model.get(role).and_then(K8sObject::role) else {
         return;
     };
     expand_rules(&def.rules, out);
@@ -49,7 +49,7 @@ pub type SubjectSets<'m> = Rc<Vec<Rc<PermSet<'m>>>>;
 /// scope, the perm sets that apply there. Keys borrow from the model, so a
 /// lookup never allocates. Dropped after each diff.
 pub struct PermCache<'m> {
-    model: &'m KubeModel,
+    model: &'m K8sModel,
     roles: FxHashMap<RbacKey, Rc<PermSet<'m>>>,
     sorted: FxHashMap<RbacKey, Rc<[Perm<'m>]>>,
     /// (subject, namespace it has bindings in, or none for cluster-only) -> sets.
@@ -58,7 +58,7 @@ pub struct PermCache<'m> {
 }
 
 impl<'m> PermCache<'m> {
-    pub fn new(model: &'m KubeModel) -> Self {
+    pub fn new(model: &'m K8sModel) -> Self {
         Self {
             model,
             roles: FxHashMap::default(),
@@ -68,7 +68,7 @@ impl<'m> PermCache<'m> {
         }
     }
 
-    pub fn model(&self) -> &'m KubeModel {
+    pub fn model(&self) -> &'m K8sModel {
         self.model
     }
 
@@ -133,12 +133,12 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
-    fn obj(v: Value) -> KubeObject {
-        KubeObject::from_raw(v).unwrap()
+    fn obj(v: Value) -> K8sObject {
+        K8sObject::from_raw(v).unwrap()
     }
 
-    fn model() -> KubeModel {
-        let mut m = KubeModel::new();
+    fn model() -> K8sModel {
+        let mut m = K8sModel::new();
         m.insert(obj(
             json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
             "metadata":{"name":"admin"},

@@ -19,43 +19,43 @@ use std::sync::Arc;
 /// and its parsed form. Cheap to clone: a baseline and the current state
 /// share every object that did not change.
 #[derive(Clone, Debug)]
-pub struct KubeObject(Arc<KubeObjectData>);
+pub struct K8sObject(Arc<K8sObjectData>);
 
 #[derive(Debug)]
-pub struct KubeObjectData {
+pub struct K8sObjectData {
     /// Valid JSON: checked by the parse that produced `parsed`.
     raw: Box<str>,
     pub parsed: RbacObject,
 }
 
-impl std::ops::Deref for KubeObject {
-    type Target = KubeObjectData;
-    fn deref(&self) -> &KubeObjectData {
+impl std::ops::Deref for K8sObject {
+    type Target = K8sObjectData;
+    fn deref(&self) -> &K8sObjectData {
         &self.0
     }
 }
 
-impl PartialEq for KubeObject {
+impl PartialEq for K8sObject {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0) || self.raw == other.raw
     }
 }
 
-impl KubeObject {
+impl K8sObject {
     /// From a parsed document; stored as compact JSON with sorted keys.
     pub fn from_raw(raw: Value) -> Result<Self, RbacParseError> {
         let parsed = k8s::parse_object(&raw)?;
         let raw = serde_json::to_string(&raw)
             .map_err(|e| RbacParseError::Invalid(e.to_string()))?
             .into_boxed_str();
-        Ok(Self(Arc::new(KubeObjectData { raw, parsed })))
+        Ok(Self(Arc::new(K8sObjectData { raw, parsed })))
     }
 
     /// From an object's JSON text, kept as it is (parsing it checks that it
     /// is one JSON object and nothing else).
     pub fn from_json(raw: &str) -> Result<Self, RbacParseError> {
         let parsed = k8s::parse_object_json(raw)?;
-        Ok(Self(Arc::new(KubeObjectData {
+        Ok(Self(Arc::new(K8sObjectData {
             raw: raw.into(),
             parsed,
         })))
@@ -88,7 +88,7 @@ impl KubeObject {
 }
 
 impl Index {
-    fn index(&mut self, object: &KubeObject) {
+    fn index(&mut self, object: &K8sObject) {
         let key = &object.parsed.key;
         match &object.parsed.body {
             RbacBody::Binding(b) => {
@@ -131,7 +131,7 @@ impl Index {
         }
     }
 
-    fn unindex(&mut self, object: &KubeObject) {
+    fn unindex(&mut self, object: &K8sObject) {
         let key = &object.parsed.key;
         match &object.parsed.body {
             RbacBody::Binding(b) => {
@@ -184,7 +184,7 @@ impl Index {
 /// An object in a set keyed (hashed, ordered) by its own key, so the set
 /// needs no copy of the key and is found by a borrowed one.
 #[derive(Clone, Debug)]
-struct ByKey(KubeObject);
+struct ByKey(K8sObject);
 
 impl Ord for ByKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
@@ -236,7 +236,7 @@ impl SubjectBindings {
 /// scope, so a list of the (shared) binding objects: cheaper to build and
 /// to copy than a map, and removal scans only that subject's bindings.
 #[derive(Clone, Debug, Default)]
-pub struct ScopeBindings(Vec<KubeObject>);
+pub struct ScopeBindings(Vec<K8sObject>);
 
 impl ScopeBindings {
     /// The keys of the roles they bind.
@@ -253,7 +253,7 @@ impl ScopeBindings {
     /// Adds a binding. The index adds each binding once (a replaced object
     /// is unindexed first), except for a subject it names twice, which
     /// comes right after itself.
-    fn push(&mut self, binding: &KubeObject) {
+    fn push(&mut self, binding: &K8sObject) {
         if self
             .0
             .last()
@@ -271,7 +271,7 @@ impl ScopeBindings {
 }
 
 #[derive(Clone, Debug, Default)]
-pub struct KubeModel {
+pub struct K8sModel {
     /// In key order. Each object is its own key, so cloning the model (a
     /// baseline, NEW read over OLD) copies no key.
     objects: BTreeSet<ByKey>,
@@ -289,7 +289,7 @@ struct Index {
     aggregators: BTreeMap<String, Vec<LabelSelector>>,
 }
 
-impl KubeModel {
+impl K8sModel {
     pub fn new() -> Self {
         Self::default()
     }
@@ -302,18 +302,18 @@ impl KubeModel {
         self.objects.is_empty()
     }
 
-    pub fn get(&self, key: &RbacKey) -> Option<&KubeObject> {
+    pub fn get(&self, key: &RbacKey) -> Option<&K8sObject> {
         self.objects.get(key).map(|ByKey(object)| object)
     }
 
     /// The model's own copy of `key` with its object.
-    pub fn get_key_value(&self, key: &RbacKey) -> Option<(&RbacKey, &KubeObject)> {
+    pub fn get_key_value(&self, key: &RbacKey) -> Option<(&RbacKey, &K8sObject)> {
         self.objects
             .get(key)
             .map(|ByKey(object)| (&object.parsed.key, object))
     }
 
-    pub fn objects(&self) -> impl Iterator<Item = (&RbacKey, &KubeObject)> {
+    pub fn objects(&self) -> impl Iterator<Item = (&RbacKey, &K8sObject)> {
         self.objects
             .iter()
             .map(|ByKey(object)| (&object.parsed.key, object))
@@ -327,7 +327,7 @@ impl KubeModel {
     /// them) the object map is laid out without a search per object. Fails
     /// with the position and key of the first object whose key an earlier
     /// one already has.
-    pub fn from_objects(mut objects: Vec<KubeObject>) -> Result<Self, (usize, RbacKey)> {
+    pub fn from_objects(mut objects: Vec<K8sObject>) -> Result<Self, (usize, RbacKey)> {
         let in_order = objects
             .windows(2)
             .all(|w| w[0].parsed.key < w[1].parsed.key);
@@ -354,7 +354,7 @@ impl KubeModel {
     }
 
     /// Inserts or replaces an object, returning the previous version.
-    pub fn insert(&mut self, object: KubeObject) -> Option<KubeObject> {
+    pub fn insert(&mut self, object: K8sObject) -> Option<K8sObject> {
         let previous = self
             .objects
             .replace(ByKey(object.clone()))
@@ -366,17 +366,14 @@ impl KubeModel {
         previous
     }
 
-    pub fn remove(&mut self, key: &RbacKey) -> Option<KubeObject> {
+    pub fn remove(&mut self, key: &RbacKey) -> Option<K8sObject> {
         let ByKey(object) = self.objects.take(key)?;
         self.index.unindex(&object);
         Some(object)
     }
 
     /// Bindings that reference `role` (which need not exist), with their objects.
-    pub fn bindings_of_role(
-        &self,
-        role: &RbacKey,
-    ) -> impl Iterator<Item = (&RbacKey, &KubeObject)> {
+    pub fn bindings_of_role(&self, role: &RbacKey) -> impl Iterator<Item = (&RbacKey, &K8sObject)> {
         self.index
             .bindings_by_role
             .get(role)
@@ -423,7 +420,7 @@ impl KubeModel {
         candidates
             .filter(|name| {
                 self.get(&RbacKey::cluster_role(name))
-                    .and_then(KubeObject::role)
+                    .and_then(K8sObject::role)
                     .is_some_and(|r| selector.matches(&r.labels))
             })
             .collect()
@@ -433,7 +430,7 @@ impl KubeModel {
     pub fn direct_aggregators_of(&self, name: &str) -> Vec<&str> {
         let Some(role) = self
             .get(&RbacKey::cluster_role(name))
-            .and_then(KubeObject::role)
+            .and_then(K8sObject::role)
         else {
             return Vec::new();
         };
@@ -464,12 +461,12 @@ impl KubeModel {
 }
 
 #[cfg(test)]
-impl KubeModel {
+impl K8sModel {
     /// A model of raw objects, for tests; panics on an object that does not parse.
     pub(crate) fn of(objects: &[Value]) -> Self {
         let mut model = Self::new();
         for o in objects {
-            model.insert(KubeObject::from_raw(o.clone()).unwrap());
+            model.insert(K8sObject::from_raw(o.clone()).unwrap());
         }
         model
     }

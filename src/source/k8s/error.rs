@@ -13,7 +13,7 @@ use std::path::PathBuf;
 /// to read). Messages are lower-case and end with what to do.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum KubeSourceError {
+pub enum K8sSourceError {
     #[error(
         "kube source: no kubeconfig found ({tried}): pass --kubeconfig FILE, set KUBECONFIG, \
          or run inside a cluster (--in-cluster)"
@@ -164,9 +164,9 @@ pub(crate) enum Failure {
     /// 410 on a continue token: the list snapshot expired; start the resource again.
     Expired(String),
     /// 5xx, 429, garbled bodies, dropped connections: try the page again.
-    Transient(KubeSourceError),
+    Transient(K8sSourceError),
     /// Nothing a retry can fix.
-    Fatal(KubeSourceError),
+    Fatal(K8sSourceError),
 }
 
 /// Sorts a failed list request into what to do about it.
@@ -179,7 +179,7 @@ pub(crate) fn classify(err: kube::Error, call: &Call<'_>) -> Failure {
             let message = status.message.clone();
             let reason = status.reason.clone();
             match code {
-                401 => Failure::Fatal(KubeSourceError::Unauthorized {
+                401 => Failure::Fatal(K8sSourceError::Unauthorized {
                     source_name,
                     server,
                     message: if message.is_empty() {
@@ -192,7 +192,7 @@ pub(crate) fn classify(err: kube::Error, call: &Call<'_>) -> Failure {
                 404 => Failure::NotServed(message),
                 410 => Failure::Expired(message),
                 _ => {
-                    let api = KubeSourceError::Api {
+                    let api = K8sSourceError::Api {
                         source_name,
                         server,
                         resource: call.resource.to_owned(),
@@ -209,21 +209,21 @@ pub(crate) fn classify(err: kube::Error, call: &Call<'_>) -> Failure {
                 }
             }
         }
-        kube::Error::SerdeError(e) => Failure::Transient(KubeSourceError::InvalidResponse {
+        kube::Error::SerdeError(e) => Failure::Transient(K8sSourceError::InvalidResponse {
             source_name,
             server,
             resource: call.resource.to_owned(),
             detail: e.to_string(),
             attempts: call.attempts,
         }),
-        kube::Error::FromUtf8(e) => Failure::Transient(KubeSourceError::InvalidResponse {
+        kube::Error::FromUtf8(e) => Failure::Transient(K8sSourceError::InvalidResponse {
             source_name,
             server,
             resource: call.resource.to_owned(),
             detail: e.to_string(),
             attempts: call.attempts,
         }),
-        kube::Error::Auth(e) => Failure::Fatal(KubeSourceError::Credentials {
+        kube::Error::Auth(e) => Failure::Fatal(K8sSourceError::Credentials {
             source_name,
             server,
             detail: chain_text(&e),
@@ -231,13 +231,13 @@ pub(crate) fn classify(err: kube::Error, call: &Call<'_>) -> Failure {
         other => {
             let detail = chain_text(&other);
             if looks_like_tls(&detail) {
-                Failure::Fatal(KubeSourceError::Tls {
+                Failure::Fatal(K8sSourceError::Tls {
                     source_name,
                     server,
                     detail,
                 })
             } else {
-                Failure::Transient(KubeSourceError::Unreachable {
+                Failure::Transient(K8sSourceError::Unreachable {
                     source_name,
                     server,
                     detail,

@@ -3,7 +3,7 @@
 //! document (so nothing the server sent is lost in a typed round trip) and
 //! only lifts out the metadata the watcher needs.
 //!
-//! List items come without `apiVersion` and `kind`; [`with_type`] puts them
+//! List items come without `apiVersion` and `kind`; `model::k8s::with_type` puts them
 //! back so every object leaves this module self-describing.
 
 use std::borrow::Cow;
@@ -36,33 +36,6 @@ pub fn qualified_resource(kind: RbacKind) -> String {
         RbacKind::ServiceAccount => kind.resource().to_owned(),
         _ => format!("{}.{RBAC_GROUP}", kind.resource()),
     }
-}
-
-/// Sets `apiVersion` and `kind` (list items lack them) unless the object
-/// already names them.
-pub fn with_type(kind: RbacKind, mut value: Value) -> Value {
-    if let Value::Object(map) = &mut value {
-        if !map.contains_key("apiVersion") {
-            let api_version = match kind {
-                RbacKind::ServiceAccount => "v1".to_owned(),
-                _ => format!("{RBAC_GROUP}/v1"),
-            };
-            map.insert("apiVersion".into(), Value::String(api_version));
-        }
-        if !map.contains_key("kind") {
-            map.insert("kind".into(), Value::String(kind.as_str().to_owned()));
-        }
-    }
-    value
-}
-
-/// `metadata.resourceVersion` of a raw object.
-pub fn resource_version(value: &Value) -> Option<&str> {
-    value
-        .get("metadata")?
-        .get("resourceVersion")?
-        .as_str()
-        .filter(|rv| !rv.is_empty())
 }
 
 /// A watched object: the full JSON document plus the few metadata fields
@@ -129,6 +102,7 @@ impl Resource for RawObject {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::k8s::{resource_version, with_type};
     use serde_json::json;
 
     #[test]

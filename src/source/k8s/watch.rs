@@ -12,8 +12,8 @@ use kube::api::Api;
 use kube::runtime::watcher::{self, Event};
 
 use super::error::{chain_text, forbidden_reason};
-use super::live::KindEvent;
 use super::raw::{self, RawObject};
+use crate::index::k8s_live::KindEvent;
 use crate::model::k8s::RbacKind;
 
 /// Delays between a watcher's failure and its next attempt: doubling from
@@ -122,7 +122,7 @@ fn watch_kind(
 }
 
 fn translate(kind: RbacKind, item: Result<Event<RawObject>, watcher::Error>) -> KindEvent {
-    let object = |o: RawObject| raw::with_type(kind, o.value);
+    let object = |o: RawObject| crate::model::k8s::with_type(kind, o.value);
     match item {
         Ok(Event::Init) => KindEvent::Init { kind },
         Ok(Event::InitApply(o)) => KindEvent::InitApply {

@@ -1,7 +1,7 @@
 //! The live index of one cluster: per-kind watch events go in
 //! ([`KindEvent`], mirroring kube-runtime's watcher events), object-level
 //! changes come out ([`ObjectChange`]: previous and current raw object), and
-//! a [`KubeModel`] with its reverse maps is kept current in between.
+//! a [`K8sModel`] with its reverse maps is kept current in between.
 //!
 //! Pure and synchronous: no I/O, no clock, no kube or tokio types, so the
 //! operator can drive it from any event source and tests can feed it by hand.
@@ -25,9 +25,8 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 
-use super::raw;
-use crate::index::kube::{KubeModel, KubeObject};
-use crate::model::k8s::{RbacKey, RbacKind};
+use crate::index::k8s::{K8sModel, K8sObject};
+use crate::model::k8s::{RbacKey, RbacKind, resource_version, with_type};
 use crate::snapshot::{MissingPart, SourceMeta, SourceSnapshot};
 
 /// One watch event for one kind. Objects are raw JSON with `apiVersion`
@@ -83,8 +82,8 @@ pub enum ChangeOrigin {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ObjectChange {
     pub key: RbacKey,
-    pub previous: Option<KubeObject>,
-    pub current: Option<KubeObject>,
+    pub previous: Option<K8sObject>,
+    pub current: Option<K8sObject>,
     pub origin: ChangeOrigin,
     /// The resourceVersion the change happened at: the current object's, or
     /// the delete event's. `None` for a deletion found by a re-list (it
@@ -134,7 +133,7 @@ struct KindState {
 
 #[derive(Clone, Debug, Default)]
 struct Relist {
-    objects: BTreeMap<RbacKey, (KubeObject, Option<String>)>,
+    objects: BTreeMap<RbacKey, (K8sObject, Option<String>)>,
     rejected: BTreeMap<(Option<String>, String), String>,
 }
 
@@ -156,7 +155,7 @@ pub struct KindStatus {
 /// The index itself. See the module documentation.
 #[derive(Clone, Debug, Default)]
 pub struct LiveIndex {
-    model: KubeModel,
+    model: K8sModel,
     kinds: [KindState; 5],
 }
 
@@ -185,9 +184,9 @@ fn newer(held: Option<String>, seen: &str) -> Option<String> {
 }
 
 /// Reads a raw object of `kind`, or says why it cannot be used.
-fn read(kind: RbacKind, value: Value) -> Result<(KubeObject, Option<String>), RejectedObject> {
-    let rv = raw::resource_version(&value).map(str::to_owned);
-    let value = raw::with_type(kind, value);
+fn read(kind: RbacKind, value: Value) -> Result<(K8sObject, Option<String>), RejectedObject> {
+    let rv = resource_version(&value).map(str::to_owned);
+    let value = with_type(kind, value);
     let (namespace, name) = identity(&value);
     let reject = |reason: String| RejectedObject {
         kind,
@@ -195,7 +194,7 @@ fn read(kind: RbacKind, value: Value) -> Result<(KubeObject, Option<String>), Re
         name: name.clone(),
         reason,
     };
-    let object = KubeObject::from_raw(value).map_err(|e| reject(e.to_string()))?;
+    let object = K8sObject::from_raw(value).map_err(|e| reject(e.to_string()))?;
     if object.parsed.key.kind != kind {
         return Err(reject(format!(
             "a {} arrived on the {} stream",
@@ -224,7 +223,7 @@ impl LiveIndex {
     }
 
     /// The current state, reverse maps included.
-    pub fn model(&self) -> &KubeModel {
+    pub fn model(&self) -> &K8sModel {
         &self.model
     }
 
@@ -275,7 +274,7 @@ impl LiveIndex {
     /// newer one); returns the change it makes.
     fn upsert(
         &mut self,
-        object: KubeObject,
+        object: K8sObject,
         rv: Option<String>,
         origin: ChangeOrigin,
     ) -> Option<ObjectChange> {
@@ -353,7 +352,7 @@ impl LiveIndex {
     }
 
     fn delete_object(&mut self, kind: RbacKind, value: Value) -> Vec<ObjectChange> {
-        let rv = raw::resource_version(&value).map(str::to_owned);
+        let rv = resource_version(&value).map(str::to_owned);
         let (namespace, name) = identity(&value);
         let key = RbacKey {
             kind,

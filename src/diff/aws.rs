@@ -7,18 +7,18 @@
 //! policy and everyone attaching it (directly, through a group, or as a
 //! permissions boundary).
 
+use crate::grants::aws::AwsCache;
+use crate::grants::aws_perm::{ActionSet, AwsPerms, GrantKey};
 use crate::grants::catalog::Catalog;
-use crate::grants::iam::IamCache;
-use crate::grants::iam_perm::{ActionSet, GrantKey, IamPerms};
-use crate::index::iam::IamModel;
-use crate::model::aws::{IamBody, IamKey, IamKind};
+use crate::index::aws::AwsModel;
+use crate::model::aws::{AwsBody, AwsKey, AwsKind};
 use crate::model::iam_policy::Effect;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 /// One principal's allow or deny of some actions on a resource pattern.
 #[derive(Clone, Debug, PartialEq)]
-pub struct IamGrant {
+pub struct AwsGrant {
     /// An entity ARN, or a trust principal (`*`, `service:...`, an account root ARN).
     pub subject: String,
     pub effect: Effect,
@@ -31,28 +31,28 @@ pub struct IamGrant {
     /// For a gained allow, everything the subject is allowed after the
     /// change: what a tag about the whole principal (`admin`, a PassRole
     /// that escalates) is decided on.
-    pub holder: Option<Rc<IamPerms>>,
+    pub holder: Option<Rc<AwsPerms>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct IamEffect {
+pub struct AwsEffect {
     /// Allows the new state adds, and denies it adds.
-    pub gained: Vec<IamGrant>,
+    pub gained: Vec<AwsGrant>,
     /// Allows the new state drops, and denies it drops (a dropped deny widens).
-    pub lost: Vec<IamGrant>,
+    pub lost: Vec<AwsGrant>,
     pub boundary_removed: bool,
 }
 
-impl IamEffect {
+impl AwsEffect {
     /// Gained allows and dropped denies: what makes a change widening.
-    pub fn widening(&self) -> impl Iterator<Item = &IamGrant> {
+    pub fn widening(&self) -> impl Iterator<Item = &AwsGrant> {
         self.gained
             .iter()
             .filter(|g| g.effect == Effect::Allow)
             .chain(self.lost.iter().filter(|g| g.effect == Effect::Deny))
     }
 
-    pub fn narrowing(&self) -> impl Iterator<Item = &IamGrant> {
+    pub fn narrowing(&self) -> impl Iterator<Item = &AwsGrant> {
         self.lost
             .iter()
             .filter(|g| g.effect == Effect::Allow)
@@ -60,20 +60,20 @@ impl IamEffect {
     }
 }
 
-pub struct IamDiffer<'m, 'c> {
-    old: IamCache<'m, 'c>,
-    new: IamCache<'m, 'c>,
+pub struct AwsDiffer<'m, 'c> {
+    old: AwsCache<'m, 'c>,
+    new: AwsCache<'m, 'c>,
 }
 
-impl<'m, 'c> IamDiffer<'m, 'c> {
-    pub fn new(old: &'m IamModel, new: &'m IamModel, catalog: &'c Catalog) -> Self {
+impl<'m, 'c> AwsDiffer<'m, 'c> {
+    pub fn new(old: &'m AwsModel, new: &'m AwsModel, catalog: &'c Catalog) -> Self {
         Self {
-            old: IamCache::new(old, catalog),
-            new: IamCache::new(new, catalog),
+            old: AwsCache::new(old, catalog),
+            new: AwsCache::new(new, catalog),
         }
     }
 
-    pub fn new_cache(&mut self) -> &mut IamCache<'m, 'c> {
+    pub fn new_cache(&mut self) -> &mut AwsCache<'m, 'c> {
         &mut self.new
     }
 
@@ -86,29 +86,29 @@ impl<'m, 'c> IamDiffer<'m, 'c> {
             .collect()
     }
 
-    fn affected(&self, key: &IamKey) -> BTreeSet<IamKey> {
+    fn affected(&self, key: &AwsKey) -> BTreeSet<AwsKey> {
         let mut out = BTreeSet::new();
         let models = [self.old.model(), self.new.model()];
         match key.kind {
-            IamKind::User | IamKind::Role => {
+            AwsKind::User | AwsKind::Role => {
                 out.insert(key.clone());
             }
-            IamKind::Group => {
+            AwsKind::Group => {
                 out.insert(key.clone());
                 for m in models {
-                    if let Some(IamBody::Group(g)) = m.get(key).map(|o| &o.parsed) {
+                    if let Some(AwsBody::Group(g)) = m.get(key).map(|o| &o.parsed) {
                         for other in models {
                             out.extend(other.members_of(&g.name));
                         }
                     }
                 }
             }
-            IamKind::Policy => {
+            AwsKind::Policy => {
                 for m in models {
                     for user in m.users_of_policy(&key.arn) {
                         out.insert(user.clone());
-                        if user.kind == IamKind::Group
-                            && let Some(IamBody::Group(g)) = m.get(user).map(|o| &o.parsed)
+                        if user.kind == AwsKind::Group
+                            && let Some(AwsBody::Group(g)) = m.get(user).map(|o| &o.parsed)
                         {
                             for other in models {
                                 out.extend(other.members_of(&g.name));
@@ -124,41 +124,41 @@ impl<'m, 'c> IamDiffer<'m, 'c> {
     /// What `changed` contributes to `subject` in one state, or `None` when
     /// everything the subject has is attributable to it.
     fn contribution(
-        cache: &mut IamCache<'m, 'c>,
-        changed: &IamKey,
-        subject: &IamKey,
-    ) -> Option<IamPerms> {
+        cache: &mut AwsCache<'m, 'c>,
+        changed: &AwsKey,
+        subject: &AwsKey,
+    ) -> Option<AwsPerms> {
         if changed == subject {
             return None;
         }
         let model = cache.model();
         let principal = match model.get(subject).map(|o| &o.parsed) {
-            Some(IamBody::User(u)) => &u.principal,
-            Some(IamBody::Group(g)) => g,
-            Some(IamBody::Role(r)) => &r.principal,
-            _ => return Some(IamPerms::default()),
+            Some(AwsBody::User(u)) => &u.principal,
+            Some(AwsBody::Group(g)) => g,
+            Some(AwsBody::Role(r)) => &r.principal,
+            _ => return Some(AwsPerms::default()),
         };
         match changed.kind {
-            IamKind::Policy if principal.boundary.as_deref() == Some(changed.arn.as_str()) => None,
+            AwsKind::Policy if principal.boundary.as_deref() == Some(changed.arn.as_str()) => None,
             // Absent from this side and attached nowhere in it: it grants
             // nothing here (asking for it would report it missing).
-            IamKind::Policy
+            AwsKind::Policy
                 if model.policy(&changed.arn).is_none()
                     && model.users_of_policy(&changed.arn).next().is_none() =>
             {
-                Some(IamPerms::default())
+                Some(AwsPerms::default())
             }
-            IamKind::Policy => Some((*cache.managed(&changed.arn)).clone()),
-            IamKind::Group => match model.get(changed).map(|o| &o.parsed) {
-                Some(IamBody::Group(g)) => Some(cache.own(g)),
-                _ => Some(IamPerms::default()),
+            AwsKind::Policy => Some((*cache.managed(&changed.arn)).clone()),
+            AwsKind::Group => match model.get(changed).map(|o| &o.parsed) {
+                Some(AwsBody::Group(g)) => Some(cache.own(g)),
+                _ => Some(AwsPerms::default()),
             },
-            _ => Some(IamPerms::default()),
+            _ => Some(AwsPerms::default()),
         }
     }
 
-    pub fn effect(&mut self, key: &IamKey) -> IamEffect {
-        let mut effect = IamEffect::default();
+    pub fn effect(&mut self, key: &AwsKey) -> AwsEffect {
+        let mut effect = AwsEffect::default();
         for subject in self.affected(key) {
             let before = self.old.principal(&subject);
             let after = self.new.principal(&subject);
@@ -217,11 +217,11 @@ impl<'m, 'c> IamDiffer<'m, 'c> {
                 None,
             );
         }
-        if key.kind == IamKind::Role {
+        if key.kind == AwsKind::Role {
             let before = self.old.trust(key);
             let after = self.new.trust(key);
             let principals: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-            let empty = IamPerms::default();
+            let empty = AwsPerms::default();
             for p in principals {
                 let b = before.get(p).unwrap_or(&empty);
                 let a = after.get(p).unwrap_or(&empty);
@@ -258,16 +258,16 @@ impl<'m, 'c> IamDiffer<'m, 'c> {
                     None,
                 );
             }
-            let boundary = |m: &IamModel| match m.get(key).map(|o| &o.parsed) {
-                Some(IamBody::Role(r)) => r.principal.boundary.clone(),
+            let boundary = |m: &AwsModel| match m.get(key).map(|o| &o.parsed) {
+                Some(AwsBody::Role(r)) => r.principal.boundary.clone(),
                 _ => None,
             };
             effect.boundary_removed =
                 boundary(self.old.model()).is_some() && boundary(self.new.model()).is_none();
         }
-        if key.kind == IamKind::User {
-            let boundary = |m: &IamModel| match m.get(key).map(|o| &o.parsed) {
-                Some(IamBody::User(u)) => u.principal.boundary.clone(),
+        if key.kind == AwsKind::User {
+            let boundary = |m: &AwsModel| match m.get(key).map(|o| &o.parsed) {
+                Some(AwsBody::User(u)) => u.principal.boundary.clone(),
                 _ => None,
             };
             effect.boundary_removed =
@@ -298,12 +298,12 @@ fn restrict(
 }
 
 fn push(
-    out: &mut Vec<IamGrant>,
+    out: &mut Vec<AwsGrant>,
     subject: &str,
     effect: Effect,
     trust: bool,
     sets: BTreeMap<GrantKey, ActionSet>,
-    before: Option<&IamPerms>,
+    before: Option<&AwsPerms>,
 ) {
     for (key, actions) in sets {
         // Loosened: the same actions on a covering resource were allowed, only under another condition.
@@ -314,7 +314,7 @@ fn push(
                     && !(&bset.ids & &actions.ids).is_empty()
             })
         });
-        out.push(IamGrant {
+        out.push(AwsGrant {
             subject: subject.to_owned(),
             effect,
             trust,
@@ -329,28 +329,28 @@ fn push(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::iam::IamObject;
+    use crate::index::aws::AwsObject;
     use serde_json::{Value, json};
 
-    fn model(entities: &[(IamKind, Value)]) -> IamModel {
-        let mut m = IamModel::new();
+    fn model(entities: &[(AwsKind, Value)]) -> AwsModel {
+        let mut m = AwsModel::new();
         for (kind, raw) in entities {
-            let (key, object) = IamObject::canonical(*kind, raw.clone()).unwrap();
+            let (key, object) = AwsObject::canonical(*kind, raw.clone()).unwrap();
             m.insert(key, object);
         }
         m
     }
 
-    fn policy(name: &str, statements: Value) -> (IamKind, Value) {
+    fn policy(name: &str, statements: Value) -> (AwsKind, Value) {
         (
-            IamKind::Policy,
+            AwsKind::Policy,
             json!({"PolicyName":name,"Arn":format!("arn:aws:iam::1:policy/{name}"),"DefaultVersionId":"v1",
             "PolicyVersionList":[{"VersionId":"v1","IsDefaultVersion":true,"Document":{"Version":"2012-10-17","Statement":statements}}]}),
         )
     }
 
-    fn key(kind: IamKind, arn: &str) -> IamKey {
-        IamKey {
+    fn key(kind: AwsKind, arn: &str) -> AwsKey {
+        AwsKey {
             kind,
             arn: arn.into(),
         }
@@ -359,12 +359,12 @@ mod tests {
     #[test]
     fn policy_change_reaches_group_members() {
         let group = (
-            IamKind::Group,
+            AwsKind::Group,
             json!({"GroupName":"eng","Arn":"arn:aws:iam::1:group/eng",
             "AttachedManagedPolicies":[{"PolicyArn":"arn:aws:iam::1:policy/p"}]}),
         );
         let user = (
-            IamKind::User,
+            AwsKind::User,
             json!({"UserName":"u","Arn":"arn:aws:iam::1:user/u","GroupList":["eng"]}),
         );
         let old = model(&[
@@ -383,8 +383,8 @@ mod tests {
                 json!([{"Effect":"Allow","Action":["s3:ListBucket","s3:GetObject"],"Resource":"*"}]),
             ),
         ]);
-        let mut d = IamDiffer::new(&old, &new, Catalog::embedded());
-        let e = d.effect(&key(IamKind::Policy, "arn:aws:iam::1:policy/p"));
+        let mut d = AwsDiffer::new(&old, &new, Catalog::embedded());
+        let e = d.effect(&key(AwsKind::Policy, "arn:aws:iam::1:policy/p"));
         let subjects: BTreeSet<_> = e.gained.iter().map(|g| g.subject.as_str()).collect();
         assert_eq!(
             subjects,
@@ -399,20 +399,20 @@ mod tests {
     #[test]
     fn trust_opened_to_everyone() {
         let before = (
-            IamKind::Role,
+            AwsKind::Role,
             json!({"RoleName":"r","Arn":"arn:aws:iam::1:role/r",
             "AssumeRolePolicyDocument":{"Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}}),
         );
         let after = (
-            IamKind::Role,
+            AwsKind::Role,
             json!({"RoleName":"r","Arn":"arn:aws:iam::1:role/r",
             "AssumeRolePolicyDocument":{"Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":"sts:AssumeRole",
                 "Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-123"}}}]}}),
         );
         let old = model(&[before]);
         let new = model(&[after]);
-        let mut d = IamDiffer::new(&old, &new, Catalog::embedded());
-        let e = d.effect(&key(IamKind::Role, "arn:aws:iam::1:role/r"));
+        let mut d = AwsDiffer::new(&old, &new, Catalog::embedded());
+        let e = d.effect(&key(AwsKind::Role, "arn:aws:iam::1:role/r"));
         assert_eq!(e.gained.len(), 1);
         assert_eq!(e.gained[0].subject, "*");
         assert!(e.gained[0].trust);
@@ -422,19 +422,19 @@ mod tests {
     #[test]
     fn removing_a_deny_widens() {
         let with = (
-            IamKind::User,
+            AwsKind::User,
             json!({"UserName":"u","Arn":"arn:aws:iam::1:user/u","UserPolicyList":[{"PolicyName":"i","PolicyDocument":
             {"Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"},{"Effect":"Deny","Action":"s3:DeleteBucket","Resource":"arn:aws:s3:::prod"}]}}]}),
         );
         let without = (
-            IamKind::User,
+            AwsKind::User,
             json!({"UserName":"u","Arn":"arn:aws:iam::1:user/u","UserPolicyList":[{"PolicyName":"i","PolicyDocument":
             {"Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}}]}),
         );
         let old = model(&[with]);
         let new = model(&[without]);
-        let mut d = IamDiffer::new(&old, &new, Catalog::embedded());
-        let e = d.effect(&key(IamKind::User, "arn:aws:iam::1:user/u"));
+        let mut d = AwsDiffer::new(&old, &new, Catalog::embedded());
+        let e = d.effect(&key(AwsKind::User, "arn:aws:iam::1:user/u"));
         assert_eq!(e.widening().count(), 1);
         assert_eq!(e.narrowing().count(), 0);
         assert_eq!(e.lost[0].effect, Effect::Deny);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use super::SourceInfo;
-use super::error::{KubeSourceError, chain_text};
+use super::error::{K8sSourceError, chain_text};
 
 /// The source name used for the in-cluster configuration.
 pub const IN_CLUSTER: &str = "in-cluster";
@@ -23,7 +23,7 @@ pub fn install_crypto_provider() {
 
 /// Where to find clusters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KubeOptions {
+pub struct K8sOptions {
     /// Read this kubeconfig instead of `KUBECONFIG` / `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
     /// Contexts to read (empty: the current context).
@@ -52,9 +52,9 @@ impl std::fmt::Debug for ClusterTarget {
 
 impl ClusterTarget {
     /// Builds a client (must run inside a tokio runtime).
-    pub fn client(&self) -> Result<kube::Client, KubeSourceError> {
+    pub fn client(&self) -> Result<kube::Client, K8sSourceError> {
         install_crypto_provider();
-        kube::Client::try_from(self.config.clone()).map_err(|e| KubeSourceError::Client {
+        kube::Client::try_from(self.config.clone()).map_err(|e| K8sSourceError::Client {
             source_name: self.info.name.clone(),
             server: self.info.server.clone(),
             detail: chain_text(&e),
@@ -73,7 +73,7 @@ fn server_of(config: &kube::Config) -> String {
 
 /// Resolves the options into the clusters to read, in the order given
 /// (`--all-contexts`: the kubeconfig's order).
-pub async fn resolve_clusters(opts: &KubeOptions) -> Result<Vec<ClusterTarget>, KubeSourceError> {
+pub async fn resolve_clusters(opts: &K8sOptions) -> Result<Vec<ClusterTarget>, K8sSourceError> {
     if opts.in_cluster {
         return Ok(vec![in_cluster()?]);
     }
@@ -83,7 +83,7 @@ pub async fn resolve_clusters(opts: &KubeOptions) -> Result<Vec<ClusterTarget>, 
             return Ok(vec![in_cluster()?]);
         }
         None => {
-            return Err(KubeSourceError::NoKubeconfig {
+            return Err(K8sSourceError::NoKubeconfig {
                 tried: "KUBECONFIG is unset and ~/.kube/config does not exist".into(),
             });
         }
@@ -95,13 +95,13 @@ pub async fn resolve_clusters(opts: &KubeOptions) -> Result<Vec<ClusterTarget>, 
         .collect();
     let names: Vec<String> = if opts.all_contexts {
         if available.is_empty() {
-            return Err(KubeSourceError::NoContexts { origin });
+            return Err(K8sSourceError::NoContexts { origin });
         }
         available.iter().map(|s| (*s).to_owned()).collect()
     } else if !opts.contexts.is_empty() {
         for c in &opts.contexts {
             if !available.contains(&c.as_str()) {
-                return Err(KubeSourceError::NoSuchContext {
+                return Err(K8sSourceError::NoSuchContext {
                     context: c.clone(),
                     origin,
                     available: if available.is_empty() {
@@ -118,8 +118,8 @@ pub async fn resolve_clusters(opts: &KubeOptions) -> Result<Vec<ClusterTarget>, 
     } else {
         match kubeconfig.current_context.as_deref() {
             Some(c) if !c.is_empty() => vec![c.to_owned()],
-            _ if available.is_empty() => return Err(KubeSourceError::NoContexts { origin }),
-            _ => return Err(KubeSourceError::NoCurrentContext { origin }),
+            _ if available.is_empty() => return Err(K8sSourceError::NoContexts { origin }),
+            _ => return Err(K8sSourceError::NoCurrentContext { origin }),
         }
     };
     let mut targets = Vec::with_capacity(names.len());
@@ -130,7 +130,7 @@ pub async fn resolve_clusters(opts: &KubeOptions) -> Result<Vec<ClusterTarget>, 
         };
         let config = kube::Config::from_custom_kubeconfig(kubeconfig.clone(), &options)
             .await
-            .map_err(|e| KubeSourceError::ContextConfig {
+            .map_err(|e| K8sSourceError::ContextConfig {
                 source_name: name.clone(),
                 context: name.clone(),
                 detail: chain_text(&e),
@@ -147,8 +147,8 @@ pub async fn resolve_clusters(opts: &KubeOptions) -> Result<Vec<ClusterTarget>, 
     Ok(targets)
 }
 
-fn in_cluster() -> Result<ClusterTarget, KubeSourceError> {
-    let config = kube::Config::incluster().map_err(|e| KubeSourceError::InCluster {
+fn in_cluster() -> Result<ClusterTarget, K8sSourceError> {
+    let config = kube::Config::incluster().map_err(|e| K8sSourceError::InCluster {
         detail: chain_text(&e),
     })?;
     Ok(ClusterTarget {
@@ -166,9 +166,9 @@ fn in_cluster() -> Result<ClusterTarget, KubeSourceError> {
 /// that do not exist are skipped and the rest merged (first one wins).
 fn load_kubeconfig(
     explicit: Option<&Path>,
-) -> Result<Option<(Kubeconfig, String)>, KubeSourceError> {
+) -> Result<Option<(Kubeconfig, String)>, K8sSourceError> {
     let read = |path: &Path| {
-        Kubeconfig::read_from(path).map_err(|e| KubeSourceError::Kubeconfig {
+        Kubeconfig::read_from(path).map_err(|e| K8sSourceError::Kubeconfig {
             path: path.to_owned(),
             detail: chain_text(&e),
         })
@@ -188,7 +188,7 @@ fn load_kubeconfig(
             let next = read(path)?;
             merged = Some(match merged {
                 None => next,
-                Some(m) => m.merge(next).map_err(|e| KubeSourceError::Kubeconfig {
+                Some(m) => m.merge(next).map_err(|e| K8sSourceError::Kubeconfig {
                     path: path.clone(),
                     detail: chain_text(&e),
                 })?,
@@ -233,10 +233,10 @@ mod tests {
         (dir, path)
     }
 
-    fn opts(path: &Path) -> KubeOptions {
-        KubeOptions {
+    fn opts(path: &Path) -> K8sOptions {
+        K8sOptions {
             kubeconfig: Some(path.to_owned()),
-            ..KubeOptions::default()
+            ..K8sOptions::default()
         }
     }
 
@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(current[0].info.name, "dev");
         assert_eq!(current[0].info.server, "http://127.0.0.1:8001/prefix");
 
-        let all = resolve_clusters(&KubeOptions {
+        let all = resolve_clusters(&K8sOptions {
             all_contexts: true,
             ..opts(&path)
         })
@@ -259,7 +259,7 @@ mod tests {
         assert_eq!(all[0].info.server, "https://10.0.0.1:6443");
         assert_eq!(all[0].info.context.as_deref(), Some("prod"));
 
-        let err = resolve_clusters(&KubeOptions {
+        let err = resolve_clusters(&K8sOptions {
             contexts: vec!["staging".into()],
             ..opts(&path)
         })

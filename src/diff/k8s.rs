@@ -12,9 +12,9 @@
 //! before, whoever is bound. A binding whose role does not exist carries its
 //! newly bound subjects as dangling: they get whatever the role will grant.
 
-use crate::grants::kube::PermCache;
-use crate::grants::kube_perm::{ByAddressFirst, Perm, Scope, covers, rules_cover};
-use crate::index::kube::{KubeModel, KubeObject};
+use crate::grants::k8s::PermCache;
+use crate::grants::k8s_perm::{ByAddressFirst, Perm, Scope, covers, rules_cover};
+use crate::index::k8s::{K8sModel, K8sObject};
 use crate::model::k8s::{RbacKey, RbacKind, Subject};
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap};
@@ -24,13 +24,13 @@ use std::rc::Rc;
 /// from the models, so millions of them stay cheap. Ordered by subject,
 /// scope and perm, by value (strings compared by address first).
 #[derive(Clone, Copy, Debug)]
-pub struct KubeGrant<'m> {
+pub struct K8sGrant<'m> {
     pub subject: &'m Subject,
     pub namespace: Option<&'m str>,
     pub perm: Perm<'m>,
 }
 
-impl<'m> KubeGrant<'m> {
+impl<'m> K8sGrant<'m> {
     fn fields(&self) -> (&'m Subject, Option<ByAddressFirst<'m>>, Perm<'m>) {
         (self.subject, self.namespace.map(ByAddressFirst), self.perm)
     }
@@ -42,27 +42,27 @@ impl<'m> KubeGrant<'m> {
     }
 }
 
-impl PartialEq for KubeGrant<'_> {
+impl PartialEq for K8sGrant<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.fields() == other.fields()
     }
 }
 
-impl Eq for KubeGrant<'_> {}
+impl Eq for K8sGrant<'_> {}
 
-impl std::hash::Hash for KubeGrant<'_> {
+impl std::hash::Hash for K8sGrant<'_> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.fields().hash(state);
     }
 }
 
-impl Ord for KubeGrant<'_> {
+impl Ord for K8sGrant<'_> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.fields().cmp(&other.fields())
     }
 }
 
-impl PartialOrd for KubeGrant<'_> {
+impl PartialOrd for K8sGrant<'_> {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
@@ -84,11 +84,11 @@ pub struct Dangling<'m> {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KubeEffect<'m> {
+pub struct K8sEffect<'m> {
     /// Sorted, without duplicates.
-    pub gained: Vec<KubeGrant<'m>>,
+    pub gained: Vec<K8sGrant<'m>>,
     /// Sorted, without duplicates.
-    pub lost: Vec<KubeGrant<'m>>,
+    pub lost: Vec<K8sGrant<'m>>,
     /// The changed role's own new perms, and those of the aggregated roles
     /// it reaches (only what it carries); by role, then perm.
     pub latent_gained: Vec<RoleGrant<'m>>,
@@ -116,7 +116,7 @@ enum Side {
 
 /// Computes effects for many changed keys between the same two states,
 /// sharing caches across them.
-pub struct KubeDiffer<'m> {
+pub struct K8sDiffer<'m> {
     old: PermCache<'m>,
     new: PermCache<'m>,
     deltas: HashMap<(bool, RbacKey), Rc<Vec<Perm<'m>>>>,
@@ -133,8 +133,8 @@ struct Reach<'m> {
     covering: Vec<&'m RbacKey>,
 }
 
-impl<'m> KubeDiffer<'m> {
-    pub fn new(old: &'m KubeModel, new: &'m KubeModel) -> Self {
+impl<'m> K8sDiffer<'m> {
+    pub fn new(old: &'m K8sModel, new: &'m K8sModel) -> Self {
         Self {
             old: PermCache::new(old),
             new: PermCache::new(new),
@@ -179,8 +179,8 @@ impl<'m> KubeDiffer<'m> {
         delta
     }
 
-    pub fn effect(&mut self, key: &RbacKey) -> KubeEffect<'m> {
-        let mut effect = KubeEffect::default();
+    pub fn effect(&mut self, key: &RbacKey) -> K8sEffect<'m> {
+        let mut effect = K8sEffect::default();
         match key.kind {
             RbacKind::RoleBinding | RbacKind::ClusterRoleBinding => {
                 self.binding_side(key, Side::Gained, &mut effect.gained);
@@ -191,7 +191,7 @@ impl<'m> KubeDiffer<'m> {
                     .new
                     .model()
                     .get(key)
-                    .and_then(KubeObject::binding)
+                    .and_then(K8sObject::binding)
                     .is_some_and(|b| b.subjects.iter().any(Subject::is_system));
             }
             RbacKind::Role | RbacKind::ClusterRole => {
@@ -298,7 +298,7 @@ impl<'m> KubeDiffer<'m> {
         }
         let before = other
             .get(key)
-            .and_then(KubeObject::binding)
+            .and_then(K8sObject::binding)
             .filter(|b| b.role == binding.role && other.get(&b.role).is_none());
         let mut subjects: Vec<&'m Subject> = binding
             .subjects
@@ -317,7 +317,7 @@ impl<'m> KubeDiffer<'m> {
             .collect()
     }
 
-    fn binding_side(&mut self, key: &RbacKey, side: Side, out: &mut Vec<KubeGrant<'m>>) {
+    fn binding_side(&mut self, key: &RbacKey, side: Side, out: &mut Vec<K8sGrant<'m>>) {
         let (src, dst) = self.sides(side);
         let model = src.model();
         let Some((key, binding)) = model
@@ -326,7 +326,7 @@ impl<'m> KubeDiffer<'m> {
         else {
             return;
         };
-        let counterpart = dst.model().get(key).and_then(KubeObject::binding);
+        let counterpart = dst.model().get(key).and_then(K8sObject::binding);
         let scope = Scope::from_namespace(key.namespace.as_deref());
         let all = src.role_sorted(&binding.role);
         let (_, dst) = self.sides(side);
@@ -346,7 +346,7 @@ impl<'m> KubeDiffer<'m> {
             let nothing_else = dst.subject_sets(subject, scope).is_empty();
             for perm in all.iter() {
                 if nothing_else || !dst.subject_covers(subject, scope, perm) {
-                    out.push(KubeGrant {
+                    out.push(K8sGrant {
                         subject,
                         namespace: key.namespace.as_deref(),
                         perm: *perm,
@@ -426,7 +426,7 @@ impl<'m> KubeDiffer<'m> {
         &mut self,
         side: Side,
         parts: &[(usize, Part<'m>)],
-        out: &mut Vec<KubeGrant<'m>>,
+        out: &mut Vec<K8sGrant<'m>>,
     ) -> Vec<bool> {
         let mut reached = vec![false; parts.len()];
         // Every perm any part carries, and each part's share of them.
@@ -502,7 +502,7 @@ impl<'m> KubeDiffer<'m> {
                     };
                     // A role that aggregates nothing is asked through its
                     // rules; expanding thousands of them would cost more.
-                    match dst.model().get(other).and_then(KubeObject::role) {
+                    match dst.model().get(other).and_then(K8sObject::role) {
                         Some(def) if def.aggregation.is_none() || other.kind == RbacKind::Role => {
                             mark(&|perm| rules_cover(&def.rules, perm));
                         }
@@ -522,7 +522,7 @@ impl<'m> KubeDiffer<'m> {
             }
             for (i, perm) in perms.iter().enumerate() {
                 if carried[i / 64] & !covered[i / 64] & (1 << (i % 64)) != 0 {
-                    out.push(KubeGrant {
+                    out.push(K8sGrant {
                         subject,
                         namespace,
                         perm: *perm,
@@ -560,7 +560,7 @@ fn reserve_for(subjects: usize, perms: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::kube::KubeObject;
+    use crate::index::k8s::K8sObject;
     use serde_json::{Value, json};
 
     fn role(name: &str, labels: Value, rules: Value) -> Value {
@@ -580,12 +580,12 @@ mod tests {
 
     #[test]
     fn new_binding_gains_role_perms() {
-        let old = KubeModel::of(&[role("reader", json!({}), secrets_get())]);
-        let new = KubeModel::of(&[
+        let old = K8sModel::of(&[role("reader", json!({}), secrets_get())]);
+        let new = K8sModel::of(&[
             role("reader", json!({}), secrets_get()),
             crb("b", "reader", "eng"),
         ]);
-        let mut d = KubeDiffer::new(&old, &new);
+        let mut d = K8sDiffer::new(&old, &new);
         let e = d.effect(&RbacKey::new(RbacKind::ClusterRoleBinding, None, "b"));
         assert_eq!(e.gained.len(), 1);
         assert!(e.lost.is_empty());
@@ -596,7 +596,7 @@ mod tests {
 
     #[test]
     fn regrant_of_held_perm_is_neutral() {
-        let old = KubeModel::of(&[
+        let old = K8sModel::of(&[
             role("reader", json!({}), secrets_get()),
             role(
                 "admin2",
@@ -606,8 +606,8 @@ mod tests {
             crb("a", "admin2", "eng"),
         ]);
         let mut new = old.clone();
-        new.insert(KubeObject::from_raw(crb("b", "reader", "eng")).unwrap());
-        let mut d = KubeDiffer::new(&old, &new);
+        new.insert(K8sObject::from_raw(crb("b", "reader", "eng")).unwrap());
+        let mut d = K8sDiffer::new(&old, &new);
         let e = d.effect(&RbacKey::new(RbacKind::ClusterRoleBinding, None, "b"));
         assert!(e.gained.is_empty() && e.lost.is_empty());
     }
@@ -619,12 +619,12 @@ mod tests {
         let binding = json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"RoleBinding","metadata":{"name":"b","namespace":"team"},
             "roleRef":{"kind":"ClusterRole","name":"admin","apiGroup":"rbac.authorization.k8s.io"},
             "subjects":[{"kind":"User","name":"alice","apiGroup":"rbac.authorization.k8s.io"}]});
-        let old = KubeModel::of(&[
+        let old = K8sModel::of(&[
             admin.clone(),
             binding.clone(),
             role("extra", json!({}), secrets_get()),
         ]);
-        let new = KubeModel::of(&[
+        let new = K8sModel::of(&[
             admin,
             binding,
             role(
@@ -633,7 +633,7 @@ mod tests {
                 secrets_get(),
             ),
         ]);
-        let mut d = KubeDiffer::new(&old, &new);
+        let mut d = K8sDiffer::new(&old, &new);
         let e = d.effect(&RbacKey::cluster_role("extra"));
         assert!(e.aggregation_label);
         assert_eq!(
@@ -646,7 +646,7 @@ mod tests {
             (Subject::user("alice"), Some("team"))
         );
         // And the reverse is a loss.
-        let mut d = KubeDiffer::new(&new, &old);
+        let mut d = K8sDiffer::new(&new, &old);
         let e = d.effect(&RbacKey::cluster_role("extra"));
         assert!(e.gained.is_empty());
         assert_eq!(e.lost.len(), 1);
@@ -655,7 +655,7 @@ mod tests {
     #[test]
     fn role_change_reaches_only_uncovered_subjects() {
         let wide = json!([{"apiGroups":[""],"resources":["*"],"verbs":["get"]}]);
-        let old = KubeModel::of(&[
+        let old = K8sModel::of(&[
             role("r", json!({}), json!([])),
             crb("b1", "r", "g1"),
             crb("b2", "r", "g2"),
@@ -663,8 +663,8 @@ mod tests {
             crb("b3", "w", "g2"),
         ]);
         let mut new = old.clone();
-        new.insert(KubeObject::from_raw(role("r", json!({}), secrets_get())).unwrap());
-        let mut d = KubeDiffer::new(&old, &new);
+        new.insert(K8sObject::from_raw(role("r", json!({}), secrets_get())).unwrap());
+        let mut d = K8sDiffer::new(&old, &new);
         let e = d.effect(&RbacKey::cluster_role("r"));
         let subjects: Vec<_> = e.gained.iter().map(|g| g.subject.name.clone()).collect();
         assert_eq!(subjects, ["g1"]);
@@ -683,9 +683,9 @@ mod tests {
             json!({"agg":"true"}),
             json!([{"apiGroups":[""],"resources":["pods"],"verbs":["get"]}]),
         );
-        let old = KubeModel::of(&[admin.clone(), bind.clone(), a0, b0]);
-        let new = KubeModel::of(&[admin, bind, a1, b1]);
-        let mut d = KubeDiffer::new(&old, &new);
+        let old = K8sModel::of(&[admin.clone(), bind.clone(), a0, b0]);
+        let new = K8sModel::of(&[admin, bind, a1, b1]);
+        let mut d = K8sDiffer::new(&old, &new);
         for (name, resource) in [("a", "secrets"), ("b", "pods")] {
             let e = d.effect(&RbacKey::cluster_role(name));
             let resources: Vec<String> = e
@@ -735,11 +735,11 @@ mod tests {
         let with_member = |rules: Value| {
             let mut objects = common.to_vec();
             objects.push(role("member", json!({"to-view":"true"}), rules));
-            KubeModel::of(&objects)
+            K8sModel::of(&objects)
         };
         let old = with_member(json!([]));
         let new = with_member(pods_and_secrets);
-        let mut d = KubeDiffer::new(&old, &new);
+        let mut d = K8sDiffer::new(&old, &new);
         let e = d.effect(&RbacKey::cluster_role("member"));
         let got: Vec<(String, Option<&str>, String)> = e
             .gained
@@ -770,7 +770,7 @@ mod tests {
                 .collect()
         );
         // Reversed, the same grants are lost.
-        let mut d = KubeDiffer::new(&new, &old);
+        let mut d = K8sDiffer::new(&new, &old);
         let e = d.effect(&RbacKey::cluster_role("member"));
         assert!(e.gained.is_empty());
         assert_eq!(e.lost.len(), want.len());
