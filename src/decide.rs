@@ -598,9 +598,15 @@ mod tests {
             panic!()
         };
         assert!(j.superseded.is_some());
-        assert_eq!(s.oldest_open(Severity::Medium), 10.0);
-        // Per severity: nothing high is open.
-        assert_eq!(s.oldest_open(Severity::High), 0.0);
+        let severity = j.change.severity;
+        assert_eq!(s.oldest_open(severity), 10.0);
+        // Per severity: nothing of another severity is open.
+        let other = if severity == Severity::Low {
+            Severity::Critical
+        } else {
+            Severity::Low
+        };
+        assert_eq!(s.oldest_open(other), 0.0);
     }
 
     #[test]
@@ -645,6 +651,6 @@ mod tests {
             panic!()
         };
         assert_eq!(j.verdict, Verdict::Alert);
-        assert_eq!(s.oldest_open(Severity::Medium), 10.0);
+        assert_eq!(s.oldest_open(j.change.severity), 10.0);
     }
 }
