@@ -17,11 +17,13 @@ WORKDIR /src
 
 # Only what `cargo build -p permdrift --bin permdrift` reads. benches/ is there
 # because Cargo.toml declares [[bench]] targets and cargo refuses a manifest
-# whose declared targets are missing; kube-test-server/ because it is a
-# workspace member (and a dev-dependency) cargo must load. Neither is compiled.
+# whose declared targets are missing; kube-test-server/ and test-support/
+# because they are workspace members (and dev-dependencies) cargo must load.
+# None of them is compiled.
 COPY Cargo.toml Cargo.lock ./
 COPY benches ./benches
 COPY kube-test-server ./kube-test-server
+COPY test-support ./test-support
 COPY src ./src
 
 # --locked: the image is built from exactly the dependency versions in Cargo.lock.

@@ -11,17 +11,14 @@
 //! `CLOUDSPLAINING` (path to the `cloudsplaining` executable, else PATH).
 //! A JSON summary goes to `.bench-out/aws_snapshot.json`.
 
-#[path = "../tests/support/moto.rs"]
-mod moto;
-
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_iam::types::PolicyScopeType;
-use moto::{ACCOUNT_ID, Moto};
 use permdrift::source::aws::fetch_account;
+use permdrift_test_support::moto::{ACCOUNT_ID, Moto};
 use serde_json::{Value, json};
 
 fn knob(name: &str, default: usize) -> usize {

@@ -32,15 +32,6 @@
 //! (`10k,100k`), `BENCH_CHURN_SECONDS` (30), `BENCH_AWS` (1: run the AWS
 //! part), `BENCH_ROLES` (5000). A JSON summary goes to `.bench-out/operator.json`.
 
-/// What tests/support/operator.rs reaches as `super::kube_server`.
-mod kube_server {
-    pub use kube_test_server::harness::*;
-}
-#[path = "../tests/support/moto.rs"]
-mod moto;
-#[allow(dead_code)]
-#[path = "../tests/support/operator.rs"]
-mod operator;
 mod synth;
 
 use std::collections::BTreeMap;
@@ -50,8 +41,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kube_server::{KubeTestServer, Options, TOKEN, http_request};
-use operator::{Operator, metric_value, scratch};
+use kube_test_server::harness::{KubeTestServer, Options, TOKEN, http_request};
+use permdrift_test_support::moto;
+use permdrift_test_support::operator::{Operator, metric_value, scratch};
 use serde_json::{Value, json};
 
 fn knob(name: &str, default: &str) -> String {
