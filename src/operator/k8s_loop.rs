@@ -7,7 +7,7 @@
 
 use super::judge::{self, Announce};
 use super::source::{self, Current, SourceCtx};
-use super::{Command, Judging, now};
+use super::{Command, Error, Judging, now, unix_seconds};
 use crate::decide::{ObjectKey, SourceState};
 use crate::index::k8s::K8sObject;
 use crate::index::k8s_live::{KindEvent, LiveIndex, RejectedObject};
@@ -31,14 +31,13 @@ fn event_label(event: &KindEvent) -> &'static str {
 }
 
 /// When an object was last written, from its managedFields (seconds resolution).
-fn written_at(object: Option<&K8sObject>) -> Option<f64> {
+fn written_at(object: Option<&K8sObject>) -> Option<jiff::Timestamp> {
     let v = object?.value();
     let fields = v.get("metadata")?.get("managedFields")?.as_array()?;
     fields
         .iter()
         .filter_map(|f| f.get("time")?.as_str()?.parse::<jiff::Timestamp>().ok())
-        .map(|t| t.as_millisecond() as f64 / 1000.0)
-        .reduce(f64::max)
+        .max()
 }
 
 fn reference(object: &K8sObject) -> ObjectReference {
@@ -272,7 +271,7 @@ pub async fn k8s_loop(
                 cx.metrics.snapshot_objects.with_label_values(&[cx.name.as_str(), cx.platform.as_str()])
                     .set(i64::try_from(index.model().len()).unwrap_or(i64::MAX));
                 if index.is_synced() {
-                    cx.metrics.last_snapshot.with_label_values(&[cx.name.as_str()]).set(now());
+                    cx.metrics.last_snapshot.with_label_values(&[cx.name.as_str()]).set(unix_seconds(now()));
                 }
                 if !cx.is_recording() || !index.is_synced() {
                     continue;
@@ -337,7 +336,7 @@ pub async fn k8s_loop(
                         Some(s) => source::accept(&cx, s, Current::K8s(index.model()), &by)
                             .await
                             .inspect(|accepted| patches += accepted),
-                        None => Err("this replica is not recording (not the leader, or the cluster is not synced)".into()),
+                        None => Err(Error::NotRecording("not the leader, or the cluster is not synced")),
                     };
                     let _ = reply.send(answer);
                 }
@@ -355,7 +354,7 @@ async fn settle(
     cx: &SourceCtx,
     state: &mut Option<SourceState>,
     retry: &mut Retry,
-    result: Result<(), String>,
+    result: Result<(), Error>,
     patches: &mut usize,
 ) {
     match result {
@@ -371,7 +370,8 @@ async fn settle(
         Err(e) => {
             *state = None;
             retry.schedule();
-            cx.health.set_judging(&cx.name, Judging::Failed(e));
+            cx.health
+                .set_judging(&cx.name, Judging::Failed(e.to_string()));
         }
     }
 }
@@ -383,7 +383,7 @@ async fn takeover(
     state: &mut Option<SourceState>,
     index: &LiveIndex,
     recorder: Option<&Recorder>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let current = index.model();
     let mut loaded =
         source::load_state(cx, || SourceSnapshot::kubernetes(&cx.name, current.clone())).await?;
@@ -485,12 +485,22 @@ mod tests {
 
         assert!(health.is_recording(), "{:?}", health.problems());
         let records = store.source_records("lab").await.unwrap();
-        let kinds: Vec<&str> = records.iter().map(|(k, _)| k.as_str()).collect();
+        let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
         assert_eq!(kinds, ["baseline", "change"]);
-        let change = &records[1].1;
+        let change = &records[1].body;
         assert_eq!(change["object"], "ClusterRoleBinding/agent-is-admin");
         assert_eq!(change["verdict"], "alert");
         assert_eq!(change["severity"], "critical");
+        // What the operator wrote reads back typed and encodes to the same bytes.
+        for r in &records {
+            let body = crate::operator::records::Body::of_record(r)
+                .unwrap()
+                .unwrap();
+            let (kind, again) = body.encode().unwrap();
+            assert_eq!(kind, r.kind);
+            let canonical = crate::store::record::canonical_json;
+            assert_eq!(canonical(&again), canonical(&r.body));
+        }
         let page = metrics.render().unwrap();
         assert!(
             page.contains("permdrift_open_widening{severity=\"critical\",source=\"lab\"} 1"),
