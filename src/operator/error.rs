@@ -44,8 +44,12 @@ pub enum Error {
         source: StoreError,
     },
     /// A journaled object that no longer parses (or belongs to another platform).
-    #[error("journal patch of {key}: {reason}")]
-    Patch { key: String, reason: String },
+    #[error("journal patch of {key}: {source}")]
+    Patch {
+        key: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("this replica is not recording ({0})")]
     NotRecording(&'static str),
     /// An AWS account could not be read.
@@ -66,7 +70,7 @@ pub enum Error {
     },
     /// A cluster's client could not be made (kubeconfig, in-cluster config).
     #[error(transparent)]
-    Cluster(#[from] crate::source::k8s::K8sSourceError),
+    Cluster(Box<crate::source::k8s::K8sSourceError>),
     #[error("the kubeconfig names no cluster")]
     NoCluster,
     #[error("leader election: {0}")]
@@ -77,6 +81,13 @@ pub enum Error {
     Authentication(String),
     #[error("store.journalKeyFile: {0}")]
     JournalKey(#[source] crate::store::KeyError),
+}
+
+// Boxed: the kube source's error is large, and every operator Result carries it.
+impl From<crate::source::k8s::K8sSourceError> for Error {
+    fn from(e: crate::source::k8s::K8sSourceError) -> Self {
+        Error::Cluster(Box::new(e))
+    }
 }
 
 impl Error {

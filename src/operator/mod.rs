@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod judge;
 pub mod k8s_loop;

@@ -28,6 +28,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 /// Patches since the last full baseline after which a new one is written.
 const COMPACT_AFTER: usize = 10_000;
@@ -132,7 +133,10 @@ pub async fn load_state(
         let mut first = first();
         first.name = cx.name.clone();
         persist_baseline(cx, &first, "first").await?;
-        tracing::info!(source = %cx.name, objects = first.object_count(), "first complete snapshot is the baseline");
+        tracing::info!(
+            objects = first.object_count(),
+            "first complete snapshot is the baseline"
+        );
         return Ok(SourceState::new(first));
     };
     let mut baseline =
@@ -145,21 +149,22 @@ pub async fn load_state(
             })?;
     baseline.name = cx.name.clone();
     for (key, raw) in replayed.patches {
-        patch(&mut baseline.data, &key, raw).map_err(|reason| Error::Patch {
-            key: key.to_string(),
-            reason,
-        })?;
+        patch(&mut baseline.data, &key, raw)?;
     }
     let mut state = SourceState::new(baseline);
     state.open = replayed.open;
-    tracing::info!(source = %cx.name, open = state.open.len(), "baseline rebuilt from the journal");
+    tracing::info!(open = state.open.len(), "baseline rebuilt from the journal");
     Ok(state)
 }
 
-fn patch(data: &mut SourceData, key: &ObjectKey, raw: Option<Value>) -> Result<(), String> {
+fn patch(data: &mut SourceData, key: &ObjectKey, raw: Option<Value>) -> Result<(), Error> {
+    let unreadable = |e: Box<dyn std::error::Error + Send + Sync>| Error::Patch {
+        key: key.to_string(),
+        source: e,
+    };
     match (data, key, raw) {
         (SourceData::Kubernetes(m), ObjectKey::K8s(_), Some(raw)) => {
-            m.insert(K8sObject::from_raw(raw).map_err(|e| e.to_string())?);
+            m.insert(K8sObject::from_raw(raw).map_err(|e| unreadable(Box::new(e)))?);
         }
         (SourceData::Kubernetes(m), ObjectKey::K8s(k), None) => {
             m.remove(k);
@@ -167,13 +172,13 @@ fn patch(data: &mut SourceData, key: &ObjectKey, raw: Option<Value>) -> Result<(
         (SourceData::Aws(m), ObjectKey::Aws(k), Some(raw)) => {
             m.insert(
                 k.clone(),
-                AwsObject::from_raw(k.kind, raw).map_err(|e| e.to_string())?,
+                AwsObject::from_raw(k.kind, raw).map_err(|e| unreadable(Box::new(e)))?,
             );
         }
         (SourceData::Aws(m), ObjectKey::Aws(k), None) => {
             m.remove(k);
         }
-        _ => return Err("platform mismatch".into()),
+        _ => return Err(unreadable("platform mismatch".into())),
     }
     Ok(())
 }
@@ -261,7 +266,6 @@ pub async fn judge_one(
     } = &applied.announce
     {
         tracing::info!(
-            source = %cx.name,
             object = %change.object.display(),
             change = change.change.as_str(),
             direction = change.direction.as_str(),
@@ -291,7 +295,7 @@ pub async fn reconcile_open(
     let mut closed = Vec::new();
     for (key, open) in state.restored_while_down(differing) {
         judge::close(&cx.judge_cx(), &key, &open, RESTORED_WHILE_DOWN, t).await?;
-        tracing::info!(source = %cx.name, object = %open.object, "open widening was undone while not watched");
+        tracing::info!(object = %open.object, "open widening was undone while not watched");
         closed.push((
             key,
             judge::Announce::Closed {
@@ -358,8 +362,20 @@ async fn poll_aws(name: &str, options: &AwsSourceOptions) -> Result<SourceSnapsh
     Ok(source)
 }
 
-/// The loop of one AWS account: poll, judge what changed, sleep.
-pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
+/// The loop of one AWS account: poll, judge what changed, sleep; its log
+/// lines carry the source's span.
+pub async fn aws_loop(cx: SourceCtx, access: AwsAccess) {
+    let span = span(&cx);
+    poll_loop(cx, access).instrument(span).await
+}
+
+/// The span a source's loop runs in: every log line of the source (and of
+/// the tasks it starts) names it and its platform.
+pub fn span(cx: &SourceCtx) -> tracing::Span {
+    tracing::info_span!("source", source = %cx.name, platform = cx.platform.as_str())
+}
+
+async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
     let options = AwsSourceOptions {
         profile: access.profile.clone(),
         region: access.region.clone(),
@@ -376,7 +392,7 @@ pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
         match poll_aws(&cx.name, &options).await {
             Ok(snapshot) => {
                 let fetch_seconds = clock.elapsed().as_secs_f64();
-                tracing::debug!(source = %cx.name, fetch_seconds, "polled");
+                tracing::debug!(fetch_seconds, "polled");
                 cx.metrics
                     .snapshot_duration
                     .with_label_values(&[cx.name.as_str(), cx.platform.as_str()])
@@ -423,7 +439,7 @@ pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
                     .source_up
                     .with_label_values(&[cx.name.as_str(), cx.platform.as_str()])
                     .set(0);
-                tracing::warn!(source = %cx.name, error = %e, "poll failed");
+                tracing::warn!(error = %e, "poll failed");
             }
         }
         let sleep = tokio::time::sleep(access.poll_interval.0);
@@ -496,7 +512,11 @@ async fn judge_poll(
         *patches += usize::from(applied.patched);
     }
     judge::update_open_gauges(&cx.judge_cx(), s);
-    tracing::debug!(source = %cx.name, objects = current.object_count(), changed,
-        judge_seconds = clock.elapsed().as_secs_f64(), "poll judged");
+    tracing::debug!(
+        objects = current.object_count(),
+        changed,
+        judge_seconds = clock.elapsed().as_secs_f64(),
+        "poll judged"
+    );
     maybe_compact(cx, s, patches).await
 }
