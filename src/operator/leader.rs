@@ -8,6 +8,17 @@
 //! at most one replica ever believes it leads. On shutdown the Lease is
 //! released, so a follower takes over at once.
 
+// Why this module and not the `kube-lease-manager` crate (0.13.1, which
+// matches kube 5 / k8s-openapi 0.29): read from its source, when the holder
+// cannot reach the API server its watch loop logs the error and retries
+// without ever publishing `false`, so a partitioned leader keeps believing it
+// leads past its Lease's expiry while another replica takes over; the
+// guarantee above (step down within `renewDeadline`) would be lost, and its
+// renewals are not observable from outside to rebuild that deadline around
+// it. It also counts durations in whole seconds with no retry period, where
+// `leaderElection.retryPeriod` and `renewDeadline` (docs/operator.md) are
+// sub-second-capable settings the tests use (tests/operator.rs). So the chart's
+// Role keeps exactly get, create and update on leases.
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
