@@ -173,17 +173,20 @@ impl StoreHandle {
     pub async fn api_requests(&self) -> Result<Vec<(Timestamp, ApiRequestBody)>, Error> {
         let mut out = Vec::new();
         for r in self.records().await? {
-            if r.source.is_some() {
+            // Only API requests: another kind that does not decode must not
+            // cost the replay guard its memory of used nonces.
+            if r.source.is_some() || r.kind != super::records::API_REQUEST {
                 continue;
             }
-            if let Some(Body::ApiRequest(body)) = Body::of_record(&r)? {
-                let at = r.at.parse().map_err(|e: jiff::Error| {
-                    Error::Store(crate::store::StoreError::Invalid {
-                        dir: self.dir.display().to_string(),
-                        message: format!("record {}: at {:?}: {e}", r.seq, r.at),
-                    })
-                })?;
-                out.push((at, body));
+            // One record that does not read is named and passed over: the
+            // others' nonces must still be remembered.
+            match (Body::of_record(&r), r.at.parse::<Timestamp>()) {
+                (Ok(Some(Body::ApiRequest(body))), Ok(at)) => out.push((at, body)),
+                (Err(e), _) => tracing::warn!(error = %e, "API request record not read"),
+                (_, Err(e)) => {
+                    tracing::warn!(seq = r.seq, at = %r.at, error = %e, "API request record not read")
+                }
+                _ => {}
             }
         }
         Ok(out)
@@ -215,6 +218,47 @@ impl StoreHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// API requests come back typed; other global kinds, and a request
+    /// record that does not read, are passed over without losing the rest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn api_requests_survive_other_kinds_and_a_bad_record() {
+        use crate::operator::records::Caller;
+        let dir = tempfile::tempdir().unwrap();
+        let handle = StoreHandle::new(dir.path().join("store"), Metrics::new(&[]).unwrap());
+        handle.open().await.unwrap();
+        let at: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+        let request = ApiRequestBody {
+            action: "baseline-accept".into(),
+            source: Some("lab".into()),
+            outcome: "accepted".into(),
+            status: 200,
+            reason: "accepted".into(),
+            message: String::new(),
+            caller: Some(Caller::Key {
+                key_id: "ops".into(),
+                nonce: "n1".into(),
+            }),
+            remote: "127.0.0.1:1".into(),
+            accepted: Some(1),
+        };
+        {
+            let mut guard = handle.inner.lock().await;
+            let store = guard.as_mut().unwrap();
+            let t = at.to_string();
+            store
+                .append("note", None, serde_json::json!({"n": 1}), &t)
+                .unwrap();
+            store
+                .append("api-request", None, serde_json::json!({"status": "x"}), &t)
+                .unwrap();
+        }
+        handle
+            .append_global(&Body::ApiRequest(request.clone()), at)
+            .await
+            .unwrap();
+        assert_eq!(handle.api_requests().await.unwrap(), vec![(at, request)]);
+    }
 
     #[tokio::test]
     async fn a_held_store_is_reported_at_once_and_opens_once_let_go() {
