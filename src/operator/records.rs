@@ -90,7 +90,8 @@ pub struct ChangeBody {
     pub lost_count: usize,
     #[serde(default)]
     pub witness: Option<Witness>,
-    #[serde(with = "unix_seconds")]
+    /// Replay always read a missing time as 0, the epoch.
+    #[serde(default, with = "unix_seconds")]
     pub detected_at: Timestamp,
     /// From the object's last write to detection.
     #[serde(default)]
@@ -585,6 +586,18 @@ mod tests {
         let e = replay([&r]).unwrap_err().to_string();
         assert!(e.starts_with("journal record 7 (close): key"), "{e}");
         assert!(e.contains("unknown RBAC kind \"Nope\""), "{e}");
+        // A change whose risks[0] is no risk: the path says where.
+        let mut r = record(12, &alert("a", "f", 1.0));
+        r.body["risks"] = json!(["no-such-risk"]);
+        let e = replay([&r]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("journal record 12 (change): risks[0]: unknown variant"),
+            "{e}"
+        );
+        // A missing time reads as the epoch, as replay always read it.
+        let mut r = record(13, &alert("a", "f", 1.0));
+        r.body.as_object_mut().unwrap().remove("detected_at");
+        assert_eq!(replay([&r]).unwrap().open[&key("a")].detected_at, 0.0);
     }
 
     #[test]
