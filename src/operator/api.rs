@@ -716,6 +716,40 @@ async fn reset(
 mod tests {
     use super::*;
 
+    /// Only statements the journal shows accepted use up their nonce, until
+    /// the statement could no longer be valid.
+    #[test]
+    fn used_nonces_come_from_accepted_signed_requests() {
+        let at: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+        let request = |outcome: &str, caller: Caller| ApiRequestRecord {
+            action: "baseline-accept".into(),
+            source: None,
+            outcome: outcome.into(),
+            status: 200,
+            reason: String::new(),
+            message: String::new(),
+            caller: Some(caller),
+            remote: String::new(),
+            accepted: None,
+        };
+        let key = |nonce: &str| Caller::Key {
+            key_id: "ops".into(),
+            nonce: nonce.into(),
+        };
+        let person = Caller::Kubernetes {
+            username: "alice".into(),
+            uid: String::new(),
+            groups: Vec::new(),
+        };
+        let records = [
+            (at, request("accepted", key("n1"))),
+            (at, request("refused", key("n2"))),
+            (at, request("accepted", person)),
+        ];
+        let until = at.checked_add(signature::MAX_LIFETIME).unwrap();
+        assert_eq!(used_nonces(&records), vec![("n1".to_owned(), until)]);
+    }
+
     #[test]
     fn the_refusal_budget_caps_each_minute_and_carries_the_rest_over() {
         let mut b = RefusalBudget::default();
