@@ -35,6 +35,7 @@ pub struct Metrics {
     pub exposure_window: HistogramVec,
     pub watch_events: IntCounterVec,
     pub watch_restarts: IntCounterVec,
+    pub events_dropped: IntCounterVec,
     pub reverts: IntCounterVec,
     pub attributed: IntCounterVec,
     pub approvals_active: IntGaugeVec,
@@ -197,6 +198,13 @@ impl Metrics {
                 ),
                 &["source", "reason"],
             )?,
+            events_dropped: IntCounterVec::new(
+                Opts::new(
+                    "permdrift_events_dropped_total",
+                    "Kubernetes Events not published (queue full, timed out, refused)",
+                ),
+                &["source", "reason"],
+            )?,
             reverts: IntCounterVec::new(
                 Opts::new("permdrift_reverts_total", "Revert plans executed"),
                 &["source", "result"],
@@ -270,6 +278,7 @@ impl Metrics {
         m.registry.register(Box::new(m.exposure_window.clone()))?;
         m.registry.register(Box::new(m.watch_events.clone()))?;
         m.registry.register(Box::new(m.watch_restarts.clone()))?;
+        m.registry.register(Box::new(m.events_dropped.clone()))?;
         m.registry.register(Box::new(m.reverts.clone()))?;
         m.registry.register(Box::new(m.attributed.clone()))?;
         m.registry.register(Box::new(m.approvals_active.clone()))?;
@@ -320,6 +329,11 @@ impl Metrics {
             }
             for result in ["succeeded", "failed", "skipped"] {
                 m.reverts.with_label_values(&[source, result]);
+            }
+            if platform == "kubernetes" {
+                for reason in crate::operator::events::DROP_REASONS {
+                    m.events_dropped.with_label_values(&[source, reason]);
+                }
             }
         }
         Ok(m)

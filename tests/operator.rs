@@ -349,6 +349,21 @@ fn kube_widening_and_narrowing_are_judged_evented_journaled_and_counted() {
             .contains("ServiceAccount:default:agent"),
         "{warning}"
     );
+    // Published by the Event writer, none dropped: every reason's series
+    // exists from the start at 0 (what an alert's increase() needs).
+    assert_eq!(
+        metric_sum(&op.metrics(), "permdrift_events_dropped_total", ""),
+        0.0
+    );
+    let page = op.metrics();
+    for reason in ["queue-full", "timeout", "failed"] {
+        assert!(
+            page.lines()
+                .any(|l| l.starts_with("permdrift_events_dropped_total{")
+                    && l.contains(&format!("reason=\"{reason}\""))),
+            "{reason}: {page}"
+        );
+    }
 
     // A label on the open binding changes what it says, not what it grants:
     // the widening stays open and is not alerted again.
@@ -638,7 +653,9 @@ fn rejected_credentials_are_logged_naming_the_source_and_the_operator_stays_unre
         |op| {
             op.log_lines().iter().any(|l| {
                 l["level"] == "WARN"
-                    && l["source"] == "prod-eu"
+                    // The source loop's span names the source.
+                    && l["span"]["source"] == "prod-eu"
+                    && l["span"]["platform"] == "kubernetes"
                     && l["error"].as_str().is_some_and(|e| e.contains("401"))
             })
         },

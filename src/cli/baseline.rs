@@ -209,7 +209,7 @@ fn offline(
         }
         sources.retain(|x| x == s);
     }
-    let at = crate::operator::rfc3339(crate::operator::now());
+    let at = crate::operator::now();
     // Offline, whoever can write the store's directory is the authority;
     // the journal names the local account that did it.
     let by = format!(
@@ -219,24 +219,18 @@ fn offline(
     for source in sources {
         let replayed = records::replay(
             all.iter()
-                .filter(|r| r.source.as_deref() == Some(source.as_str()))
-                .map(|r| (r.kind.as_str(), &r.body)),
-        );
+                .filter(|r| r.source.as_deref() == Some(source.as_str())),
+        )?;
         for (key, open) in &replayed.open {
             let raw = replayed.open_raw.get(key).cloned().flatten();
-            store.append(
-                records::BASELINE_PATCH,
-                Some(&source),
+            let exposure = (crate::operator::unix_seconds(at) - open.detected_at).max(0.0);
+            for body in [
                 records::accepted_patch(key, raw, &by),
-                &at,
-            )?;
-            let exposure = (crate::operator::now() - open.detected_at).max(0.0);
-            store.append(
-                records::CLOSE,
-                Some(&source),
                 records::close(key, open, "accepted", exposure),
-                &at,
-            )?;
+            ] {
+                let (kind, value) = body.encode()?;
+                store.append(kind, Some(&source), value, &at.to_string())?;
+            }
         }
         ctx.info(&format!(
             "{source}: accepted {} open widening(s) into the baseline",

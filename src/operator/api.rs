@@ -27,7 +27,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, UserInf
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -35,7 +35,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// The journal kind of API request records.
-pub const API_REQUEST: &str = "api-request";
+pub const API_REQUEST: &str = super::records::API_REQUEST;
 /// The RBAC group and resource callers need `accept` on, named by the source.
 pub const RBAC_GROUP: &str = "permdrift.dev";
 pub const BASELINES: &str = "baselines";
@@ -44,29 +44,7 @@ const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
 /// Refusals journaled per minute at most; the rest are counted and summed up.
 const REFUSALS_PER_MINUTE: u32 = 60;
 
-/// Who made a request, as authenticated.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "by", rename_all = "kebab-case")]
-pub enum Caller {
-    /// A Kubernetes identity, from TokenReview.
-    Kubernetes {
-        username: String,
-        #[serde(skip_serializing_if = "String::is_empty")]
-        uid: String,
-        groups: Vec<String>,
-    },
-    /// A configured signing key.
-    Key { key_id: String, nonce: String },
-}
-
-impl std::fmt::Display for Caller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Caller::Kubernetes { username, .. } => write!(f, "kubernetes:{username}"),
-            Caller::Key { key_id, .. } => write!(f, "key:{key_id}"),
-        }
-    }
-}
+pub use super::records::Caller;
 
 /// Why a request was refused: the HTTP status, a metric label and a message
 /// for the caller.
@@ -88,19 +66,7 @@ impl Refusal {
 }
 
 /// One journal record per API request.
-#[derive(Debug, Serialize)]
-pub struct ApiRequestRecord {
-    pub action: &'static str,
-    pub source: Option<String>,
-    pub outcome: &'static str,
-    pub status: u16,
-    pub reason: String,
-    pub message: String,
-    pub caller: Option<Caller>,
-    pub remote: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub accepted: Option<usize>,
-}
+pub type ApiRequestRecord = super::records::ApiRequestBody;
 
 /// How callers are authenticated.
 pub struct Authenticator {
@@ -429,9 +395,9 @@ async fn journal(
         format!("{path}: {}", status.canonical_reason().unwrap_or(""))
     };
     let record = ApiRequestRecord {
-        action,
+        action: action.to_owned(),
         source,
-        outcome,
+        outcome: outcome.to_owned(),
         status: status.as_u16(),
         reason: reason.to_owned(),
         message,
@@ -439,7 +405,7 @@ async fn journal(
         remote: peer.to_string(),
         accepted,
     };
-    let now = Timestamp::now();
+    let now = super::now();
     let (write, suppressed) = if status.is_success() {
         (true, 0)
     } else {
@@ -450,9 +416,9 @@ async fn journal(
     };
     if suppressed > 0 {
         let summary = ApiRequestRecord {
-            action: "unknown",
+            action: "unknown".into(),
             source: None,
-            outcome: "refused",
+            outcome: "refused".into(),
             status: 429,
             reason: "suppressed".into(),
             message: format!(
@@ -462,14 +428,18 @@ async fn journal(
             remote: String::new(),
             accepted: None,
         };
-        append(&s.store, &summary, &now).await;
+        append(&s.store, summary, now).await;
     }
+    let log = (
+        record.remote.clone(),
+        record.caller.as_ref().map(ToString::to_string),
+    );
     if write {
-        append(&s.store, &record, &now).await;
+        append(&s.store, record, now).await;
     }
     if !status.is_success() {
-        tracing::warn!(remote = %record.remote, action, reason, status = status.as_u16(),
-            caller = record.caller.as_ref().map(ToString::to_string).unwrap_or_default(),
+        tracing::warn!(remote = %log.0, action, reason, status = status.as_u16(),
+            caller = log.1.unwrap_or_default(),
             "API request refused");
     }
     response
@@ -486,32 +456,25 @@ fn action_of(path: &str) -> &'static str {
 
 /// The nonces of signed statements the journal shows accepted, each with
 /// the latest time its statement could still be valid.
-pub fn used_nonces(records: &[(String, serde_json::Value)]) -> Vec<(String, Timestamp)> {
+pub fn used_nonces(records: &[(Timestamp, ApiRequestRecord)]) -> Vec<(String, Timestamp)> {
     records
         .iter()
-        .filter(|(_, body)| body["outcome"] == "accepted" && body["caller"]["by"] == "key")
-        .filter_map(|(at, body)| {
-            let nonce = body["caller"]["nonce"].as_str()?.to_owned();
-            let at: Timestamp = at.parse().ok()?;
-            Some((nonce, at.checked_add(signature::MAX_LIFETIME).ok()?))
+        .filter(|(_, body)| body.outcome == "accepted")
+        .filter_map(|(at, body)| match &body.caller {
+            Some(Caller::Key { nonce, .. }) => {
+                Some((nonce.clone(), at.checked_add(signature::MAX_LIFETIME).ok()?))
+            }
+            _ => None,
         })
         .collect()
 }
 
-async fn append(store: &StoreHandle, record: &ApiRequestRecord, now: &Timestamp) {
-    let body = match serde_json::to_value(record) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot encode an API request record");
-            return;
-        }
-    };
-    if let Err(e) = store
-        .append_global(API_REQUEST, body, &now.to_string())
-        .await
-    {
+async fn append(store: &StoreHandle, record: ApiRequestRecord, now: Timestamp) {
+    let reason = record.reason.clone();
+    let body = super::records::Body::ApiRequest(record);
+    if let Err(e) = store.append_global(&body, now).await {
         // A follower has no store open; its refusals are in its log and metrics.
-        tracing::warn!(error = %e, reason = %record.reason, "API request not journaled");
+        tracing::warn!(error = %e, reason = %reason, "API request not journaled");
     }
 }
 
@@ -726,7 +689,11 @@ async fn reset(
             handled,
         );
     };
-    match s.store.reset_refused(&reason, &caller.to_string()).await {
+    match s
+        .store
+        .reset_refused(&reason, &caller.to_string(), super::now())
+        .await
+    {
         Ok(head) => {
             tracing::warn!(caller = %caller, reason = %reason, previous = %head,
                 "journal reset: a new chain starts; the leader opens it within seconds");
@@ -739,7 +706,7 @@ async fn reset(
             response
         }
         Err(e) => refuse(
-            Refusal::new(StatusCode::CONFLICT, "not-resettable", e),
+            Refusal::new(StatusCode::CONFLICT, "not-resettable", e.to_string()),
             handled,
         ),
     }
@@ -748,6 +715,40 @@ async fn reset(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only statements the journal shows accepted use up their nonce, until
+    /// the statement could no longer be valid.
+    #[test]
+    fn used_nonces_come_from_accepted_signed_requests() {
+        let at: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+        let request = |outcome: &str, caller: Caller| ApiRequestRecord {
+            action: "baseline-accept".into(),
+            source: None,
+            outcome: outcome.into(),
+            status: 200,
+            reason: String::new(),
+            message: String::new(),
+            caller: Some(caller),
+            remote: String::new(),
+            accepted: None,
+        };
+        let key = |nonce: &str| Caller::Key {
+            key_id: "ops".into(),
+            nonce: nonce.into(),
+        };
+        let person = Caller::Kubernetes {
+            username: "alice".into(),
+            uid: String::new(),
+            groups: Vec::new(),
+        };
+        let records = [
+            (at, request("accepted", key("n1"))),
+            (at, request("refused", key("n2"))),
+            (at, request("accepted", person)),
+        ];
+        let until = at.checked_add(signature::MAX_LIFETIME).unwrap();
+        assert_eq!(used_nonces(&records), vec![("n1".to_owned(), until)]);
+    }
 
     #[test]
     fn the_refusal_budget_caps_each_minute_and_carries_the_rest_over() {

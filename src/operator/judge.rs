@@ -7,12 +7,14 @@
 //! records and metric updates, and tells the loop what happened for its
 //! logs and Kubernetes Events.
 
+use super::Error;
 use super::records::{self, ChangeFacts};
 use super::store::StoreHandle;
 use crate::decide::{ObjectKey, OpenWidening, Outcome, SourceState, Verdict};
 use crate::metrics::Metrics;
 use crate::report::{Change, Direction, Severity};
 use crate::snapshot::Platform;
+use jiff::Timestamp;
 use serde_json::Value;
 
 /// What the caller may want to announce after an outcome was recorded.
@@ -44,24 +46,18 @@ pub struct Context<'a> {
     pub store: &'a StoreHandle,
 }
 
-/// Records that an open widening closed (`why`: restored, accepted, ...) and
-/// how long it was exposed. `now` is Unix seconds, `at` the same as RFC 3339.
+/// Records that an open widening closed (`why`: restored, accepted, ...) at
+/// `now`, and how long it was exposed.
 pub async fn close(
     cx: &Context<'_>,
     key: &ObjectKey,
     open: &OpenWidening,
     why: &str,
-    now: f64,
-    at: &str,
-) -> Result<(), String> {
-    let exposure = (now - open.detected_at).max(0.0);
+    now: Timestamp,
+) -> Result<(), Error> {
+    let exposure = (super::unix_seconds(now) - open.detected_at).max(0.0);
     cx.store
-        .append(
-            records::CLOSE,
-            cx.source,
-            records::close(key, open, why, exposure),
-            at,
-        )
+        .append(cx.source, &records::close(key, open, why, exposure), now)
         .await?;
     cx.metrics
         .exposure_window
@@ -70,25 +66,24 @@ pub async fn close(
     Ok(())
 }
 
-/// Records an outcome. `raw` is the current object (None when deleted), `now`
-/// Unix seconds, `written_at` when the change reached the system, if known.
+/// Records an outcome. `raw` is the current object (None when deleted),
+/// `written_at` when the change reached the system, if known.
 pub async fn apply(
     cx: &Context<'_>,
     state: &SourceState,
     key: &ObjectKey,
     outcome: Outcome,
     raw: Option<Value>,
-    now: f64,
-    written_at: Option<f64>,
-) -> Result<Applied, String> {
-    let at = super::rfc3339(now);
+    now: Timestamp,
+    written_at: Option<Timestamp>,
+) -> Result<Applied, Error> {
     let mut appended = 0;
     let mut patched = false;
     let announce = match outcome {
         Outcome::AlreadyOpen => Announce::Nothing,
         Outcome::Restored { closed: None } => Announce::Nothing,
         Outcome::Restored { closed: Some(open) } => {
-            close(cx, key, &open, "restored", now, &at).await?;
+            close(cx, key, &open, "restored", now).await?;
             appended += 1;
             Announce::Closed {
                 object: open.object,
@@ -96,7 +91,8 @@ pub async fn apply(
             }
         }
         Outcome::Judged(j) => {
-            let latency = written_at.map(|w| (now - w).max(0.0));
+            let latency =
+                written_at.map(|w| (super::unix_seconds(now) - super::unix_seconds(w)).max(0.0));
             let facts = ChangeFacts {
                 key,
                 change: &j.change,
@@ -108,7 +104,7 @@ pub async fn apply(
                 latency_seconds: latency,
             };
             cx.store
-                .append(records::CHANGE, cx.source, records::change(&facts), &at)
+                .append(cx.source, &records::change(facts), now)
                 .await?;
             appended += 1;
             if j.advanced {
@@ -118,17 +114,12 @@ pub async fn apply(
                     _ => "allow-listed",
                 };
                 cx.store
-                    .append(
-                        records::BASELINE_PATCH,
-                        cx.source,
-                        records::baseline_patch(key, raw, why),
-                        &at,
-                    )
+                    .append(cx.source, &records::baseline_patch(key, raw, why), now)
                     .await?;
                 appended += 1;
                 patched = true;
                 if let Some(open) = &j.superseded {
-                    close(cx, key, open, why, now, &at).await?;
+                    close(cx, key, open, why, now).await?;
                     appended += 1;
                 }
             }
@@ -258,7 +249,8 @@ mod tests {
             let current = K8sModel::of(&[role(verbs), binding()]);
             let outcome = state.judge_kube(&current, &key, &policy, 1.0, &DiffOptions::default());
             let raw = current.get(&key).map(|o| o.value());
-            let applied = apply(&cx, &state, &object_key, outcome, raw, 1.0, None)
+            let t = crate::operator::from_unix_seconds(1.0).unwrap();
+            let applied = apply(&cx, &state, &object_key, outcome, raw, t, None)
                 .await
                 .unwrap();
             assert!(matches!(applied.announce, Announce::Judged { .. }));

@@ -5,9 +5,10 @@
 //! records), recorded, and announced as a Kubernetes Event on the changed
 //! object. Followers keep the index warm, so a takeover needs no re-list.
 
+use super::events::{self, EventQueue};
 use super::judge::{self, Announce};
 use super::source::{self, Current, SourceCtx};
-use super::{Command, Judging, now};
+use super::{Command, Error, Judging, now, unix_seconds};
 use crate::decide::{ObjectKey, SourceState};
 use crate::index::k8s::K8sObject;
 use crate::index::k8s_live::{KindEvent, LiveIndex, RejectedObject};
@@ -18,6 +19,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder};
 use std::collections::BTreeSet;
+use tracing::Instrument;
 
 /// The `event` label of `permdrift_watch_events_total`.
 fn event_label(event: &KindEvent) -> &'static str {
@@ -31,14 +33,13 @@ fn event_label(event: &KindEvent) -> &'static str {
 }
 
 /// When an object was last written, from its managedFields (seconds resolution).
-fn written_at(object: Option<&K8sObject>) -> Option<f64> {
+fn written_at(object: Option<&K8sObject>) -> Option<jiff::Timestamp> {
     let v = object?.value();
     let fields = v.get("metadata")?.get("managedFields")?.as_array()?;
     fields
         .iter()
         .filter_map(|f| f.get("time")?.as_str()?.parse::<jiff::Timestamp>().ok())
-        .map(|t| t.as_millisecond() as f64 / 1000.0)
-        .reduce(f64::max)
+        .max()
 }
 
 fn reference(object: &K8sObject) -> ObjectReference {
@@ -116,12 +117,10 @@ fn event_for(what: &Announce) -> Option<Event> {
     })
 }
 
-async fn announce(recorder: Option<&Recorder>, object: Option<&K8sObject>, what: &Announce) {
-    let (Some(recorder), Some(object), Some(event)) = (recorder, object, event_for(what)) else {
-        return;
-    };
-    if let Err(e) = recorder.publish(&event, &reference(object)).await {
-        tracing::warn!(error = %e, "could not publish a Kubernetes Event");
+/// Queues the Event for an outcome already journaled.
+fn announce(events: Option<&EventQueue>, object: Option<&ObjectReference>, what: &Announce) {
+    if let (Some(events), Some(object), Some(event)) = (events, object, event_for(what)) {
+        events.send(event, object.clone());
     }
 }
 
@@ -188,11 +187,11 @@ fn unreadable_event(object: &RejectedObject) -> (Event, ObjectReference) {
 
 /// Reports objects that became unreadable: a gauge, a log line each and a
 /// warning Event. Called only when the count of unreadable objects changes.
-async fn report_unreadable(
+fn report_unreadable(
     cx: &SourceCtx,
     index: &LiveIndex,
     known: &mut BTreeSet<(RbacKind, Option<String>, String)>,
-    recorder: Option<&Recorder>,
+    events: Option<&EventQueue>,
 ) {
     let rejected = index.rejected();
     cx.metrics
@@ -207,183 +206,289 @@ async fn report_unreadable(
         .iter()
         .filter(|r| !known.contains(&(r.kind, r.namespace.clone(), r.name.clone())))
     {
-        tracing::warn!(source = %cx.name, kind = object.kind.as_str(),
+        tracing::warn!(kind = object.kind.as_str(),
             namespace = object.namespace.as_deref().unwrap_or(""), name = %object.name,
             error = %object.reason,
             "unreadable object: its effect is unknown; everything else is still judged");
-        if let Some(recorder) = recorder
+        if let Some(events) = events
             && cx.is_recording()
         {
             let (event, reference) = unreadable_event(object);
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                tracing::warn!(error = %e, "could not publish a Kubernetes Event");
-            }
+            events.send(event, reference);
         }
     }
     *known = now;
 }
 
-/// Runs one cluster's loop over `stream` (its watch events, from
-/// `watch_cluster` or, in tests, made by hand) until the stream ends or the
-/// operator shuts down; `recorder` publishes Events (None: no Events).
-pub async fn k8s_loop(
-    mut cx: SourceCtx,
-    stream: impl futures_util::Stream<Item = KindEvent>,
-    recorder: Option<Recorder>,
-) {
-    let mut index = LiveIndex::new();
-    tokio::pin!(stream);
-    let mut state: Option<SourceState> = None;
-    let mut patches = 0usize;
-    let mut retry = Retry::default();
-    let mut unreadable = BTreeSet::new();
-    loop {
-        tokio::select! {
-            event = stream.next() => {
-                let Some(event) = event else { break };
-                cx.metrics.watch_events.with_label_values(&[cx.name.as_str(), event_label(&event)]).inc();
-                let restart = match &event {
-                    KindEvent::Init { kind } if index.is_synced_kind(*kind) => Some("relist"),
-                    KindEvent::Failed { .. } => Some("failed"),
-                    KindEvent::Forbidden { .. } => Some("forbidden"),
-                    _ => None,
+/// A judged object (the Event's target) and what to announce on it, in
+/// journal order.
+type Outcomes = Vec<(Option<ObjectReference>, Announce)>;
+
+/// One cluster's loop state: the live index and, while recording, the
+/// judged state. Each input (a watch event, a retry, a leadership change, a
+/// command) is one method; judging returns outcomes, and Events are queued
+/// for them only after their records are journaled.
+struct ClusterLoop {
+    cx: SourceCtx,
+    index: LiveIndex,
+    state: Option<SourceState>,
+    patches: usize,
+    retry: Retry,
+    unreadable: BTreeSet<(RbacKind, Option<String>, String)>,
+    events: Option<EventQueue>,
+}
+
+impl ClusterLoop {
+    /// Applies a watch event to the index and its metrics; returns the
+    /// changes the index reports.
+    fn apply(&mut self, event: KindEvent) -> Vec<crate::index::k8s_live::ObjectChange> {
+        let cx = &self.cx;
+        let name = cx.name.as_str();
+        cx.metrics
+            .watch_events
+            .with_label_values(&[name, event_label(&event)])
+            .inc();
+        let restart = match &event {
+            KindEvent::Init { kind } if self.index.is_synced_kind(*kind) => Some("relist"),
+            KindEvent::Failed { .. } => Some("failed"),
+            KindEvent::Forbidden { .. } => Some("forbidden"),
+            _ => None,
+        };
+        if let Some(reason) = restart {
+            cx.metrics
+                .watch_restarts
+                .with_label_values(&[name, reason])
+                .inc();
+        }
+        // Say why a kind is unreadable (expired credentials, missing
+        // RBAC, a server down): readiness alone does not tell an operator.
+        match &event {
+            KindEvent::Failed { kind, reason } => tracing::warn!(
+                kind = ?kind, error = %reason,
+                "cannot read from the cluster; retrying with backoff"),
+            KindEvent::Forbidden { kind, reason } => tracing::warn!(
+                kind = ?kind, error = %reason,
+                "forbidden to read from the cluster; grant it and the watch resumes"),
+            _ => {}
+        }
+        let changes = self.index.apply(event);
+        cx.health.set_complete(name, self.index.is_complete());
+        if self.index.rejected_count() != self.unreadable.len() {
+            report_unreadable(cx, &self.index, &mut self.unreadable, self.events.as_ref());
+        }
+        let platform = cx.platform.as_str();
+        cx.metrics
+            .source_up
+            .with_label_values(&[name, platform])
+            .set(i64::from(self.index.is_synced()));
+        cx.metrics
+            .snapshot_objects
+            .with_label_values(&[name, platform])
+            .set(i64::try_from(self.index.model().len()).unwrap_or(i64::MAX));
+        if self.index.is_synced() {
+            cx.metrics
+                .last_snapshot
+                .with_label_values(&[name])
+                .set(unix_seconds(now()));
+        }
+        changes
+    }
+
+    async fn on_event(&mut self, event: KindEvent) {
+        let changes = self.apply(event);
+        if !self.cx.is_recording() || !self.index.is_synced() {
+            return;
+        }
+        if !self.index.is_complete() {
+            // A refused kind: changes to it cannot be judged now;
+            // start over from the baseline once it reads again.
+            if self.state.take().is_some() {
+                let missing: Vec<String> = self
+                    .index
+                    .forbidden()
+                    .map(|(k, r)| format!("{}: {r}", k.resource()))
+                    .collect();
+                self.cx.health.set_judging(&self.cx.name, Judging::Failed(format!(
+                    "part of the cluster cannot be listed ({}); judging resumes against the baseline once it can",
+                    missing.join("; "))));
+            }
+            return;
+        }
+        let result = match self.state.as_mut() {
+            Some(s) => judge_changes(&self.cx, s, &self.index, &changes, &mut self.patches).await,
+            // After a failure, the retry timer takes over, not every event.
+            None if self.retry.at.is_some() => return,
+            None => takeover(&self.cx, &mut self.state, &self.index).await,
+        };
+        self.settle(result).await;
+    }
+
+    async fn on_retry(&mut self) {
+        self.retry.at = None;
+        if self.cx.is_recording() && self.index.is_complete() {
+            let result = takeover(&self.cx, &mut self.state, &self.index).await;
+            self.settle(result).await;
+        }
+    }
+
+    async fn on_recording_changed(&mut self) {
+        if self.cx.is_recording() {
+            if self.index.is_complete() {
+                let result = takeover(&self.cx, &mut self.state, &self.index).await;
+                self.settle(result).await;
+            }
+        } else {
+            self.state = None;
+            self.retry.reset();
+            self.cx.health.set_judging(&self.cx.name, Judging::Idle);
+            judge::clear_open_gauges(&self.cx.judge_cx());
+        }
+    }
+
+    async fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::AcceptBaseline { by, reply } => {
+                let answer = match self.state.as_mut() {
+                    Some(s) => source::accept(&self.cx, s, Current::K8s(self.index.model()), &by)
+                        .await
+                        .inspect(|accepted| self.patches += accepted),
+                    None => Err(Error::NotRecording(
+                        "not the leader, or the cluster is not synced",
+                    )),
                 };
-                if let Some(reason) = restart {
-                    cx.metrics.watch_restarts.with_label_values(&[cx.name.as_str(), reason]).inc();
-                }
-                // Say why a kind is unreadable (expired credentials, missing
-                // RBAC, a server down): readiness alone does not tell an operator.
-                match &event {
-                    KindEvent::Failed { kind, reason } => tracing::warn!(
-                        source = %cx.name, kind = ?kind, error = %reason,
-                        "cannot read from the cluster; retrying with backoff"),
-                    KindEvent::Forbidden { kind, reason } => tracing::warn!(
-                        source = %cx.name, kind = ?kind, error = %reason,
-                        "forbidden to read from the cluster; grant it and the watch resumes"),
-                    _ => {}
-                }
-                let changes = index.apply(event);
-                let complete = index.is_complete();
-                cx.health.set_complete(&cx.name, complete);
-                if index.rejected_count() != unreadable.len() {
-                    report_unreadable(&cx, &index, &mut unreadable, recorder.as_ref()).await;
-                }
-                cx.metrics.source_up.with_label_values(&[cx.name.as_str(), cx.platform.as_str()]).set(i64::from(index.is_synced()));
-                cx.metrics.snapshot_objects.with_label_values(&[cx.name.as_str(), cx.platform.as_str()])
-                    .set(i64::try_from(index.model().len()).unwrap_or(i64::MAX));
-                if index.is_synced() {
-                    cx.metrics.last_snapshot.with_label_values(&[cx.name.as_str()]).set(now());
-                }
-                if !cx.is_recording() || !index.is_synced() {
-                    continue;
-                }
-                if !complete {
-                    // A refused kind: changes to it cannot be judged now;
-                    // start over from the baseline once it reads again.
-                    if state.take().is_some() {
-                        let missing: Vec<String> = index.forbidden().map(|(k, r)| format!("{}: {r}", k.resource())).collect();
-                        cx.health.set_judging(&cx.name, Judging::Failed(format!(
-                            "part of the cluster cannot be listed ({}); judging resumes against the baseline once it can",
-                            missing.join("; "))));
-                    }
-                    continue;
-                }
-                let result = match state.as_mut() {
-                    Some(s) => {
-                        let mut result = Ok(());
-                        for change in &changes {
-                            let key = ObjectKey::K8s(change.key.clone());
-                            let written = written_at(change.current.as_ref());
-                            match source::judge_one(&cx, s, Current::K8s(index.model()), &key, written).await {
-                                Ok(applied) => {
-                                    patches += usize::from(applied.patched);
-                                    announce(recorder.as_ref(), change.current.as_ref().or(change.previous.as_ref()), &applied.announce).await;
-                                }
-                                Err(e) => { result = Err(e); break; }
-                            }
-                        }
-                        result
-                    }
-                    // After a failure, the retry timer takes over, not every event.
-                    None if retry.at.is_some() => continue,
-                    None => takeover(&cx, &mut state, &index, recorder.as_ref()).await,
-                };
-                settle(&cx, &mut state, &mut retry, result, &mut patches).await;
+                let _ = reply.send(answer);
             }
-            () = retry_due(retry.at) => {
-                retry.at = None;
-                if cx.is_recording() && index.is_complete() {
-                    let result = takeover(&cx, &mut state, &index, recorder.as_ref()).await;
-                    settle(&cx, &mut state, &mut retry, result, &mut patches).await;
+        }
+    }
+
+    /// After judging or a takeover: the outcomes journaled so far are
+    /// announced; on success the source records (and may compact); on
+    /// failure it is marked not recording with the reason, its state
+    /// dropped, and a retry scheduled.
+    async fn settle(&mut self, result: (Outcomes, Result<(), Error>)) {
+        let (outcomes, result) = result;
+        for (object, what) in &outcomes {
+            announce(self.events.as_ref(), object.as_ref(), what);
+        }
+        let cx = &self.cx;
+        match result {
+            Ok(()) => {
+                self.retry.reset();
+                if let Some(s) = self.state.as_ref() {
+                    cx.health.set_judging(&cx.name, Judging::Ok);
+                    if let Err(e) = source::maybe_compact(cx, s, &mut self.patches).await {
+                        tracing::warn!(error = %e, "could not compact the baseline");
+                    }
                 }
             }
-            changed = cx.recording.changed() => {
-                if changed.is_err() { break; }
-                if cx.is_recording() {
-                    if index.is_complete() {
-                        let result = takeover(&cx, &mut state, &index, recorder.as_ref()).await;
-                        settle(&cx, &mut state, &mut retry, result, &mut patches).await;
-                    }
-                } else {
-                    state = None;
-                    retry.reset();
-                    cx.health.set_judging(&cx.name, Judging::Idle);
-                    judge::clear_open_gauges(&cx.judge_cx());
-                }
+            Err(e) => {
+                self.state = None;
+                self.retry.schedule();
+                cx.health
+                    .set_judging(&cx.name, Judging::Failed(e.to_string()));
             }
-            cmd = cx.commands.recv() => match cmd {
-                Some(Command::AcceptBaseline { by, reply }) => {
-                    let answer = match state.as_mut() {
-                        Some(s) => source::accept(&cx, s, Current::K8s(index.model()), &by)
-                            .await
-                            .inspect(|accepted| patches += accepted),
-                        None => Err("this replica is not recording (not the leader, or the cluster is not synced)".into()),
-                    };
-                    let _ = reply.send(answer);
-                }
-                None => break,
-            },
-            _ = cx.shutdown.changed() => break,
         }
     }
 }
 
-/// After judging or a takeover: on success the source records (and may
-/// compact); on failure it is marked not recording with the reason, its
-/// state dropped, and a retry scheduled.
-async fn settle(
+/// Judges the changes of one watch event. Returns what was journaled (to
+/// announce) and whether every change was.
+async fn judge_changes(
     cx: &SourceCtx,
-    state: &mut Option<SourceState>,
-    retry: &mut Retry,
-    result: Result<(), String>,
+    state: &mut SourceState,
+    index: &LiveIndex,
+    changes: &[crate::index::k8s_live::ObjectChange],
     patches: &mut usize,
-) {
-    match result {
-        Ok(()) => {
-            retry.reset();
-            if let Some(s) = state.as_ref() {
-                cx.health.set_judging(&cx.name, Judging::Ok);
-                if let Err(e) = source::maybe_compact(cx, s, patches).await {
-                    tracing::warn!(source = %cx.name, error = %e, "could not compact the baseline");
-                }
+) -> (Outcomes, Result<(), Error>) {
+    let mut outcomes = Vec::new();
+    for change in changes {
+        let key = ObjectKey::K8s(change.key.clone());
+        let written = written_at(change.current.as_ref());
+        match source::judge_one(cx, state, Current::K8s(index.model()), &key, written).await {
+            Ok(applied) => {
+                *patches += usize::from(applied.patched);
+                let object = change.current.as_ref().or(change.previous.as_ref());
+                outcomes.push((object.map(reference), applied.announce));
             }
-        }
-        Err(e) => {
-            *state = None;
-            retry.schedule();
-            cx.health.set_judging(&cx.name, Judging::Failed(e));
+            Err(e) => return (outcomes, Err(e)),
         }
     }
+    (outcomes, Ok(()))
+}
+
+/// Runs one cluster's loop over `stream` (its watch events, from
+/// `watch_cluster` or, in tests, made by hand) until the stream ends or the
+/// operator shuts down; `recorder` publishes Events (None: no Events)
+/// through a writer task of their own ([`events`](super::events)).
+pub async fn k8s_loop(
+    cx: SourceCtx,
+    stream: impl futures_util::Stream<Item = KindEvent>,
+    recorder: Option<Recorder>,
+) {
+    let span = source::span(&cx);
+    async move {
+        let events = recorder.map(|r| {
+            events::spawn(
+                r,
+                &cx.name,
+                cx.metrics.clone(),
+                events::QUEUE,
+                events::PUBLISH_TIMEOUT,
+            )
+            .0
+        });
+        let mut l = ClusterLoop {
+            cx,
+            index: LiveIndex::new(),
+            state: None,
+            patches: 0,
+            retry: Retry::default(),
+            unreadable: BTreeSet::new(),
+            events,
+        };
+        tokio::pin!(stream);
+        loop {
+            tokio::select! {
+                event = stream.next() => match event {
+                    Some(event) => l.on_event(event).await,
+                    None => break,
+                },
+                () = retry_due(l.retry.at) => l.on_retry().await,
+                changed = l.cx.recording.changed() => {
+                    if changed.is_err() { break; }
+                    l.on_recording_changed().await;
+                }
+                cmd = l.cx.commands.recv() => match cmd {
+                    Some(cmd) => l.on_command(cmd).await,
+                    None => break,
+                },
+                _ = l.cx.shutdown.changed() => break,
+            }
+        }
+    }
+    .instrument(span)
+    .await
 }
 
 /// Becomes the recorder: rebuild the judged state and judge every object that
 /// differs from the baseline (what the journal holds is not recorded again).
+/// Returns what was journaled, to announce, with the result.
 async fn takeover(
     cx: &SourceCtx,
     state: &mut Option<SourceState>,
     index: &LiveIndex,
-    recorder: Option<&Recorder>,
-) -> Result<(), String> {
+) -> (Outcomes, Result<(), Error>) {
+    let mut outcomes = Vec::new();
+    let result = takeover_into(cx, state, index, &mut outcomes).await;
+    (outcomes, result)
+}
+
+async fn takeover_into(
+    cx: &SourceCtx,
+    state: &mut Option<SourceState>,
+    index: &LiveIndex,
+    outcomes: &mut Outcomes,
+) -> Result<(), Error> {
     let current = index.model();
     let mut loaded =
         source::load_state(cx, || SourceSnapshot::kubernetes(&cx.name, current.clone())).await?;
@@ -391,7 +496,7 @@ async fn takeover(
     let differing: BTreeSet<ObjectKey> = keys.iter().cloned().collect();
     for (key, what) in source::reconcile_open(cx, &mut loaded, &differing).await? {
         if let ObjectKey::K8s(k) = &key {
-            announce(recorder, current.get(k), &what).await;
+            outcomes.push((current.get(k).map(reference), what));
         }
     }
     for key in keys {
@@ -410,7 +515,7 @@ async fn takeover(
         )
         .await?
         .announce;
-        announce(recorder, object, &what).await;
+        outcomes.push((object.map(reference), what));
     }
     judge::update_open_gauges(&cx.judge_cx(), &loaded);
     *state = Some(loaded);
@@ -485,12 +590,22 @@ mod tests {
 
         assert!(health.is_recording(), "{:?}", health.problems());
         let records = store.source_records("lab").await.unwrap();
-        let kinds: Vec<&str> = records.iter().map(|(k, _)| k.as_str()).collect();
+        let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
         assert_eq!(kinds, ["baseline", "change"]);
-        let change = &records[1].1;
+        let change = &records[1].body;
         assert_eq!(change["object"], "ClusterRoleBinding/agent-is-admin");
         assert_eq!(change["verdict"], "alert");
         assert_eq!(change["severity"], "critical");
+        // What the operator wrote reads back typed and encodes to the same bytes.
+        for r in &records {
+            let body = crate::operator::records::Body::of_record(r)
+                .unwrap()
+                .unwrap();
+            let (kind, again) = body.encode().unwrap();
+            assert_eq!(kind, r.kind);
+            let canonical = crate::store::record::canonical_json;
+            assert_eq!(canonical(&again), canonical(&r.body));
+        }
         let page = metrics.render().unwrap();
         assert!(
             page.contains("permdrift_open_widening{severity=\"critical\",source=\"lab\"} 1"),

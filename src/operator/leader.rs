@@ -8,6 +8,18 @@
 //! at most one replica ever believes it leads. On shutdown the Lease is
 //! released, so a follower takes over at once.
 
+// Why this module and not the `kube-lease-manager` crate (0.13.1, which
+// matches kube 5 / k8s-openapi 0.29): read from its source, when the holder
+// cannot reach the API server its watch loop logs the error and retries
+// without ever publishing `false`, so a partitioned leader keeps believing it
+// leads past its Lease's expiry while another replica takes over; the
+// guarantee above (step down within `renewDeadline`) would be lost, and its
+// renewals are not observable from outside to rebuild that deadline around
+// it. It also counts durations in whole seconds with no retry period, where
+// `leaderElection.retryPeriod` and `renewDeadline` (docs/operator.md) are
+// sub-second-capable settings the tests use (tests/operator.rs). So the chart's
+// Role keeps exactly get, create and update on leases.
+use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
@@ -41,17 +53,16 @@ pub enum LeaseAction {
 #[derive(Clone, Debug, PartialEq)]
 pub struct LeaseState {
     pub holder: Option<String>,
-    /// Unix seconds.
-    pub renewed_at: Option<f64>,
+    pub renewed_at: Option<Timestamp>,
     pub duration: Option<Duration>,
 }
 
-/// Pure: what this replica should do with the Lease at `now` (Unix seconds).
+/// Pure: what this replica should do with the Lease at `now`.
 pub fn decide(
     lease: Option<&LeaseState>,
     me: &str,
     default_duration: Duration,
-    now: f64,
+    now: Timestamp,
 ) -> LeaseAction {
     let Some(lease) = lease else {
         return LeaseAction::Create;
@@ -60,9 +71,9 @@ pub fn decide(
         Some(h) if h == me => LeaseAction::Renew,
         None | Some("") => LeaseAction::Takeover,
         Some(_) => {
-            let duration = lease.duration.unwrap_or(default_duration).as_secs_f64();
-            match lease.renewed_at {
-                Some(t) if t + duration > now => LeaseAction::Follow,
+            let duration = lease.duration.unwrap_or(default_duration);
+            match lease.renewed_at.and_then(|t| t.checked_add(duration).ok()) {
+                Some(expires) if expires > now => LeaseAction::Follow,
                 _ => LeaseAction::Takeover,
             }
         }
@@ -73,9 +84,7 @@ fn state_of(lease: &Lease) -> LeaseState {
     let spec = lease.spec.as_ref();
     LeaseState {
         holder: spec.and_then(|s| s.holder_identity.clone()),
-        renewed_at: spec
-            .and_then(|s| s.renew_time.as_ref())
-            .map(|t| t.0.as_millisecond() as f64 / 1000.0),
+        renewed_at: spec.and_then(|s| s.renew_time.as_ref()).map(|t| t.0),
         duration: spec
             .and_then(|s| s.lease_duration_seconds)
             .and_then(|s| u64::try_from(s).ok())
@@ -216,10 +225,14 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    fn held(by: &str, at: f64) -> LeaseState {
+    fn ts(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    fn held(by: &str, at: i64) -> LeaseState {
         LeaseState {
             holder: Some(by.into()),
-            renewed_at: Some(at),
+            renewed_at: Some(ts(at)),
             duration: Some(Duration::from_secs(15)),
         }
     }
@@ -227,26 +240,26 @@ mod tests {
     #[test]
     fn decisions() {
         let d = Duration::from_secs(15);
-        assert_eq!(decide(None, "a", d, 100.0), LeaseAction::Create);
+        assert_eq!(decide(None, "a", d, ts(100)), LeaseAction::Create);
         assert_eq!(
-            decide(Some(&held("a", 90.0)), "a", d, 100.0),
+            decide(Some(&held("a", 90)), "a", d, ts(100)),
             LeaseAction::Renew
         );
         assert_eq!(
-            decide(Some(&held("b", 90.0)), "a", d, 100.0),
+            decide(Some(&held("b", 90)), "a", d, ts(100)),
             LeaseAction::Follow
         );
         assert_eq!(
-            decide(Some(&held("b", 80.0)), "a", d, 100.0),
+            decide(Some(&held("b", 80)), "a", d, ts(100)),
             LeaseAction::Takeover
         );
         let released = LeaseState {
             holder: None,
-            renewed_at: Some(99.0),
+            renewed_at: Some(ts(99)),
             duration: None,
         };
         assert_eq!(
-            decide(Some(&released), "a", d, 100.0),
+            decide(Some(&released), "a", d, ts(100)),
             LeaseAction::Takeover
         );
     }

@@ -8,6 +8,8 @@
 //! the authenticated API over TLS (`tls`), both through `serve`.
 
 pub mod api;
+pub mod error;
+pub mod events;
 pub mod http;
 pub mod judge;
 pub mod k8s_loop;
@@ -20,20 +22,33 @@ pub mod store;
 pub mod supervise;
 pub mod tls;
 
+pub use error::Error;
+
+use jiff::Timestamp;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-/// The wall clock, read only at the edges (Unix seconds).
-pub fn now() -> f64 {
-    jiff::Timestamp::now().as_microsecond() as f64 / 1e6
+/// The wall clock, read only at the edges, to the microsecond: the journal
+/// keeps `detected_at` as Unix seconds with six decimals, and a time read
+/// back from it must equal the one that was written.
+pub fn now() -> Timestamp {
+    let t = Timestamp::now();
+    Timestamp::from_microsecond(t.as_microsecond()).unwrap_or(t)
 }
 
-/// RFC 3339 text of Unix seconds, for journal records.
-pub fn rfc3339(unix: f64) -> String {
-    jiff::Timestamp::from_microsecond((unix * 1e6) as i64)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
+/// Unix seconds, where a number is wanted: metrics, the pure core's
+/// open-widening times, the journal's `detected_at`.
+pub fn unix_seconds(t: Timestamp) -> f64 {
+    t.as_microsecond() as f64 / 1e6
+}
+
+/// The time of Unix seconds (to the microsecond); None out of range.
+pub fn from_unix_seconds(secs: f64) -> Option<Timestamp> {
+    if !secs.is_finite() {
+        return None;
+    }
+    Timestamp::from_microsecond((secs * 1e6).round() as i64).ok()
 }
 
 /// Requests to a source's loop.
@@ -43,7 +58,7 @@ pub enum Command {
     AcceptBaseline {
         /// Who asked, as authenticated (journaled with each accepted object).
         by: String,
-        reply: oneshot::Sender<Result<usize, String>>,
+        reply: oneshot::Sender<Result<usize, Error>>,
     },
 }
 

@@ -1,62 +1,337 @@
 //! What the operator writes in the journal, and how it reads it back.
 //!
-//! Judged outcomes go in as record bodies (`baseline`, `baseline-patch`,
-//! `change`, `close`); at start or takeover, a source's records come back out
-//! as its baseline (the last full baseline snapshot plus later patches, in
-//! order) and its open widenings. Pure: the store does the I/O.
+//! Every record body the operator and the store write is one variant of
+//! [`Body`], a serde enum tagged by the record's `kind` (`baseline`,
+//! `baseline-patch`, `change`, `close`, `api-request`, `reset`): judged
+//! outcomes go in through [`Body::encode`], and at start or takeover a
+//! source's records come back out through [`Body::decode`] and [`replay`] as
+//! its baseline (the last full baseline snapshot plus later patches, in
+//! order) and its open widenings. The bodies serialise to exactly the JSON
+//! the operator wrote before they were typed, so the canonical bytes that are
+//! hashed and MACed do not change (tests below pin them). Pure: the store
+//! does the I/O.
 
 use crate::decide::{ObjectKey, OpenWidening, Verdict};
 use crate::model::aws::{AwsKey, AwsKind};
 use crate::model::k8s::{RbacKey, RbacKind};
-use crate::report::{Change, Severity};
-use serde_json::{Value, json};
+use crate::report::{Change, ChangeKind, Direction, Risk, Severity, Witness};
+use crate::store::Record;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 pub const BASELINE: &str = "baseline";
 pub const BASELINE_PATCH: &str = "baseline-patch";
 pub const CHANGE: &str = "change";
 pub const CLOSE: &str = "close";
+pub const API_REQUEST: &str = "api-request";
+/// Written by the store itself (`Store::reset`).
+pub const RESET: &str = crate::store::head::RESET_KIND;
 
-pub fn key_json(key: &ObjectKey) -> Value {
-    match key {
-        ObjectKey::K8s(k) => {
-            json!({"platform": "kubernetes", "kind": k.kind.as_str(), "namespace": k.namespace, "name": k.name})
-        }
-        ObjectKey::Aws(k) => json!({"platform": "aws", "kind": k.kind.as_str(), "arn": k.arn}),
-    }
+/// One record body, tagged by its journal kind.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "body", rename_all = "kebab-case")]
+pub enum Body {
+    Baseline(BaselineBody),
+    BaselinePatch(PatchBody),
+    Change(Box<ChangeBody>),
+    Close(CloseBody),
+    ApiRequest(ApiRequestBody),
+    Reset(ResetBody),
 }
 
-pub fn key_from_json(v: &Value) -> Option<ObjectKey> {
-    let kind = v.get("kind")?.as_str()?;
-    match v.get("platform")?.as_str()? {
-        "kubernetes" => Some(ObjectKey::K8s(RbacKey {
-            kind: RbacKind::from_kind(kind)?,
-            namespace: v
-                .get("namespace")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            name: v.get("name")?.as_str()?.to_owned(),
-        })),
-        "aws" => Some(ObjectKey::Aws(AwsKey {
-            kind: AwsKind::ALL.into_iter().find(|k| k.as_str() == kind)?,
-            arn: v.get("arn")?.as_str()?.to_owned(),
-        })),
-        _ => None,
-    }
-}
-
-pub fn baseline(digest: &str, reason: &str, objects: usize) -> Value {
-    json!({"digest": digest, "reason": reason, "objects": objects})
+/// A full baseline snapshot was stored under `digest`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BaselineBody {
+    pub digest: String,
+    pub reason: String,
+    /// Absent in records written before it was counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<usize>,
 }
 
 /// The baseline now holds `raw` for `key` (or, with `None`, no such object).
-pub fn baseline_patch(key: &ObjectKey, raw: Option<Value>, reason: &str) -> Value {
-    json!({"key": key_json(key), "object": key.to_string(), "raw": raw, "reason": reason})
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PatchBody {
+    #[serde(with = "stored_key")]
+    pub key: ObjectKey,
+    pub object: String,
+    #[serde(default)]
+    pub raw: Option<Value>,
+    pub reason: String,
+    /// Who accepted it, as authenticated (accepted patches only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// A judged change. Fields added over time default when absent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChangeBody {
+    #[serde(with = "stored_key")]
+    pub key: ObjectKey,
+    pub object: String,
+    pub change: ChangeKind,
+    pub direction: Direction,
+    pub severity: Severity,
+    #[serde(default)]
+    pub risks: Vec<Risk>,
+    pub verdict: Verdict,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub fingerprint: String,
+    /// What the change grants beyond the baseline (`decide::grants_digest`).
+    #[serde(default)]
+    pub grants: String,
+    #[serde(default)]
+    pub gained_count: usize,
+    #[serde(default)]
+    pub lost_count: usize,
+    #[serde(default)]
+    pub witness: Option<Witness>,
+    /// Replay always read a missing time as 0, the epoch.
+    #[serde(default, with = "unix_seconds")]
+    pub detected_at: Timestamp,
+    /// From the object's last write to detection.
+    #[serde(default)]
+    pub latency_seconds: Option<f64>,
+    /// The current object, kept so the change can be accepted (or reverted)
+    /// from the journal alone.
+    #[serde(default)]
+    pub raw: Option<Value>,
+}
+
+/// An open widening closed (restored, accepted, superseded).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CloseBody {
+    #[serde(with = "stored_key")]
+    pub key: ObjectKey,
+    #[serde(default)]
+    pub object: String,
+    #[serde(default)]
+    pub fingerprint: String,
+    pub reason: String,
+    #[serde(default)]
+    pub exposure_seconds: f64,
+}
+
+/// One request to the authenticated API, accepted or refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiRequestBody {
+    pub action: String,
+    pub source: Option<String>,
+    pub outcome: String,
+    pub status: u16,
+    pub reason: String,
+    pub message: String,
+    pub caller: Option<Caller>,
+    pub remote: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<usize>,
+}
+
+/// Who made a request, as authenticated.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "kebab-case")]
+pub enum Caller {
+    /// A Kubernetes identity, from TokenReview.
+    Kubernetes {
+        username: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        uid: String,
+        groups: Vec<String>,
+    },
+    /// A configured signing key.
+    Key { key_id: String, nonce: String },
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Kubernetes { username, .. } => write!(f, "kubernetes:{username}"),
+            Caller::Key { key_id, .. } => write!(f, "key:{key_id}"),
+        }
+    }
+}
+
+/// The first record of a journal started over (`store/reset.rs` writes it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResetBody {
+    pub reason: String,
+    pub actor: String,
+    /// What was set aside: records, head, file, problems found.
+    pub previous: Map<String, Value>,
+}
+
+/// A record body that does not read as its kind says.
+#[derive(Debug, thiserror::Error)]
+#[error("journal record {seq} ({kind}): {source}")]
+pub struct DecodeError {
+    pub seq: u64,
+    pub kind: String,
+    /// Names the field (`serde_path_to_error`).
+    #[source]
+    pub source: serde_path_to_error::Error<serde_json::Error>,
+}
+
+impl Body {
+    /// The journal kind this body is written under.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Baseline(_) => BASELINE,
+            Body::BaselinePatch(_) => BASELINE_PATCH,
+            Body::Change(_) => CHANGE,
+            Body::Close(_) => CLOSE,
+            Body::ApiRequest(_) => API_REQUEST,
+            Body::Reset(_) => RESET,
+        }
+    }
+
+    /// `(kind, body)` as the store takes them.
+    pub fn encode(&self) -> Result<(&'static str, Value), serde_json::Error> {
+        let mut tagged = serde_json::to_value(self)?;
+        let body = tagged.get_mut("body").map(Value::take).unwrap_or_default();
+        Ok((self.kind(), body))
+    }
+
+    /// The body of a record of `kind`; `None` for kinds the operator does
+    /// not write (`snapshot`, `note`, ...), which replay passes over. By
+    /// reference: bodies hold whole objects, and replay reads every one.
+    pub fn decode(
+        kind: &str,
+        body: &Value,
+    ) -> Result<Option<Body>, serde_path_to_error::Error<serde_json::Error>> {
+        fn de<'a, T: Deserialize<'a>>(
+            body: &'a Value,
+        ) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+            serde_path_to_error::deserialize(body)
+        }
+        Ok(Some(match kind {
+            BASELINE => Body::Baseline(de(body)?),
+            BASELINE_PATCH => Body::BaselinePatch(de(body)?),
+            CHANGE => Body::Change(de(body)?),
+            CLOSE => Body::Close(de(body)?),
+            API_REQUEST => Body::ApiRequest(de(body)?),
+            RESET => Body::Reset(de(body)?),
+            _ => return Ok(None),
+        }))
+    }
+
+    /// [`Body::decode`] of a stored record, the error naming its seq.
+    pub fn of_record(record: &Record) -> Result<Option<Body>, DecodeError> {
+        Body::decode(&record.kind, &record.body).map_err(|source| DecodeError {
+            seq: record.seq,
+            kind: record.kind.clone(),
+            source,
+        })
+    }
+}
+
+/// An object key as journaled: `{"platform": "kubernetes", "kind", "namespace", "name"}`
+/// or `{"platform": "aws", "kind", "arn"}`.
+mod stored_key {
+    use super::*;
+    use serde::de::Error as _;
+    use serde::{Deserializer, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "platform")]
+    enum Repr {
+        #[serde(rename = "kubernetes")]
+        K8s {
+            kind: String,
+            namespace: Option<String>,
+            name: String,
+        },
+        #[serde(rename = "aws")]
+        Aws { kind: String, arn: String },
+    }
+
+    pub fn serialize<S: Serializer>(key: &ObjectKey, s: S) -> Result<S::Ok, S::Error> {
+        match key {
+            ObjectKey::K8s(k) => Repr::K8s {
+                kind: k.kind.as_str().to_owned(),
+                namespace: k.namespace.clone(),
+                name: k.name.clone(),
+            },
+            ObjectKey::Aws(k) => Repr::Aws {
+                kind: k.kind.as_str().to_owned(),
+                arn: k.arn.clone(),
+            },
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectKey, D::Error> {
+        Ok(match Repr::deserialize(d)? {
+            Repr::K8s {
+                kind,
+                namespace,
+                name,
+            } => ObjectKey::K8s(RbacKey {
+                kind: RbacKind::from_kind(&kind)
+                    .ok_or_else(|| D::Error::custom(format!("unknown RBAC kind {kind:?}")))?,
+                namespace,
+                name,
+            }),
+            Repr::Aws { kind, arn } => ObjectKey::Aws(AwsKey {
+                kind: AwsKind::ALL
+                    .into_iter()
+                    .find(|k| k.as_str() == kind)
+                    .ok_or_else(|| D::Error::custom(format!("unknown IAM kind {kind:?}")))?,
+                arn,
+            }),
+        })
+    }
+}
+
+/// A timestamp journaled as Unix seconds with microseconds (a JSON number),
+/// as `detected_at` always was.
+pub mod unix_seconds {
+    use jiff::Timestamp;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(super::super::unix_seconds(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        let secs = f64::deserialize(d)?;
+        super::super::from_unix_seconds(secs)
+            .ok_or_else(|| D::Error::custom(format!("{secs} is not a time")))
+    }
+}
+
+pub fn baseline(digest: &str, reason: &str, objects: usize) -> Body {
+    Body::Baseline(BaselineBody {
+        digest: digest.to_owned(),
+        reason: reason.to_owned(),
+        objects: Some(objects),
+    })
+}
+
+/// The baseline now holds `raw` for `key` (or, with `None`, no such object).
+pub fn baseline_patch(key: &ObjectKey, raw: Option<Value>, reason: &str) -> Body {
+    Body::BaselinePatch(PatchBody {
+        key: key.clone(),
+        object: key.to_string(),
+        raw,
+        reason: reason.to_owned(),
+        by: None,
+    })
 }
 
 /// A baseline patch accepted by a person: `by` is who, as authenticated.
-pub fn accepted_patch(key: &ObjectKey, raw: Option<Value>, by: &str) -> Value {
-    json!({"key": key_json(key), "object": key.to_string(), "raw": raw, "reason": "accepted", "by": by})
+pub fn accepted_patch(key: &ObjectKey, raw: Option<Value>, by: &str) -> Body {
+    Body::BaselinePatch(PatchBody {
+        key: key.clone(),
+        object: key.to_string(),
+        raw,
+        reason: "accepted".into(),
+        by: Some(by.to_owned()),
+    })
 }
 
 pub struct ChangeFacts<'a> {
@@ -68,34 +343,40 @@ pub struct ChangeFacts<'a> {
     pub grants: &'a str,
     /// The current object, kept so the change can be accepted (or reverted) from the journal alone.
     pub raw: Option<Value>,
-    pub detected_at: f64,
+    pub detected_at: Timestamp,
     pub latency_seconds: Option<f64>,
 }
 
-pub fn change(f: &ChangeFacts<'_>) -> Value {
+pub fn change(f: ChangeFacts<'_>) -> Body {
     let c = f.change;
-    json!({
-        "key": key_json(f.key),
-        "object": c.object.display(),
-        "change": c.change,
-        "direction": c.direction,
-        "severity": c.severity,
-        "risks": c.risks,
-        "verdict": f.verdict,
-        "reason": f.reason,
-        "fingerprint": c.fingerprint,
-        "grants": f.grants,
-        "gained_count": c.gained_count,
-        "lost_count": c.lost_count,
-        "witness": c.witness,
-        "detected_at": f.detected_at,
-        "latency_seconds": f.latency_seconds,
-        "raw": f.raw,
-    })
+    Body::Change(Box::new(ChangeBody {
+        key: f.key.clone(),
+        object: c.object.display(),
+        change: c.change,
+        direction: c.direction,
+        severity: c.severity,
+        risks: c.risks.clone(),
+        verdict: f.verdict,
+        reason: f.reason.to_owned(),
+        fingerprint: c.fingerprint.clone(),
+        grants: f.grants.to_owned(),
+        gained_count: c.gained_count,
+        lost_count: c.lost_count,
+        witness: c.witness.clone(),
+        detected_at: f.detected_at,
+        latency_seconds: f.latency_seconds,
+        raw: f.raw,
+    }))
 }
 
-pub fn close(key: &ObjectKey, open: &OpenWidening, reason: &str, exposure_seconds: f64) -> Value {
-    json!({"key": key_json(key), "object": open.object, "fingerprint": open.fingerprint, "reason": reason, "exposure_seconds": exposure_seconds})
+pub fn close(key: &ObjectKey, open: &OpenWidening, reason: &str, exposure_seconds: f64) -> Body {
+    Body::Close(CloseBody {
+        key: key.clone(),
+        object: open.object.clone(),
+        fingerprint: open.fingerprint.clone(),
+        reason: reason.to_owned(),
+        exposure_seconds,
+    })
 }
 
 /// A source's state as its records describe it.
@@ -110,80 +391,94 @@ pub struct Replayed {
     pub open_raw: BTreeMap<ObjectKey, Option<Value>>,
 }
 
-/// Replays `(kind, body)` records of one source, oldest first.
-pub fn replay<'a>(records: impl IntoIterator<Item = (&'a str, &'a Value)>) -> Replayed {
-    let mut r = Replayed::default();
-    for (kind, body) in records {
-        let key = body.get("key").and_then(key_from_json);
-        match (kind, key) {
-            (BASELINE, _) => {
-                if let Some(d) = body.get("digest").and_then(Value::as_str) {
-                    r.baseline_digest = Some(d.to_owned());
-                    r.patches.clear();
-                }
+impl Replayed {
+    /// Applies one more record body (records of one source, oldest first).
+    pub fn apply(&mut self, body: Body) {
+        match body {
+            Body::Baseline(b) => {
+                self.baseline_digest = Some(b.digest);
+                self.patches.clear();
             }
-            (BASELINE_PATCH, Some(key)) => {
-                let raw = body.get("raw").filter(|v| !v.is_null()).cloned();
-                r.patches.push((key, raw));
+            Body::BaselinePatch(p) => self.patches.push((p.key, p.raw)),
+            Body::Change(c) if c.verdict == Verdict::Alert => {
+                let c = *c;
+                let detected_at = super::unix_seconds(c.detected_at);
+                let first = self.open.get(&c.key).map_or(detected_at, |o| o.detected_at);
+                self.open.insert(
+                    c.key.clone(),
+                    OpenWidening {
+                        object: c.object,
+                        fingerprint: c.fingerprint,
+                        grants: c.grants,
+                        severity: c.severity,
+                        detected_at: first,
+                    },
+                );
+                self.open_raw.insert(c.key, c.raw);
             }
-            (CHANGE, Some(key)) => {
-                let alert =
-                    body.get("verdict").and_then(Value::as_str) == Some(Verdict::Alert.as_str());
-                if alert {
-                    let detected_at = body
-                        .get("detected_at")
-                        .and_then(Value::as_f64)
-                        .unwrap_or_default();
-                    let first = r.open.get(&key).map_or(detected_at, |o| o.detected_at);
-                    let severity: Severity = body
-                        .get("severity")
-                        .and_then(|s| serde_json::from_value(s.clone()).ok())
-                        .unwrap_or(Severity::Info);
-                    r.open.insert(
-                        key.clone(),
-                        OpenWidening {
-                            object: body
-                                .get("object")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_owned(),
-                            fingerprint: body
-                                .get("fingerprint")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_owned(),
-                            grants: body
-                                .get("grants")
-                                .and_then(Value::as_str)
-                                .unwrap_or_default()
-                                .to_owned(),
-                            severity,
-                            detected_at: first,
-                        },
-                    );
-                    r.open_raw
-                        .insert(key, body.get("raw").filter(|v| !v.is_null()).cloned());
-                } else {
-                    r.open.remove(&key);
-                    r.open_raw.remove(&key);
-                }
+            Body::Change(c) => {
+                self.open.remove(&c.key);
+                self.open_raw.remove(&c.key);
             }
-            (CLOSE, Some(key)) => {
-                r.open.remove(&key);
-                r.open_raw.remove(&key);
+            Body::Close(c) => {
+                self.open.remove(&c.key);
+                self.open_raw.remove(&c.key);
             }
-            _ => {}
+            Body::ApiRequest(_) | Body::Reset(_) => {}
         }
     }
-    r
+}
+
+/// Replays the records of one source, oldest first. A body that does not
+/// read as its kind stops the replay with the record's seq and field: a
+/// baseline rebuilt without it would be wrong.
+pub fn replay<'a>(records: impl IntoIterator<Item = &'a Record>) -> Result<Replayed, DecodeError> {
+    let mut r = Replayed::default();
+    for record in records {
+        if let Some(body) = Body::of_record(record)? {
+            r.apply(body);
+        }
+    }
+    Ok(r)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::record::canonical_json;
+    use serde_json::json;
 
     fn key(name: &str) -> ObjectKey {
         ObjectKey::K8s(RbacKey::new(RbacKind::ClusterRoleBinding, None, name))
+    }
+
+    fn record(seq: u64, body: &Body) -> Record {
+        let (kind, body) = body.encode().unwrap();
+        Record {
+            seq,
+            at: "2026-12-03T10:00:00Z".into(),
+            kind: kind.into(),
+            source: Some("lab".into()),
+            body,
+            prev: String::new(),
+            mac: None,
+            hash: String::new(),
+        }
+    }
+
+    fn at(secs: f64) -> Timestamp {
+        crate::operator::from_unix_seconds(secs).unwrap()
+    }
+
+    fn alert(name: &str, fp: &str, secs: f64) -> Body {
+        Body::decode(
+            CHANGE,
+            &json!({"key": {"platform": "kubernetes", "kind": "ClusterRoleBinding", "namespace": null, "name": name},
+                "object": name, "change": "modified", "direction": "widening", "verdict": "alert",
+                "fingerprint": fp, "grants": format!("g-{fp}"), "severity": "high", "detected_at": secs, "raw": {"x": 1}}),
+        )
+        .unwrap()
+        .unwrap()
     }
 
     #[test]
@@ -196,30 +491,140 @@ mod tests {
                 arn: "arn:aws:iam::1:role/r".into(),
             }),
         ] {
-            assert_eq!(key_from_json(&key_json(&k)), Some(k));
+            let body = baseline_patch(&k, None, "neutral");
+            let (kind, value) = body.encode().unwrap();
+            assert_eq!(Body::decode(kind, &value).unwrap(), Some(body));
         }
+    }
+
+    /// The canonical text (what is hashed and MACed) of each body is the
+    /// text the operator wrote before bodies were typed, byte for byte.
+    #[test]
+    fn bodies_keep_their_journaled_bytes() {
+        let k8s = key("ops");
+        let aws = ObjectKey::Aws(AwsKey {
+            kind: AwsKind::Role,
+            arn: "arn:aws:iam::1:role/r".into(),
+        });
+        let open = OpenWidening {
+            object: "ClusterRoleBinding/ops".into(),
+            fingerprint: "fp".into(),
+            grants: "g".into(),
+            severity: Severity::High,
+            detected_at: 1.5,
+        };
+        let cases = [
+            (
+                baseline("d1", "first", 3),
+                r#"{"digest":"d1","objects":3,"reason":"first"}"#,
+            ),
+            (
+                baseline_patch(&k8s, None, "narrowing"),
+                r#"{"key":{"kind":"ClusterRoleBinding","name":"ops","namespace":null,"platform":"kubernetes"},"object":"ClusterRoleBinding/ops","raw":null,"reason":"narrowing"}"#,
+            ),
+            (
+                accepted_patch(&aws, Some(json!({"a": 1})), "key:alice"),
+                r#"{"by":"key:alice","key":{"arn":"arn:aws:iam::1:role/r","kind":"Role","platform":"aws"},"object":"Role arn:aws:iam::1:role/r","raw":{"a":1},"reason":"accepted"}"#,
+            ),
+            (
+                close(&k8s, &open, "restored", 2.25),
+                r#"{"exposure_seconds":2.25,"fingerprint":"fp","key":{"kind":"ClusterRoleBinding","name":"ops","namespace":null,"platform":"kubernetes"},"object":"ClusterRoleBinding/ops","reason":"restored"}"#,
+            ),
+        ];
+        for (body, text) in cases {
+            let (_, value) = body.encode().unwrap();
+            assert_eq!(canonical_json(&value), text);
+        }
+        // A change record as an operator wrote it (tests/operator.rs shape):
+        // decoded and encoded again, it is the same bytes.
+        let written = json!({"key": {"platform": "kubernetes", "kind": "ClusterRoleBinding", "namespace": null, "name": "ops"},
+            "object": "ClusterRoleBinding/ops", "change": "added", "direction": "widening", "severity": "critical",
+            "risks": ["cluster-admin"], "verdict": "alert", "reason": "no allow rule", "fingerprint": "f",
+            "grants": "g", "gained_count": 1, "lost_count": 0, "witness": null, "detected_at": 1764756000.123456,
+            "latency_seconds": null, "raw": {"kind": "ClusterRoleBinding"}});
+        let body = Body::decode(CHANGE, &written).unwrap().unwrap();
+        let (kind, again) = body.encode().unwrap();
+        assert_eq!(kind, CHANGE);
+        assert_eq!(canonical_json(&again), canonical_json(&written));
+    }
+
+    #[test]
+    fn every_kind_round_trips_under_its_serde_tag() {
+        let api = Body::ApiRequest(ApiRequestBody {
+            action: "baseline-accept".into(),
+            source: None,
+            outcome: "accepted".into(),
+            status: 200,
+            reason: "ok".into(),
+            message: String::new(),
+            caller: Some(Caller::Key {
+                key_id: "k".into(),
+                nonce: "n".into(),
+            }),
+            remote: "127.0.0.1:1".into(),
+            accepted: Some(2),
+        });
+        let reset = Body::Reset(ResetBody {
+            reason: "r".into(),
+            actor: "a".into(),
+            previous: Map::new(),
+        });
+        for body in [baseline("d", "first", 1), api, reset, alert("a", "f", 3.0)] {
+            let (kind, value) = body.encode().unwrap();
+            let tagged = serde_json::to_value(&body).unwrap();
+            assert_eq!(tagged["kind"], kind, "Body::kind agrees with the serde tag");
+            assert_eq!(Body::decode(kind, &value).unwrap(), Some(body));
+        }
+        assert_eq!(Body::decode("note", &json!({"n": 1})).unwrap(), None);
+    }
+
+    #[test]
+    fn a_bad_body_names_its_record_and_field() {
+        let mut r = record(7, &baseline("d", "first", 1));
+        r.kind = CLOSE.into();
+        r.body = json!({"key": {"platform": "kubernetes", "kind": "Nope", "name": "x"}, "reason": "restored"});
+        let e = replay([&r]).unwrap_err().to_string();
+        assert!(e.starts_with("journal record 7 (close): key"), "{e}");
+        assert!(e.contains("unknown RBAC kind \"Nope\""), "{e}");
+        // A change whose risks[0] is no risk: the path says where.
+        let mut r = record(12, &alert("a", "f", 1.0));
+        r.body["risks"] = json!(["no-such-risk"]);
+        let e = replay([&r]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("journal record 12 (change): risks[0]: unknown variant"),
+            "{e}"
+        );
+        // A missing time reads as the epoch, as replay always read it.
+        let mut r = record(13, &alert("a", "f", 1.0));
+        r.body.as_object_mut().unwrap().remove("detected_at");
+        assert_eq!(replay([&r]).unwrap().open[&key("a")].detected_at, 0.0);
     }
 
     #[test]
     fn replay_rebuilds_baseline_and_open_widenings() {
-        let alert = |name: &str, fp: &str, at: f64| json!({"key": key_json(&key(name)), "object": name, "verdict": "alert", "fingerprint": fp, "grants": format!("g-{fp}"), "severity": "high", "detected_at": at, "raw": {"x": 1}});
-        let records = [
-            (BASELINE, baseline("d1", "first", 3)),
-            (
-                BASELINE_PATCH,
-                baseline_patch(&key("early"), None, "narrowing"),
-            ),
-            (CHANGE, alert("a", "f1", 10.0)),
-            (CHANGE, alert("a", "f2", 20.0)),
-            (CHANGE, alert("b", "f3", 30.0)),
-            (CLOSE, json!({"key": key_json(&key("b"))})),
-            (BASELINE, baseline("d2", "compacted", 3)),
-            (
-                BASELINE_PATCH,
-                baseline_patch(&key("late"), Some(json!({"k": 1})), "neutral"),
-            ),
+        let close_b = Body::Close(CloseBody {
+            key: key("b"),
+            object: String::new(),
+            fingerprint: String::new(),
+            reason: "restored".into(),
+            exposure_seconds: 0.0,
+        });
+        let bodies = [
+            baseline("d1", "first", 3),
+            baseline_patch(&key("early"), None, "narrowing"),
+            alert("a", "f1", 10.0),
+            alert("a", "f2", 20.0),
+            alert("b", "f3", 30.0),
+            close_b,
+            baseline("d2", "compacted", 3),
+            baseline_patch(&key("late"), Some(json!({"k": 1})), "neutral"),
         ];
-        let r = replay(records.iter().map(|(k, v)| (*k, v)));
+        let records: Vec<Record> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, b)| record(i as u64 + 1, b))
+            .collect();
+        let r = replay(&records).unwrap();
         assert_eq!(r.baseline_digest.as_deref(), Some("d2"));
         assert_eq!(r.patches, vec![(key("late"), Some(json!({"k": 1})))]);
         assert_eq!(r.open.len(), 1);
@@ -227,5 +632,6 @@ mod tests {
         assert_eq!((a.fingerprint.as_str(), a.detected_at), ("f2", 10.0));
         assert_eq!(a.grants, "g-f2", "the grants digest survives a restart");
         assert_eq!(r.open_raw[&key("a")], Some(json!({"x": 1})));
+        assert_eq!(at(10.0).as_second(), 10);
     }
 }

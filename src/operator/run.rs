@@ -11,7 +11,7 @@ use super::http::{self, HttpState};
 use super::leader::{self, LeaderConfig};
 use super::serve::{self, Serve};
 use super::source::{SourceCtx, aws_loop};
-use super::store::{OpenError, StoreHandle};
+use super::store::StoreHandle;
 use super::{Command, Health, StoreStatus, k8s_loop, supervise};
 use crate::classify::aws::RiskSets;
 use crate::config::{ApiConfig, Config, K8sAccess, TokenReview};
@@ -27,43 +27,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
-#[derive(Debug, thiserror::Error)]
-pub enum OperatorError {
-    #[error("{0}")]
-    Metrics(#[from] crate::metrics::MetricsError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("source {source_name:?}: {message}")]
-    Kube {
-        source_name: String,
-        message: String,
-    },
-    #[error("leader election: {0}")]
-    Leader(String),
-    #[error("{0}")]
-    Tls(#[from] super::tls::TlsError),
-    #[error("api.authentication: {0}")]
-    Authentication(String),
-    #[error("store.journalKeyFile: {0}")]
-    JournalKey(String),
-}
+/// What `run` fails with (the one operator error).
+pub type OperatorError = super::Error;
 
 /// A client for a cluster, from the pod's service account or a kubeconfig.
-pub async fn kube_client(access: &K8sAccess) -> Result<Client, String> {
+pub async fn kube_client(access: &K8sAccess) -> Result<Client, OperatorError> {
     let options = K8sOptions {
         kubeconfig: access.kubeconfig.clone(),
         contexts: access.context.iter().cloned().collect(),
         all_contexts: false,
         in_cluster: access.in_cluster,
     };
-    let targets = resolve_clusters(&options)
-        .await
-        .map_err(|e| e.to_string())?;
-    let target = targets.first().ok_or("the kubeconfig names no cluster")?;
-    target.client().map_err(|e| e.to_string())
+    let targets = resolve_clusters(&options).await?;
+    let target = targets.first().ok_or(OperatorError::NoCluster)?;
+    Ok(target.client()?)
 }
 
 fn identity(configured: Option<&str>) -> String {
@@ -114,7 +91,7 @@ async fn supervise_store(
                     // Before anything can be accepted here: statements a
                     // previous leader accepted are used up.
                     if let Some(auth) = &auth {
-                        match store.global_records(api::API_REQUEST).await {
+                        match store.api_requests().await {
                             Ok(records) => auth.remember_used(api::used_nonces(&records)),
                             Err(e) => {
                                 tracing::warn!(error = %e, "cannot read used statement nonces")
@@ -124,12 +101,12 @@ async fn supervise_store(
                     health.set_store(StoreStatus::Open);
                     recording_tx.send_replace(true);
                 }
-                Err(OpenError::Held) => {
+                Err(OperatorError::StoreHeld) => {
                     tracing::info!(store = %store.dir().display(),
                         "store is held by another process (a previous leader letting go); waiting");
                     retry = Some(HELD_RETRY);
                 }
-                Err(OpenError::Failed(e)) => {
+                Err(e) => {
                     tracing::error!(store = %store.dir().display(), error = %e,
                         "cannot open the store: this leader judges and records nothing until it can");
                     health.set_store(StoreStatus::Failed(format!("cannot open the store: {e}")));
@@ -212,10 +189,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
     let metrics = Metrics::new(&platforms)?;
     let health = Health::new(platforms.iter().map(|(n, _)| n.clone()), metrics.clone());
     let key = match &config.store.journal_key_file {
-        Some(path) => Some(
-            crate::store::JournalKey::from_file(path)
-                .map_err(|e| OperatorError::JournalKey(e.to_string()))?,
-        ),
+        Some(path) => {
+            Some(crate::store::JournalKey::from_file(path).map_err(OperatorError::JournalKey)?)
+        }
         None => None,
     };
     let store = StoreHandle::new(config.store.path.clone(), metrics.clone()).with_key(key);
@@ -228,7 +204,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             in_cluster: std::env::var("KUBERNETES_SERVICE_HOST").is_ok(),
             ..K8sAccess::default()
         });
-        let client = kube_client(&access).await.map_err(OperatorError::Leader)?;
+        let client = kube_client(&access)
+            .await
+            .map_err(|e| OperatorError::Leader(Box::new(e)))?;
         let namespace = le
             .namespace
             .clone()
@@ -289,12 +267,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         };
         match (&source.kubernetes, &source.aws) {
             (Some(access), _) => {
-                let client = kube_client(access)
-                    .await
-                    .map_err(|message| OperatorError::Kube {
-                        source_name: source.name.clone(),
-                        message,
-                    })?;
+                let client = kube_client(access).await.map_err(|e| OperatorError::Kube {
+                    source_name: source.name.clone(),
+                    source: Box::new(e),
+                })?;
                 let recorder = config.events.enabled.then(|| {
                     Recorder::new(
                         client.clone(),

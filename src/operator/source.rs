@@ -12,7 +12,7 @@
 use super::judge::{self, Announce, Context};
 use super::records;
 use super::store::StoreHandle;
-use super::{Command, Health, Judging, now, rfc3339};
+use super::{Command, Error, Health, Judging, now, unix_seconds};
 use crate::classify::aws::RiskSets;
 use crate::config::{AllowRule, AwsAccess, Mode};
 use crate::decide::{ObjectKey, Outcome, Policy, SourceState};
@@ -23,10 +23,12 @@ use crate::index::k8s::K8sObject;
 use crate::metrics::Metrics;
 use crate::snapshot::{Platform, SourceData, SourceSnapshot};
 use crate::source::aws::{AwsSourceOptions, fetch_account};
+use jiff::Timestamp;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 /// Patches since the last full baseline after which a new one is written.
 const COMPACT_AFTER: usize = 10_000;
@@ -86,26 +88,31 @@ async fn persist_baseline(
     cx: &SourceCtx,
     snapshot: &SourceSnapshot,
     reason: &str,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let digest = cx.store.put_snapshot(snapshot).await?;
     let back = cx
         .store
         .get_snapshot(&digest)
         .await
-        .map_err(|e| format!("the new baseline does not read back: {e}"))?;
+        .map_err(|e| Error::BaselineReadBack {
+            reason: e.to_string(),
+            source: Some(e),
+        })?;
     if back.object_count() != snapshot.object_count() {
-        return Err(format!(
-            "the new baseline reads back with {} objects, not {}",
-            back.object_count(),
-            snapshot.object_count()
-        ));
+        return Err(Error::BaselineReadBack {
+            reason: format!(
+                "it holds {} objects, not {}",
+                back.object_count(),
+                snapshot.object_count()
+            ),
+            source: None,
+        });
     }
     cx.store
         .append(
-            records::BASELINE,
             &cx.name,
-            records::baseline(&digest, reason, snapshot.object_count()),
-            &rfc3339(now()),
+            &records::baseline(&digest, reason, snapshot.object_count()),
+            now(),
         )
         .await?;
     Ok(())
@@ -119,35 +126,45 @@ async fn persist_baseline(
 pub async fn load_state(
     cx: &SourceCtx,
     first: impl FnOnce() -> SourceSnapshot,
-) -> Result<SourceState, String> {
+) -> Result<SourceState, Error> {
     let history = cx.store.source_records(&cx.name).await?;
-    let replayed = records::replay(history.iter().map(|(k, b)| (k.as_str(), b)));
+    let replayed = records::replay(&history)?;
     let Some(digest) = replayed.baseline_digest else {
         let mut first = first();
         first.name = cx.name.clone();
         persist_baseline(cx, &first, "first").await?;
-        tracing::info!(source = %cx.name, objects = first.object_count(), "first complete snapshot is the baseline");
+        tracing::info!(
+            objects = first.object_count(),
+            "first complete snapshot is the baseline"
+        );
         return Ok(SourceState::new(first));
     };
-    let mut baseline = cx
-        .store
-        .get_snapshot(&digest)
-        .await
-        .map_err(|e| format!("the baseline snapshot {digest} cannot be read: {e}"))?;
+    let mut baseline =
+        cx.store
+            .get_snapshot(&digest)
+            .await
+            .map_err(|source| Error::BaselineMissing {
+                digest: digest.clone(),
+                source,
+            })?;
     baseline.name = cx.name.clone();
     for (key, raw) in replayed.patches {
-        patch(&mut baseline.data, &key, raw).map_err(|e| format!("journal patch of {key}: {e}"))?;
+        patch(&mut baseline.data, &key, raw)?;
     }
     let mut state = SourceState::new(baseline);
     state.open = replayed.open;
-    tracing::info!(source = %cx.name, open = state.open.len(), "baseline rebuilt from the journal");
+    tracing::info!(open = state.open.len(), "baseline rebuilt from the journal");
     Ok(state)
 }
 
-fn patch(data: &mut SourceData, key: &ObjectKey, raw: Option<Value>) -> Result<(), String> {
+fn patch(data: &mut SourceData, key: &ObjectKey, raw: Option<Value>) -> Result<(), Error> {
+    let unreadable = |e: Box<dyn std::error::Error + Send + Sync>| Error::Patch {
+        key: key.to_string(),
+        source: e,
+    };
     match (data, key, raw) {
         (SourceData::Kubernetes(m), ObjectKey::K8s(_), Some(raw)) => {
-            m.insert(K8sObject::from_raw(raw).map_err(|e| e.to_string())?);
+            m.insert(K8sObject::from_raw(raw).map_err(|e| unreadable(Box::new(e)))?);
         }
         (SourceData::Kubernetes(m), ObjectKey::K8s(k), None) => {
             m.remove(k);
@@ -155,13 +172,13 @@ fn patch(data: &mut SourceData, key: &ObjectKey, raw: Option<Value>) -> Result<(
         (SourceData::Aws(m), ObjectKey::Aws(k), Some(raw)) => {
             m.insert(
                 k.clone(),
-                AwsObject::from_raw(k.kind, raw).map_err(|e| e.to_string())?,
+                AwsObject::from_raw(k.kind, raw).map_err(|e| unreadable(Box::new(e)))?,
             );
         }
         (SourceData::Aws(m), ObjectKey::Aws(k), None) => {
             m.remove(k);
         }
-        _ => return Err("platform mismatch".into()),
+        _ => return Err(unreadable("platform mismatch".into())),
     }
     Ok(())
 }
@@ -225,16 +242,18 @@ pub async fn judge_one(
     state: &mut SourceState,
     current: Current<'_>,
     key: &ObjectKey,
-    written_at: Option<f64>,
-) -> Result<judge::Applied, String> {
+    written_at: Option<Timestamp>,
+) -> Result<judge::Applied, Error> {
     let t = now();
+    // The pure core keeps open-widening times as Unix seconds.
+    let secs = unix_seconds(t);
     let outcome = match (current, key) {
         (Current::K8s(m), ObjectKey::K8s(k)) => {
-            state.judge_kube(m, k, &cx.policy(), t, &judge_options())
+            state.judge_kube(m, k, &cx.policy(), secs, &judge_options())
         }
         (Current::Aws(m), ObjectKey::Aws(k)) => {
             let catalog = (cx.catalog, &*cx.risk_sets);
-            state.judge_iam(m, catalog, k, &cx.policy(), t, &judge_options())
+            state.judge_iam(m, catalog, k, &cx.policy(), secs, &judge_options())
         }
         _ => Outcome::AlreadyOpen,
     };
@@ -247,7 +266,6 @@ pub async fn judge_one(
     } = &applied.announce
     {
         tracing::info!(
-            source = %cx.name,
             object = %change.object.display(),
             change = change.change.as_str(),
             direction = change.direction.as_str(),
@@ -272,13 +290,12 @@ pub async fn reconcile_open(
     cx: &SourceCtx,
     state: &mut SourceState,
     differing: &BTreeSet<ObjectKey>,
-) -> Result<Vec<(ObjectKey, judge::Announce)>, String> {
+) -> Result<Vec<(ObjectKey, judge::Announce)>, Error> {
     let t = now();
-    let at = rfc3339(t);
     let mut closed = Vec::new();
     for (key, open) in state.restored_while_down(differing) {
-        judge::close(&cx.judge_cx(), &key, &open, RESTORED_WHILE_DOWN, t, &at).await?;
-        tracing::info!(source = %cx.name, object = %open.object, "open widening was undone while not watched");
+        judge::close(&cx.judge_cx(), &key, &open, RESTORED_WHILE_DOWN, t).await?;
+        tracing::info!(object = %open.object, "open widening was undone while not watched");
         closed.push((
             key,
             judge::Announce::Closed {
@@ -295,7 +312,7 @@ pub async fn maybe_compact(
     cx: &SourceCtx,
     state: &SourceState,
     patches_since: &mut usize,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     if *patches_since < COMPACT_AFTER {
         return Ok(());
     }
@@ -311,8 +328,7 @@ pub async fn accept(
     state: &mut SourceState,
     current: Current<'_>,
     by: &str,
-) -> Result<usize, String> {
-    let at = rfc3339(now());
+) -> Result<usize, Error> {
     let t = now();
     let accepted = match current {
         Current::K8s(m) => state.accept_all_kube(m),
@@ -321,38 +337,45 @@ pub async fn accept(
     for (key, open) in &accepted {
         let raw = current_raw(current, key);
         cx.store
-            .append(
-                records::BASELINE_PATCH,
-                &cx.name,
-                records::accepted_patch(key, raw, by),
-                &at,
-            )
+            .append(&cx.name, &records::accepted_patch(key, raw, by), t)
             .await?;
-        judge::close(&cx.judge_cx(), key, open, "accepted", t, &at).await?;
+        judge::close(&cx.judge_cx(), key, open, "accepted", t).await?;
     }
     judge::update_open_gauges(&cx.judge_cx(), state);
     Ok(accepted.len())
 }
 
 /// Reads one AWS account into a source snapshot.
-async fn poll_aws(name: &str, options: &AwsSourceOptions) -> Result<SourceSnapshot, String> {
+async fn poll_aws(name: &str, options: &AwsSourceOptions) -> Result<SourceSnapshot, Error> {
     let quiet = |_: crate::source::aws::AwsProgress| {};
     let fetch = fetch_account(options, &quiet)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::Poll(Box::new(e)))?;
     let mut source = crate::input::account_source(
         &fetch.account_id,
         &fetch.document,
         crate::input::InputOptions::default(),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| Error::Poll(Box::new(e)))?;
     source.name = name.to_owned();
-    source.meta.collected_at = Some(rfc3339(now()));
+    source.meta.collected_at = Some(now().to_string());
     Ok(source)
 }
 
-/// The loop of one AWS account: poll, judge what changed, sleep.
-pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
+/// The loop of one AWS account: poll, judge what changed, sleep; its log
+/// lines carry the source's span.
+pub async fn aws_loop(cx: SourceCtx, access: AwsAccess) {
+    let span = span(&cx);
+    poll_loop(cx, access).instrument(span).await
+}
+
+/// The span a source's loop runs in: every log line of the source (and of
+/// the tasks it starts) names it and its platform.
+pub fn span(cx: &SourceCtx) -> tracing::Span {
+    tracing::info_span!("source", source = %cx.name, platform = cx.platform.as_str())
+}
+
+async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
     let options = AwsSourceOptions {
         profile: access.profile.clone(),
         region: access.region.clone(),
@@ -369,7 +392,7 @@ pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
         match poll_aws(&cx.name, &options).await {
             Ok(snapshot) => {
                 let fetch_seconds = clock.elapsed().as_secs_f64();
-                tracing::debug!(source = %cx.name, fetch_seconds, "polled");
+                tracing::debug!(fetch_seconds, "polled");
                 cx.metrics
                     .snapshot_duration
                     .with_label_values(&[cx.name.as_str(), cx.platform.as_str()])
@@ -385,7 +408,7 @@ pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
                 cx.metrics
                     .last_snapshot
                     .with_label_values(&[cx.name.as_str()])
-                    .set(now());
+                    .set(unix_seconds(now()));
                 cx.health.set_complete(&cx.name, true);
                 let previous = current.replace(snapshot);
                 if let Some(snapshot) = &current {
@@ -416,7 +439,7 @@ pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
                     .source_up
                     .with_label_values(&[cx.name.as_str(), cx.platform.as_str()])
                     .set(0);
-                tracing::warn!(source = %cx.name, error = %e, "poll failed");
+                tracing::warn!(error = %e, "poll failed");
             }
         }
         let sleep = tokio::time::sleep(access.poll_interval.0);
@@ -440,7 +463,7 @@ pub async fn aws_loop(mut cx: SourceCtx, access: AwsAccess) {
                             (Some(s), Some(c)) => accept(&cx, s, Current::of(&c.data), &by)
                                 .await
                                 .inspect(|accepted| patches += accepted),
-                            _ => Err("this replica is not recording (not the leader, or no snapshot yet)".into()),
+                            _ => Err(Error::NotRecording("not the leader, or no snapshot yet")),
                         };
                         let _ = reply.send(answer);
                     }
@@ -457,9 +480,9 @@ async fn judge_poll(
     state: &mut Option<SourceState>,
     previous: Option<&SourceSnapshot>,
     current: &SourceSnapshot,
-    started: f64,
+    started: Timestamp,
     patches: &mut usize,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     if !cx.is_recording() || !current.is_complete() {
         return Ok(());
     }
@@ -489,7 +512,11 @@ async fn judge_poll(
         *patches += usize::from(applied.patched);
     }
     judge::update_open_gauges(&cx.judge_cx(), s);
-    tracing::debug!(source = %cx.name, objects = current.object_count(), changed,
-        judge_seconds = clock.elapsed().as_secs_f64(), "poll judged");
+    tracing::debug!(
+        objects = current.object_count(),
+        changed,
+        judge_seconds = clock.elapsed().as_secs_f64(),
+        "poll judged"
+    );
     maybe_compact(cx, s, patches).await
 }

@@ -6,24 +6,18 @@
 //! interleaved. The store's calls are blocking file I/O with fsync; they run
 //! in `block_in_place` so the runtime keeps serving other tasks.
 
+use super::Error;
+use super::records::{ApiRequestBody, Body};
 use crate::metrics::Metrics;
 use crate::snapshot::SourceSnapshot;
-use crate::store::{JournalKey, Store};
-use serde_json::Value;
+use crate::store::{JournalKey, Record, Store};
+use jiff::Timestamp;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
 /// Records between two head log lines (besides every baseline).
 const CHECKPOINT_EVERY: u64 = 1000;
-
-/// Why the store did not open.
-#[derive(Debug)]
-pub enum OpenError {
-    /// Another process holds its lock; worth retrying soon.
-    Held,
-    Failed(String),
-}
 
 #[derive(Clone)]
 pub struct StoreHandle {
@@ -57,7 +51,8 @@ impl StoreHandle {
     /// holds it (a previous leader that has not let go yet) the caller
     /// retries, free meanwhile to notice losing leadership or shutdown, and
     /// without keeping appends waiting on the handle.
-    pub async fn open(&self) -> Result<Vec<String>, OpenError> {
+    /// [`Error::StoreHeld`] says another process holds it.
+    pub async fn open(&self) -> Result<Vec<String>, Error> {
         let mut guard = self.inner.lock().await;
         if guard.is_some() {
             return Ok(Vec::new());
@@ -66,38 +61,39 @@ impl StoreHandle {
         let key = self.key.clone();
         let attempt = tokio::task::spawn_blocking(move || Store::open(&dir, key.as_ref()))
             .await
-            .map_err(|e| OpenError::Failed(format!("store: {e}")))?;
+            .map_err(Error::StoreTask)?;
         match attempt {
             Ok((store, warnings)) => {
                 *guard = Some(store);
                 Ok(warnings)
             }
-            Err(crate::store::StoreError::Locked { .. }) => Err(OpenError::Held),
-            Err(e) => Err(OpenError::Failed(e.to_string())),
+            Err(crate::store::StoreError::Locked { .. }) => Err(Error::StoreHeld),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Resets a store this process could not open (see `Store::reset`);
     /// returns the previous head. Refused while the store is open: an intact
     /// journal is never started over from the API.
-    pub async fn reset_refused(&self, reason: &str, actor: &str) -> Result<String, String> {
+    pub async fn reset_refused(
+        &self,
+        reason: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<String, Error> {
         let guard = self.inner.lock().await;
         if guard.is_some() {
-            return Err(
-                "the journal is open and intact; a reset is only for a journal the operator refuses to open"
-                    .into(),
-            );
+            return Err(Error::JournalIntact);
         }
         let dir = self.dir.clone();
         let key = self.key.clone();
         let (reason, actor) = (reason.to_owned(), actor.to_owned());
-        let at = jiff::Timestamp::now().to_string();
+        let at = at.to_string();
         let (store, record) = tokio::task::spawn_blocking(move || {
             crate::store::Store::reset(&dir, key.as_ref(), &reason, &actor, &at)
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::StoreTask)??;
         // Let go of the lock: the supervisor opens the new chain on its next try.
         drop(store);
         Ok(record.body["previous"].to_string())
@@ -121,34 +117,27 @@ impl StoreHandle {
         self.inner.lock().await.is_some()
     }
 
-    pub async fn append(
-        &self,
-        kind: &str,
-        source: &str,
-        body: Value,
-        at: &str,
-    ) -> Result<u64, String> {
-        self.append_to(kind, Some(source), body, at).await
+    /// Appends a record of `source`; returns its seq.
+    pub async fn append(&self, source: &str, body: &Body, at: Timestamp) -> Result<u64, Error> {
+        self.append_to(Some(source), body, at).await
     }
 
     /// Appends a record that belongs to no one source (API requests).
-    pub async fn append_global(&self, kind: &str, body: Value, at: &str) -> Result<u64, String> {
-        self.append_to(kind, None, body, at).await
+    pub async fn append_global(&self, body: &Body, at: Timestamp) -> Result<u64, Error> {
+        self.append_to(None, body, at).await
     }
 
     async fn append_to(
         &self,
-        kind: &str,
         source: Option<&str>,
-        body: Value,
-        at: &str,
-    ) -> Result<u64, String> {
+        body: &Body,
+        at: Timestamp,
+    ) -> Result<u64, Error> {
+        let (kind, value) = body.encode().map_err(Error::Encode)?;
         let mut guard = self.inner.lock().await;
-        let store = guard
-            .as_mut()
-            .ok_or("store is not open: this replica does not lead")?;
-        let record = tokio::task::block_in_place(|| store.append(kind, source, body, at))
-            .map_err(|e| e.to_string())?;
+        let store = guard.as_mut().ok_or(Error::NotLeading)?;
+        let record =
+            tokio::task::block_in_place(|| store.append(kind, source, value, &at.to_string()))?;
         self.metrics
             .journal_records
             .with_label_values(&[kind])
@@ -157,63 +146,119 @@ impl StoreHandle {
         // The head leaves the store at every baseline and every 1,000
         // records: a copy kept elsewhere is what proves a journal was not
         // shortened or rewritten (docs/journal.md).
-        if kind == crate::operator::records::BASELINE || record.seq % CHECKPOINT_EVERY == 0 {
+        if matches!(body, Body::Baseline(_)) || record.seq % CHECKPOINT_EVERY == 0 {
             tracing::info!(seq = record.seq, head = %store.head(), "journal checkpoint");
         }
         Ok(record.seq)
     }
 
     /// Every record of the open store, oldest first, verified.
-    async fn records(&self) -> Result<Vec<crate::store::Record>, String> {
+    async fn records(&self) -> Result<Vec<Record>, Error> {
         let guard = self.inner.lock().await;
-        let store = guard
-            .as_ref()
-            .ok_or("store is not open: this replica does not lead")?;
-        tokio::task::block_in_place(|| store.records()).map_err(|e| e.to_string())
+        let store = guard.as_ref().ok_or(Error::NotLeading)?;
+        Ok(tokio::task::block_in_place(|| store.records())?)
     }
 
-    /// `(kind, body)` of every record of `source`, oldest first.
-    pub async fn source_records(&self, source: &str) -> Result<Vec<(String, Value)>, String> {
+    /// Every record of `source`, oldest first (for `records::replay`).
+    pub async fn source_records(&self, source: &str) -> Result<Vec<Record>, Error> {
         Ok(self
             .records()
             .await?
             .into_iter()
             .filter(|r| r.source.as_deref() == Some(source))
-            .map(|r| (r.kind, r.body))
             .collect())
     }
 
-    /// `(at, body)` of every record of `kind` that belongs to no source.
-    pub async fn global_records(&self, kind: &str) -> Result<Vec<(String, Value)>, String> {
-        Ok(self
-            .records()
-            .await?
-            .into_iter()
-            .filter(|r| r.source.is_none() && r.kind == kind)
-            .map(|r| (r.at, r.body))
-            .collect())
+    /// Every API request record, with its time, oldest first.
+    pub async fn api_requests(&self) -> Result<Vec<(Timestamp, ApiRequestBody)>, Error> {
+        let mut out = Vec::new();
+        for r in self.records().await? {
+            // Only API requests: another kind that does not decode must not
+            // cost the replay guard its memory of used nonces.
+            if r.source.is_some() || r.kind != super::records::API_REQUEST {
+                continue;
+            }
+            // One record that does not read is named and passed over: the
+            // others' nonces must still be remembered.
+            match (Body::of_record(&r), r.at.parse::<Timestamp>()) {
+                (Ok(Some(Body::ApiRequest(body))), Ok(at)) => out.push((at, body)),
+                (Err(e), _) => tracing::warn!(error = %e, "API request record not read"),
+                (_, Err(e)) => {
+                    tracing::warn!(seq = r.seq, at = %r.at, error = %e, "API request record not read")
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
-    pub async fn put_snapshot(&self, snapshot: &SourceSnapshot) -> Result<String, String> {
+    pub async fn put_snapshot(&self, snapshot: &SourceSnapshot) -> Result<String, Error> {
         let mut guard = self.inner.lock().await;
-        let store = guard
-            .as_mut()
-            .ok_or("store is not open: this replica does not lead")?;
-        tokio::task::block_in_place(|| store.put_snapshot(snapshot)).map_err(|e| e.to_string())
+        let store = guard.as_mut().ok_or(Error::NotLeading)?;
+        Ok(tokio::task::block_in_place(|| {
+            store.put_snapshot(snapshot)
+        })?)
     }
 
-    pub async fn get_snapshot(&self, digest: &str) -> Result<SourceSnapshot, String> {
+    pub async fn get_snapshot(
+        &self,
+        digest: &str,
+    ) -> Result<SourceSnapshot, crate::store::StoreError> {
         let guard = self.inner.lock().await;
-        let store = guard
-            .as_ref()
-            .ok_or("store is not open: this replica does not lead")?;
-        tokio::task::block_in_place(|| store.get_snapshot(digest)).map_err(|e| e.to_string())
+        let Some(store) = guard.as_ref() else {
+            return Err(crate::store::StoreError::Invalid {
+                dir: self.dir.display().to_string(),
+                message: Error::NotLeading.to_string(),
+            });
+        };
+        tokio::task::block_in_place(|| store.get_snapshot(digest))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// API requests come back typed; other global kinds, and a request
+    /// record that does not read, are passed over without losing the rest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn api_requests_survive_other_kinds_and_a_bad_record() {
+        use crate::operator::records::Caller;
+        let dir = tempfile::tempdir().unwrap();
+        let handle = StoreHandle::new(dir.path().join("store"), Metrics::new(&[]).unwrap());
+        handle.open().await.unwrap();
+        let at: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+        let request = ApiRequestBody {
+            action: "baseline-accept".into(),
+            source: Some("lab".into()),
+            outcome: "accepted".into(),
+            status: 200,
+            reason: "accepted".into(),
+            message: String::new(),
+            caller: Some(Caller::Key {
+                key_id: "ops".into(),
+                nonce: "n1".into(),
+            }),
+            remote: "127.0.0.1:1".into(),
+            accepted: Some(1),
+        };
+        {
+            let mut guard = handle.inner.lock().await;
+            let store = guard.as_mut().unwrap();
+            let t = at.to_string();
+            store
+                .append("note", None, serde_json::json!({"n": 1}), &t)
+                .unwrap();
+            store
+                .append("api-request", None, serde_json::json!({"status": "x"}), &t)
+                .unwrap();
+        }
+        handle
+            .append_global(&Body::ApiRequest(request.clone()), at)
+            .await
+            .unwrap();
+        assert_eq!(handle.api_requests().await.unwrap(), vec![(at, request)]);
+    }
 
     #[tokio::test]
     async fn a_held_store_is_reported_at_once_and_opens_once_let_go() {
@@ -225,7 +270,7 @@ mod tests {
         let attempt = tokio::time::timeout(std::time::Duration::from_secs(5), handle.open())
             .await
             .expect("open returns while the store is held");
-        assert!(matches!(attempt, Err(OpenError::Held)), "{attempt:?}");
+        assert!(matches!(attempt, Err(Error::StoreHeld)), "{attempt:?}");
         assert!(!handle.is_open().await);
         drop(held);
         assert!(handle.open().await.is_ok());
