@@ -337,7 +337,7 @@ fn core_cost(label: &str, shape: &synth::ClusterShape, writes: usize) -> (f64, f
                 key
             }
         };
-        std::hint::black_box(state.judge_kube(&model, &key, &policy, i as f64, &options));
+        std::hint::black_box(state.judge_k8s(&model, &key, &policy, i as f64, &options));
         samples.push(clock.elapsed().as_secs_f64() * 1000.0);
     }
     let mean = samples.iter().sum::<f64>() / samples.len().max(1) as f64;

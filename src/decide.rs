@@ -1,4 +1,4 @@
-//! Judging changes against a source's approved baseline.
+//! Recording changes against a source's approved baseline.
 //!
 //! A source's baseline, its current state and the key of an object that
 //! changed come in; an [`Outcome`] comes out: the classified change with its
@@ -261,7 +261,7 @@ impl SourceState {
     }
 
     /// Judges the Kubernetes object `key` of `current` against the baseline.
-    pub fn judge_kube(
+    pub fn judge_k8s(
         &mut self,
         current: &K8sModel,
         key: &RbacKey,
@@ -291,14 +291,14 @@ impl SourceState {
         if let Outcome::Judged(j) = &outcome
             && j.advanced
         {
-            self.advance_kube(current, key);
+            self.advance_k8s(current, key);
         }
         outcome
     }
 
     /// Judges the IAM entity `key` of `current` against the baseline, with
     /// the catalog and its risk sets (built once, not per entity).
-    pub fn judge_iam(
+    pub fn judge_aws(
         &mut self,
         current: &AwsModel,
         (catalog, sets): (&Catalog, &RiskSets),
@@ -337,13 +337,13 @@ impl SourceState {
         if let Outcome::Judged(j) = &outcome
             && j.advanced
         {
-            self.advance_iam(current, key);
+            self.advance_aws(current, key);
         }
         outcome
     }
 
     /// Makes the baseline hold `current`'s version of `key` (or not hold it).
-    pub fn advance_kube(&mut self, current: &K8sModel, key: &RbacKey) {
+    pub fn advance_k8s(&mut self, current: &K8sModel, key: &RbacKey) {
         if let SourceData::Kubernetes(baseline) = &mut self.baseline.data {
             match current.get(key) {
                 Some(object) => {
@@ -356,7 +356,7 @@ impl SourceState {
         }
     }
 
-    pub fn advance_iam(&mut self, current: &AwsModel, key: &AwsKey) {
+    pub fn advance_aws(&mut self, current: &AwsModel, key: &AwsKey) {
         if let SourceData::Aws(baseline) = &mut self.baseline.data {
             match current.get(key) {
                 Some(object) => {
@@ -370,21 +370,21 @@ impl SourceState {
     }
 
     /// Accepts every open widening: the baseline takes the current objects.
-    pub fn accept_all_kube(&mut self, current: &K8sModel) -> Vec<(ObjectKey, OpenWidening)> {
+    pub fn accept_all_k8s(&mut self, current: &K8sModel) -> Vec<(ObjectKey, OpenWidening)> {
         let open = std::mem::take(&mut self.open);
         for key in open.keys() {
             if let ObjectKey::K8s(k) = key {
-                self.advance_kube(current, k);
+                self.advance_k8s(current, k);
             }
         }
         open.into_iter().collect()
     }
 
-    pub fn accept_all_iam(&mut self, current: &AwsModel) -> Vec<(ObjectKey, OpenWidening)> {
+    pub fn accept_all_aws(&mut self, current: &AwsModel) -> Vec<(ObjectKey, OpenWidening)> {
         let open = std::mem::take(&mut self.open);
         for key in open.keys() {
             if let ObjectKey::Aws(k) = key {
-                self.advance_iam(current, k);
+                self.advance_aws(current, k);
             }
         }
         open.into_iter().collect()
@@ -439,7 +439,7 @@ mod tests {
         let mut s = state(&[reader()]);
         let current = K8sModel::of(&[reader(), binding("eng")]);
         let options = DiffOptions::default();
-        let Outcome::Judged(j) = s.judge_kube(&current, &key(), &policy(&[]), 100.0, &options)
+        let Outcome::Judged(j) = s.judge_k8s(&current, &key(), &policy(&[]), 100.0, &options)
         else {
             panic!()
         };
@@ -447,11 +447,11 @@ mod tests {
         assert!(!j.advanced);
         assert_eq!(s.open.len(), 1);
         assert_eq!(
-            s.judge_kube(&current, &key(), &policy(&[]), 200.0, &options),
+            s.judge_k8s(&current, &key(), &policy(&[]), 200.0, &options),
             Outcome::AlreadyOpen
         );
         // Undoing it closes the open widening.
-        let Outcome::Restored { closed: Some(c) } = s.judge_kube(
+        let Outcome::Restored { closed: Some(c) } = s.judge_k8s(
             &K8sModel::of(&[reader()]),
             &key(),
             &policy(&[]),
@@ -469,7 +469,7 @@ mod tests {
         let mut s = state(&[reader(), binding("eng")]);
         let current = K8sModel::of(&[reader()]);
         let options = DiffOptions::default();
-        let Outcome::Judged(j) = s.judge_kube(&current, &key(), &policy(&[]), 1.0, &options) else {
+        let Outcome::Judged(j) = s.judge_k8s(&current, &key(), &policy(&[]), 1.0, &options) else {
             panic!()
         };
         assert_eq!((j.verdict, j.advanced), (Verdict::Allow, true));
@@ -479,7 +479,7 @@ mod tests {
         assert!(b.get(&key()).is_none());
         // Now equal to the baseline: nothing to judge.
         assert!(matches!(
-            s.judge_kube(&current, &key(), &policy(&[]), 2.0, &options),
+            s.judge_k8s(&current, &key(), &policy(&[]), 2.0, &options),
             Outcome::Restored { closed: None }
         ));
     }
@@ -498,7 +498,7 @@ mod tests {
         let options = DiffOptions::default();
         let mut s = state(&[reader()]);
         let allow = [rule("Group:eng", Some(vec!["secrets-read".into()]))];
-        let Outcome::Judged(j) = s.judge_kube(&current, &key(), &policy(&allow), 1.0, &options)
+        let Outcome::Judged(j) = s.judge_k8s(&current, &key(), &policy(&allow), 1.0, &options)
         else {
             panic!()
         };
@@ -510,7 +510,7 @@ mod tests {
             [rule("Group:*", Some(vec!["pod-exec".into()]))],
         ] {
             let mut s = state(&[reader()]);
-            let Outcome::Judged(j) = s.judge_kube(&current, &key(), &policy(&allow), 1.0, &options)
+            let Outcome::Judged(j) = s.judge_k8s(&current, &key(), &policy(&allow), 1.0, &options)
             else {
                 panic!()
             };
@@ -537,7 +537,7 @@ mod tests {
         // Bound to eng: the role's own lines do not stop an eng rule.
         let mut s = state(&[reader(), binding("eng")]);
         let current = K8sModel::of(&[wider.clone(), binding("eng")]);
-        let Outcome::Judged(j) = s.judge_kube(
+        let Outcome::Judged(j) = s.judge_k8s(
             &current,
             &role,
             &policy(&[rule("Group:eng")]),
@@ -552,7 +552,7 @@ mod tests {
         // role's, judged at its capped severity.
         let mut s = state(&[reader()]);
         let current = K8sModel::of(&[wider]);
-        let Outcome::Judged(j) = s.judge_kube(
+        let Outcome::Judged(j) = s.judge_k8s(
             &current,
             &role,
             &policy(&[rule("Group:eng")]),
@@ -565,7 +565,7 @@ mod tests {
             (j.verdict, j.change.severity, j.advanced),
             (Verdict::Alert, Severity::Medium, false)
         );
-        let Outcome::Judged(j) = state(&[reader()]).judge_kube(
+        let Outcome::Judged(j) = state(&[reader()]).judge_k8s(
             &current,
             &role,
             &policy(&[rule("ClusterRole:reader")]),
@@ -581,14 +581,14 @@ mod tests {
     fn a_later_edit_supersedes_but_keeps_the_first_detection_time() {
         let mut s = state(&[reader()]);
         let options = DiffOptions::default();
-        s.judge_kube(
+        s.judge_k8s(
             &K8sModel::of(&[reader(), binding("eng")]),
             &key(),
             &policy(&[]),
             10.0,
             &options,
         );
-        let Outcome::Judged(j) = s.judge_kube(
+        let Outcome::Judged(j) = s.judge_k8s(
             &K8sModel::of(&[reader(), binding("all")]),
             &key(),
             &policy(&[]),
@@ -613,7 +613,7 @@ mod tests {
     fn an_edit_that_grants_the_same_is_not_a_new_widening() {
         let mut s = state(&[reader()]);
         let options = DiffOptions::default();
-        let Outcome::Judged(_) = s.judge_kube(
+        let Outcome::Judged(_) = s.judge_k8s(
             &K8sModel::of(&[reader(), binding("eng")]),
             &key(),
             &policy(&[]),
@@ -626,7 +626,7 @@ mod tests {
         let mut labelled = binding("eng");
         labelled["metadata"]["labels"] = json!({"team": "platform"});
         assert_eq!(
-            s.judge_kube(
+            s.judge_k8s(
                 &K8sModel::of(&[reader(), labelled]),
                 &key(),
                 &policy(&[]),
@@ -641,7 +641,7 @@ mod tests {
             .as_array_mut()
             .unwrap()
             .push(json!({"kind": "Group", "name": "ops", "apiGroup": "rbac.authorization.k8s.io"}));
-        let Outcome::Judged(j) = s.judge_kube(
+        let Outcome::Judged(j) = s.judge_k8s(
             &K8sModel::of(&[reader(), wider]),
             &key(),
             &policy(&[]),

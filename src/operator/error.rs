@@ -3,7 +3,7 @@
 //!
 //! Failures flow from the store, the sources and the Kubernetes API into
 //! [`Error`], keeping the underlying error as its `source`; they come out as
-//! log lines, readiness reasons (`Judging::Failed`), API refusals and, through
+//! log lines, readiness reasons (`Recording::Failed`), API refusals and, through
 //! [`Error::metric_label`], bounded metric label values.
 
 use crate::store::StoreError;

@@ -6,9 +6,9 @@
 //! object. Followers keep the index warm, so a takeover needs no re-list.
 
 use super::events::{self, EventQueue};
-use super::judge::{self, Announce};
+use super::outcome::{self, Announce};
 use super::source::{self, Current, SourceCtx};
-use super::{Command, Error, Judging, now, unix_seconds};
+use super::{Command, Error, Recording, now, unix_seconds};
 use crate::decide::{ObjectKey, SourceState};
 use crate::index::k8s::K8sObject;
 use crate::index::k8s_live::{KindEvent, LiveIndex, RejectedObject};
@@ -308,7 +308,7 @@ impl ClusterLoop {
                     .forbidden()
                     .map(|(k, r)| format!("{}: {r}", k.resource()))
                     .collect();
-                self.cx.health.set_judging(&self.cx.name, Judging::Failed(format!(
+                self.cx.health.set_recording(&self.cx.name, Recording::Failed(format!(
                     "part of the cluster cannot be listed ({}); judging resumes against the baseline once it can",
                     missing.join("; "))));
             }
@@ -340,8 +340,8 @@ impl ClusterLoop {
         } else {
             self.state = None;
             self.retry.reset();
-            self.cx.health.set_judging(&self.cx.name, Judging::Idle);
-            judge::clear_open_gauges(&self.cx.judge_cx());
+            self.cx.health.set_recording(&self.cx.name, Recording::Idle);
+            outcome::clear_open_gauges(&self.cx.outcome_cx());
         }
     }
 
@@ -375,7 +375,7 @@ impl ClusterLoop {
             Ok(()) => {
                 self.retry.reset();
                 if let Some(s) = self.state.as_ref() {
-                    cx.health.set_judging(&cx.name, Judging::Ok);
+                    cx.health.set_recording(&cx.name, Recording::Ok);
                     if let Err(e) = source::maybe_compact(cx, s, &mut self.patches).await {
                         tracing::warn!(error = %e, "could not compact the baseline");
                     }
@@ -385,7 +385,7 @@ impl ClusterLoop {
                 self.state = None;
                 self.retry.schedule();
                 cx.health
-                    .set_judging(&cx.name, Judging::Failed(e.to_string()));
+                    .set_recording(&cx.name, Recording::Failed(e.to_string()));
             }
         }
     }
@@ -517,7 +517,7 @@ async fn takeover_into(
         .announce;
         outcomes.push((object.map(reference), what));
     }
-    judge::update_open_gauges(&cx.judge_cx(), &loaded);
+    outcome::update_open_gauges(&cx.outcome_cx(), &loaded);
     *state = Some(loaded);
     Ok(())
 }

@@ -11,9 +11,9 @@ pub mod api;
 pub mod error;
 pub mod events;
 pub mod http;
-pub mod judge;
 pub mod k8s_loop;
 pub mod leader;
+pub mod outcome;
 pub mod records;
 pub mod run;
 pub mod serve;
@@ -64,7 +64,7 @@ pub enum Command {
 
 /// Whether a source's changes are being judged and recorded on this replica.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Judging {
+pub enum Recording {
     /// Not the recorder (a follower, or the store is not open yet).
     Idle,
     /// Judged state loaded and the last record written.
@@ -87,7 +87,7 @@ pub enum StoreStatus {
 struct HealthState {
     store: StoreStatus,
     /// Per source: has a complete snapshot, and its judging.
-    sources: BTreeMap<String, (bool, Judging)>,
+    sources: BTreeMap<String, (bool, Recording)>,
     /// Tasks that stopped for good (panicked or ended), with why.
     failed_tasks: BTreeMap<String, String>,
 }
@@ -112,7 +112,7 @@ impl Health {
                 store: StoreStatus::Closed,
                 sources: sources
                     .into_iter()
-                    .map(|s| (s, (false, Judging::Idle)))
+                    .map(|s| (s, (false, Recording::Idle)))
                     .collect(),
                 failed_tasks: BTreeMap::new(),
             })),
@@ -139,15 +139,15 @@ impl Health {
     }
 
     /// How a source's judging stands; a change is logged once.
-    pub fn set_judging(&self, source: &str, judging: Judging) {
+    pub fn set_recording(&self, source: &str, judging: Recording) {
         self.update(|s| {
             if let Some(entry) = s.sources.get_mut(source)
                 && entry.1 != judging
             {
                 match &judging {
-                    Judging::Failed(reason) => tracing::error!(source, reason = %reason,
+                    Recording::Failed(reason) => tracing::error!(source, reason = %reason,
                         "not recording: changes of this source are not judged or journaled until this recovers"),
-                    Judging::Ok if matches!(entry.1, Judging::Failed(_)) => {
+                    Recording::Ok if matches!(entry.1, Recording::Failed(_)) => {
                         tracing::info!(source, "recording again")
                     }
                     _ => {}
@@ -187,7 +187,7 @@ impl Health {
     /// True while this replica holds the store and judges and records every source.
     pub fn is_recording(&self) -> bool {
         self.state.lock().is_ok_and(|s| {
-            s.store == StoreStatus::Open && s.sources.values().all(|(_, j)| *j == Judging::Ok)
+            s.store == StoreStatus::Open && s.sources.values().all(|(_, j)| *j == Recording::Ok)
         })
     }
 
@@ -198,7 +198,7 @@ impl Health {
         let open = state.store == StoreStatus::Open;
         let mut all = open;
         for (source, (_, judging)) in &state.sources {
-            let ok = open && *judging == Judging::Ok;
+            let ok = open && *judging == Recording::Ok;
             all &= ok;
             self.metrics
                 .source_recording
@@ -227,7 +227,7 @@ impl Health {
             out.push(format!("store: not recording: {reason}"));
         }
         for (source, (_, judging)) in &state.sources {
-            if let Judging::Failed(reason) = judging {
+            if let Recording::Failed(reason) = judging {
                 out.push(format!("{source}: not recording: {reason}"));
             }
         }

@@ -9,10 +9,10 @@
 //! judged once: what the journal already holds is recognised by fingerprint
 //! and not recorded again.
 
-use super::judge::{self, Announce, Context};
+use super::outcome::{self, Announce, Context};
 use super::records;
 use super::store::StoreHandle;
-use super::{Command, Error, Health, Judging, now, unix_seconds};
+use super::{Command, Error, Health, Recording, now, unix_seconds};
 use crate::classify::aws::RiskSets;
 use crate::config::{AllowRule, AwsAccess, Mode};
 use crate::decide::{ObjectKey, Outcome, Policy, SourceState};
@@ -59,7 +59,7 @@ impl SourceCtx {
         }
     }
 
-    pub fn judge_cx(&self) -> Context<'_> {
+    pub fn outcome_cx(&self) -> Context<'_> {
         Context {
             source: &self.name,
             platform: self.platform,
@@ -243,22 +243,22 @@ pub async fn judge_one(
     current: Current<'_>,
     key: &ObjectKey,
     written_at: Option<Timestamp>,
-) -> Result<judge::Applied, Error> {
+) -> Result<outcome::Applied, Error> {
     let t = now();
     // The pure core keeps open-widening times as Unix seconds.
     let secs = unix_seconds(t);
     let outcome = match (current, key) {
         (Current::K8s(m), ObjectKey::K8s(k)) => {
-            state.judge_kube(m, k, &cx.policy(), secs, &judge_options())
+            state.judge_k8s(m, k, &cx.policy(), secs, &judge_options())
         }
         (Current::Aws(m), ObjectKey::Aws(k)) => {
             let catalog = (cx.catalog, &*cx.risk_sets);
-            state.judge_iam(m, catalog, k, &cx.policy(), secs, &judge_options())
+            state.judge_aws(m, catalog, k, &cx.policy(), secs, &judge_options())
         }
         _ => Outcome::AlreadyOpen,
     };
     let raw = current_raw(current, key);
-    let applied = judge::apply(&cx.judge_cx(), state, key, outcome, raw, t, written_at).await?;
+    let applied = outcome::apply(&cx.outcome_cx(), state, key, outcome, raw, t, written_at).await?;
     if let Announce::Judged {
         change,
         verdict,
@@ -290,15 +290,15 @@ pub async fn reconcile_open(
     cx: &SourceCtx,
     state: &mut SourceState,
     differing: &BTreeSet<ObjectKey>,
-) -> Result<Vec<(ObjectKey, judge::Announce)>, Error> {
+) -> Result<Vec<(ObjectKey, outcome::Announce)>, Error> {
     let t = now();
     let mut closed = Vec::new();
     for (key, open) in state.restored_while_down(differing) {
-        judge::close(&cx.judge_cx(), &key, &open, RESTORED_WHILE_DOWN, t).await?;
+        outcome::close(&cx.outcome_cx(), &key, &open, RESTORED_WHILE_DOWN, t).await?;
         tracing::info!(object = %open.object, "open widening was undone while not watched");
         closed.push((
             key,
-            judge::Announce::Closed {
+            outcome::Announce::Closed {
                 object: open.object,
                 reason: RESTORED_WHILE_DOWN,
             },
@@ -331,17 +331,17 @@ pub async fn accept(
 ) -> Result<usize, Error> {
     let t = now();
     let accepted = match current {
-        Current::K8s(m) => state.accept_all_kube(m),
-        Current::Aws(m) => state.accept_all_iam(m),
+        Current::K8s(m) => state.accept_all_k8s(m),
+        Current::Aws(m) => state.accept_all_aws(m),
     };
     for (key, open) in &accepted {
         let raw = current_raw(current, key);
         cx.store
             .append(&cx.name, &records::accepted_patch(key, raw, by), t)
             .await?;
-        judge::close(&cx.judge_cx(), key, open, "accepted", t).await?;
+        outcome::close(&cx.outcome_cx(), key, open, "accepted", t).await?;
     }
-    judge::update_open_gauges(&cx.judge_cx(), state);
+    outcome::update_open_gauges(&cx.outcome_cx(), state);
     Ok(accepted.len())
 }
 
@@ -422,12 +422,14 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
                     )
                     .await;
                     match judged {
-                        Ok(()) if state.is_some() => cx.health.set_judging(&cx.name, Judging::Ok),
+                        Ok(()) if state.is_some() => {
+                            cx.health.set_recording(&cx.name, Recording::Ok)
+                        }
                         Ok(()) => {}
                         Err(e) => {
-                            cx.health.set_judging(
+                            cx.health.set_recording(
                                 &cx.name,
-                                Judging::Failed(format!("{e} (retrying at the next poll)")),
+                                Recording::Failed(format!("{e} (retrying at the next poll)")),
                             );
                             state = None;
                         }
@@ -451,8 +453,8 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
                     if changed.is_err() { return; }
                     if !cx.is_recording() {
                         state = None;
-                        cx.health.set_judging(&cx.name, Judging::Idle);
-                        judge::clear_open_gauges(&cx.judge_cx());
+                        cx.health.set_recording(&cx.name, Recording::Idle);
+                        outcome::clear_open_gauges(&cx.outcome_cx());
                     } else {
                         break; // judge at once on becoming the recorder
                     }
@@ -511,7 +513,7 @@ async fn judge_poll(
         let applied = judge_one(cx, s, Current::of(&current.data), &key, Some(started)).await?;
         *patches += usize::from(applied.patched);
     }
-    judge::update_open_gauges(&cx.judge_cx(), s);
+    outcome::update_open_gauges(&cx.outcome_cx(), s);
     tracing::debug!(
         objects = current.object_count(),
         changed,

@@ -7,7 +7,7 @@
 //! `/healthz` fails with the reason, so the kubelet restarts the pod and
 //! the new one starts from the journal.
 
-use super::{Health, Judging};
+use super::{Health, Recording};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -43,7 +43,7 @@ where
         };
         tracing::error!(source = %name, reason = %reason,
             "source loop stopped: /healthz fails so that the pod is restarted");
-        health.set_judging(&name, Judging::Failed(reason.clone()));
+        health.set_recording(&name, Recording::Failed(reason.clone()));
         health.task_failed(&name, reason);
     })
 }

@@ -247,7 +247,7 @@ mod tests {
         // A narrowing: the baseline moves to it.
         for verbs in [&["get", "list", "watch"][..], &["get"][..]] {
             let current = K8sModel::of(&[role(verbs), binding()]);
-            let outcome = state.judge_kube(&current, &key, &policy, 1.0, &DiffOptions::default());
+            let outcome = state.judge_k8s(&current, &key, &policy, 1.0, &DiffOptions::default());
             let raw = current.get(&key).map(|o| o.value());
             let t = crate::operator::from_unix_seconds(1.0).unwrap();
             let applied = apply(&cx, &state, &object_key, outcome, raw, t, None)
