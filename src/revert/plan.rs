@@ -629,3 +629,230 @@ fn plan_iam(change: &Change, baseline: &AwsModel, current: &AwsModel) -> Outcome
     ops.sort_by_key(IamOp::rank);
     Outcome::Revert(Ops::Iam(ops))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::{DiffOptions, diff};
+    use crate::grants::catalog::Catalog;
+    use crate::index::k8s::K8sObject;
+    use crate::snapshot::{Snapshot, SourceSnapshot};
+    use serde_json::json;
+
+    fn role(name: &str, rv: &str, labels: Value, verbs: &[&str]) -> Value {
+        json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
+            "metadata":{"name":name,"resourceVersion":rv,"uid":"u-1","labels":labels},
+            "rules":[{"apiGroups":[""],"resources":["secrets"],"verbs":verbs}]})
+    }
+
+    fn crb(name: &str, rv: &str, role: &str, user: &str) -> Value {
+        json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding",
+            "metadata":{"name":name,"resourceVersion":rv},
+            "roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":role},
+            "subjects":[{"kind":"User","name":user,"apiGroup":"rbac.authorization.k8s.io"}]})
+    }
+
+    fn data(objects: &[Value]) -> SourceData {
+        let mut model = K8sModel::new();
+        for o in objects {
+            model.insert(K8sObject::from_raw(o.clone()).unwrap());
+        }
+        SourceData::Kubernetes(model)
+    }
+
+    fn plan(baseline: &[Value], current: &[Value], rules: &PlanRules) -> Vec<Planned> {
+        let snap = |objects: &[Value]| {
+            let SourceData::Kubernetes(m) = data(objects) else {
+                unreachable!()
+            };
+            let mut s = Snapshot::new();
+            s.sources
+                .insert("prod".into(), SourceSnapshot::kubernetes("prod", m));
+            s
+        };
+        let options = DiffOptions {
+            max_grants: 0,
+            ..DiffOptions::default()
+        };
+        let report = diff(
+            &snap(baseline),
+            &snap(current),
+            Catalog::embedded(),
+            &options,
+        );
+        plan_report(&report, &data(baseline), &data(current), rules)
+    }
+
+    fn rules() -> PlanRules {
+        PlanRules::from_config(&RevertConfig::default(), &[])
+    }
+
+    fn base() -> Vec<Value> {
+        vec![
+            role("reader", "10", json!({}), &["get"]),
+            crb("readers", "11", "reader", "alice"),
+            json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
+                "metadata":{"name":"agg","resourceVersion":"12"},
+                "aggregationRule":{"clusterRoleSelectors":[{"matchLabels":{"to-agg":"true"}}]}}),
+            crb("agg-users", "13", "agg", "bob"),
+        ]
+    }
+
+    #[test]
+    fn an_added_binding_is_deleted_on_condition_of_its_version() {
+        let mut current = base();
+        current.push(crb("oops", "20", "cluster-admin", "mallory"));
+        current.push(
+            json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
+            "metadata":{"name":"cluster-admin","resourceVersion":"1"},
+            "rules":[{"apiGroups":["*"],"resources":["*"],"verbs":["*"]}]}),
+        );
+        let mut baseline = base();
+        baseline.push(current[5].clone());
+        let planned = plan(&baseline, &current, &rules());
+        assert_eq!(planned.len(), 1);
+        let Outcome::Revert(Ops::K8s(ops)) = &planned[0].outcome else {
+            panic!("{planned:?}")
+        };
+        assert!(
+            matches!(&ops[..], [K8sOp::Delete { key, resource_version: Some(rv), .. }]
+            if key == "ClusterRoleBinding/oops" && rv == "20")
+        );
+    }
+
+    #[test]
+    fn a_modified_role_gets_its_baseline_rules_back_with_a_precondition() {
+        let mut current = base();
+        current[0] = role("reader", "30", json!({}), &["get", "list", "delete"]);
+        let planned = plan(&base(), &current, &rules());
+        let Outcome::Revert(Ops::K8s(ops)) = &planned[0].outcome else {
+            panic!("{planned:?}")
+        };
+        let [
+            K8sOp::Replace {
+                object,
+                resource_version,
+                ..
+            },
+        ] = &ops[..]
+        else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(resource_version.as_deref(), Some("30"));
+        assert_eq!(object["metadata"]["resourceVersion"], "30");
+        assert_eq!(object["rules"][0]["verbs"], json!(["get"]));
+        assert!(object["metadata"].get("uid").is_none());
+    }
+
+    #[test]
+    fn an_added_aggregation_label_is_removed_alone() {
+        let mut current = base();
+        current[0] = role(
+            "reader",
+            "31",
+            json!({"to-agg":"true","team":"x"}),
+            &["get"],
+        );
+        let mut baseline = base();
+        baseline[0] = role("reader", "10", json!({"team":"x"}), &["get"]);
+        let planned = plan(&baseline, &current, &rules());
+        let widening: Vec<_> = planned
+            .iter()
+            .filter(|p| matches!(p.outcome, Outcome::Revert(_)))
+            .collect();
+        assert_eq!(widening.len(), 1, "{planned:?}");
+        let Outcome::Revert(Ops::K8s(ops)) = &widening[0].outcome else {
+            panic!()
+        };
+        assert!(
+            matches!(&ops[..], [K8sOp::RemoveLabels { labels, resource_version: Some(rv), .. }]
+            if labels == &["to-agg".to_owned()] && rv == "31")
+        );
+    }
+
+    #[test]
+    fn narrowing_is_never_reverted() {
+        let mut current = base();
+        current.remove(1);
+        let planned = plan(&base(), &current, &rules());
+        assert_eq!(
+            planned[0].outcome,
+            Outcome::Skip(Skip::NotWidening(Direction::Narrowing))
+        );
+    }
+
+    #[test]
+    fn protected_objects_are_never_planned() {
+        let mut current = base();
+        current.push(crb("system:oops", "40", "reader", "mallory"));
+        current.push(crb("permdrift", "41", "reader", "mallory"));
+        current.push(crb("gitops-root", "42", "reader", "mallory"));
+        let mut config = RevertConfig::default();
+        config.protected.push("ClusterRoleBinding/gitops-*".into());
+        let planned = plan(&base(), &current, &PlanRules::from_config(&config, &[]));
+        assert_eq!(planned.len(), 3);
+        for p in &planned {
+            assert_eq!(
+                p.outcome.clone(),
+                match p.object.as_str() {
+                    "ClusterRoleBinding/system:oops" =>
+                        Outcome::Skip(Skip::Protected("*/system:*".into())),
+                    "ClusterRoleBinding/permdrift" =>
+                        Outcome::Skip(Skip::Protected("ClusterRoleBinding/permdrift*".into())),
+                    _ => Outcome::Skip(Skip::Protected("ClusterRoleBinding/gitops-*".into())),
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_latent_only_widening_is_left_alone_unless_opted_in() {
+        let mut current = base();
+        current.push(role("unbound", "50", json!({}), &["*"]));
+        let planned = plan(&base(), &current, &rules());
+        assert_eq!(planned[0].outcome, Outcome::Skip(Skip::LatentOnly));
+        let config = RevertConfig {
+            latent: true,
+            ..RevertConfig::default()
+        };
+        let planned = plan(&base(), &current, &PlanRules::from_config(&config, &[]));
+        assert!(matches!(&planned[0].outcome, Outcome::Revert(Ops::K8s(ops))
+            if matches!(&ops[..], [K8sOp::Delete { .. }])));
+    }
+
+    #[test]
+    fn approved_and_allow_listed_widenings_are_kept() {
+        let mut current = base();
+        current.push(crb("ok", "60", "reader", "carol"));
+        let planned = plan(&base(), &current, &rules());
+        let mut approved = rules();
+        approved
+            .approved
+            .insert((planned[0].object.clone(), planned[0].digest.clone()));
+        let again = plan(&base(), &current, &approved);
+        assert_eq!(again[0].outcome, Outcome::Skip(Skip::Approved));
+        // Another digest (a wider binding) is not covered by that approval.
+        let mut wider = current.clone();
+        wider[4] = crb("ok", "61", "reader", "carol");
+        wider[4]["subjects"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"kind":"User","name":"dave","apiGroup":"rbac.authorization.k8s.io"}));
+        let third = plan(&base(), &wider, &approved);
+        assert!(matches!(third[0].outcome, Outcome::Revert(_)));
+        let allow = AllowRule {
+            name: "carol-reads".into(),
+            reason: None,
+            source: None,
+            subject: Some("User:carol".into()),
+            object: None,
+            risks: None,
+        };
+        let listed = PlanRules::from_config(&RevertConfig::default(), &[allow]);
+        let fourth = plan(&base(), &current, &listed);
+        assert_eq!(
+            fourth[0].outcome,
+            Outcome::Skip(Skip::AllowListed("carol-reads".into()))
+        );
+    }
+}
