@@ -9,6 +9,7 @@
 //! record. [`decide`] weighs all approvals of one widening: a critical one
 //! needs `criticalApprovals` distinct approvers. Pure: no I/O, no clock.
 
+pub mod content;
 pub mod digest;
 
 use crate::config::ApprovalConfig;
@@ -74,6 +75,17 @@ impl SignedApproval {
         let mut de = serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(&mut de)
             .map_err(|e| Rejection::Malformed(format!("{file}: {}: {}", e.path(), e.inner())))
+    }
+}
+
+/// Reads an approval file: one signed approval, or a list of them.
+pub fn parse_file(file: &str, text: &str) -> Result<Vec<SignedApproval>, Rejection> {
+    if text.trim_start().starts_with('[') {
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| Rejection::Malformed(format!("{file}: {}: {}", e.path(), e.inner())))
+    } else {
+        SignedApproval::parse(file, text).map(|a| vec![a])
     }
 }
 

@@ -17,7 +17,7 @@ use crate::index::aws::{AwsModel, AwsObject};
 use crate::index::k8s::K8sModel;
 use crate::model::aws::{AwsBody, AwsKey, AwsKind, Principal};
 use crate::model::k8s::{RbacKey, RbacKind};
-use crate::report::{Change, ChangeKind, Direction, Report};
+use crate::report::{Change, ChangeKind, Direction, Report, Severity};
 use crate::snapshot::SourceData;
 use serde::Serialize;
 use serde_json::Value;
@@ -197,6 +197,7 @@ pub struct Planned {
     pub object: String,
     /// The approval digest of the widening (src/approval/digest.rs).
     pub digest: String,
+    pub severity: Severity,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
@@ -296,6 +297,7 @@ pub fn plan_change(
         source: change.source.clone(),
         object,
         digest,
+        severity: change.severity,
         outcome,
     }
 }
