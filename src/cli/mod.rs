@@ -62,7 +62,7 @@ enum Command {
     /// Make an ed25519 key pair for signing requests to the operator.
     Keygen(keygen::KeygenArgs),
     /// Approve one widening for a time: signed to a file, or sent to the operator.
-    Approve(approve::ApproveArgs),
+    Approve(Box<approve::ApproveArgs>),
     /// Print the reverts enforce mode would run for a source.
     Plan(plan::PlanArgs),
 }
@@ -232,7 +232,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&ctx, args),
         Command::Baseline(args) => baseline::run(&ctx, args),
         Command::Keygen(args) => keygen::run(&ctx, args),
-        Command::Approve(args) => approve::run(&ctx, args),
+        Command::Approve(args) => approve::run(&ctx, *args),
         Command::Plan(args) => plan::run(&ctx, args),
     };
     match result {
