@@ -12,7 +12,7 @@ use crate::approval::{self, Rules, Widening};
 use crate::config::Config;
 use crate::diff::{DiffOptions, diff};
 use crate::revert::aws::call_of;
-use crate::revert::plan::{IamOp, K8sOp, Ops, Outcome, PlanRules, Planned, Skip, plan_report};
+use crate::revert::plan::{IamOp, K8sOp, Ops, Outcome, PlanRules, Planned, Skip, plan_source};
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 use std::fmt::Write;
@@ -96,7 +96,7 @@ pub fn run(ctx: &Ctx, args: PlanArgs) -> anyhow::Result<u8> {
     {
         approve(ctx, &args, config, &report, &mut rules)?;
     }
-    let planned = plan_report(&report, &b.data, &c.data, &rules);
+    let planned = plan_source(&b, &c, &rules, crate::grants::catalog::Catalog::embedded());
     let text = match args.format {
         PlanFormat::Text => render_text(&args.source, &planned),
         PlanFormat::Json => {
@@ -272,6 +272,10 @@ fn skip_text(skip: &Skip) -> String {
         }
         Skip::Approved => "approved".into(),
         Skip::AllowListed(rule) => format!("allow-listed by {rule:?}"),
+        Skip::Aggregated => {
+            "aggregated: the controller writes its rules; the roles it aggregates are reverted"
+                .into()
+        }
         Skip::Unsupported(why) => format!("not revertible: {why}"),
     }
 }
@@ -300,6 +304,12 @@ pub fn render_text(source: &str, planned: &[Planned]) -> String {
                     p.severity.as_str(),
                     p.digest
                 );
+                if p.fixup {
+                    let _ = writeln!(
+                        out,
+                        "  (not widening alone: restoring the others would widen through it)"
+                    );
+                }
                 let lines: Vec<String> = match ops {
                     Ops::K8s(ops) => ops.iter().map(k8s_line).collect(),
                     Ops::Iam(ops) => ops.iter().map(iam_line).collect(),

@@ -12,13 +12,16 @@
 
 use crate::config::{AllowRule, Mode, RevertConfig};
 use crate::decide::Policy;
+use crate::diff::{DiffOptions, diff};
+use crate::grants::catalog::Catalog;
 use crate::grants::glob;
 use crate::index::aws::{AwsModel, AwsObject};
 use crate::index::k8s::K8sModel;
+use crate::index::k8s::K8sObject;
 use crate::model::aws::{AwsBody, AwsKey, AwsKind, Principal};
 use crate::model::k8s::{RbacKey, RbacKind};
 use crate::report::{Change, ChangeKind, Direction, Report, Severity};
-use crate::snapshot::SourceData;
+use crate::snapshot::{Snapshot, SourceData, SourceSnapshot};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -172,6 +175,9 @@ pub enum Skip {
     Approved,
     /// An allow-list rule, by name.
     AllowListed(String),
+    /// The rules of an aggregated ClusterRole changed: the aggregation
+    /// controller writes them, so the roles it aggregates are reverted instead.
+    Aggregated,
     /// The change cannot be undone by the operations this version knows.
     Unsupported(String),
 }
@@ -185,6 +191,7 @@ impl Skip {
             Skip::LatentOnly => "latent-only",
             Skip::Approved => "approved",
             Skip::AllowListed(_) => "allow-listed",
+            Skip::Aggregated => "aggregated",
             Skip::Unsupported(_) => "unsupported",
         }
     }
@@ -198,6 +205,10 @@ pub struct Planned {
     /// The approval digest of the widening (src/approval/digest.rs).
     pub digest: String,
     pub severity: Severity,
+    /// Planned in a later round: unchanged or narrower when judged alone,
+    /// but the plan's other restorations would widen through it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fixup: bool,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
@@ -260,7 +271,109 @@ impl PlanRules {
     }
 }
 
-/// Plans every change of one source's report (diffed with no grant cap).
+/// Plans one source: diffs the current state against the baseline (no
+/// grant cap) and plans every change. For Kubernetes, restoring one object
+/// can make another, neutral when judged alone, grant what the baseline did
+/// not (a role's old rules under a binding added since); so the plan is
+/// applied to the current state in a pure simulation and planned again
+/// until nothing new widens, later rounds first so those bindings go before
+/// the restorations that would widen through them.
+pub fn plan_source(
+    baseline: &SourceSnapshot,
+    current: &SourceSnapshot,
+    rules: &PlanRules,
+    catalog: &Catalog,
+) -> Vec<Planned> {
+    let options = DiffOptions {
+        max_grants: 0,
+        ..DiffOptions::default()
+    };
+    let wrap = |s: &SourceSnapshot| {
+        let mut snapshot = Snapshot::new();
+        snapshot.sources.insert(s.name.clone(), s.clone());
+        snapshot
+    };
+    let report = diff(&wrap(baseline), &wrap(current), catalog, &options);
+    let mut planned = plan_report(&report, &baseline.data, &current.data, rules);
+    if !matches!(current.data, SourceData::Kubernetes(_)) {
+        return planned;
+    }
+    let mut state = current.clone();
+    let mut round = planned.clone();
+    // Each round only plans objects not yet at baseline, so this ends
+    // within one round per object; the bound is a guard.
+    for _ in 0..current.object_count().max(1) {
+        apply_k8s(&mut state, &round);
+        let report = diff(&wrap(baseline), &wrap(&state), catalog, &options);
+        let reverted: BTreeSet<&str> = planned
+            .iter()
+            .filter(|p| matches!(p.outcome, Outcome::Revert(_)))
+            .map(|p| p.object.as_str())
+            .collect();
+        let next: Vec<Planned> = plan_report(&report, &baseline.data, &state.data, rules)
+            .into_iter()
+            .filter(|p| {
+                matches!(p.outcome, Outcome::Revert(_)) && !reverted.contains(p.object.as_str())
+            })
+            .map(|p| Planned { fixup: true, ..p })
+            .collect();
+        if next.is_empty() {
+            break;
+        }
+        let mut merged = next.clone();
+        merged.extend(
+            planned
+                .into_iter()
+                .filter(|p| !next.iter().any(|n| n.object == p.object)),
+        );
+        planned = merged;
+        round = next;
+    }
+    planned
+}
+
+/// What the API server holds after `planned` runs, preconditions holding:
+/// the simulation [`plan_source`] checks a plan with.
+pub fn apply_k8s(state: &mut SourceSnapshot, planned: &[Planned]) {
+    let SourceData::Kubernetes(model) = &mut state.data else {
+        return;
+    };
+    for p in planned {
+        let Outcome::Revert(Ops::K8s(ops)) = &p.outcome else {
+            continue;
+        };
+        for op in ops {
+            match op {
+                K8sOp::Delete { rbac, .. } => {
+                    model.remove(rbac);
+                }
+                K8sOp::Replace { object, .. } | K8sOp::Create { object, .. } => {
+                    if let Ok(o) = K8sObject::from_raw(object.clone()) {
+                        model.insert(o);
+                    }
+                }
+                K8sOp::RemoveLabels { rbac, labels, .. } => {
+                    let Some(mut v) = model.get(rbac).map(|o| o.value()) else {
+                        continue;
+                    };
+                    if let Some(Value::Object(l)) =
+                        v.get_mut("metadata").and_then(|m| m.get_mut("labels"))
+                    {
+                        for label in labels {
+                            l.remove(label);
+                        }
+                    }
+                    if let Ok(o) = K8sObject::from_raw(v) {
+                        model.insert(o);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Plans every change of one source's report (diffed with no grant cap),
+/// each on its own (see [`plan_source`] for the whole source).
 pub fn plan_report(
     report: &Report,
     baseline: &SourceData,
@@ -298,6 +411,7 @@ pub fn plan_change(
         object,
         digest,
         severity: change.severity,
+        fixup: false,
         outcome,
     }
 }
@@ -401,6 +515,24 @@ fn plan_k8s(change: &Change, baseline: &K8sModel, current: &K8sModel) -> Outcome
         (ChangeKind::Modified, Some(then), Some(now)) => {
             let role_ref = |v: &Value| v.get("roleRef").cloned();
             let (old_labels, new_labels) = (labels(&then), labels(&now));
+            let aggregation = |v: &Value| {
+                crate::model::k8s::normalize(v)
+                    .get("aggregationRule")
+                    .cloned()
+            };
+            let rules_only = |v: &Value| {
+                let mut n = crate::model::k8s::normalize(v);
+                if let Some(obj) = n.as_object_mut() {
+                    obj.remove("rules");
+                }
+                n
+            };
+            if aggregation(&then).is_some()
+                && aggregation(&then) == aggregation(&now)
+                && rules_only(&then) == rules_only(&now)
+            {
+                return Outcome::Skip(Skip::Aggregated);
+            }
             if role_ref(&then) != role_ref(&now) {
                 // roleRef is immutable: the binding is deleted and created again.
                 vec![
@@ -635,10 +767,6 @@ fn plan_iam(change: &Change, baseline: &AwsModel, current: &AwsModel) -> Outcome
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff::{DiffOptions, diff};
-    use crate::grants::catalog::Catalog;
-    use crate::index::k8s::K8sObject;
-    use crate::snapshot::{Snapshot, SourceSnapshot};
     use serde_json::json;
 
     fn role(name: &str, rv: &str, labels: Value, verbs: &[&str]) -> Value {
