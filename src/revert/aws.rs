@@ -186,41 +186,52 @@ impl IamRevertError {
         }
     }
 
-    fn from_sdk<E, R>(call: IamCall, e: aws_sdk_iam::error::SdkError<E, R>) -> Self
+    fn from_sdk<E>(
+        call: IamCall,
+        e: aws_sdk_iam::error::SdkError<E, aws_sdk_iam::config::http::HttpResponse>,
+    ) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
     {
         let code = e.code().unwrap_or("").to_owned();
         let message = e.message().map(str::to_owned).unwrap_or_else(|| {
             aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()
         });
-        match code.as_str() {
-            "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" => {
+        // No response at all (connection, timeout) is transient.
+        let Some(status) = e.raw_response().map(|r| r.status().as_u16()) else {
+            return IamRevertError::Throttled {
+                call,
+                code: "transport".into(),
+                message,
+            };
+        };
+        // moto words some errors as <ErrorResponse><Errors><Error>, which the
+        // SDK does not parse: the HTTP status decides when the code is missing.
+        match (code.as_str(), status) {
+            ("AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation", _) | ("", 403) => {
                 IamRevertError::AccessDenied { call, message }
             }
-            "Throttling"
-            | "ThrottlingException"
-            | "RequestLimitExceeded"
-            | "ServiceFailure"
-            | "ServiceUnavailable"
-            | "" => IamRevertError::Throttled {
+            ("Throttling" | "ThrottlingException" | "RequestLimitExceeded", _)
+            | ("ServiceFailure" | "ServiceUnavailable", _)
+            | (_, 429 | 500 | 502 | 503 | 504) => IamRevertError::Throttled {
                 call,
                 code: if code.is_empty() {
-                    "transport".into()
+                    format!("http {status}")
                 } else {
                     code
                 },
                 message,
             },
-            "ConcurrentModification" | "ConcurrentModificationException" => {
+            ("ConcurrentModification" | "ConcurrentModificationException", _) | ("", 409) => {
                 IamRevertError::Conflict {
                     call,
                     code,
                     message,
                 }
             }
-            "NoSuchEntity" | "NoSuchEntityException" => IamRevertError::NotFound { call, message },
+            ("NoSuchEntity" | "NoSuchEntityException", _) | ("", 404) => {
+                IamRevertError::NotFound { call, message }
+            }
             _ => IamRevertError::Refused {
                 call,
                 code,
