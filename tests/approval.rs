@@ -406,7 +406,7 @@ fn the_author_of_a_change_cannot_approve_it_nor_can_an_agent() {
     let d = approval::decide(
         &rules,
         &widening(Some("bob@example.com")),
-        &[by_alice.clone()],
+        std::slice::from_ref(&by_alice),
         now,
     );
     assert!(d.approved);
