@@ -563,3 +563,74 @@ proptest! {
         }
     }
 }
+
+/// An incident file (`kubectl get … -o yaml`) as something kubectl can apply:
+/// the server-set metadata dropped.
+fn applicable(side: &str) -> String {
+    let path = format!(
+        "{}/examples/incident/{side}/cluster.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut list: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for item in list["items"].as_array_mut().unwrap() {
+        let meta = item["metadata"].as_object_mut().unwrap();
+        for f in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "managedFields",
+        ] {
+            meta.remove(f);
+        }
+    }
+    list.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incident_replayed_in_enforce_mode_is_undone() {
+    let srv = KubeTestServer::start();
+    // The test server publishes OpenAPI for RBAC only; the files also hold ServiceAccounts.
+    let apply_unvalidated = |yaml: &str| {
+        let o = srv.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], yaml);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let namespaces: std::collections::BTreeSet<String> = ["before", "after"]
+        .iter()
+        .flat_map(|side| {
+            let list: Value = serde_json::from_str(&applicable(side)).unwrap();
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|i| i["metadata"]["namespace"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for ns in &namespaces {
+        srv.kubectl_ok(&["create", "namespace", ns]);
+    }
+    apply_unvalidated(&applicable("before"));
+    let baseline = state(&srv);
+    // The engineer follows the forum answer (examples/incident/forum-post.md).
+    apply_unvalidated(&applicable("after"));
+    let current = state(&srv);
+    let planned = plan(
+        &baseline,
+        &current,
+        &PlanRules::from_config(&RevertConfig::default(), &[]),
+    );
+    let reverted: Vec<&str> = planned
+        .iter()
+        .filter(|p| matches!(p.outcome, Outcome::Revert(_)))
+        .map(|p| p.object.as_str())
+        .collect();
+    assert_eq!(
+        reverted,
+        [
+            "ClusterRole/engineering-debug",
+            "ClusterRoleBinding/engineering-debug"
+        ]
+    );
+    run_plan(&srv.client().await, &planned).await;
+    assert!(report(&baseline, &state(&srv)).changes.is_empty());
+}
