@@ -168,6 +168,20 @@ fn the_plan_for_the_incident_is_stable() {
         ]);
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         insta::assert_snapshot!(format!("incident_plan_{source}"), stdout(&o));
+        let o = permdrift(&[
+            "plan",
+            "-q",
+            "--source",
+            source,
+            "--baseline",
+            &incident("before"),
+            "--current",
+            &incident("after"),
+            "--format",
+            "json",
+        ]);
+        let json: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        insta::assert_json_snapshot!(format!("incident_plan_{source}_json"), json);
     }
 }
 

@@ -67,8 +67,8 @@ impl K8sRevertError {
         }
     }
 
-    fn from_kube(key: &str, e: kube::Error) -> Self {
-        let key = key.to_owned();
+    fn from_kube(key: &RbacKey, e: kube::Error) -> Self {
+        let key = key.to_string();
         match e {
             kube::Error::Api(status) => {
                 let message = status.message.clone();
@@ -109,7 +109,6 @@ pub async fn execute(client: &kube::Client, op: &K8sOp) -> Result<(), K8sRevertE
     match op {
         K8sOp::Delete {
             key,
-            rbac,
             resource_version,
         } => {
             let params = DeleteParams {
@@ -119,39 +118,40 @@ pub async fn execute(client: &kube::Client, op: &K8sOp) -> Result<(), K8sRevertE
                 }),
                 ..DeleteParams::default()
             };
-            api(client, rbac)
-                .delete(&rbac.name, &params)
+            api(client, key)
+                .delete(&key.name, &params)
                 .await
                 .map(|_| ())
                 .map_err(|e| K8sRevertError::from_kube(key, e))
         }
         K8sOp::Replace {
             key,
-            rbac,
             resource_version,
             object,
         } => {
             if resource_version.is_none() {
-                return Err(K8sRevertError::NoPrecondition { key: key.clone() });
+                return Err(K8sRevertError::NoPrecondition {
+                    key: key.to_string(),
+                });
             }
             let object: DynamicObject =
                 serde_json::from_value(object.clone()).map_err(|e| K8sRevertError::BadObject {
-                    key: key.clone(),
+                    key: key.to_string(),
                     message: e.to_string(),
                 })?;
-            api(client, rbac)
-                .replace(&rbac.name, &PostParams::default(), &object)
+            api(client, key)
+                .replace(&key.name, &PostParams::default(), &object)
                 .await
                 .map(|_| ())
                 .map_err(|e| K8sRevertError::from_kube(key, e))
         }
-        K8sOp::Create { key, rbac, object } => {
+        K8sOp::Create { key, object } => {
             let object: DynamicObject =
                 serde_json::from_value(object.clone()).map_err(|e| K8sRevertError::BadObject {
-                    key: key.clone(),
+                    key: key.to_string(),
                     message: e.to_string(),
                 })?;
-            api(client, rbac)
+            api(client, key)
                 .create(&PostParams::default(), &object)
                 .await
                 .map(|_| ())
@@ -159,12 +159,13 @@ pub async fn execute(client: &kube::Client, op: &K8sOp) -> Result<(), K8sRevertE
         }
         K8sOp::RemoveLabels {
             key,
-            rbac,
             resource_version,
             labels,
         } => {
             let Some(rv) = resource_version else {
-                return Err(K8sRevertError::NoPrecondition { key: key.clone() });
+                return Err(K8sRevertError::NoPrecondition {
+                    key: key.to_string(),
+                });
             };
             // A merge patch carrying metadata.resourceVersion is refused with
             // 409 if the object moved on; a null label value removes the label.
@@ -175,8 +176,8 @@ pub async fn execute(client: &kube::Client, op: &K8sOp) -> Result<(), K8sRevertE
             let patch = serde_json::json!({
                 "metadata": {"resourceVersion": rv, "labels": nulls}
             });
-            api(client, rbac)
-                .patch(&rbac.name, &PatchParams::default(), &Patch::Merge(&patch))
+            api(client, key)
+                .patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map(|_| ())
                 .map_err(|e| K8sRevertError::from_kube(key, e))

@@ -26,38 +26,39 @@ use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Keys serialize as the diff names objects (`ClusterRole/x`, `Role/ns/x`).
+fn as_text<S: serde::Serializer>(key: &RbacKey, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(key)
+}
+
 /// One Kubernetes write.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "op", rename_all = "kebab-case")]
+#[serde(tag = "op", rename_all = "kebab-case", rename_all_fields = "camelCase")]
 pub enum K8sOp {
     /// Delete an object the baseline does not have (or must recreate).
     Delete {
-        key: String,
-        #[serde(skip)]
-        rbac: RbacKey,
+        #[serde(serialize_with = "as_text")]
+        key: RbacKey,
         /// Deletion precondition: the version judged, so a newer edit is not deleted blind.
         resource_version: Option<String>,
     },
     /// Put the baseline content back, on condition the object is still the version judged.
     Replace {
-        key: String,
-        #[serde(skip)]
-        rbac: RbacKey,
+        #[serde(serialize_with = "as_text")]
+        key: RbacKey,
         resource_version: Option<String>,
         object: Value,
     },
     /// Create the baseline object (after deleting a binding whose immutable roleRef changed).
     Create {
-        key: String,
-        #[serde(skip)]
-        rbac: RbacKey,
+        #[serde(serialize_with = "as_text")]
+        key: RbacKey,
         object: Value,
     },
     /// Remove labels the baseline did not have (an aggregation label, say).
     RemoveLabels {
-        key: String,
-        #[serde(skip)]
-        rbac: RbacKey,
+        #[serde(serialize_with = "as_text")]
+        key: RbacKey,
         resource_version: Option<String>,
         labels: Vec<String>,
     },
@@ -72,7 +73,7 @@ pub struct PrincipalRef {
 
 /// One IAM write.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "op", rename_all = "kebab-case")]
+#[serde(tag = "op", rename_all = "kebab-case", rename_all_fields = "camelCase")]
 pub enum IamOp {
     PutPermissionsBoundary {
         principal: PrincipalRef,
@@ -344,16 +345,16 @@ pub fn apply_k8s(state: &mut SourceSnapshot, planned: &[Planned]) {
         };
         for op in ops {
             match op {
-                K8sOp::Delete { rbac, .. } => {
-                    model.remove(rbac);
+                K8sOp::Delete { key, .. } => {
+                    model.remove(key);
                 }
                 K8sOp::Replace { object, .. } | K8sOp::Create { object, .. } => {
                     if let Ok(o) = K8sObject::from_raw(object.clone()) {
                         model.insert(o);
                     }
                 }
-                K8sOp::RemoveLabels { rbac, labels, .. } => {
-                    let Some(mut v) = model.get(rbac).map(|o| o.value()) else {
+                K8sOp::RemoveLabels { key, labels, .. } => {
+                    let Some(mut v) = model.get(key).map(|o| o.value()) else {
                         continue;
                     };
                     if let Some(Value::Object(l)) =
@@ -502,14 +503,12 @@ fn plan_k8s(change: &Change, baseline: &K8sModel, current: &K8sModel) -> Outcome
     let Some(rbac) = rbac_key(change) else {
         return unsupported(format!("{} is not an RBAC kind", change.object.kind));
     };
-    let key = rbac.to_string();
     let now = current.get(&rbac).map(|o| o.value());
     let then = baseline.get(&rbac).map(|o| o.value());
     let rv = |v: &Value| crate::model::k8s::resource_version(v).map(str::to_owned);
     let ops = match (change.change, then, now) {
         (ChangeKind::Added, None, Some(now)) => vec![K8sOp::Delete {
-            key,
-            rbac,
+            key: rbac,
             resource_version: rv(&now),
         }],
         (ChangeKind::Modified, Some(then), Some(now)) => {
@@ -537,13 +536,11 @@ fn plan_k8s(change: &Change, baseline: &K8sModel, current: &K8sModel) -> Outcome
                 // roleRef is immutable: the binding is deleted and created again.
                 vec![
                     K8sOp::Delete {
-                        key: key.clone(),
-                        rbac: rbac.clone(),
+                        key: rbac.clone(),
                         resource_version: rv(&now),
                     },
                     K8sOp::Create {
-                        key,
-                        rbac,
+                        key: rbac,
                         object: restorable(&then, None),
                     },
                 ]
@@ -557,16 +554,14 @@ fn plan_k8s(change: &Change, baseline: &K8sModel, current: &K8sModel) -> Outcome
                     .cloned()
                     .collect();
                 vec![K8sOp::RemoveLabels {
-                    key,
-                    rbac,
+                    key: rbac,
                     resource_version: rv(&now),
                     labels: added,
                 }]
             } else {
                 let resource_version = rv(&now);
                 vec![K8sOp::Replace {
-                    key,
-                    rbac,
+                    key: rbac,
                     object: restorable(&then, resource_version.as_deref()),
                     resource_version,
                 }]
@@ -846,7 +841,7 @@ mod tests {
         };
         assert!(
             matches!(&ops[..], [K8sOp::Delete { key, resource_version: Some(rv), .. }]
-            if key == "ClusterRoleBinding/oops" && rv == "20")
+            if key.to_string() == "ClusterRoleBinding/oops" && rv == "20")
         );
     }
 
