@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod support;
+
 use permdrift::approval::content::{self, ProposedWidening};
 use permdrift::approval::{self, Approval, Rules, SignedApproval, Widening};
 use permdrift::config::ApprovalConfig;
@@ -475,4 +477,126 @@ fn a_wider_edit_has_another_digest_and_a_neutral_one_keeps_it() {
         serde_json::json!({"kind":"User","name":"mallory","apiGroup":"rbac.authorization.k8s.io"}),
     );
     assert_ne!(digest_of(wider), original);
+}
+
+/// One HTTPS request received by a stand-in for the operator's API (its
+/// approvals endpoint is not there yet): the request's head and body.
+fn serve_once(pki: &support::api::TestPki) -> (u16, std::thread::JoinHandle<String>) {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(&pki.cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&pki.key).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let conn = rustls::ServerConnection::new(std::sync::Arc::new(config)).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Head, then as many body bytes as content-length says.
+        loop {
+            let n = tls.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_owned)
+                    })
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    break;
+                }
+            }
+        }
+        let reply = "approved";
+        write!(
+            tls,
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+            reply.len()
+        )
+        .unwrap();
+        tls.flush().unwrap();
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+        String::from_utf8_lossy(&got).to_string()
+    });
+    (port, handle)
+}
+
+#[test]
+fn approve_with_server_posts_the_widening_with_the_bearer_token_over_tls_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::api::TestPki::create(dir.path());
+    let (port, request) = serve_once(&pki);
+    let digest = "ab".repeat(32);
+    let o = permdrift(&[
+        "approve",
+        "--server",
+        &format!("https://127.0.0.1:{port}"),
+        "--ca-cert",
+        pki.ca.to_str().unwrap(),
+        "--token",
+        "s3cret-token",
+        "--source",
+        K8S,
+        "--object",
+        "ClusterRoleBinding/x",
+        "--digest",
+        &digest,
+        "--for",
+        "30m",
+        "--reason",
+        "INC-7",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("approved"), "{}", stderr(&o));
+    let request = request.join().unwrap();
+    assert!(
+        request.starts_with("POST /api/v1/approvals HTTP/1.1"),
+        "{request}"
+    );
+    assert!(
+        request.contains("authorization: Bearer s3cret-token"),
+        "{request}"
+    );
+    let body: Value = serde_json::from_str(request.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"source": K8S, "object": "ClusterRoleBinding/x", "digest": digest,
+            "reason": "INC-7", "validForSeconds": 1800})
+    );
+    // Never in the clear.
+    let o = permdrift(&[
+        "approve",
+        "--server",
+        "http://127.0.0.1:1",
+        "--token",
+        "t",
+        "--source",
+        K8S,
+        "--object",
+        "ClusterRoleBinding/x",
+        "--digest",
+        &digest,
+        "--reason",
+        "r",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("over TLS only"), "{}", stderr(&o));
 }
