@@ -381,7 +381,7 @@ async fn an_object_edited_after_planning_is_not_overwritten() {
             .unwrap_err();
         assert!(matches!(err, K8sRevertError::Conflict { .. }), "{err:?}");
         assert_eq!(err.metric_label(), "conflict");
-        assert_eq!(err.retry(), Retry::Retryable);
+        assert_eq!(err.retry(), Retry::Replan);
     }
     // Neither write went through.
     srv.kubectl_ok(&["get", "clusterrolebinding", "mallory-admin"]);

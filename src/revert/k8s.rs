@@ -56,13 +56,12 @@ impl K8sRevertError {
         }
     }
 
-    /// A conflict is retried after a fresh read and a new plan; a 403 never
-    /// fixes itself; throttling and transport errors pass.
+    /// A conflict needs a fresh read and a new plan; a 403 never fixes
+    /// itself; throttling and transport errors pass.
     pub fn retry(&self) -> Retry {
         match self {
-            K8sRevertError::Conflict { .. }
-            | K8sRevertError::Throttled { .. }
-            | K8sRevertError::Transport { .. } => Retry::Retryable,
+            K8sRevertError::Conflict { .. } => Retry::Replan,
+            K8sRevertError::Throttled { .. } | K8sRevertError::Transport { .. } => Retry::Retryable,
             _ => Retry::Permanent,
         }
     }
