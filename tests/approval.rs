@@ -600,3 +600,84 @@ fn approve_with_server_posts_the_widening_with_the_bearer_token_over_tls_only() 
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("over TLS only"), "{}", stderr(&o));
 }
+
+#[test]
+fn an_iam_policy_document_is_pre_approved_on_its_target() {
+    let s = setup("");
+    let aws = format!("{}/aws.json", incident("before"));
+    std::fs::write(
+        s.path("admin.json"),
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#,
+    )
+    .unwrap();
+    let doc = s.path("admin.json");
+    let read = |file: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(s.path(file)).unwrap()).unwrap()
+    };
+    // As an inline policy on a group: the group widens, and so does each member.
+    let group = "arn:aws:iam::111122223333:group/engineering";
+    let o = s.approve(
+        0,
+        &[
+            "--source",
+            AWS,
+            "--snapshot",
+            &aws,
+            "--policy-document",
+            &doc,
+            "--target",
+            group,
+        ],
+        "group.json",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let approvals = read("group.json");
+    let approvals: Vec<Value> = match approvals {
+        Value::Array(list) => list,
+        one => vec![one],
+    };
+    let objects: Vec<&str> = approvals
+        .iter()
+        .map(|a| a["approval"]["object"].as_str().unwrap())
+        .collect();
+    assert!(
+        objects.contains(&format!("Group {group}").as_str()),
+        "{objects:?}"
+    );
+    // As the new default version of a managed policy.
+    let policy = "arn:aws:iam::111122223333:policy/CustomerDataRead";
+    let o = s.approve(
+        0,
+        &[
+            "--source",
+            AWS,
+            "--snapshot",
+            &aws,
+            "--policy-document",
+            &doc,
+            "--target",
+            policy,
+        ],
+        "policy.json",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(s.path("policy.json")).unwrap();
+    assert!(text.contains(&format!("\"Policy {policy}\"")), "{text}");
+    // A target that is not there is named.
+    let o = s.approve(
+        0,
+        &[
+            "--source",
+            AWS,
+            "--snapshot",
+            &aws,
+            "--policy-document",
+            &doc,
+            "--target",
+            "arn:aws:iam::111122223333:role/nope",
+        ],
+        "never.json",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("role/nope"), "{}", stderr(&o));
+}
