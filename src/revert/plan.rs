@@ -221,15 +221,18 @@ pub enum Outcome {
     Skip(Skip),
 }
 
-/// Built-in protected objects: the operator's own RBAC (the chart names it
-/// `permdrift` and `permdrift-*`, charts/permdrift/templates/rbac.yaml) and
-/// Kubernetes' `system:*` bootstrap objects.
+/// Built-in protected objects: the operator's own RBAC and Kubernetes'
+/// `system:*` bootstrap objects. The chart names its RBAC after the release's
+/// full name, which always contains `permdrift` (`permdrift`,
+/// `RELEASE-permdrift`, plus suffixes such as `-leader-election`;
+/// charts/permdrift/templates/_helpers.tpl) unless overridden, hence the
+/// infix globs.
 pub const DEFAULT_PROTECTED: [&str; 5] = [
     "*/system:*",
-    "ClusterRole/permdrift*",
-    "ClusterRoleBinding/permdrift*",
-    "Role/*/permdrift*",
-    "RoleBinding/*/permdrift*",
+    "ClusterRole/*permdrift*",
+    "ClusterRoleBinding/*permdrift*",
+    "Role/*/*permdrift*",
+    "RoleBinding/*/*permdrift*",
 ];
 
 /// What planning needs from the config, and the approvals already decided.
@@ -910,7 +913,7 @@ mod tests {
     fn protected_objects_are_never_planned() {
         let mut current = base();
         current.push(crb("system:oops", "40", "reader", "mallory"));
-        current.push(crb("permdrift", "41", "reader", "mallory"));
+        current.push(crb("prod-permdrift", "41", "reader", "mallory"));
         current.push(crb("gitops-root", "42", "reader", "mallory"));
         let mut config = RevertConfig::default();
         config.protected.push("ClusterRoleBinding/gitops-*".into());
@@ -922,8 +925,8 @@ mod tests {
                 match p.object.as_str() {
                     "ClusterRoleBinding/system:oops" =>
                         Outcome::Skip(Skip::Protected("*/system:*".into())),
-                    "ClusterRoleBinding/permdrift" =>
-                        Outcome::Skip(Skip::Protected("ClusterRoleBinding/permdrift*".into())),
+                    "ClusterRoleBinding/prod-permdrift" =>
+                        Outcome::Skip(Skip::Protected("ClusterRoleBinding/*permdrift*".into())),
                     _ => Outcome::Skip(Skip::Protected("ClusterRoleBinding/gitops-*".into())),
                 }
             );
