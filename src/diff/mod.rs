@@ -20,8 +20,8 @@ use crate::index::k8s::{K8sModel, K8sObject};
 use crate::model;
 use crate::model::aws::{AwsKey, AwsKind};
 use crate::model::iam_policy::Effect;
-use crate::model::k8s::RbacKey;
 use crate::model::k8s::Subject;
+use crate::model::k8s::RbacKey;
 use crate::report::{
     Change, ChangeKind, Direction, Grant, Incomplete, ObjectRef, Report, SCHEMA, SubjectDelta,
 };
@@ -959,9 +959,8 @@ pub fn aws_object_change<'k>(
     {
         return None;
     }
-    let norm = |x: Option<&crate::index::aws::AwsObject>| {
-        x.map(|o| model::aws::normalize(key.kind, &o.raw))
-    };
+    let norm =
+        |x: Option<&crate::index::aws::AwsObject>| x.map(|o| model::aws::normalize(key.kind, &o.raw));
     let (old_norm, new_norm) = (norm(o), norm(n));
     ObjectChange::between(key, old_norm, new_norm)
 }
