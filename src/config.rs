@@ -66,6 +66,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub enum Mode {
     #[default]
     Detect,
+    /// Journal the exact revert plan enforce mode would run (docs/approvals.md).
+    #[serde(rename = "dry-run")]
+    DryRun,
     Enforce,
 }
 
@@ -448,6 +451,124 @@ pub struct Config {
     pub events: EventsConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub approvals: ApprovalConfig,
+    #[serde(default)]
+    pub revert: RevertConfig,
+}
+
+/// Who may approve a widening and for how long (docs/approvals.md).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApprovalConfig {
+    /// Approvers' ed25519 public keys, for signed approvals.
+    #[serde(default)]
+    pub keys: Vec<ApproverKey>,
+    /// Identities (globs) of agents: automation that never approves.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// Validity of an approval that names none.
+    #[serde(default = "default_approval_expiry")]
+    pub default_expiry: Dur,
+    /// The longest an approval may be valid.
+    #[serde(default = "max_approval_expiry")]
+    pub max_expiry: Dur,
+    /// How far clocks may disagree when checking issue and expiry times.
+    #[serde(default = "approval_clock_skew")]
+    pub clock_skew: Dur,
+    /// Distinct approvers a critical widening needs.
+    #[serde(default = "critical_approvals")]
+    pub critical_approvals: usize,
+}
+
+fn default_approval_expiry() -> Dur {
+    Dur(Duration::from_secs(8 * 3600))
+}
+fn max_approval_expiry() -> Dur {
+    Dur(Duration::from_secs(7 * 24 * 3600))
+}
+fn approval_clock_skew() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn critical_approvals() -> usize {
+    2
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            agents: Vec::new(),
+            default_expiry: default_approval_expiry(),
+            max_expiry: max_approval_expiry(),
+            clock_skew: approval_clock_skew(),
+            critical_approvals: critical_approvals(),
+        }
+    }
+}
+
+/// An approver's signing key.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApproverKey {
+    /// The name approvals are signed under and journaled with.
+    pub id: String,
+    /// The ed25519 public key: base64 of its 32 bytes (`permdrift keygen`).
+    pub public_key: String,
+    /// Who holds the key, as audit logs name them (`alice@example.com`, an
+    /// IAM ARN), so an approval of one's own change is caught; default: `id`.
+    #[serde(default)]
+    pub identity: Option<String>,
+}
+
+/// What enforce and dry-run modes may revert, and how often.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RevertConfig {
+    /// Objects never reverted, as globs over `Kind/name`, `Kind/ns/name` or
+    /// an ARN, on top of the built-in ones (the operator's own RBAC, `system:*`).
+    #[serde(default)]
+    pub protected: Vec<String>,
+    /// Most reverts per source within `rateWindow`.
+    #[serde(default = "revert_rate_limit")]
+    pub rate_limit: usize,
+    #[serde(default = "revert_rate_window")]
+    pub rate_window: Dur,
+    /// The same object reverted `flappingCount` times within
+    /// `flappingWindow` is left alone and alerted (a GitOps tug-of-war).
+    #[serde(default = "flapping_count")]
+    pub flapping_count: usize,
+    #[serde(default = "flapping_window")]
+    pub flapping_window: Dur,
+    /// Also revert widenings nobody holds today (latent grants only).
+    #[serde(default)]
+    pub latent: bool,
+}
+
+fn revert_rate_limit() -> usize {
+    10
+}
+fn revert_rate_window() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn flapping_count() -> usize {
+    3
+}
+fn flapping_window() -> Dur {
+    Dur(Duration::from_secs(600))
+}
+
+impl Default for RevertConfig {
+    fn default() -> Self {
+        Self {
+            protected: Vec::new(),
+            rate_limit: revert_rate_limit(),
+            rate_window: revert_rate_window(),
+            flapping_count: flapping_count(),
+            flapping_window: flapping_window(),
+            latent: false,
+        }
+    }
 }
 
 impl Config {
@@ -534,10 +655,12 @@ impl Config {
                 }
                 _ => {}
             }
-            if s.mode == Mode::Enforce {
+            if s.mode != Mode::Detect {
                 return Err(field(
                     &format!("sources[{i}].mode"),
-                    "enforce is not available yet in this version; use detect".into(),
+                    "dry-run and enforce are not available in the operator yet; use detect \
+                     (`permdrift plan` shows what enforce would revert)"
+                        .into(),
                 ));
             }
         }
@@ -636,6 +759,7 @@ impl Config {
                 ));
             }
         }
+        validate_approvals(&config.approvals, &config.revert).map_err(|(p, m)| field(&p, m))?;
         Ok(config)
     }
 
@@ -647,6 +771,47 @@ impl Config {
         })?;
         Config::parse(&file, &text)
     }
+}
+
+/// The approval and revert settings' own checks: (field path, message).
+fn validate_approvals(a: &ApprovalConfig, r: &RevertConfig) -> Result<(), (String, String)> {
+    let mut ids = BTreeSet::new();
+    for (i, key) in a.keys.iter().enumerate() {
+        if key.id.trim().is_empty() || !ids.insert(key.id.as_str()) {
+            return Err((
+                format!("approvals.keys[{i}].id"),
+                format!("{:?} must be non-empty and unique", key.id),
+            ));
+        }
+        if let Err(e) = crate::signature::PublicKey::parse(&key.public_key) {
+            return Err((format!("approvals.keys[{i}].publicKey"), e.to_string()));
+        }
+    }
+    if a.default_expiry.0.is_zero() || a.default_expiry.0 > a.max_expiry.0 {
+        return Err((
+            "approvals.defaultExpiry".into(),
+            "must be longer than 0 and at most maxExpiry".into(),
+        ));
+    }
+    if a.critical_approvals == 0 {
+        return Err((
+            "approvals.criticalApprovals".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    if r.rate_limit == 0 || r.rate_window.0.is_zero() {
+        return Err((
+            "revert.rateLimit".into(),
+            "rateLimit and rateWindow must be more than 0".into(),
+        ));
+    }
+    if r.flapping_count < 2 || r.flapping_window.0.is_zero() {
+        return Err((
+            "revert.flappingCount".into(),
+            "flappingCount must be at least 2 and flappingWindow more than 0".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -697,6 +862,29 @@ mod tests {
         let c = Config::load(std::path::Path::new(path)).unwrap();
         assert_eq!(c.sources.len(), 3);
         assert_eq!(c.allow.len(), 1);
+    }
+
+    #[test]
+    fn approval_and_revert_settings() {
+        let c = Config::parse("c.yaml", MINIMAL).unwrap();
+        assert_eq!(c.approvals.critical_approvals, 2);
+        assert_eq!(c.approvals.default_expiry.0, Duration::from_secs(8 * 3600));
+        assert!(!c.revert.latent);
+        let bad = |text: &str| Config::parse("c.yaml", text).unwrap_err().to_string();
+        let e = bad(&format!(
+            "{MINIMAL}approvals:\n  keys:\n  - {{id: alice, publicKey: AAAA}}\n"
+        ));
+        assert!(e.contains("approvals.keys[0].publicKey"), "{e}");
+        let e = bad(&format!(
+            "{MINIMAL}approvals: {{defaultExpiry: 9h, maxExpiry: 8h}}\n"
+        ));
+        assert!(e.contains("approvals.defaultExpiry"), "{e}");
+        let e = bad(&format!("{MINIMAL}revert: {{flappingCount: 1}}\n"));
+        assert!(e.contains("revert.flappingCount"), "{e}");
+        let e = bad(&MINIMAL.replace("kubernetes:", "mode: dry-run\n  kubernetes:"));
+        assert!(e.contains("sources[0].mode"), "{e}");
+        let e = bad(&MINIMAL.replace("kubernetes:", "mode: enfrce\n  kubernetes:"));
+        assert!(e.contains("sources[0].mode"), "{e}");
     }
 
     #[test]

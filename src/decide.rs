@@ -180,6 +180,11 @@ impl Policy<'_> {
                         "unapproved widening (detect mode)".into(),
                         false,
                     ),
+                    Mode::DryRun => (
+                        Verdict::Alert,
+                        "unapproved widening (dry-run mode: revert planned, not run)".into(),
+                        false,
+                    ),
                     Mode::Enforce => (
                         Verdict::Alert,
                         "unapproved widening (enforce mode: revert planned)".into(),

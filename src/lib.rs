@@ -9,6 +9,7 @@
 // test support may opt out, see tests/support/moto.rs).
 #![forbid(unsafe_code)]
 
+pub mod approval;
 pub mod classify;
 pub mod cli;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod model;
 pub mod operator;
 pub mod render;
 pub mod report;
+pub mod revert;
 pub mod signature;
 pub mod snapshot;
 pub mod source;

@@ -143,6 +143,17 @@ impl PublicKey {
         use base64::Engine;
         b64().encode(self.0.as_bytes())
     }
+
+    /// Whether `signature` (base64) is this key's signature over `message`;
+    /// for other signed documents (approvals), which bring their own context.
+    pub fn verifies(&self, message: &[u8], signature: &str) -> bool {
+        use base64::Engine;
+        b64()
+            .decode(signature.trim())
+            .ok()
+            .and_then(|bytes| ed25519_dalek::Signature::from_slice(&bytes).ok())
+            .is_some_and(|sig| self.0.verify(message, &sig).is_ok())
+    }
 }
 
 /// A signer's private key.
@@ -172,6 +183,12 @@ impl SecretKey {
 
     pub fn public(&self) -> PublicKey {
         PublicKey(self.0.verifying_key())
+    }
+
+    /// base64 of this key's signature over `message` (see [`PublicKey::verifies`]).
+    pub fn sign_bytes(&self, message: &[u8]) -> String {
+        use base64::Engine;
+        b64().encode(self.0.sign(message).to_bytes())
     }
 
     pub fn sign(&self, statement: Statement) -> Signed {

@@ -141,6 +141,11 @@ pub enum Credential {
     Bearer(String),
     /// A JSON body (a signed statement).
     Signed(String),
+    /// A bearer token with a JSON body (an approval request).
+    BearerJson {
+        token: String,
+        body: String,
+    },
 }
 
 /// Sends one request; returns the status and the body text.
@@ -180,6 +185,10 @@ pub async fn send(
         Credential::Bearer(token) => request
             .header("authorization", format!("Bearer {token}"))
             .body(http_body_util::Full::new(bytes::Bytes::new()))?,
+        Credential::BearerJson { token, body } => request
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))?,
         Credential::Signed(body) => request
             .header("content-type", "application/json")
             .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))?,

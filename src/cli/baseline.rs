@@ -145,7 +145,7 @@ fn online(ctx: &Ctx, args: &AcceptArgs) -> anyhow::Result<u8> {
 }
 
 /// The bearer token of a kubeconfig context (`token`, or `tokenFile`).
-async fn kubeconfig_token(
+pub(super) async fn kubeconfig_token(
     file: Option<&std::path::Path>,
     context: Option<&str>,
 ) -> anyhow::Result<String> {

@@ -3,11 +3,13 @@
 //! 0 means nothing at or above `--fail-on`, 1 found, 2 trouble.
 
 mod api_client;
+mod approve;
 mod baseline;
 mod diff;
 mod history;
 mod keygen;
 mod output;
+mod plan;
 mod run;
 mod snapshot;
 mod whocan;
@@ -59,6 +61,10 @@ enum Command {
     Baseline(baseline::BaselineArgs),
     /// Make an ed25519 key pair for signing requests to the operator.
     Keygen(keygen::KeygenArgs),
+    /// Approve one widening for a time: signed to a file, or sent to the operator.
+    Approve(Box<approve::ApproveArgs>),
+    /// Print the reverts enforce mode would run for a source.
+    Plan(plan::PlanArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -226,6 +232,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&ctx, args),
         Command::Baseline(args) => baseline::run(&ctx, args),
         Command::Keygen(args) => keygen::run(&ctx, args),
+        Command::Approve(args) => approve::run(&ctx, *args),
+        Command::Plan(args) => plan::run(&ctx, args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
