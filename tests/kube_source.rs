@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use permdrift::model::k8s::RbacKind;
 use permdrift::index::k8s_live::{ChangeOrigin, LiveIndex, ObjectChange};
+use permdrift::model::k8s::RbacKind;
 use permdrift::source::k8s::{
     K8sProgress, SourceInfo, WatchBackoff, WatchOptions, snapshot_cluster, watch_cluster,
 };

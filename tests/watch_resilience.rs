@@ -36,8 +36,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use permdrift::model::k8s::RbacKind;
 use permdrift::index::k8s_live::{ChangeOrigin, KindEvent, LiveIndex, ObjectChange};
+use permdrift::model::k8s::RbacKind;
 use permdrift::model::k8s::with_type;
 use permdrift::source::k8s::{
     SourceInfo, WatchBackoff, WatchOptions, snapshot_cluster, watch_cluster,

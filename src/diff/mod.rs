@@ -20,8 +20,8 @@ use crate::index::k8s::{K8sModel, K8sObject};
 use crate::model;
 use crate::model::aws::{AwsKey, AwsKind};
 use crate::model::iam_policy::Effect;
-use crate::model::k8s::Subject;
 use crate::model::k8s::RbacKey;
+use crate::model::k8s::Subject;
 use crate::report::{
     Change, ChangeKind, Direction, Grant, Incomplete, ObjectRef, Report, SCHEMA, SubjectDelta,
 };
@@ -524,6 +524,7 @@ pub fn k8s_change<'m>(
         witness,
         text_diff: text::object_diff(&label, old.as_ref(), new.as_ref()),
         fingerprint: fingerprint(source, &label, old.as_ref(), new.as_ref()),
+        attribution: None,
     };
     (change, effect)
 }
@@ -943,6 +944,7 @@ pub fn aws_change(
         witness,
         text_diff: text::object_diff(&label, old_norm.as_ref(), new_norm.as_ref()),
         fingerprint: fingerprint(source, &label, old_norm.as_ref(), new_norm.as_ref()),
+        attribution: None,
     };
     (change, gained_all, lost_all)
 }
@@ -959,8 +961,9 @@ pub fn aws_object_change<'k>(
     {
         return None;
     }
-    let norm =
-        |x: Option<&crate::index::aws::AwsObject>| x.map(|o| model::aws::normalize(key.kind, &o.raw));
+    let norm = |x: Option<&crate::index::aws::AwsObject>| {
+        x.map(|o| model::aws::normalize(key.kind, &o.raw))
+    };
     let (old_norm, new_norm) = (norm(o), norm(n));
     ObjectChange::between(key, old_norm, new_norm)
 }
