@@ -98,6 +98,10 @@ pub enum AwsOp {
     },
 }
 
+/// Fence languages that mark a block as shell, whatever it contains (a
+/// heredoc holds YAML).
+const SHELL_LANGS: [&str; 6] = ["sh", "bash", "shell", "console", "zsh", "shell-session"];
+
 /// A JSON document found in the answer, for `file://` references.
 struct JsonDoc {
     value: Value,
@@ -158,7 +162,8 @@ pub fn parse_blocks(file: &str, blocks: &[Block]) -> (Vec<Action>, Vec<String>) 
                 "Terraform block (Terraform resources are not parsed)",
             );
         } else if matches!(lang.as_str(), "yaml" | "yml")
-            || b.text.lines().any(|l| l.starts_with("apiVersion:"))
+            || (!SHELL_LANGS.contains(&lang.as_str())
+                && b.text.lines().any(|l| l.starts_with("apiVersion:")))
         {
             p.yaml(&b.text, b.line);
         } else {

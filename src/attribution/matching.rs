@@ -258,7 +258,11 @@ impl<'a> Index<'a> {
                 best = Some((score, i, covered));
             }
         }
-        let ((confidence, ..), i, covered) = best?;
+        let ((mut confidence, ..), i, covered) = best?;
+        // More applied than suggested is partial, however alike the object.
+        if covered.iter().any(|c| !c) {
+            confidence = Confidence::Partial;
+        }
         let p = self.items[i].p;
         let mut matched = Vec::new();
         let mut beyond = Vec::new();

@@ -249,6 +249,41 @@ fn predict_kube(
             }
         }
     }
+    // A role that the new labels aggregate into another (OLD's selectors
+    // on the new labels), and the roles an aggregated role collects.
+    for value in working.values() {
+        let labels: BTreeMap<String, String> = value
+            .pointer("/metadata/labels")
+            .and_then(|l| serde_json::from_value(l.clone()).ok())
+            .unwrap_or_default();
+        if labels.is_empty() || value["kind"] != "ClusterRole" {
+            continue;
+        }
+        for (name, selectors) in old.aggregators() {
+            if selectors.iter().any(|s| s.matches(&labels)) {
+                let agg_key = RbacKey::cluster_role(name);
+                related.extend(
+                    old.bindings_of_role(&agg_key)
+                        .take(MAX_RELATED)
+                        .map(|(k, _)| k.clone()),
+                );
+                related.push(agg_key);
+            }
+        }
+    }
+    let mut i = 0;
+    while i < related.len() && i < 8 * MAX_RELATED {
+        if let Some(role) = old.get(&related[i]).and_then(|o| o.role())
+            && let Some(selectors) = &role.aggregation
+        {
+            for s in selectors {
+                for name in old.cluster_roles_matching(s).into_iter().take(MAX_RELATED) {
+                    related.push(RbacKey::cluster_role(name));
+                }
+            }
+        }
+        i += 1;
+    }
     for key in related {
         if let Some(o) = old.get(&key) {
             context.entry(key).or_insert_with(|| o.clone());
@@ -400,6 +435,12 @@ fn predict_aws(
             match op {
                 AwsOp::AttachPolicy { policy_arn, .. } => {
                     let name = policy_arn.rsplit('/').next().unwrap_or(policy_arn);
+                    // `arn:aws:iam::YOUR_ACCOUNT_ID:policy/X` stands for OLD's X.
+                    let known = names.by_name.get(&(AwsKind::Policy, name));
+                    let policy_arn = match known {
+                        Some(k) if super::placeholder::matches(policy_arn, &k.arn) => &k.arn,
+                        _ => policy_arn,
+                    };
                     push_unique(
                         &mut v["AttachedManagedPolicies"],
                         json!({"PolicyArn": policy_arn, "PolicyName": name}),
@@ -512,19 +553,34 @@ fn predict_aws(
         while i < related.len() && i < 4 * MAX_RELATED {
             let key = related[i].clone();
             if let Some(o) = old.get(&key) {
-                for p in o.raw["AttachedManagedPolicies"]
+                let mut more: Vec<AwsKey> = Vec::new();
+                let boundary = o
+                    .raw
+                    .pointer("/PermissionsBoundary/PermissionsBoundaryArn")
+                    .and_then(Value::as_str);
+                let attached = o.raw["AttachedManagedPolicies"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                {
-                    if let Some(arn) = p["PolicyArn"].as_str() {
-                        let pk = AwsKey {
-                            kind: AwsKind::Policy,
-                            arn: arn.to_owned(),
-                        };
-                        if !related.contains(&pk) {
-                            related.push(pk);
-                        }
+                    .filter_map(|p| p["PolicyArn"].as_str());
+                for arn in attached.chain(boundary) {
+                    more.push(AwsKey {
+                        kind: AwsKind::Policy,
+                        arn: arn.to_owned(),
+                    });
+                }
+                match &o.parsed {
+                    crate::model::aws::AwsBody::Group(g) => {
+                        more.extend(old.members_of(&g.name).take(MAX_RELATED));
+                    }
+                    crate::model::aws::AwsBody::User(u) => {
+                        more.extend(u.groups.iter().filter_map(|g| old.group_key(g)));
+                    }
+                    _ => {}
+                }
+                for k in more {
+                    if !related.contains(&k) {
+                        related.push(k);
                     }
                 }
                 if before.get(&key).is_none() {
