@@ -180,3 +180,251 @@ fn corpus_attributions_match_and_precision_and_recall_are_reported() {
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+fn incident(part: &str) -> String {
+    root()
+        .join("examples/incident")
+        .join(part)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn incident_replay_attributes_both_changes_to_the_forum_post() {
+    let o = permdrift(&[
+        "diff",
+        &incident("before"),
+        &incident("after"),
+        "--suggestions",
+        &incident("suggestions"),
+        "--agents",
+        &incident("agents.yaml"),
+        "--format",
+        "json",
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let changes = report["changes"].as_array().unwrap();
+    let mut platforms = Vec::new();
+    for c in changes {
+        let a = &c["attribution"];
+        assert_eq!(a["kind"], "agent-suggested", "{}", object_key(c));
+        assert_eq!(a["suggestion"], "eng-help-2026-11-19-1131");
+        assert_eq!(a["agent"], "devhelper");
+        assert!(a["beyond"].as_array().unwrap().is_empty(), "{a}");
+        let evidence = a["evidence"][0]["location"].as_str().unwrap();
+        assert!(evidence.contains("forum-answer.md:"), "{evidence}");
+        platforms.push(c["platform"].as_str().unwrap().to_owned());
+    }
+    // The trust policy (AWS) and the ClusterRole with its binding (Kubernetes).
+    platforms.sort();
+    platforms.dedup();
+    assert_eq!(platforms, ["aws", "kubernetes"]);
+    let trust = changes.iter().find(|c| c["platform"] == "aws").unwrap();
+    assert_eq!(trust["attribution"]["confidence"], "exact");
+    assert!(
+        trust["attribution"]["evidence"][0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("aws iam update-assume-role-policy")
+    );
+
+    let text = permdrift(&[
+        "diff",
+        &incident("before"),
+        &incident("after"),
+        "--suggestions",
+        &incident("suggestions"),
+        "-q",
+    ]);
+    let out = String::from_utf8_lossy(&text.stdout);
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("  by ")).collect();
+    assert_eq!(lines.len(), changes.len(), "{out}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains("agent-suggested · suggestion eng-help-2026-11-19-1131"))
+    );
+    let md = permdrift(&[
+        "diff",
+        &incident("before"),
+        &incident("after"),
+        "--suggestions",
+        &incident("suggestions"),
+        "--format",
+        "markdown",
+        "-q",
+    ]);
+    let md = String::from_utf8_lossy(&md.stdout);
+    assert_eq!(
+        md.matches("**Attribution:** agent-suggested").count(),
+        changes.len()
+    );
+}
+
+#[test]
+fn without_attribution_flags_there_is_no_attribution_field() {
+    let o = permdrift(&[
+        "diff",
+        &incident("before"),
+        &incident("after"),
+        "--format",
+        "json",
+        "-q",
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(!text.contains("attribution"), "{text}");
+    // With a flag but nothing that explains a change, the field is null, or
+    // (Kubernetes objects whose managedFields name a manager) `unknown` with
+    // the manager as a weak hint.
+    let empty = tempfile::tempdir().unwrap();
+    let o = permdrift(&[
+        "diff",
+        &incident("before"),
+        &incident("after"),
+        "--suggestions",
+        &empty.path().display().to_string(),
+        "--format",
+        "json",
+        "-q",
+    ]);
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    for c in report["changes"].as_array().unwrap() {
+        assert!(c.as_object().unwrap().contains_key("attribution"));
+        let a = &c["attribution"];
+        if c["platform"] == "aws" {
+            assert!(a.is_null(), "{a}");
+        } else {
+            assert_eq!(a["kind"], "unknown", "{a}");
+            assert_eq!(a["actor"]["weak"], true, "{a}");
+            assert_eq!(a["actor"]["manager"], "kubectl-create", "{a}");
+            assert!(a["suggestion"].is_null(), "{a}");
+        }
+    }
+}
+
+/// Runs a diff of the incident with extra flags, expecting exit 2, and
+/// returns stderr.
+fn refused(extra: &[&str]) -> String {
+    let mut args = vec![
+        "diff".to_owned(),
+        incident("before"),
+        incident("after"),
+        "-q".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let o = permdrift(&args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(o.stdout.is_empty(), "nothing is reported on bad input");
+    err
+}
+
+#[test]
+fn oversized_and_binary_suggestions_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.md");
+    std::fs::write(&big, "a".repeat(300 * 1024)).unwrap();
+    let err = refused(&["--suggestions", &big.display().to_string()]);
+    assert!(err.contains("big.md"), "{err}");
+    assert!(err.contains("over the 262144-byte limit"), "{err}");
+
+    let bin = dir.path().join("screenshot.md");
+    std::fs::write(&bin, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR").unwrap();
+    let err = refused(&["--suggestions", &bin.display().to_string()]);
+    assert!(err.contains("screenshot.md: binary content"), "{err}");
+
+    let fm = dir.path().join("fm.md");
+    std::fs::write(&fm, "---\nid: x\nat: yesterday\n---\nhi\n").unwrap();
+    let err = refused(&["--suggestions", &fm.display().to_string()]);
+    assert!(err.contains("fm.md: front matter line 3"), "{err}");
+}
+
+#[test]
+fn a_malformed_audit_line_is_refused_with_its_line_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let good = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","stage":"ResponseComplete","verb":"create","user":{"username":"priya"},"objectRef":{"resource":"clusterrolebindings","name":"engineering-debug","apiGroup":"rbac.authorization.k8s.io"}}"#;
+    std::fs::write(&log, format!("{good}\n\n{good}\n{{\"kind\":\"Event\",\n")).unwrap();
+    let err = refused(&["--audit-log", &log.display().to_string()]);
+    assert!(
+        err.contains("audit.log:4: not an audit.k8s.io/v1 Event"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &log,
+        r#"{"kind":"Policy","apiVersion":"audit.k8s.io/v1","verb":"get","user":{}}"#,
+    )
+    .unwrap();
+    let err = refused(&["--audit-log", &log.display().to_string()]);
+    assert!(err.contains("audit.log:1:"), "{err}");
+}
+
+#[test]
+fn malformed_cloudtrail_files_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("trail.json");
+    std::fs::write(&json, r#"{"records": []}"#).unwrap();
+    let err = refused(&["--cloudtrail", &json.display().to_string()]);
+    assert!(
+        err.contains("trail.json: not a CloudTrail log file: no `Records` list"),
+        "{err}"
+    );
+
+    let gz = dir.path().join("broken.json.gz");
+    std::fs::write(&gz, b"\x1f\x8b\x08\x00garbage").unwrap();
+    let err = refused(&["--cloudtrail", &dir.path().display().to_string()]);
+    assert!(
+        err.contains("broken.json.gz: not a CloudTrail log file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_agents_file_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let agents = dir.path().join("agents.yaml");
+    std::fs::write(
+        &agents,
+        "agents:\n- name: bot\n  aws:\n    principalArn: [x]\n",
+    )
+    .unwrap();
+    let err = refused(&["--agents", &agents.display().to_string()]);
+    assert!(err.contains("agents.yaml"), "{err}");
+    assert!(err.contains("agents[0].aws"), "{err}");
+}
+
+#[test]
+fn unparsed_commands_are_reported_never_guessed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("tf.md");
+    std::fs::write(
+        &s,
+        "Try:\n\n```hcl\nresource \"aws_iam_role_policy_attachment\" \"x\" {}\n```\n\n```sh\nkubectl patch clusterrole edit --type json -p '[]'\n```\n",
+    )
+    .unwrap();
+    let o = permdrift(&[
+        "diff",
+        &incident("before"),
+        &incident("after"),
+        "--suggestions",
+        &s.display().to_string(),
+        "--format",
+        "json",
+    ]);
+    let err = stderr(&o);
+    assert!(err.contains("suggestion tf: not parsed:"), "{err}");
+    assert!(err.contains("tf.md:4: Terraform block"), "{err}");
+    assert!(
+        err.contains("tf.md:8: JSON patches are not parsed"),
+        "{err}"
+    );
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    for c in report["changes"].as_array().unwrap() {
+        let a = &c["attribution"];
+        assert!(a.is_null() || a["suggestion"].is_null(), "{a}");
+    }
+}
