@@ -127,4 +127,32 @@ mod tests {
         // A real wildcard in an answer is not a placeholder for anything.
         assert!(!matches("*", "secrets"));
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A placeholder anywhere in a name stands for any value there, and
+        /// the rest of the name still has to match.
+        #[test]
+        fn a_placeholder_stands_for_any_value(
+            prefix in "[a-z]{0,6}",
+            value in "[a-z0-9][a-z0-9-]{0,12}",
+            suffix in "[a-z]{0,6}",
+            form in 0usize..3,
+        ) {
+            let placeholder = ["<name>", "${NAME}", "$NAME"][form];
+            let suggested = format!("{prefix}{placeholder}-{suffix}");
+            let actual = format!("{prefix}{value}-{suffix}");
+            prop_assert!(matches(&suggested, &actual), "{suggested} vs {actual}");
+            let other = format!("{prefix}{value}-{suffix}x");
+            prop_assert!(!matches(&suggested, &other), "{suggested} vs {other}");
+        }
+
+        /// Without placeholders, matching is equality.
+        #[test]
+        fn literal_names_match_only_themselves(a in "[a-z][a-z0-9-]{0,15}", b in "[a-z][a-z0-9-]{0,15}") {
+            prop_assume!(!a.starts_with("my-") && !a.starts_with("example"));
+            prop_assert_eq!(matches(&a, &b), a == b);
+        }
+    }
 }

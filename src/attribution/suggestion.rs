@@ -246,4 +246,24 @@ mod tests {
         assert_eq!(b[1].line, 4);
         assert_eq!(b[1].text, "kubectl get pods\n");
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text, however broken its markdown, fences, quotes or heredocs,
+        /// parses to a result without panicking, and what is parsed points
+        /// inside the text.
+        #[test]
+        fn any_text_parses_without_panic(
+            text in "(```|```sh\n|```yaml\n|kubectl create |aws iam |<<EOF\n|EOF\n|---\n|'|\"|\\\n|--verb=get |--role-name r |-n x |[a-z:=/{}\\[\\] ]{0,8}|\n){0,40}"
+        ) {
+            let lines = text.lines().count() + 1;
+            if let Ok(s) = parse("p.md", "p", text.as_bytes()) {
+                for a in &s.actions {
+                    let line: usize = a.origin.location.rsplit(':').next().unwrap().parse().unwrap();
+                    prop_assert!(line >= 1 && line <= lines + 1, "{} of {lines}", a.origin.location);
+                }
+            }
+        }
+    }
 }
