@@ -74,6 +74,10 @@ pub struct Index<'a> {
     times: Vec<Option<jiff::Timestamp>>,
 }
 
+/// Confidence, same object, grants matched, predicted grants missed (fewer
+/// is better): compared in that order.
+type Score = (Confidence, bool, usize, std::cmp::Reverse<usize>);
+
 /// The best explanation found for a change.
 #[derive(Clone, Debug)]
 pub struct Match {
@@ -202,11 +206,7 @@ impl<'a> Index<'a> {
         candidates.dedup();
         let added = diff_lines(&change.text_diff, '+');
         let removed = diff_lines(&change.text_diff, '-');
-        let mut best: Option<(
-            (Confidence, bool, usize, std::cmp::Reverse<usize>),
-            usize,
-            Vec<bool>,
-        )> = None;
+        let mut best: Option<(Score, usize, Vec<bool>)> = None;
         for i in candidates {
             let item = &self.items[i];
             let p = item.p;

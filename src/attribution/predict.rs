@@ -225,10 +225,10 @@ fn predict_kube(
     // What the touched objects depend on, and what depends on them.
     let mut related: Vec<RbacKey> = Vec::new();
     for (key, value) in &working {
-        if let Ok(obj) = K8sObject::from_raw(value.clone()) {
-            if let Some(b) = obj.binding() {
-                related.push(b.role.clone());
-            }
+        if let Ok(obj) = K8sObject::from_raw(value.clone())
+            && let Some(b) = obj.binding()
+        {
+            related.push(b.role.clone());
         }
         if matches!(key.kind, RbacKind::ClusterRole | RbacKind::Role) {
             related.extend(
@@ -387,7 +387,7 @@ fn predict_aws(
     out: &mut Vec<Prediction>,
 ) {
     let old = names.model;
-    for (bare, group) in [(false, true), (true, false)] {
+    for bare in [false, true] {
         let mut working: BTreeMap<AwsKey, Value> = BTreeMap::new();
         let mut origins: Vec<(AwsKey, &Origin)> = Vec::new();
         let current = |working: &mut BTreeMap<AwsKey, Value>, kind: AwsKind, name: &str| {
@@ -501,7 +501,6 @@ fn predict_aws(
         if working.is_empty() {
             continue;
         }
-        let _ = group;
         let mut before = AwsModel::new();
         let mut related: Vec<AwsKey> = Vec::new();
         for (key, v) in &working {
