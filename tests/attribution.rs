@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+mod support;
+
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -427,4 +429,140 @@ fn unparsed_commands_are_reported_never_guessed() {
         let a = &c["attribution"];
         assert!(a.is_null() || a["suggestion"].is_null(), "{a}");
     }
+}
+
+/// Every RBAC object of the test server, as `kubectl get -o yaml` prints it.
+fn cluster_state(server: &support::kube_server::KubeTestServer, path: &Path) {
+    let out = server.kubectl_ok(&[
+        "get",
+        "clusterroles,clusterrolebindings,roles,rolebindings,serviceaccounts",
+        "-A",
+        "-o",
+        "yaml",
+    ]);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn kubectl_as_a_person_and_as_the_agent_through_the_audit_log() {
+    use support::kube_server::{KubeTestServer, Options};
+    let server = KubeTestServer::start_with(Options::default().audit());
+    server.add_token("priya-token", "priya@acme.io", &["engineering"], None);
+    server.add_token(
+        "devhelper-token",
+        "system:serviceaccount:agents:devhelper",
+        &["system:serviceaccounts"],
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("old.yaml"), dir.path().join("new.yaml"));
+    // The cluster before: `view`, which the agent will bind.
+    server.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "view",
+        "--verb=get,list,watch",
+        "--resource=pods,services",
+    ]);
+    cluster_state(&server, &old);
+
+    let answer = dir.path().join("debug-access.md");
+    std::fs::write(
+        &answer,
+        "---\nagent: devhelper\n---\nGive engineering read access to secrets:\n\n```sh\n\
+         kubectl create clusterrole secret-reader --verb=get,list --resource=secrets\n\
+         kubectl create clusterrolebinding engineering-secrets --clusterrole=secret-reader --group=engineering\n```\n",
+    )
+    .unwrap();
+    // A person follows the answer with real kubectl, under another name.
+    for args in [
+        &[
+            "create",
+            "clusterrole",
+            "secret-reader",
+            "--verb=get,list",
+            "--resource=secrets",
+        ][..],
+        &[
+            "create",
+            "clusterrolebinding",
+            "eng-secrets",
+            "--clusterrole=secret-reader",
+            "--group=engineering",
+        ][..],
+    ] {
+        let o = server.kubectl_as("priya-token", args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // The agent's own service account makes a change nobody suggested.
+    let o = server.kubectl_as(
+        "devhelper-token",
+        &[
+            "create",
+            "rolebinding",
+            "helper-view",
+            "-n",
+            "default",
+            "--clusterrole=view",
+            "--group=interns",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    cluster_state(&server, &new);
+
+    let agents = dir.path().join("agents.yaml");
+    std::fs::write(
+        &agents,
+        "agents:\n- name: devhelper\n  kubernetes:\n    serviceAccounts: [agents/devhelper]\n",
+    )
+    .unwrap();
+    let audit = server.audit_log.clone().unwrap();
+    let o = permdrift(&[
+        "diff".to_owned(),
+        old.display().to_string(),
+        new.display().to_string(),
+        "--suggestions".into(),
+        answer.display().to_string(),
+        "--agents".into(),
+        agents.display().to_string(),
+        "--audit-log".into(),
+        audit.display().to_string(),
+        "--format".into(),
+        "json".into(),
+        "-q".into(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let by_key: BTreeMap<String, Value> = report["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (object_key(c), c["attribution"].clone()))
+        .collect();
+    for key in [
+        "ClusterRole/secret-reader",
+        "ClusterRoleBinding/eng-secrets",
+    ] {
+        let a = &by_key[key];
+        assert_eq!(a["kind"], "agent-suggested", "{key}: {a}");
+        assert_eq!(a["suggestion"], "debug-access", "{key}: {a}");
+        assert_eq!(a["agent"], "devhelper", "{key}: {a}");
+        assert_eq!(a["actor"]["username"], "priya@acme.io", "{key}: {a}");
+        assert_eq!(a["actor"]["via"], "audit-log", "{key}: {a}");
+        assert!(
+            a["actor"]["user_agent"]
+                .as_str()
+                .unwrap()
+                .starts_with("kubectl/"),
+            "{a}"
+        );
+    }
+    let a = &by_key["RoleBinding/default/helper-view"];
+    assert_eq!(a["kind"], "agent", "{a}");
+    assert_eq!(a["agent"], "devhelper", "{a}");
+    assert_eq!(
+        a["actor"]["username"], "system:serviceaccount:agents:devhelper",
+        "{a}"
+    );
+    assert!(a["suggestion"].is_null(), "{a}");
 }
