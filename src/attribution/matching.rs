@@ -42,22 +42,73 @@ impl Key {
             effect: g.effect.clone().unwrap_or_default(),
         }
     }
+}
+
+/// A predicted value: literal, or a glob where it held placeholders (made
+/// once, when indexing, not per comparison).
+#[derive(Clone, Debug)]
+enum Field {
+    Literal(String),
+    Glob(String),
+}
+
+impl Field {
+    fn of(s: &str) -> Self {
+        let g = placeholder::to_glob(s);
+        if g == s {
+            Field::Literal(g)
+        } else {
+            Field::Glob(g)
+        }
+    }
+
+    fn matches(&self, actual: &str) -> bool {
+        match self {
+            Field::Literal(l) => l == actual,
+            Field::Glob(g) => crate::grants::glob::matches(g, actual),
+        }
+    }
+}
+
+/// A predicted grant, ready to be compared with observed ones.
+#[derive(Clone, Debug)]
+struct Pattern {
+    subject: Field,
+    scope: Field,
+    action: Field,
+    resource: Field,
+    names: Field,
+    api_group: String,
+    effect: String,
+}
+
+impl Pattern {
+    fn of(k: &Key) -> Self {
+        Pattern {
+            subject: Field::of(&k.subject),
+            scope: Field::of(&k.scope),
+            action: Field::of(&k.action),
+            resource: Field::of(&k.resource),
+            names: Field::of(&k.names),
+            api_group: k.api_group.clone(),
+            effect: k.effect.clone(),
+        }
+    }
 
     /// Whether this predicted grant stands for the observed one.
     fn covers(&self, o: &Key, any_subject: bool) -> bool {
-        let f = placeholder::matches;
-        (any_subject || (f(&self.subject, &o.subject) && f(&self.scope, &o.scope)))
-            && f(&self.action, &o.action)
-            && f(&self.resource, &o.resource)
-            && self.api_group == o.api_group
-            && f(&self.names, &o.names)
+        self.api_group == o.api_group
             && self.effect == o.effect
+            && self.action.matches(&o.action)
+            && self.resource.matches(&o.resource)
+            && (any_subject || (self.subject.matches(&o.subject) && self.scope.matches(&o.scope)))
+            && self.names.matches(&o.names)
     }
 }
 
 struct Indexed<'a> {
     p: &'a Prediction,
-    grants: Vec<Key>,
+    grants: Vec<Pattern>,
     added: Vec<String>,
     removed: Vec<String>,
 }
@@ -161,7 +212,7 @@ impl<'a> Index<'a> {
             }
             items.push(Indexed {
                 p,
-                grants,
+                grants: grants.iter().map(Pattern::of).collect(),
                 added: diff_lines(&p.change.text_diff, '+'),
                 removed: diff_lines(&p.change.text_diff, '-'),
             });
