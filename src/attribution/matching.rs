@@ -109,8 +109,60 @@ impl Pattern {
 struct Indexed<'a> {
     p: &'a Prediction,
     grants: Vec<Pattern>,
+    /// Patterns by literal (action, resource); the rest are in `globbed`.
+    by_action: FxHashMap<(String, String), Vec<usize>>,
+    globbed: Vec<usize>,
     added: Vec<String>,
     removed: Vec<String>,
+}
+
+impl Indexed<'_> {
+    fn new<'p>(p: &'p Prediction, keys: &[Key]) -> Indexed<'p> {
+        let grants: Vec<Pattern> = keys.iter().map(Pattern::of).collect();
+        let mut by_action: FxHashMap<(String, String), Vec<usize>> = FxHashMap::default();
+        let mut globbed = Vec::new();
+        for (i, g) in grants.iter().enumerate() {
+            match (&g.action, &g.resource) {
+                (Field::Literal(a), Field::Literal(r)) => {
+                    by_action.entry((a.clone(), r.clone())).or_default().push(i)
+                }
+                _ => globbed.push(i),
+            }
+        }
+        Indexed {
+            p,
+            grants,
+            by_action,
+            globbed,
+            added: diff_lines(&p.change.text_diff, '+'),
+            removed: diff_lines(&p.change.text_diff, '-'),
+        }
+    }
+
+    /// Which observed grants this prediction covers, and how many of its
+    /// own grants were observed: each observed grant meets only the patterns
+    /// of its own (action, resource) and the globbed ones.
+    fn cover(&self, observed: &[Key]) -> (Vec<bool>, usize) {
+        let mut hit = vec![false; self.grants.len()];
+        let covered = observed
+            .iter()
+            .map(|o| {
+                let same = self
+                    .by_action
+                    .get(&(o.action.clone(), o.resource.clone()))
+                    .map_or(&[][..], Vec::as_slice);
+                let mut any = false;
+                for &i in same.iter().chain(&self.globbed) {
+                    if self.grants[i].covers(o, self.p.any_subject) {
+                        hit[i] = true;
+                        any = true;
+                    }
+                }
+                any
+            })
+            .collect();
+        (covered, hit.iter().filter(|h| **h).count())
+    }
 }
 
 pub struct Index<'a> {
@@ -200,7 +252,8 @@ impl<'a> Index<'a> {
                 .clone()
                 .unwrap_or_else(|| p.change.object.name.clone());
             if placeholder::has_placeholder(&name) {
-                is_wild = true;
+                // Met through its grants when it has indexable ones.
+                is_wild |= seen.is_empty();
             } else {
                 by_name
                     .entry((p.change.object.kind.clone(), name))
@@ -210,12 +263,7 @@ impl<'a> Index<'a> {
             if is_wild {
                 wild.push(i);
             }
-            items.push(Indexed {
-                p,
-                grants: grants.iter().map(Pattern::of).collect(),
-                added: diff_lines(&p.change.text_diff, '+'),
-                removed: diff_lines(&p.change.text_diff, '-'),
-            });
+            items.push(Indexed::new(p, &grants));
         }
         Index {
             items,
@@ -279,16 +327,8 @@ impl<'a> Index<'a> {
                     (None, None) => true,
                     _ => false,
                 };
-            let covered: Vec<bool> = observed
-                .iter()
-                .map(|o| item.grants.iter().any(|g| g.covers(o, p.any_subject)))
-                .collect();
+            let (covered, predicted_hit) = item.cover(&observed);
             let hits = covered.iter().filter(|c| **c).count();
-            let predicted_hit = item
-                .grants
-                .iter()
-                .filter(|g| observed.iter().any(|o| g.covers(o, p.any_subject)))
-                .count();
             let exact = same_object
                 && same_lines(&item.added, &added)
                 && same_lines(&item.removed, &removed);
