@@ -368,11 +368,17 @@ impl<'a> Index<'a> {
             suggestion: self.ids[p.suggestion].clone(),
             agent: self.agents[p.suggestion].clone(),
             confidence,
-            evidence: vec![Evidence {
-                location: p.origin.location.clone(),
-                text: p.origin.text.clone(),
-                grants: matched,
-            }],
+            // The matched grants once, on the first action that wrote the object.
+            evidence: p
+                .origins
+                .iter()
+                .enumerate()
+                .map(|(i, o)| Evidence {
+                    location: o.location.clone(),
+                    text: o.text.clone(),
+                    grants: if i == 0 { matched.clone() } else { Vec::new() },
+                })
+                .collect(),
             beyond,
         })
     }

@@ -176,8 +176,9 @@ impl Attribution {
         if let Some(a) = &self.actor {
             s.push_str(&format!(" · by {}", a.display()));
         }
-        if let Some(e) = self.evidence.first() {
-            s.push_str(&format!(" · {}", e.location));
+        if !self.evidence.is_empty() {
+            let at: Vec<&str> = self.evidence.iter().map(|e| e.location.as_str()).collect();
+            s.push_str(&format!(" · {}", at.join(", ")));
         }
         if !self.beyond.is_empty() {
             s.push_str(&format!(

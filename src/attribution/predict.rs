@@ -30,7 +30,10 @@ pub struct Prediction {
     /// Index into the suggestions.
     pub suggestion: usize,
     pub change: Change,
-    pub origin: Origin,
+    /// The actions that wrote the object, in the order written (the first
+    /// action of the suggestion for an object only reached, such as an
+    /// aggregating role).
+    pub origins: Vec<Origin>,
     /// Policy JSON given on its own: whoever gets it matches.
     pub any_subject: bool,
 }
@@ -327,19 +330,19 @@ fn push_changes<K>(
     out: &mut Vec<Prediction>,
 ) {
     for change in changes {
-        // The last action on the object made it what it is; an object only
-        // reached (an aggregating role) is credited to the first action.
-        let origin = origins
+        let mut wrote: Vec<Origin> = origins
             .iter()
-            .rev()
-            .find(|(k, _)| is_target(&change, k))
-            .or(origins.first())
-            .map(|(_, o)| (*o).clone());
-        if let Some(origin) = origin {
+            .filter(|(k, _)| is_target(&change, k))
+            .map(|(_, o)| (*o).clone())
+            .collect();
+        if wrote.is_empty() {
+            wrote.extend(origins.first().map(|(_, o)| (*o).clone()));
+        }
+        if !wrote.is_empty() {
             out.push(Prediction {
                 suggestion: index,
                 change,
-                origin,
+                origins: wrote,
                 any_subject,
             });
         }
