@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod approval;
+pub mod attribution;
 pub mod classify;
 pub mod cli;
 pub mod config;

@@ -161,6 +161,10 @@ fn text_change(out: &mut String, c: &Change, p: &Palette) {
     if let Some(w) = &c.witness {
         let _ = writeln!(out, "  witness  {}", w.explanation);
     }
+    if let Some(a) = &c.attribution {
+        let line = a.as_ref().map_or_else(|| "none".to_owned(), |a| a.line());
+        let _ = writeln!(out, "  by       {line}");
+    }
     for (label, grants, count, sign, code) in [
         ("gained", &c.gained, c.gained_count, "+", "32"),
         ("lost", &c.lost, c.lost_count, "-", "31"),
@@ -251,6 +255,10 @@ fn markdown(report: &Report) -> String {
         );
         if let Some(w) = &c.witness {
             let _ = writeln!(out, "**Witness:** {}\n", w.explanation);
+        }
+        if let Some(a) = &c.attribution {
+            let line = a.as_ref().map_or_else(|| "none".to_owned(), |a| a.line());
+            let _ = writeln!(out, "**Attribution:** {}\n", md_escape(&line));
         }
         for (label, grants, count) in [
             ("Gained", &c.gained, c.gained_count),

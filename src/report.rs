@@ -301,6 +301,24 @@ pub struct Change {
     pub text_diff: String,
     /// Stable identity of this exact change (source, object, before, after).
     pub fingerprint: String,
+    /// Who made the change and which agent suggestion explains it
+    /// (docs/attribution.md). Absent unless attribution was asked for;
+    /// then `null` when nothing is known.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub attribution: Option<Option<crate::attribution::Attribution>>,
+}
+
+/// A field that is present, even as `null`, is `Some`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,6 +34,163 @@ pub struct DiffArgs {
     report: ReportArgs,
     #[command(flatten)]
     input: InputArgs,
+    #[command(flatten)]
+    attribution: AttributionArgs,
+}
+
+/// Attribution (docs/attribution.md): who made each change and which agent
+/// suggestion explains it. Without any of these the report is unchanged.
+#[derive(clap::Args)]
+pub struct AttributionArgs {
+    /// Known agents and the identities they act as (YAML).
+    #[arg(long, value_name = "FILE")]
+    agents: Option<PathBuf>,
+    /// An agent suggestion (.md or .txt, optional YAML front matter) or a
+    /// directory of them; repeatable.
+    #[arg(long, value_name = "PATH")]
+    suggestions: Vec<PathBuf>,
+    /// Kubernetes audit log (JSON lines of audit.k8s.io/v1 Events); repeatable.
+    #[arg(long, value_name = "FILE")]
+    audit_log: Vec<PathBuf>,
+    /// CloudTrail log file (`{"Records": [...]}`, gzipped or not) or a
+    /// directory of them; repeatable.
+    #[arg(long, value_name = "PATH")]
+    cloudtrail: Vec<PathBuf>,
+}
+
+/// The attribution inputs, read and checked before any state is loaded.
+pub struct Attribution {
+    suggestions: Vec<crate::attribution::suggestion::Suggestion>,
+    events: crate::attribution::actors::Events,
+    agents: crate::attribution::agents::AgentsConfig,
+}
+
+/// Largest CloudTrail file accepted once decompressed.
+const MAX_TRAIL_BYTES: u64 = 512 * 1024 * 1024;
+
+impl AttributionArgs {
+    fn wanted(&self) -> bool {
+        self.agents.is_some()
+            || !self.suggestions.is_empty()
+            || !self.audit_log.is_empty()
+            || !self.cloudtrail.is_empty()
+    }
+
+    /// Reads every attribution input; `None` when none was given.
+    pub fn load(&self, ctx: &Ctx) -> anyhow::Result<Option<Attribution>> {
+        use crate::attribution::{actors::Events, agents::AgentsConfig, suggestion};
+        use anyhow::Context;
+        if !self.wanted() {
+            return Ok(None);
+        }
+        let agents = match &self.agents {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read agents file {}", p.display()))?;
+                AgentsConfig::parse(&p.display().to_string(), &text)?
+            }
+            None => AgentsConfig::default(),
+        };
+        let mut suggestions = Vec::new();
+        for path in &self.suggestions {
+            for file in files(path, &["md", "txt", "markdown"])? {
+                let mut bytes = Vec::new();
+                let f = std::fs::File::open(&file)
+                    .with_context(|| format!("cannot read suggestion {}", file.display()))?;
+                // One byte past the limit is enough to refuse it.
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(f, suggestion::MAX_SUGGESTION_BYTES as u64 + 1),
+                    &mut bytes,
+                )
+                .with_context(|| format!("cannot read suggestion {}", file.display()))?;
+                let stem = file
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let s = suggestion::parse(&file.display().to_string(), &stem, &bytes)?;
+                for skipped in &s.skipped {
+                    ctx.info(&format!("suggestion {}: not parsed: {skipped}", s.id));
+                }
+                suggestions.push(s);
+            }
+        }
+        let mut events = Events::default();
+        for path in &self.audit_log {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read audit log {}", path.display()))?;
+            events.add_audit_log(&path.display().to_string(), &text)?;
+        }
+        for path in &self.cloudtrail {
+            for file in files(path, &["json", "gz"])? {
+                let f = std::fs::File::open(&file)
+                    .with_context(|| format!("cannot read CloudTrail file {}", file.display()))?;
+                let mut text = String::new();
+                let read = if file.extension().is_some_and(|e| e == "gz") {
+                    std::io::Read::read_to_string(
+                        &mut std::io::Read::take(flate2::read::GzDecoder::new(f), MAX_TRAIL_BYTES),
+                        &mut text,
+                    )
+                } else {
+                    std::io::Read::read_to_string(
+                        &mut std::io::Read::take(f, MAX_TRAIL_BYTES),
+                        &mut text,
+                    )
+                };
+                read.with_context(|| {
+                    format!(
+                        "{}: not a CloudTrail log file (unreadable or not UTF-8 JSON)",
+                        file.display()
+                    )
+                })?;
+                events.add_cloudtrail(&file.display().to_string(), &text)?;
+            }
+        }
+        ctx.info(&format!(
+            "attribution: {} suggestion{}, {} audit event{}, {} CloudTrail record{}, {} agent{}",
+            suggestions.len(),
+            if suggestions.len() == 1 { "" } else { "s" },
+            events.audit.len(),
+            if events.audit.len() == 1 { "" } else { "s" },
+            events.trail.len(),
+            if events.trail.len() == 1 { "" } else { "s" },
+            agents.agents.len(),
+            if agents.agents.len() == 1 { "" } else { "s" },
+        ));
+        Ok(Some(Attribution {
+            suggestions,
+            events,
+            agents,
+        }))
+    }
+}
+
+/// A file, or the files of a directory (recursively, sorted) with one of
+/// these extensions.
+fn files(path: &std::path::Path, extensions: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
+    use anyhow::Context;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("cannot read directory {}", path.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot read directory {}", path.display()))?;
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            out.extend(files(&entry, extensions)?);
+        } else if entry
+            .extension()
+            .is_some_and(|e| extensions.iter().any(|x| e.eq_ignore_ascii_case(x)))
+        {
+            out.push(entry);
+        }
+    }
+    Ok(out)
 }
 
 /// How a comparison is reported and what its exit status means; shared by
@@ -88,6 +245,18 @@ impl ReportArgs {
         new: &Snapshot,
         catalog: Option<&Catalog>,
     ) -> anyhow::Result<u8> {
+        self.report_attributed(ctx, old, new, catalog, None)
+    }
+
+    /// As [`Self::report`], attributing each change when asked.
+    pub fn report_attributed(
+        &self,
+        ctx: &Ctx,
+        old: &Snapshot,
+        new: &Snapshot,
+        catalog: Option<&Catalog>,
+        attribution: Option<&Attribution>,
+    ) -> anyhow::Result<u8> {
         // The built-in catalog is parsed only when there is IAM to judge.
         let has_aws = |s: &Snapshot| s.sources.values().any(|s| s.iam().is_some());
         let empty;
@@ -112,8 +281,19 @@ impl ReportArgs {
             subject_grants: self.format == OutputFormat::Json,
         };
         let started = std::time::Instant::now();
-        let report = diff(old, new, catalog, &options);
+        let mut report = diff(old, new, catalog, &options);
         ctx.timing("diff", started);
+        if let Some(a) = attribution {
+            let started = std::time::Instant::now();
+            let inputs = crate::attribution::Inputs {
+                suggestions: &a.suggestions,
+                events: &a.events,
+                agents: &a.agents,
+                window: crate::attribution::DEFAULT_WINDOW,
+            };
+            crate::attribution::attribute(&mut report, old, new, catalog, &inputs);
+            ctx.timing("attribution", started);
+        }
         let started = std::time::Instant::now();
         let color = self.output.is_none() && self.color.enabled();
         let text = render(&report, self.format, color);
@@ -162,6 +342,7 @@ pub fn found(report: &Report, fail_on: FailOn) -> bool {
 
 pub fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<u8> {
     let catalog = args.report.catalog()?;
+    let attribution = args.attribution.load(ctx)?;
     let started = std::time::Instant::now();
     let old = load(ctx, std::slice::from_ref(&args.old), &args.input)?;
     ctx.timing("load OLD", started);
@@ -174,7 +355,9 @@ pub fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<u8> {
     )?;
     ctx.timing("load NEW", started);
     crate::input::release_read_buffer();
-    let code = args.report.report(ctx, &old, &new, catalog.as_deref())?;
+    let code =
+        args.report
+            .report_attributed(ctx, &old, &new, catalog.as_deref(), attribution.as_ref())?;
     // As in `report`: the process ends right after.
     std::mem::forget((old, new));
     Ok(code)

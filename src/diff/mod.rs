@@ -524,6 +524,7 @@ pub fn k8s_change<'m>(
         witness,
         text_diff: text::object_diff(&label, old.as_ref(), new.as_ref()),
         fingerprint: fingerprint(source, &label, old.as_ref(), new.as_ref()),
+        attribution: None,
     };
     (change, effect)
 }
@@ -943,6 +944,7 @@ pub fn aws_change(
         witness,
         text_diff: text::object_diff(&label, old_norm.as_ref(), new_norm.as_ref()),
         fingerprint: fingerprint(source, &label, old_norm.as_ref(), new_norm.as_ref()),
+        attribution: None,
     };
     (change, gained_all, lost_all)
 }
