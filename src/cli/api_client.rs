@@ -27,6 +27,70 @@ pub struct TrustArgs {
     pub fingerprint: Option<String>,
 }
 
+/// Where the caller's Kubernetes bearer token comes from, for the API's
+/// TokenReview: `--token`, else the kubeconfig's.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TokenArgs {
+    /// A Kubernetes bearer token [default: the kubeconfig's, for the current context].
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "PERMDRIFT_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// The kubeconfig the token is read from [default: $KUBECONFIG, else ~/.kube/config].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context the token is read from [default: the current one].
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+impl TokenArgs {
+    /// The token: `--token` as given, else read from the kubeconfig.
+    pub async fn token(&self) -> anyhow::Result<String> {
+        match &self.token {
+            Some(t) => Ok(t.clone()),
+            None => kubeconfig_token(self.kubeconfig.as_deref(), self.context.as_deref()).await,
+        }
+    }
+}
+
+/// The bearer token of a kubeconfig context (`token`, or `tokenFile`).
+async fn kubeconfig_token(
+    file: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<String> {
+    use secrecy::ExposeSecret;
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..Default::default()
+    };
+    let config = match file {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await
+        }
+        None => kube::Config::from_kubeconfig(&options).await,
+    }
+    .context("cannot read a kubeconfig for your token (or pass --token, or --key to sign)")?;
+    let auth = &config.auth_info;
+    if let Some(token) = &auth.token {
+        return Ok(token.expose_secret().to_owned());
+    }
+    if let Some(path) = &auth.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("the kubeconfig's tokenFile {path}"))?;
+        return Ok(text.trim().to_owned());
+    }
+    bail!(
+        "the kubeconfig's user has no bearer token (client certificates and exec plugins are not \
+         sent to the operator); pass --token (e.g. from `kubectl create token`), or --key to sign"
+    )
+}
+
 /// Accepts exactly one certificate, by the digest of its DER bytes; the
 /// handshake signature is still checked with the certificate's key. rustls
 /// has no built-in pinning, hence this small verifier.

@@ -86,18 +86,8 @@ pub struct ApproveArgs {
     server: Option<String>,
     #[command(flatten)]
     trust: api_client::TrustArgs,
-    /// A Kubernetes bearer token [default: the kubeconfig's, for the current context].
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "PERMDRIFT_TOKEN",
-        hide_env_values = true
-    )]
-    token: Option<String>,
-    #[arg(long, value_name = "FILE")]
-    kubeconfig: Option<PathBuf>,
-    #[arg(long, value_name = "NAME")]
-    context: Option<String>,
+    #[command(flatten)]
+    bearer: api_client::TokenArgs,
     #[command(flatten)]
     input: InputArgs,
 }
@@ -271,13 +261,7 @@ fn send(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let token = match &args.token {
-        Some(t) => t.clone(),
-        None => runtime.block_on(super::baseline::kubeconfig_token(
-            args.kubeconfig.as_deref(),
-            args.context.as_deref(),
-        ))?,
-    };
+    let token = runtime.block_on(args.bearer.token())?;
     let url = format!("{}/api/v1/approvals", server.trim_end_matches('/'));
     for t in targets {
         let body = serde_json::to_string(&ApprovalRequest {

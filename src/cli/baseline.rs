@@ -50,20 +50,8 @@ pub struct AcceptArgs {
     server: String,
     #[command(flatten)]
     trust: api_client::TrustArgs,
-    /// A Kubernetes bearer token [default: the kubeconfig's, for the current context].
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "PERMDRIFT_TOKEN",
-        hide_env_values = true
-    )]
-    token: Option<String>,
-    /// The kubeconfig the token is read from [default: $KUBECONFIG, else ~/.kube/config].
-    #[arg(long, value_name = "FILE")]
-    kubeconfig: Option<PathBuf>,
-    /// The kubeconfig context the token is read from [default: the current one].
-    #[arg(long, value_name = "NAME")]
-    context: Option<String>,
+    #[command(flatten)]
+    bearer: api_client::TokenArgs,
     /// Sign the request with this ed25519 private key (PEM, from `permdrift keygen`)
     /// instead of sending a token.
     #[arg(
@@ -128,13 +116,7 @@ fn online(ctx: &Ctx, args: &AcceptArgs) -> anyhow::Result<u8> {
             };
             Credential::Signed(serde_json::to_string(&key.sign(statement))?)
         }
-        _ => Credential::Bearer(match &args.token {
-            Some(t) => t.clone(),
-            None => runtime.block_on(kubeconfig_token(
-                args.kubeconfig.as_deref(),
-                args.context.as_deref(),
-            ))?,
-        }),
+        _ => Credential::Bearer(runtime.block_on(args.bearer.token())?),
     };
     let (status, body) = runtime.block_on(api_client::send(&url, &args.trust, &credential))?;
     if status != 200 {
@@ -142,40 +124,6 @@ fn online(ctx: &Ctx, args: &AcceptArgs) -> anyhow::Result<u8> {
     }
     ctx.info(body.trim());
     Ok(0)
-}
-
-/// The bearer token of a kubeconfig context (`token`, or `tokenFile`).
-pub(super) async fn kubeconfig_token(
-    file: Option<&std::path::Path>,
-    context: Option<&str>,
-) -> anyhow::Result<String> {
-    use secrecy::ExposeSecret;
-    let options = kube::config::KubeConfigOptions {
-        context: context.map(str::to_owned),
-        ..Default::default()
-    };
-    let config = match file {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("--kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &options).await
-        }
-        None => kube::Config::from_kubeconfig(&options).await,
-    }
-    .context("cannot read a kubeconfig for your token (or pass --token, or --key to sign)")?;
-    let auth = &config.auth_info;
-    if let Some(token) = &auth.token {
-        return Ok(token.expose_secret().to_owned());
-    }
-    if let Some(path) = &auth.token_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("the kubeconfig's tokenFile {path}"))?;
-        return Ok(text.trim().to_owned());
-    }
-    bail!(
-        "the kubeconfig's user has no bearer token (client certificates and exec plugins are not \
-         sent to the operator); pass --token (e.g. from `kubectl create token`), or --key to sign"
-    )
 }
 
 fn offline(
