@@ -22,6 +22,7 @@ pub mod model;
 pub mod operator;
 pub mod render;
 pub mod report;
+pub mod sarif;
 pub mod signature;
 pub mod snapshot;
 pub mod source;
