@@ -2,14 +2,14 @@
 //!
 //! A diff [`Report`] and where each object was read (file and line, or a
 //! Terraform resource address) come in; one SARIF log comes out, with one
-//! result per widening change (widening or mixed): the rule is its first
+//! result per widening change (widening or mixed): the rule is its leading
 //! risk tag (`widening` when it has none), the level follows its severity,
 //! and the other tags ride along as properties. Values a Terraform plan
 //! knows only after apply that could grant access become `possible-widening`
 //! results. Pure: no I/O. Spec: https://docs.oasis-open.org/sarif/sarif/v2.1.0/.
 
 use crate::input::Origin;
-use crate::report::{Change, Report, Severity};
+use crate::report::{Change, Report, Risk, Severity};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -217,6 +217,37 @@ fn message(c: &Change) -> String {
     text
 }
 
+/// Tags that name a change best when it has several, most telling first: a
+/// code-scanning alert shows one rule, and `admin` says more than the
+/// `wildcard-resource` that comes with it. Other tags follow in their order.
+const LEADING: [Risk; 16] = [
+    Risk::ClusterAdmin,
+    Risk::Admin,
+    Risk::TrustPublic,
+    Risk::PrivilegeEscalation,
+    Risk::Escalate,
+    Risk::Impersonate,
+    Risk::Bind,
+    Risk::NodesProxy,
+    Risk::SecretsRead,
+    Risk::PodExec,
+    Risk::PodCreate,
+    Risk::ServiceaccountTokenCreate,
+    Risk::CredentialsExposure,
+    Risk::Passrole,
+    Risk::TrustCrossAccount,
+    Risk::ResourceExposure,
+];
+
+/// The rule of a widening change.
+pub fn rule_of(c: &Change) -> String {
+    LEADING
+        .iter()
+        .find(|r| c.risks.contains(r))
+        .or(c.risks.first())
+        .map_or_else(|| WIDENING.to_owned(), |r| r.as_str())
+}
+
 /// An unknown value that could grant access, for a `possible-widening` result.
 #[derive(Clone, Debug)]
 pub struct PossibleWidening {
@@ -234,10 +265,7 @@ pub fn log(
     let mut rules: BTreeMap<String, Severity> = BTreeMap::new();
     let mut pending = Vec::new();
     for c in report.changes.iter().filter(|c| c.direction.widens()) {
-        let rule = c
-            .risks
-            .first()
-            .map_or_else(|| WIDENING.to_owned(), |r| r.as_str());
+        let rule = rule_of(c);
         let level = rules.entry(rule.clone()).or_insert(c.severity);
         *level = (*level).max(c.severity);
         let display = c.object.display();

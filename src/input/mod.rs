@@ -607,9 +607,10 @@ impl<'b> Loader<'b> {
             let origin = self.report.origins.entry(key.to_string()).or_default();
             if origin.addresses.is_empty() {
                 origin.file = file.clone();
+                // Only a whole YAML document has a line of its own; an item
+                // of a List is known by its index, not its line.
                 origin.line = location
                     .strip_prefix("line ")
-                    .and_then(|l| l.split(|c: char| !c.is_ascii_digit()).next())
                     .and_then(|l| l.parse().ok());
             }
         }
