@@ -4,6 +4,7 @@
 
 mod api_client;
 mod baseline;
+mod completions;
 mod diff;
 mod history;
 mod keygen;
@@ -59,6 +60,10 @@ enum Command {
     Baseline(baseline::BaselineArgs),
     /// Make an ed25519 key pair for signing requests to the operator.
     Keygen(keygen::KeygenArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page, permdrift(1), in roff (`permdrift man | man -l -`).
+    Man(completions::ManArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -256,6 +261,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&ctx, args),
         Command::Baseline(args) => baseline::run(&ctx, args),
         Command::Keygen(args) => keygen::run(&ctx, args),
+        Command::Completions(args) => completions::run_completions(&ctx, args),
+        Command::Man(args) => completions::run_man(&ctx, args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
