@@ -238,3 +238,57 @@ fn an_unknown_shell_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("tcsh"));
 }
+
+/// `permdrift_` metric names in `text` (histogram series by their metric).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("permdrift_"))
+        .map(|w| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| w.strip_suffix(s))
+                .unwrap_or(w)
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn every_dashboard_query_uses_documented_metrics() {
+    let doc = std::fs::read_to_string(root().join("docs/operator.md")).unwrap();
+    let documented: std::collections::BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `permdrift_"))
+        .filter_map(|l| l.split('`').next())
+        .map(|n| format!("permdrift_{n}"))
+        .collect();
+    assert!(documented.contains("permdrift_open_widening"));
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("charts/permdrift/dashboards/permdrift.json")).unwrap(),
+    )
+    .unwrap();
+    let mut titles = Vec::new();
+    let mut used = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        titles.push(panel["title"].as_str().unwrap().to_owned());
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let names = metric_names(expr);
+            assert!(!names.is_empty(), "{expr}");
+            used.extend(names);
+        }
+    }
+    let undocumented: Vec<_> = used.difference(&documented).collect();
+    assert!(undocumented.is_empty(), "not in docs/operator.md: {undocumented:?}");
+    for wanted in [
+        "Open unapproved widenings by source and severity",
+        "Exposure time of open widenings",
+        "Attributed changes by attribution and agent",
+        "Reverts by result",
+        "Detection latency",
+        "Detection and exposure latency quantiles",
+        "Sources up and recording",
+    ] {
+        assert!(titles.iter().any(|t| t == wanted), "no panel {wanted:?}: {titles:?}");
+    }
+}
