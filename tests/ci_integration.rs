@@ -35,7 +35,11 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "ci@example.com")
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -50,8 +54,11 @@ fn repository(widen: bool) -> (tempfile::TempDir, String) {
         let _ = std::fs::remove_dir_all(&state);
         std::fs::create_dir_all(&state).unwrap();
         for f in ["aws.json", "cluster.yaml"] {
-            std::fs::copy(root().join("examples/incident").join(side).join(f), state.join(f))
-                .unwrap();
+            std::fs::copy(
+                root().join("examples/incident").join(side).join(f),
+                state.join(f),
+            )
+            .unwrap();
         }
     };
     copy("before");
@@ -84,10 +91,18 @@ fn action_steps() -> BTreeMap<String, Value> {
 /// Runs one step of the action as the runner would (`bash -eo pipefail`),
 /// with its `env` resolved from `inputs`; every expression it uses must be
 /// one the test knows.
-fn run_step(step: &Value, repo: &Path, runner_temp: &Path, inputs: &BTreeMap<&str, String>) -> Output {
+fn run_step(
+    step: &Value,
+    repo: &Path,
+    runner_temp: &Path,
+    inputs: &BTreeMap<&str, String>,
+) -> Output {
     assert_eq!(step["shell"], "bash");
     let script = step["run"].as_str().unwrap();
-    assert!(!script.contains("${{"), "expressions belong in env, not in run: {script}");
+    assert!(
+        !script.contains("${{"),
+        "expressions belong in env, not in run: {script}"
+    );
     let mut command = Command::new("bash");
     command
         .args(["--noprofile", "--norc", "-eo", "pipefail", "-c", script])
@@ -122,10 +137,19 @@ fn github_action(widen: bool) -> (String, String, String) {
     let steps = action_steps();
     for id in ["base", "diff"] {
         let out = run_step(&steps[id], repo.path(), runner_temp.path(), &inputs);
-        assert!(out.status.success(), "step {id}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "step {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let read = |name: &str| std::fs::read_to_string(runner_temp.path().join(name)).unwrap_or_default();
-    (read("output"), read("summary"), std::fs::read_to_string(&sarif).unwrap())
+    let read =
+        |name: &str| std::fs::read_to_string(runner_temp.path().join(name)).unwrap_or_default();
+    (
+        read("output"),
+        read("summary"),
+        std::fs::read_to_string(&sarif).unwrap(),
+    )
 }
 
 #[test]
@@ -188,21 +212,49 @@ fn pre_commit(widen: bool) -> Output {
 #[test]
 fn the_pre_commit_hook_fails_on_widening_and_prints_the_report() {
     let out = pre_commit(true);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(report.contains("customer-data-analytics") && report.contains("trust-public"), "{report}");
+    assert!(
+        report.contains("customer-data-analytics") && report.contains("trust-public"),
+        "{report}"
+    );
     let out = pre_commit(false);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn permdrift(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_permdrift")).args(args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_permdrift"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 const SUBCOMMANDS: [&str; 9] = [
-    "snapshot", "diff", "who-can", "history", "run", "baseline", "keygen", "completions", "man",
+    "snapshot",
+    "diff",
+    "who-can",
+    "history",
+    "run",
+    "baseline",
+    "keygen",
+    "completions",
+    "man",
 ];
 
 #[test]
@@ -212,12 +264,22 @@ fn completions_for_bash_zsh_and_fish_know_every_subcommand() {
         for sub in SUBCOMMANDS {
             assert!(script.contains(sub), "{shell} completions lack {sub}");
         }
-        assert!(script.contains("--fail-on") || script.contains("fail-on"), "{shell}");
+        assert!(
+            script.contains("--fail-on") || script.contains("fail-on"),
+            "{shell}"
+        );
     }
     // The bash script parses.
     let bash = permdrift(&["completions", "bash"]);
-    let out = Command::new("bash").args(["-n", "-c", &bash]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .args(["-n", "-c", &bash])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -225,7 +287,10 @@ fn the_man_page_lists_the_subcommands() {
     let page = permdrift(&["man"]);
     assert!(page.contains(".TH permdrift 1"));
     for sub in SUBCOMMANDS {
-        assert!(page.contains(&format!("permdrift\\-{}", sub.replace('-', "\\-"))), "man lacks {sub}");
+        assert!(
+            page.contains(&format!("permdrift\\-{}", sub.replace('-', "\\-"))),
+            "man lacks {sub}"
+        );
     }
 }
 
@@ -264,7 +329,8 @@ fn every_dashboard_query_uses_documented_metrics() {
         .collect();
     assert!(documented.contains("permdrift_open_widening"));
     let dashboard: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("charts/permdrift/dashboards/permdrift.json")).unwrap(),
+        &std::fs::read_to_string(root().join("charts/permdrift/dashboards/permdrift.json"))
+            .unwrap(),
     )
     .unwrap();
     let mut titles = Vec::new();
@@ -279,7 +345,10 @@ fn every_dashboard_query_uses_documented_metrics() {
         }
     }
     let undocumented: Vec<_> = used.difference(&documented).collect();
-    assert!(undocumented.is_empty(), "not in docs/operator.md: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "not in docs/operator.md: {undocumented:?}"
+    );
     for wanted in [
         "Open unapproved widenings by source and severity",
         "Exposure time of open widenings",
@@ -289,6 +358,9 @@ fn every_dashboard_query_uses_documented_metrics() {
         "Detection and exposure latency quantiles",
         "Sources up and recording",
     ] {
-        assert!(titles.iter().any(|t| t == wanted), "no panel {wanted:?}: {titles:?}");
+        assert!(
+            titles.iter().any(|t| t == wanted),
+            "no panel {wanted:?}: {titles:?}"
+        );
     }
 }

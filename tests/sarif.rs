@@ -55,7 +55,10 @@ fn level_of(severity: &str) -> &'static str {
 #[test]
 fn the_schema_itself_refuses_a_broken_log() {
     // The validation below can fail: a log without `version` is refused.
-    let (_, mut log) = diff(&["examples/incident/before", "examples/incident/after"], "sarif");
+    let (_, mut log) = diff(
+        &["examples/incident/before", "examples/incident/after"],
+        "sarif",
+    );
     log.as_object_mut().unwrap().remove("version");
     let schema: Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("tests/data/sarif/sarif-schema-2.1.0.json")).unwrap(),
@@ -80,14 +83,30 @@ fn one_result_per_widening_with_tag_level_and_manifest_line() {
     let results = results(&log);
     assert_eq!(results.len(), widenings.len());
     assert!(!results.is_empty());
-    let rules = log["runs"][0]["tool"]["driver"]["rules"].as_array().unwrap();
+    let rules = log["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap();
     for (result, change) in results.iter().zip(&widenings) {
         // The rule is one of the change's tags; all of them ride along.
-        assert!(change["risks"].as_array().unwrap().contains(&result["ruleId"]));
+        assert!(
+            change["risks"]
+                .as_array()
+                .unwrap()
+                .contains(&result["ruleId"])
+        );
         assert_eq!(result["properties"]["tags"], change["risks"]);
-        assert_eq!(rules[result["ruleIndex"].as_u64().unwrap() as usize]["id"], result["ruleId"]);
-        assert_eq!(result["level"], level_of(change["severity"].as_str().unwrap()));
-        assert_eq!(result["partialFingerprints"]["permdrift/v1"], change["fingerprint"]);
+        assert_eq!(
+            rules[result["ruleIndex"].as_u64().unwrap() as usize]["id"],
+            result["ruleId"]
+        );
+        assert_eq!(
+            result["level"],
+            level_of(change["severity"].as_str().unwrap())
+        );
+        assert_eq!(
+            result["partialFingerprints"]["permdrift/v1"],
+            change["fingerprint"]
+        );
     }
     // The ClusterRole came from an item of a `kubectl get` List: the file.
     let cluster_role = results
@@ -95,7 +114,10 @@ fn one_result_per_widening_with_tag_level_and_manifest_line() {
         .find(|r| r["properties"]["object"] == "ClusterRole/engineering-debug")
         .unwrap();
     let physical = &cluster_role["locations"][0]["physicalLocation"];
-    assert_eq!(physical["artifactLocation"]["uri"], "examples/incident/after/cluster.yaml");
+    assert_eq!(
+        physical["artifactLocation"]["uri"],
+        "examples/incident/after/cluster.yaml"
+    );
     assert!(physical.get("region").is_none(), "{physical:#}");
 }
 
@@ -130,7 +152,10 @@ fn a_manifest_result_points_at_its_document_line() {
 
 #[test]
 fn terraform_results_name_the_resource_address() {
-    let (code, log) = diff(&["tests/data/terraform/attach-administrator-access.json"], "sarif");
+    let (code, log) = diff(
+        &["tests/data/terraform/attach-administrator-access.json"],
+        "sarif",
+    );
     assert_eq!(code, 1);
     assert_valid(&log);
     let results = results(&log);
@@ -148,7 +173,10 @@ fn terraform_results_name_the_resource_address() {
         .collect();
     assert_eq!(
         addresses,
-        ["aws_iam_role.deploy", "aws_iam_role_policy_attachment.deploy_admin"]
+        [
+            "aws_iam_role.deploy",
+            "aws_iam_role_policy_attachment.deploy_admin"
+        ]
     );
     assert_eq!(results[0]["level"], "error");
     assert_eq!(results[0]["ruleId"], "admin");
@@ -174,7 +202,10 @@ fn unknown_policy_documents_are_possible_widening_results() {
         .collect();
     assert_eq!(
         addresses,
-        ["aws_iam_policy.extra", "aws_iam_role_policy_attachment.extra"]
+        [
+            "aws_iam_policy.extra",
+            "aws_iam_role_policy_attachment.extra"
+        ]
     );
     assert!(results(&log).iter().any(|r| r["ruleId"] == "secrets-read"));
 }

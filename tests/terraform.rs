@@ -58,7 +58,10 @@ fn attaching_administrator_access_is_understood_without_an_account_dump() {
     let changes = report["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 1, "{report:#}");
     let role = &changes[0];
-    assert_eq!(role["object"]["arn"], "arn:aws:iam::111122223333:role/deploy");
+    assert_eq!(
+        role["object"]["arn"],
+        "arn:aws:iam::111122223333:role/deploy"
+    );
     assert_eq!(role["direction"], "widening");
     assert_eq!(role["severity"], "critical");
     assert!(risks(role).contains(&"admin"), "{:?}", risks(role));
@@ -85,7 +88,10 @@ fn a_trust_policy_opened_to_everyone_is_critical() {
     assert_eq!(role["direction"], "mixed");
     assert_eq!(role["severity"], "critical");
     let tags = risks(role);
-    assert!(tags.contains(&"trust-widened") && tags.contains(&"trust-public"), "{tags:?}");
+    assert!(
+        tags.contains(&"trust-widened") && tags.contains(&"trust-public"),
+        "{tags:?}"
+    );
     assert_eq!(role["witness"]["subject"], "*");
     assert_eq!(role["witness"]["action"], "sts:AssumeRole");
     assert_eq!(role["lost"][0]["subject"], "service:ec2.amazonaws.com");
@@ -102,7 +108,9 @@ fn unknown_values_are_reported_as_possible_widening_and_never_guessed() {
         .map(|w| w.as_str().unwrap())
         .collect();
     assert!(
-        warnings.iter().any(|w| w.starts_with("possible widening: aws_iam_policy.extra `policy`")),
+        warnings
+            .iter()
+            .any(|w| w.starts_with("possible widening: aws_iam_policy.extra `policy`")),
         "{warnings:?}"
     );
     assert!(
@@ -112,7 +120,10 @@ fn unknown_values_are_reported_as_possible_widening_and_never_guessed() {
         "{warnings:?}"
     );
     // Identifiers (ids, ARNs, uids) unknown until apply are not widenings.
-    assert!(!warnings.iter().any(|w| w.contains("`policy_id`")), "{warnings:?}");
+    assert!(
+        !warnings.iter().any(|w| w.contains("`policy_id`")),
+        "{warnings:?}"
+    );
     let changes = report["changes"].as_array().unwrap();
     // The known part: a new ClusterRole bound to a group.
     let cluster_role = changes
@@ -140,7 +151,10 @@ fn unknown_values_alone_still_fail_the_check() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("possible widening: aws_iam_policy.extra"), "{text}");
+    assert!(
+        text.contains("possible widening: aws_iam_policy.extra"),
+        "{text}"
+    );
     let out = permdrift(&["diff", &data("unknown-values.json"), "--fail-on", "never"]);
     assert_eq!(out.status.code(), Some(0));
 }
@@ -166,13 +180,26 @@ fn a_plan_applied_to_a_live_account_keeps_what_terraform_does_not_manage() {
         .iter()
         .find(|c| c["object"]["kind"] == "Role")
         .unwrap();
-    assert_eq!(role["object"]["arn"], "arn:aws:iam::111122223333:role/deploy");
+    assert_eq!(
+        role["object"]["arn"],
+        "arn:aws:iam::111122223333:role/deploy"
+    );
     assert_eq!(role["direction"], "widening");
     assert!(risks(role).contains(&"admin"));
     // The inline policy added outside Terraform is still there afterwards.
     assert_eq!(role["lost_count"], 0, "{role:#}");
-    assert!(role["text_diff"].as_str().unwrap().contains("AdministratorAccess"));
-    assert!(!role["text_diff"].as_str().unwrap().contains("-  PolicyName: console-hotfix"));
+    assert!(
+        role["text_diff"]
+            .as_str()
+            .unwrap()
+            .contains("AdministratorAccess")
+    );
+    assert!(
+        !role["text_diff"]
+            .as_str()
+            .unwrap()
+            .contains("-  PolicyName: console-hotfix")
+    );
 }
 
 #[test]
@@ -242,7 +269,15 @@ fn snapshot_reads_a_plan_as_its_state_after() {
         "--format",
         "json",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("secret-reader") && text.contains("deploy-extra"), "{text}");
+    assert!(
+        text.contains("secret-reader") && text.contains("deploy-extra"),
+        "{text}"
+    );
 }

@@ -1,17 +1,17 @@
 //! `permdrift diff OLD NEW`: compare two states and exit like diff(1).
 
 use super::{ColorChoice, Ctx, InputArgs, catalog, load, load_with, output};
-use crate::input::terraform::{PlanSide, Unknown};
-use crate::input::{InputOptions, LoadReport, Origin};
-use crate::sarif::PossibleWidening;
-use std::collections::BTreeMap;
 use crate::diff::{DiffOptions, diff};
 use crate::grants::catalog::Catalog;
+use crate::input::terraform::{PlanSide, Unknown};
+use crate::input::{InputOptions, LoadReport, Origin};
 use crate::render::{OutputFormat, render};
 use crate::report::{Direction, Report, Severity};
+use crate::sarif::PossibleWidening;
 use crate::snapshot::Snapshot;
 use clap::ValueEnum;
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -258,7 +258,8 @@ fn run_plan(ctx: &Ctx, args: &DiffArgs) -> anyhow::Result<Option<u8>> {
                     .report_from(ctx, &old, &new, catalog.as_deref(), &loaded)?;
                 return Ok(Some(code));
             };
-            let (old, report) = load_with(ctx, std::slice::from_ref(&args.old), options.clone(), None)?;
+            let (old, report) =
+                load_with(ctx, std::slice::from_ref(&args.old), options.clone(), None)?;
             loaded.add(report);
             let name = new_path.display().to_string();
             let (new, report) = crate::input::apply_plan(&old, &name, &plan, &options)?;

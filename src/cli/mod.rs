@@ -127,10 +127,11 @@ impl InputArgs {
         use anyhow::Context;
         let mut options = self.options();
         if let Some(path) = &self.managed_policies {
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            let set = crate::input::managed::ManagedPolicies::parse(&bytes)
-                .with_context(|| format!("{}: not a set of AWS managed policies", path.display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let set = crate::input::managed::ManagedPolicies::parse(&bytes).with_context(|| {
+                format!("{}: not a set of AWS managed policies", path.display())
+            })?;
             options.managed_policies = Some(std::sync::Arc::new(set));
         }
         Ok(options)

@@ -104,7 +104,10 @@ pub fn is_aws_managed(arn: &str) -> bool {
             .split(':')
             .nth(4)
             .is_some_and(|account| account == "aws")
-        && arn.split(':').nth(5).is_some_and(|r| r.starts_with("policy/"))
+        && arn
+            .split(':')
+            .nth(5)
+            .is_some_and(|r| r.starts_with("policy/"))
 }
 
 #[cfg(test)]

@@ -609,9 +609,7 @@ impl<'b> Loader<'b> {
                 origin.file = file.clone();
                 // Only a whole YAML document has a line of its own; an item
                 // of a List is known by its index, not its line.
-                origin.line = location
-                    .strip_prefix("line ")
-                    .and_then(|l| l.parse().ok());
+                origin.line = location.strip_prefix("line ").and_then(|l| l.parse().ok());
             }
         }
         let mut snapshot = Snapshot::new();
@@ -739,7 +737,12 @@ pub fn read_plan(path: &Path, options: &InputOptions) -> Result<Option<Value>, I
         path: path.display().to_string(),
         source,
     })?;
-    read::stream(std::io::Read::take(file, 4096), &path.display().to_string(), 4096, &mut head)?;
+    read::stream(
+        std::io::Read::take(file, 4096),
+        &path.display().to_string(),
+        4096,
+        &mut head,
+    )?;
     if !head.windows(19).any(|w| w == b"\"terraform_version\"") {
         return Ok(None);
     }
@@ -783,7 +786,11 @@ pub fn apply_plan(
     let aws_name = aws_sources
         .iter()
         .find(|n| live.sources[n.as_str()].meta.account_id.as_deref() == account.as_deref())
-        .or(if aws_sources.len() == 1 { aws_sources.first() } else { None })
+        .or(if aws_sources.len() == 1 {
+            aws_sources.first()
+        } else {
+            None
+        })
         .map(|n| (*n).clone());
     let kube_sources: Vec<&String> = live
         .sources
@@ -801,11 +808,7 @@ pub fn apply_plan(
     let live_aws = aws_name
         .as_ref()
         .and_then(|n| live.sources[n].iam())
-        .map(|m| {
-            m.objects()
-                .map(|(k, o)| (k.kind, o.raw.clone()))
-                .collect()
-        })
+        .map(|m| m.objects().map(|(k, o)| (k.kind, o.raw.clone())).collect())
         .unwrap_or_default();
     let live_kube = kube_name
         .as_ref()
@@ -814,7 +817,9 @@ pub fn apply_plan(
         .unwrap_or_default();
     let state = terraform::apply(plan, live_aws, live_kube, options.managed()).map_err(content)?;
     let mut loader = Loader::new(InputOptions {
-        kube_source: kube_name.clone().unwrap_or_else(|| options.kube_source.clone()),
+        kube_source: kube_name
+            .clone()
+            .unwrap_or_else(|| options.kube_source.clone()),
         aws_source: aws_name.clone().or_else(|| options.aws_source.clone()),
         ..options.clone()
     });

@@ -268,7 +268,10 @@ fn planned(plan: &Value) -> Result<Vec<Planned<'_>>, PlanError> {
         let change = rc
             .get("change")
             .ok_or_else(|| plan_error(address, "missing `change`"))?;
-        let actions = strings_of(change.get("actions"), &format!("{address} `change.actions`"))?;
+        let actions = strings_of(
+            change.get("actions"),
+            &format!("{address} `change.actions`"),
+        )?;
         out.push(Planned {
             address,
             previous_address: rc.get("previous_address").and_then(Value::as_str),
@@ -431,7 +434,8 @@ impl Table {
                 };
                 if let Some(owner_name) = r.str(owner)? {
                     let arns = r.strings("policy_arns")?;
-                    self.entity(kind, owner_name).remove("AttachedManagedPolicies");
+                    self.entity(kind, owner_name)
+                        .remove("AttachedManagedPolicies");
                     for arn in arns {
                         self.attach(kind, owner_name, &arn, true);
                     }
@@ -478,7 +482,11 @@ impl Table {
     }
 
     /// Takes back what one resource instance defined (the before of a change).
-    fn remove(&mut self, r: &Resource<'_>, replaced_by: Option<&Resource<'_>>) -> Result<(), PlanError> {
+    fn remove(
+        &mut self,
+        r: &Resource<'_>,
+        replaced_by: Option<&Resource<'_>>,
+    ) -> Result<(), PlanError> {
         if let Some(kind) = rbac_kind(r.kind) {
             let (_, key) = kube_object(r, kind)?;
             self.kube.remove(&key);
@@ -589,7 +597,10 @@ impl Table {
         if let Some(blocks) = inline.filter(|b| !b.is_empty()) {
             let mut list = Vec::new();
             for (i, block) in blocks.iter().enumerate() {
-                let name = block.get("name").and_then(Value::as_str).unwrap_or_default();
+                let name = block
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let Some(text) = block.get("policy").and_then(Value::as_str) else {
                     continue;
                 };
@@ -754,7 +765,10 @@ impl Table {
             .into_iter()
             .map(|((kind, _), e)| (kind, Value::Object(e)))
             .collect();
-        aws.sort_by(|a, b| (a.0, a.1.get("Arn").and_then(Value::as_str)).cmp(&(b.0, b.1.get("Arn").and_then(Value::as_str))));
+        aws.sort_by(|a, b| {
+            (a.0, a.1.get("Arn").and_then(Value::as_str))
+                .cmp(&(b.0, b.1.get("Arn").and_then(Value::as_str)))
+        });
         PlanState {
             aws,
             kube: self.kube.into_values().collect(),
@@ -1001,7 +1015,11 @@ fn order(kind: &str) -> u8 {
 }
 
 /// One state of a plan, built from the plan alone.
-pub fn state(plan: &Value, which: PlanSide, managed: &ManagedPolicies) -> Result<PlanState, PlanError> {
+pub fn state(
+    plan: &Value,
+    which: PlanSide,
+    managed: &ManagedPolicies,
+) -> Result<PlanState, PlanError> {
     let mut table = Table {
         account: find_account(plan),
         ..Table::default()
@@ -1013,7 +1031,10 @@ pub fn state(plan: &Value, which: PlanSide, managed: &ManagedPolicies) -> Result
     // Managed policies either side names are in both, so that attaching
     // one reads as a change to the principal, not as a policy appearing.
     let mut named = BTreeSet::new();
-    managed_arns(plan.get("resource_changes").unwrap_or(&Value::Null), &mut named);
+    managed_arns(
+        plan.get("resource_changes").unwrap_or(&Value::Null),
+        &mut named,
+    );
     table.managed(managed, named);
     Ok(table.finish())
 }
@@ -1040,7 +1061,11 @@ pub fn apply(
         }
     }
     for raw in live_kube {
-        let kind = raw.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let kind = raw
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let meta = raw.get("metadata");
         let field = |f: &str| {
             meta.and_then(|m| m.get(f))
