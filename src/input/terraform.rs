@@ -1122,3 +1122,219 @@ pub fn apply(
     table.managed(managed, BTreeSet::new());
     Ok(table.finish())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plan of the given `(address, type, before, after, after_unknown)` changes.
+    fn plan(changes: &[(&str, &str, Value, Value, Value)]) -> Value {
+        let changes: Vec<Value> = changes
+            .iter()
+            .map(|(address, kind, before, after, unknown)| {
+                json!({
+                    "address": address, "mode": "managed", "type": kind,
+                    "name": address.rsplit('.').next(),
+                    "change": {
+                        "actions": [match (before.is_null(), after.is_null()) {
+                            (true, _) => "create", (_, true) => "delete", _ => "update" }],
+                        "before": before, "after": after, "after_unknown": unknown,
+                    }
+                })
+            })
+            .collect();
+        json!({"format_version": "1.2", "terraform_version": "1.9.5", "resource_changes": changes})
+    }
+
+    fn entity<'a>(state: &'a PlanState, kind: AwsKind, name: &str) -> &'a Value {
+        state
+            .aws
+            .iter()
+            .find(|(k, e)| *k == kind && crate::model::aws::name_of(*k, e) == name)
+            .map(|(_, e)| e)
+            .unwrap_or_else(|| panic!("no {kind} {name} in {:#?}", state.aws))
+    }
+
+    const DOC: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#;
+
+    #[test]
+    fn users_groups_memberships_boundaries_and_exclusive_attachments_fold_into_entities() {
+        let p = plan(&[
+            (
+                "aws_iam_user.alice",
+                "aws_iam_user",
+                Value::Null,
+                json!({"name": "alice", "path": "/eng/", "arn": "arn:aws:iam::111122223333:user/eng/alice",
+                    "permissions_boundary": "arn:aws:iam::111122223333:policy/boundary"}),
+                json!({}),
+            ),
+            (
+                "aws_iam_group.eng",
+                "aws_iam_group",
+                Value::Null,
+                json!({"name": "eng", "path": "/"}),
+                json!({"arn": true}),
+            ),
+            (
+                "aws_iam_group_policy.read",
+                "aws_iam_group_policy",
+                Value::Null,
+                json!({"group": "eng", "name": "read", "policy": DOC}),
+                json!({}),
+            ),
+            (
+                "aws_iam_user_group_membership.alice",
+                "aws_iam_user_group_membership",
+                Value::Null,
+                json!({"user": "alice", "groups": ["eng"]}),
+                json!({}),
+            ),
+            (
+                "aws_iam_role_policy_attachment.old",
+                "aws_iam_role_policy_attachment",
+                Value::Null,
+                json!({"role": "ci", "policy_arn": "arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess"}),
+                json!({}),
+            ),
+            (
+                "aws_iam_role_policy_attachments_exclusive.ci",
+                "aws_iam_role_policy_attachments_exclusive",
+                Value::Null,
+                json!({"role_name": "ci", "policy_arns": ["arn:aws:iam::aws:policy/AdministratorAccess"]}),
+                json!({}),
+            ),
+        ]);
+        let after = state(&p, PlanSide::After, ManagedPolicies::embedded()).unwrap();
+        let alice = entity(&after, AwsKind::User, "alice");
+        assert_eq!(alice["Arn"], "arn:aws:iam::111122223333:user/eng/alice");
+        assert_eq!(alice["GroupList"], json!(["eng"]));
+        assert_eq!(
+            alice["PermissionsBoundary"]["PermissionsBoundaryArn"],
+            "arn:aws:iam::111122223333:policy/boundary"
+        );
+        let eng = entity(&after, AwsKind::Group, "eng");
+        // The ARN Terraform does not know yet: the plan's account, path, name.
+        assert_eq!(eng["Arn"], "arn:aws:iam::111122223333:group/eng");
+        assert_eq!(eng["GroupPolicyList"][0]["PolicyName"], "read");
+        // The exclusive set replaces the attachment made elsewhere.
+        let ci = entity(&after, AwsKind::Role, "ci");
+        assert_eq!(
+            ci["AttachedManagedPolicies"],
+            json!([{"PolicyName": "AdministratorAccess", "PolicyArn": "arn:aws:iam::aws:policy/AdministratorAccess"}])
+        );
+        // Both managed policies the plan names are in the state, so the
+        // attachment, not the policy, is what changes.
+        entity(&after, AwsKind::Policy, "AdministratorAccess");
+        entity(&after, AwsKind::Policy, "AmazonS3ReadOnlyAccess");
+        let before = state(&p, PlanSide::Before, ManagedPolicies::embedded()).unwrap();
+        assert_eq!(before.aws.len(), 2, "{:#?}", before.aws);
+        // Only the group's ARN was unknown, and it grants nothing.
+        assert_eq!(
+            after.unknown,
+            [Unknown {
+                address: "aws_iam_group.eng".into(),
+                attribute: "arn".into(),
+                possible_widening: false
+            }]
+        );
+        assert!(
+            after.addresses["User arn:aws:iam::111122223333:user/eng/alice"]
+                .contains("aws_iam_user_group_membership.alice")
+        );
+    }
+
+    #[test]
+    fn kubernetes_resources_become_rbac_manifests() {
+        let p = plan(&[
+            (
+                "kubernetes_cluster_role.agg",
+                "kubernetes_cluster_role",
+                Value::Null,
+                json!({"metadata": [{"name": "agg", "labels": {"a": "b"}}], "rule": [],
+                    "aggregation_rule": [{"cluster_role_selectors": [{"match_labels": {"rbac.example.com/aggregate": "true"}, "match_expressions": []}]}]}),
+                json!({}),
+            ),
+            (
+                "kubernetes_role_binding_v1.rb",
+                "kubernetes_role_binding_v1",
+                Value::Null,
+                json!({"metadata": [{"name": "rb", "namespace": ""}],
+                    "role_ref": [{"api_group": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"}],
+                    "subject": [{"kind": "ServiceAccount", "name": "sa", "namespace": "ci", "api_group": ""}]}),
+                json!({}),
+            ),
+        ]);
+        let after = state(&p, PlanSide::After, ManagedPolicies::embedded()).unwrap();
+        assert_eq!(after.kube.len(), 2);
+        let agg = after
+            .kube
+            .iter()
+            .find(|o| o["kind"] == "ClusterRole")
+            .unwrap();
+        assert_eq!(
+            agg["aggregationRule"]["clusterRoleSelectors"][0]["matchLabels"]["rbac.example.com/aggregate"],
+            "true"
+        );
+        assert_eq!(agg["metadata"]["labels"]["a"], "b");
+        let rb = after
+            .kube
+            .iter()
+            .find(|o| o["kind"] == "RoleBinding")
+            .unwrap();
+        // No namespace: `default`, as the provider does.
+        assert_eq!(rb["metadata"]["namespace"], "default");
+        assert_eq!(
+            rb["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "sa", "namespace": "ci"}])
+        );
+        assert!(after.addresses.contains_key("RoleBinding/default/rb"));
+    }
+
+    #[test]
+    fn unknown_paths_are_listed_and_judged() {
+        let mut paths = Vec::new();
+        unknown_paths(
+            &json!({"id": true, "rule": [{"verbs": [false, true]}], "metadata": [{"uid": true}], "x": false}),
+            "",
+            &mut paths,
+        );
+        assert_eq!(paths, ["id", "metadata[0].uid", "rule[0].verbs[1]"]);
+        assert!(is_identifier("metadata[0].uid") && is_identifier("arn"));
+        assert!(!is_identifier("rule[0].verbs[1]") && !is_identifier("policy"));
+    }
+
+    #[test]
+    fn what_is_not_a_plan_is_not_taken_for_one() {
+        assert!(is_plan(
+            &json!({"format_version": "1.2", "terraform_version": "1.9.5", "planned_values": {}})
+        ));
+        assert!(!is_plan(&json!({"format_version": "1.0", "values": {}})));
+        assert!(!is_plan(&json!({"kind": "List", "items": []})));
+    }
+
+    #[test]
+    fn a_managed_policy_outside_the_shipped_set_is_a_possible_widening() {
+        // The vendored set holds about half of AWS's managed policies.
+        let arn = "arn:aws:iam::aws:policy/ReadOnlyAccess";
+        let p = plan(&[(
+            "aws_iam_user_policy_attachment.ro",
+            "aws_iam_user_policy_attachment",
+            Value::Null,
+            json!({"user": "bob", "policy_arn": arn}),
+            json!({}),
+        )]);
+        let after = state(&p, PlanSide::After, ManagedPolicies::embedded()).unwrap();
+        assert!(!after.aws.iter().any(|(k, _)| *k == AwsKind::Policy));
+        assert_eq!(after.unknown.len(), 1);
+        assert!(after.unknown[0].possible_widening);
+        assert!(after.unknown[0].attribute.contains("--managed-policies"));
+        assert_eq!(after.unknown[0].address, arn);
+    }
+
+    #[test]
+    fn a_malformed_plan_names_where() {
+        let bad = json!({"format_version": "1.2", "terraform_version": "1", "resource_changes": [{"mode": "managed"}]});
+        let e = state(&bad, PlanSide::After, ManagedPolicies::embedded()).unwrap_err();
+        assert_eq!(e.to_string(), "resource_changes[0]: missing `address`");
+    }
+}
