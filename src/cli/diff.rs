@@ -220,46 +220,34 @@ impl Loaded {
 /// `diff PLAN` (before against after) and `diff LIVE PLAN` (the plan
 /// applied to LIVE); `None` when no Terraform plan is involved.
 fn run_plan(ctx: &Ctx, args: &DiffArgs) -> anyhow::Result<Option<u8>> {
-    let catalog = args.report.catalog()?;
     let options = args.input.options_with_policies()?;
+    let plan = match &args.new {
+        None => crate::input::read_plan(&args.old, &options)?,
+        Some(new_path) => crate::input::read_plan(new_path, &options)?,
+    };
+    let sarif = args.report.format == OutputFormat::Sarif;
+    if plan.is_none() && (args.new.is_none() || !sarif) {
+        return Ok(None);
+    }
+    // As in `run`: the catalog is checked before any state is loaded.
+    let catalog = args.report.catalog()?;
     let mut loaded = Loaded::default();
-    let (old, new) = match &args.new {
-        None => {
-            let plan = args.old.clone();
-            if crate::input::read_plan(&plan, &options)?.is_none() {
-                return Ok(None);
-            }
+    let old_path = std::slice::from_ref(&args.old);
+    let (old, new) = match (&args.new, plan) {
+        (None, _) => {
             let before = InputOptions {
                 plan_side: PlanSide::Before,
                 ..options.clone()
             };
-            let (old, report) = load_with(ctx, std::slice::from_ref(&plan), before, None)?;
+            let (old, report) = load_with(ctx, old_path, before, None)?;
             loaded.add(report);
-            let (new, report) = load_with(ctx, std::slice::from_ref(&plan), options, Some(&old))?;
+            let (new, report) = load_with(ctx, old_path, options, Some(&old))?;
             loaded.add(report);
-            loaded.file = plan.display().to_string();
-            let (old, new) = with_empty_twins(old, new);
-            (old, new)
+            loaded.file = args.old.display().to_string();
+            with_empty_twins(old, new)
         }
-        Some(new_path) => {
-            let Some(plan) = crate::input::read_plan(new_path, &options)? else {
-                if args.report.format != OutputFormat::Sarif {
-                    return Ok(None);
-                }
-                // SARIF names files and lines: keep where each object was read.
-                let (old, report) =
-                    load_with(ctx, std::slice::from_ref(&args.old), options.clone(), None)?;
-                loaded.add(report);
-                let (new, report) =
-                    load_with(ctx, std::slice::from_ref(new_path), options, Some(&old))?;
-                loaded.add(report);
-                let code = args
-                    .report
-                    .report_from(ctx, &old, &new, catalog.as_deref(), &loaded)?;
-                return Ok(Some(code));
-            };
-            let (old, report) =
-                load_with(ctx, std::slice::from_ref(&args.old), options.clone(), None)?;
+        (Some(new_path), Some(plan)) => {
+            let (old, report) = load_with(ctx, old_path, options.clone(), None)?;
             loaded.add(report);
             let name = new_path.display().to_string();
             let (new, report) = crate::input::apply_plan(&old, &name, &plan, &options)?;
@@ -268,6 +256,15 @@ fn run_plan(ctx: &Ctx, args: &DiffArgs) -> anyhow::Result<Option<u8>> {
             }
             loaded.add(report);
             loaded.file = name;
+            (old, new)
+        }
+        // SARIF names files and lines: keep where each object was read.
+        (Some(new_path), None) => {
+            let (old, report) = load_with(ctx, old_path, options.clone(), None)?;
+            loaded.add(report);
+            let (new, report) =
+                load_with(ctx, std::slice::from_ref(new_path), options, Some(&old))?;
+            loaded.add(report);
             (old, new)
         }
     };
