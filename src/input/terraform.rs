@@ -58,11 +58,19 @@ pub struct Unknown {
     /// Whether the unknown value could grant access (a policy document, a
     /// rule, a policy ARN), as opposed to an identifier.
     pub possible_widening: bool,
+    /// Set when the value is known but names an AWS managed policy whose
+    /// document permdrift does not have.
+    pub missing_policy: Option<String>,
 }
 
 impl Unknown {
     pub fn message(&self) -> String {
-        if self.possible_widening {
+        if let Some(arn) = &self.missing_policy {
+            format!(
+                "possible widening: {} attaches {arn}, an AWS managed policy not in the shipped set, so what it grants is unknown (load a newer set with --managed-policies)",
+                self.address
+            )
+        } else if self.possible_widening {
             format!(
                 "possible widening: {} `{}` is known only after apply, so what it grants is unknown",
                 self.address, self.attribute
@@ -293,6 +301,8 @@ struct Table {
     kube: BTreeMap<(String, String, String), Value>,
     addresses: BTreeMap<String, BTreeSet<String>>,
     unknown: BTreeSet<Unknown>,
+    /// Policy ARN -> the first resource that attaches it, to name in reports.
+    attached_by: BTreeMap<String, String>,
 }
 
 /// The account id in an IAM ARN (`arn:aws:iam::ID:...`).
@@ -376,6 +386,7 @@ impl Table {
                 address: r.address.to_owned(),
                 attribute,
                 possible_widening,
+                missing_policy: None,
             });
         }
     }
@@ -383,6 +394,20 @@ impl Table {
     /// Adds what one resource instance defines.
     fn add(&mut self, r: &Resource<'_>) -> Result<(), PlanError> {
         self.unknowns(r);
+        let mut arns = BTreeSet::new();
+        for field in [
+            "policy_arn",
+            "policy_arns",
+            "managed_policy_arns",
+            "permissions_boundary",
+        ] {
+            managed_arns(r.values.get(field).unwrap_or(&Value::Null), &mut arns);
+        }
+        for arn in arns {
+            self.attached_by
+                .entry(arn)
+                .or_insert_with(|| r.address.to_owned());
+        }
         if let Some(kind) = rbac_kind(r.kind) {
             return self.add_kube(r, kind);
         }
@@ -750,9 +775,14 @@ impl Table {
                 }
                 None => {
                     self.unknown.insert(Unknown {
-                        address: arn.clone(),
-                        attribute: format!("{arn} (an AWS managed policy not in the shipped set; load a newer one with --managed-policies)"),
+                        address: self
+                            .attached_by
+                            .get(&arn)
+                            .cloned()
+                            .unwrap_or_else(|| arn.clone()),
+                        attribute: "policy_arn".into(),
                         possible_widening: true,
+                        missing_policy: Some(arn.clone()),
                     });
                 }
             }
@@ -1234,7 +1264,8 @@ mod tests {
             [Unknown {
                 address: "aws_iam_group.eng".into(),
                 attribute: "arn".into(),
-                possible_widening: false
+                possible_widening: false,
+                missing_policy: None,
             }]
         );
         assert!(
@@ -1327,8 +1358,12 @@ mod tests {
         assert!(!after.aws.iter().any(|(k, _)| *k == AwsKind::Policy));
         assert_eq!(after.unknown.len(), 1);
         assert!(after.unknown[0].possible_widening);
-        assert!(after.unknown[0].attribute.contains("--managed-policies"));
-        assert_eq!(after.unknown[0].address, arn);
+        assert_eq!(after.unknown[0].missing_policy.as_deref(), Some(arn));
+        assert!(after.unknown[0].message().contains("--managed-policies"));
+        assert_eq!(
+            after.unknown[0].address,
+            "aws_iam_user_policy_attachment.ro"
+        );
     }
 
     #[test]
