@@ -25,6 +25,7 @@ pub mod operator;
 pub mod render;
 pub mod report;
 pub mod revert;
+pub mod sarif;
 pub mod signature;
 pub mod snapshot;
 pub mod source;

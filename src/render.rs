@@ -9,6 +9,8 @@ pub enum OutputFormat {
     Text,
     Json,
     Markdown,
+    /// SARIF 2.1.0 for code scanning (src/sarif.rs).
+    Sarif,
 }
 
 /// Grants listed per change in text and markdown; JSON always has all of them.
@@ -25,6 +27,7 @@ pub fn render(report: &Report, format: OutputFormat, color: bool) -> String {
         }
         OutputFormat::Text => text(report, &Palette::new(color)),
         OutputFormat::Markdown => markdown(report),
+        OutputFormat::Sarif => crate::sarif::render(report, &Default::default(), &[]),
     }
 }
 

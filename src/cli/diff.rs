@@ -1,13 +1,17 @@
 //! `permdrift diff OLD NEW`: compare two states and exit like diff(1).
 
-use super::{ColorChoice, Ctx, InputArgs, catalog, load, output};
+use super::{ColorChoice, Ctx, InputArgs, catalog, load, load_with, output};
 use crate::diff::{DiffOptions, diff};
 use crate::grants::catalog::Catalog;
+use crate::input::terraform::{PlanSide, Unknown};
+use crate::input::{InputOptions, LoadReport, Origin};
 use crate::render::{OutputFormat, render};
 use crate::report::{Direction, Report, Severity};
+use crate::sarif::PossibleWidening;
 use crate::snapshot::Snapshot;
 use clap::ValueEnum;
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -26,10 +30,12 @@ pub enum FailOn {
 
 #[derive(clap::Args)]
 pub struct DiffArgs {
-    /// The earlier state: a snapshot or anything `snapshot --from` reads (file, directory, `-`).
+    /// The earlier state: a snapshot or anything `snapshot --from` reads
+    /// (file, directory, `-`); or, alone, a Terraform plan (`terraform show
+    /// -json PLAN`), whose state before is compared with its state after.
     old: PathBuf,
-    /// The later state.
-    new: PathBuf,
+    /// The later state; a Terraform plan here is applied to OLD.
+    new: Option<PathBuf>,
     #[command(flatten)]
     report: ReportArgs,
     #[command(flatten)]
@@ -245,16 +251,19 @@ impl ReportArgs {
         new: &Snapshot,
         catalog: Option<&Catalog>,
     ) -> anyhow::Result<u8> {
-        self.report_attributed(ctx, old, new, catalog, None)
+        self.report_from(ctx, old, new, catalog, &Loaded::default(), None)
     }
 
-    /// As [`Self::report`], attributing each change when asked.
-    pub fn report_attributed(
+    /// As [`Self::report`], with where objects were read (for SARIF), the
+    /// values of a Terraform plan known only after apply, and attribution
+    /// of each change when asked.
+    fn report_from(
         &self,
         ctx: &Ctx,
         old: &Snapshot,
         new: &Snapshot,
         catalog: Option<&Catalog>,
+        loaded: &Loaded,
         attribution: Option<&Attribution>,
     ) -> anyhow::Result<u8> {
         // The built-in catalog is parsed only when there is IAM to judge.
@@ -294,9 +303,26 @@ impl ReportArgs {
             crate::attribution::attribute(&mut report, old, new, catalog, &inputs);
             ctx.timing("attribution", started);
         }
+        // An unknown that could grant access is reported, never guessed.
+        let possible: Vec<PossibleWidening> = loaded
+            .unknown
+            .iter()
+            .filter(|u| u.possible_widening)
+            .map(|u| PossibleWidening {
+                file: loaded.file.clone(),
+                address: u.address.clone(),
+                message: u.message(),
+            })
+            .collect();
+        report
+            .warnings
+            .extend(possible.iter().map(|p| p.message.clone()));
         let started = std::time::Instant::now();
         let color = self.output.is_none() && self.color.enabled();
-        let text = render(&report, self.format, color);
+        let text = match self.format {
+            OutputFormat::Sarif => crate::sarif::render(&report, &loaded.origins, &possible),
+            format => render(&report, format, color),
+        };
         ctx.timing("render", started);
         let started = std::time::Instant::now();
         match &self.output {
@@ -309,7 +335,10 @@ impl ReportArgs {
             ctx.warn("a state was incomplete, so some objects were not compared; exiting 2 (use --allow-incomplete to exit by the findings)");
             2
         } else {
-            u8::from(found(&report, self.fail_on))
+            u8::from(
+                found(&report, self.fail_on)
+                    || !possible.is_empty() && self.fail_on != FailOn::Never,
+            )
         };
         // The process ends right after; returning the memory of hundreds of
         // thousands of grants piece by piece would only delay the exit.
@@ -340,7 +369,125 @@ pub fn found(report: &Report, fail_on: FailOn) -> bool {
     }
 }
 
+/// What loading said beyond the snapshots: where objects came from, and a
+/// Terraform plan's unknown values.
+#[derive(Default)]
+struct Loaded {
+    file: String,
+    origins: BTreeMap<String, Origin>,
+    unknown: Vec<Unknown>,
+}
+
+impl Loaded {
+    fn add(&mut self, report: LoadReport) {
+        for (object, origin) in report.origins {
+            self.origins.insert(object, origin);
+        }
+        self.unknown.extend(report.unknown);
+    }
+}
+
+/// `diff PLAN` (before against after) and `diff LIVE PLAN` (the plan
+/// applied to LIVE); `None` when no Terraform plan is involved.
+fn run_plan(ctx: &Ctx, args: &DiffArgs) -> anyhow::Result<Option<u8>> {
+    let options = args.input.options_with_policies()?;
+    let plan = match &args.new {
+        None => crate::input::read_plan(&args.old, &options)?,
+        Some(new_path) => crate::input::read_plan(new_path, &options)?,
+    };
+    let sarif = args.report.format == OutputFormat::Sarif;
+    if plan.is_none() && (args.new.is_none() || !sarif) {
+        return Ok(None);
+    }
+    // As in `run`: the catalog is checked before any state is loaded.
+    let catalog = args.report.catalog()?;
+    let mut loaded = Loaded::default();
+    let old_path = std::slice::from_ref(&args.old);
+    let (old, new) = match (&args.new, plan) {
+        (None, _) => {
+            let before = InputOptions {
+                plan_side: PlanSide::Before,
+                ..options.clone()
+            };
+            let (old, report) = load_with(ctx, old_path, before, None)?;
+            loaded.add(report);
+            let (new, report) = load_with(ctx, old_path, options, Some(&old))?;
+            loaded.add(report);
+            loaded.file = args.old.display().to_string();
+            with_empty_twins(old, new)
+        }
+        (Some(new_path), Some(plan)) => {
+            let (old, report) = load_with(ctx, old_path, options.clone(), None)?;
+            loaded.add(report);
+            let name = new_path.display().to_string();
+            let (new, report) = crate::input::apply_plan(&old, &name, &plan, &options)?;
+            for w in &report.warnings {
+                ctx.warn(w);
+            }
+            loaded.add(report);
+            loaded.file = name;
+            (old, new)
+        }
+        // SARIF names files and lines: keep where each object was read.
+        (Some(new_path), None) => {
+            let (old, report) = load_with(ctx, old_path, options.clone(), None)?;
+            loaded.add(report);
+            let (new, report) =
+                load_with(ctx, std::slice::from_ref(new_path), options, Some(&old))?;
+            loaded.add(report);
+            (old, new)
+        }
+    };
+    let attribution = args.attribution.load(ctx)?;
+    let code = args.report.report_from(
+        ctx,
+        &old,
+        &new,
+        catalog.as_deref(),
+        &loaded,
+        attribution.as_ref(),
+    )?;
+    Ok(Some(code))
+}
+
+/// A plan that creates the first IAM or RBAC object of its kind has a
+/// source after and none before: an empty one stands in, so its objects
+/// read as added rather than as a source that appeared.
+fn with_empty_twins(mut old: Snapshot, mut new: Snapshot) -> (Snapshot, Snapshot) {
+    use crate::index::aws::AwsModel;
+    use crate::index::k8s::K8sModel;
+    use crate::snapshot::SourceSnapshot;
+    let empty_like = |s: &SourceSnapshot| {
+        let mut twin = match s.kube() {
+            Some(_) => SourceSnapshot::kubernetes(&s.name, K8sModel::new()),
+            None => SourceSnapshot::aws(&s.name, AwsModel::new()),
+        };
+        twin.meta.account_id = s.meta.account_id.clone();
+        twin
+    };
+    for (name, source) in &new.sources {
+        if !old.sources.contains_key(name) {
+            old.sources.insert(name.clone(), empty_like(source));
+        }
+    }
+    for (name, source) in &old.sources {
+        if !new.sources.contains_key(name) {
+            new.sources.insert(name.clone(), empty_like(source));
+        }
+    }
+    (old, new)
+}
+
 pub fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<u8> {
+    if let Some(code) = run_plan(ctx, &args)? {
+        return Ok(code);
+    }
+    let Some(new_path) = args.new.clone() else {
+        anyhow::bail!(
+            "{}: a single argument must be a Terraform plan (`terraform show -json PLAN`); give OLD and NEW to compare two states",
+            args.old.display()
+        );
+    };
     let catalog = args.report.catalog()?;
     let attribution = args.attribution.load(ctx)?;
     let started = std::time::Instant::now();
@@ -349,15 +496,20 @@ pub fn run(ctx: &Ctx, args: DiffArgs) -> anyhow::Result<u8> {
     let started = std::time::Instant::now();
     let new = super::load_over(
         ctx,
-        std::slice::from_ref(&args.new),
+        std::slice::from_ref(&new_path),
         &args.input,
         Some(&old),
     )?;
     ctx.timing("load NEW", started);
     crate::input::release_read_buffer();
-    let code =
-        args.report
-            .report_attributed(ctx, &old, &new, catalog.as_deref(), attribution.as_ref())?;
+    let code = args.report.report_from(
+        ctx,
+        &old,
+        &new,
+        catalog.as_deref(),
+        &Loaded::default(),
+        attribution.as_ref(),
+    )?;
     // As in `report`: the process ends right after.
     std::mem::forget((old, new));
     Ok(code)

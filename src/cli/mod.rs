@@ -5,6 +5,7 @@
 mod api_client;
 mod approve;
 mod baseline;
+mod completions;
 mod diff;
 mod history;
 mod keygen;
@@ -65,6 +66,10 @@ enum Command {
     Approve(Box<approve::ApproveArgs>),
     /// Print the reverts enforce mode would run for a source.
     Plan(plan::PlanArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page, permdrift(1), in roff (`permdrift man | man -l -`).
+    Man(completions::ManArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -106,6 +111,10 @@ pub struct InputArgs {
     /// streams (stdin, pipes, FIFOs, devices) are read up to it and refused past it.
     #[arg(long, value_name = "BYTES", default_value_t = crate::input::DEFAULT_MAX_FILE_SIZE)]
     max_input_size: u64,
+    /// AWS managed policies for Terraform plans, instead of the shipped set:
+    /// JSON `[{name, arn, version_id, document}]`, gzipped or not.
+    #[arg(long, value_name = "FILE")]
+    managed_policies: Option<PathBuf>,
 }
 
 impl InputArgs {
@@ -115,7 +124,23 @@ impl InputArgs {
             aws_source: self.aws_name.clone(),
             max_file_size: self.max_input_size,
             default_namespace: self.default_namespace.clone(),
+            ..crate::input::InputOptions::default()
         }
+    }
+
+    /// [`Self::options`] with the `--managed-policies` set read.
+    fn options_with_policies(&self) -> anyhow::Result<crate::input::InputOptions> {
+        use anyhow::Context;
+        let mut options = self.options();
+        if let Some(path) = &self.managed_policies {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let set = crate::input::managed::ManagedPolicies::parse(&bytes).with_context(|| {
+                format!("{}: not a set of AWS managed policies", path.display())
+            })?;
+            options.managed_policies = Some(std::sync::Arc::new(set));
+        }
+        Ok(options)
     }
 }
 
@@ -164,8 +189,19 @@ fn load_over(
     input: &InputArgs,
     base: Option<&crate::snapshot::Snapshot>,
 ) -> anyhow::Result<crate::snapshot::Snapshot> {
+    let options = input.options_with_policies()?;
+    Ok(load_with(ctx, paths, options, base)?.0)
+}
+
+/// Loads paths with these options, keeping what the load reported.
+fn load_with(
+    ctx: &Ctx,
+    paths: &[PathBuf],
+    options: crate::input::InputOptions,
+    base: Option<&crate::snapshot::Snapshot>,
+) -> anyhow::Result<(crate::snapshot::Snapshot, crate::input::LoadReport)> {
     let started = std::time::Instant::now();
-    let (snapshot, report) = crate::input::load_over(paths, input.options(), base)?;
+    let (snapshot, report) = crate::input::load_over(paths, options, base)?;
     for w in &report.warnings {
         ctx.warn(w);
     }
@@ -197,7 +233,7 @@ fn load_over(
         line.push_str(&format!(" in {:.1}s", elapsed.as_secs_f64()));
     }
     ctx.info(&line);
-    Ok(snapshot)
+    Ok((snapshot, report))
 }
 
 fn catalog(
@@ -234,6 +270,8 @@ pub fn main() -> ExitCode {
         Command::Keygen(args) => keygen::run(&ctx, args),
         Command::Approve(args) => approve::run(&ctx, *args),
         Command::Plan(args) => plan::run(&ctx, args),
+        Command::Completions(args) => completions::run_completions(&ctx, args),
+        Command::Man(args) => completions::run_man(&ctx, args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -5,11 +5,15 @@
 //! yaml|json` lists, multi-document manifests, `aws iam
 //! get-account-authorization-details` output (decoded or URL-encoded
 //! documents, JSON or the raw XML API response, one page or many), and
-//! permdrift snapshots. Kinds other than RBAC and ServiceAccount are skipped
-//! and counted. Every error names the file and the line or field.
+//! permdrift snapshots, and Terraform plans (`terraform show -json`, read as
+//! the state before or after them, or applied to a live state). Kinds other
+//! than RBAC and ServiceAccount are skipped and counted. Every error names
+//! the file and the line or field.
 
 mod documents;
+pub mod managed;
 mod read;
+pub mod terraform;
 mod walk;
 mod xml;
 
@@ -36,6 +40,10 @@ pub struct InputOptions {
     pub max_file_size: u64,
     /// Namespace for namespaced manifests that name none (as `kubectl apply -n` would).
     pub default_namespace: String,
+    /// Which state of a Terraform plan to read.
+    pub plan_side: terraform::PlanSide,
+    /// AWS managed policies for plans, instead of the shipped set.
+    pub managed_policies: Option<std::sync::Arc<managed::ManagedPolicies>>,
 }
 
 impl Default for InputOptions {
@@ -45,8 +53,28 @@ impl Default for InputOptions {
             aws_source: None,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             default_namespace: "default".into(),
+            plan_side: terraform::PlanSide::default(),
+            managed_policies: None,
         }
     }
+}
+
+impl InputOptions {
+    fn managed(&self) -> &managed::ManagedPolicies {
+        match &self.managed_policies {
+            Some(set) => set,
+            None => managed::ManagedPolicies::embedded(),
+        }
+    }
+}
+
+/// Where an object was read from: a file and line, or a Terraform resource address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub file: String,
+    pub line: Option<usize>,
+    /// Terraform resource addresses that define the object.
+    pub addresses: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +138,10 @@ pub struct LoadReport {
     /// Files in directories that were not YAML or JSON.
     pub skipped_files: Vec<String>,
     pub warnings: Vec<String>,
+    /// Object (as `ObjectRef::display` writes it) -> where it was read.
+    pub origins: BTreeMap<String, Origin>,
+    /// Values of Terraform plans known only after apply.
+    pub unknown: Vec<terraform::Unknown>,
 }
 
 thread_local! {
@@ -293,6 +325,11 @@ impl<'b> Loader<'b> {
                 self.snapshots.push((name.to_owned(), snapshot));
                 Ok(())
             }
+            Value::Object(_) if terraform::is_plan(&value) => {
+                let state = terraform::state(&value, self.options.plan_side, self.options.managed())
+                    .map_err(|e| content_error(&at(location, &e.location), e.message))?;
+                self.add_plan_state(name, state)
+            }
             Value::Object(_) if xml::unwrap_gaad(&value).is_some() => {
                 let details = xml::unwrap_gaad(&value).cloned().unwrap_or_default();
                 self.add_gaad(name, location, details)
@@ -439,6 +476,54 @@ impl<'b> Loader<'b> {
         Ok(true)
     }
 
+    /// Adds the objects of one state of a Terraform plan.
+    fn add_plan_state(
+        &mut self,
+        name: &str,
+        state: terraform::PlanState,
+    ) -> Result<(), InputError> {
+        let terraform::PlanState {
+            aws,
+            kube,
+            addresses,
+            unknown,
+            ..
+        } = state;
+        for (kind, raw) in aws {
+            self.iam_seen = true;
+            let who = crate::model::aws::name_of(kind, &raw);
+            let (key, object) =
+                AwsObject::canonical(kind, raw).map_err(|e| InputError::Content {
+                    path: name.to_owned(),
+                    location: format!("{} {who}", kind.as_str()),
+                    message: e.to_string(),
+                })?;
+            if self.iam.insert(key, object).is_none() {
+                self.report.objects += 1;
+            }
+        }
+        for raw in kube {
+            let what = snapshot_format::describe_object(&raw);
+            self.add_kube_object(name, &what, raw)?;
+        }
+        for (object, addresses) in addresses {
+            let origin = self.report.origins.entry(object).or_default();
+            origin.file = name.to_owned();
+            origin.addresses.extend(addresses);
+        }
+        for u in unknown.iter().filter(|u| u.possible_widening) {
+            self.report.warnings.push(u.message());
+        }
+        let identifiers = unknown.iter().filter(|u| !u.possible_widening).count();
+        if identifiers > 0 {
+            self.report.warnings.push(format!(
+                "{name}: {identifiers} identifier value(s) (ids, ARNs, uids) are known only after apply"
+            ));
+        }
+        self.report.unknown.extend(unknown);
+        Ok(())
+    }
+
     /// Adds a GetAccountAuthorizationDetails-shaped document read from a live account.
     pub fn add_authorization_details(
         &mut self,
@@ -517,6 +602,15 @@ impl<'b> Loader<'b> {
                 "{} namespaced object(s) named no namespace; placed in {:?} (set --default-namespace)",
                 self.defaulted_namespace, self.options.default_namespace
             ));
+        }
+        for (key, (file, location)) in &self.kube_origin {
+            let origin = self.report.origins.entry(key.to_string()).or_default();
+            if origin.addresses.is_empty() {
+                origin.file = file.clone();
+                // Only a whole YAML document has a line of its own; an item
+                // of a List is known by its index, not its line.
+                origin.line = location.strip_prefix("line ").and_then(|l| l.parse().ok());
+            }
         }
         let mut snapshot = Snapshot::new();
         let mut origins: BTreeMap<String, String> = BTreeMap::new();
@@ -629,6 +723,117 @@ pub fn load_over(
         loader.add_path(p)?;
     }
     loader.finish()
+}
+
+/// The Terraform plan at `path`, or `None` when the file is something else.
+pub fn read_plan(path: &Path, options: &InputOptions) -> Result<Option<Value>, InputError> {
+    if path.as_os_str() == "-" || !path.is_file() {
+        return Ok(None);
+    }
+    // `terraform show -json` writes `terraform_version` among its first
+    // keys; anything else is not read twice.
+    let mut head = Vec::new();
+    let file = std::fs::File::open(path).map_err(|source| InputError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    read::stream(
+        std::io::Read::take(file, 4096),
+        &path.display().to_string(),
+        4096,
+        &mut head,
+    )?;
+    if !head.windows(19).any(|w| w == b"\"terraform_version\"") {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    read::file(path, options.max_file_size, &mut bytes)?;
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return Ok(None);
+    };
+    if !text.trim_start().starts_with('{') {
+        return Ok(None);
+    }
+    Ok(serde_json::from_str::<Value>(text)
+        .ok()
+        .filter(terraform::is_plan))
+}
+
+/// `live` with a Terraform plan applied: the plan's AWS objects go to the
+/// live source of its account (or the only AWS source), its RBAC objects to
+/// the `--source-name` source (or the only Kubernetes source); everything
+/// the plan does not touch stays as it is.
+pub fn apply_plan(
+    live: &Snapshot,
+    name: &str,
+    plan: &Value,
+    options: &InputOptions,
+) -> Result<(Snapshot, LoadReport), InputError> {
+    let content = |e: terraform::PlanError| InputError::Content {
+        path: name.to_owned(),
+        location: e.location,
+        message: e.message,
+    };
+    let account = terraform::state(plan, terraform::PlanSide::After, options.managed())
+        .map_err(content)?
+        .account;
+    let aws_sources: Vec<&String> = live
+        .sources
+        .iter()
+        .filter(|(_, s)| s.iam().is_some())
+        .map(|(n, _)| n)
+        .collect();
+    let aws_name = aws_sources
+        .iter()
+        .find(|n| live.sources[n.as_str()].meta.account_id.as_deref() == account.as_deref())
+        .or(if aws_sources.len() == 1 {
+            aws_sources.first()
+        } else {
+            None
+        })
+        .map(|n| (*n).clone());
+    let kube_sources: Vec<&String> = live
+        .sources
+        .iter()
+        .filter(|(_, s)| s.kube().is_some())
+        .map(|(n, _)| n)
+        .collect();
+    let kube_name = if kube_sources.iter().any(|n| **n == options.kube_source) {
+        Some(options.kube_source.clone())
+    } else if kube_sources.len() == 1 {
+        kube_sources.first().map(|n| (*n).clone())
+    } else {
+        None
+    };
+    let live_aws = aws_name
+        .as_ref()
+        .and_then(|n| live.sources[n].iam())
+        .map(|m| m.objects().map(|(k, o)| (k.kind, o.raw.clone())).collect())
+        .unwrap_or_default();
+    let live_kube = kube_name
+        .as_ref()
+        .and_then(|n| live.sources[n].kube())
+        .map(|m| m.objects().map(|(_, o)| o.value()).collect())
+        .unwrap_or_default();
+    let state = terraform::apply(plan, live_aws, live_kube, options.managed()).map_err(content)?;
+    let mut loader = Loader::new(InputOptions {
+        kube_source: kube_name
+            .clone()
+            .unwrap_or_else(|| options.kube_source.clone()),
+        aws_source: aws_name.clone().or_else(|| options.aws_source.clone()),
+        ..options.clone()
+    });
+    loader.report.files = 1;
+    loader.add_plan_state(name, state)?;
+    let (applied, report) = loader.finish()?;
+    let mut snapshot = live.clone();
+    for (source_name, mut source) in applied.sources {
+        if let Some(before) = live.sources.get(&source_name) {
+            source.meta = before.meta.clone();
+        }
+        snapshot.sources.insert(source_name, source);
+    }
+    Ok((snapshot, report))
 }
 
 #[cfg(test)]
