@@ -9,6 +9,7 @@
 // test support may opt out, see tests/support/moto.rs).
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod classify;
 pub mod cli;
 pub mod config;
