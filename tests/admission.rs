@@ -1,6 +1,10 @@
 //! The review gate at admission (src/admission/): AdmissionReview v1 shapes
-//! against the upstream examples (tests/data/admission/), and decisions on
-//! RBAC writes against a live model.
+//! against the upstream examples (tests/data/admission/), decisions on RBAC
+//! writes against a live model, and the same review served as an HTTPS
+//! webhook that the Kubernetes API test server calls while the real kubectl
+//! writes.
+
+mod support;
 
 use permdrift::admission::review::{AdmissionResponse, AdmissionReview, Operation};
 use permdrift::admission::{
@@ -505,5 +509,253 @@ fn denial_response_serializes_with_status_and_no_warnings() {
         json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                "response": {"uid": "u", "allowed": false,
                             "status": {"code": 403, "message": "no", "reason": "Forbidden"}}})
+    );
+}
+
+// ---- end to end: the test server calls the review as a webhook ----
+
+mod webhook {
+    use super::*;
+    use axum::body::Body;
+    use hyper_util::rt::TokioIo;
+    use std::collections::BTreeSet;
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+
+    /// Approved (object, digest) pairs.
+    pub type Approved = Arc<Mutex<BTreeSet<(String, String)>>>;
+
+    /// The review gate behind HTTPS on 127.0.0.1 (the test server's own
+    /// certificate), judging against `live` in enforce mode for source `prod`.
+    pub struct Gatekeeper {
+        pub port: u16,
+        pub live: Arc<Mutex<K8sModel>>,
+        pub approved: Approved,
+        runtime: Option<tokio::runtime::Runtime>,
+    }
+
+    impl Gatekeeper {
+        pub fn start(live: K8sModel) -> Self {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let tls = kube_test_server::tls_acceptor().unwrap();
+            let live = Arc::new(Mutex::new(live));
+            let approved: Approved = Arc::default();
+            let (l, a) = (live.clone(), approved.clone());
+            runtime.spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let (tls, l, a) = (tls.clone(), l.clone(), a.clone());
+                    tokio::spawn(async move {
+                        let Ok(stream) = tls.accept(tcp).await else {
+                            return;
+                        };
+                        let svc = hyper::service::service_fn(
+                            move |req: hyper::Request<hyper::body::Incoming>| {
+                                let (l, a) = (l.clone(), a.clone());
+                                async move {
+                                    let body =
+                                        axum::body::to_bytes(Body::new(req.into_body()), 1 << 24)
+                                            .await
+                                            .unwrap();
+                                    let request = admission::parse_review(&body).unwrap();
+                                    let approvals = |_: &str, object: &RbacKey, digest: &str| {
+                                        a.lock()
+                                            .unwrap()
+                                            .contains(&(object.to_string(), digest.to_string()))
+                                    };
+                                    let decision = admission::review(
+                                        &l.lock().unwrap(),
+                                        &enforce(),
+                                        &approvals,
+                                        &request,
+                                    );
+                                    let out = serde_json::to_vec(&decision.to_review()).unwrap();
+                                    Ok::<_, Infallible>(
+                                        hyper::Response::builder()
+                                            .header("content-type", "application/json")
+                                            .body(Body::from(out))
+                                            .unwrap(),
+                                    )
+                                }
+                            },
+                        );
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+            Gatekeeper {
+                port,
+                live,
+                approved,
+                runtime: Some(runtime),
+            }
+        }
+
+        /// Takes the webhook down: its port stops answering.
+        pub fn stop(&mut self) {
+            if let Some(rt) = self.runtime.take() {
+                rt.shutdown_background();
+            }
+        }
+    }
+}
+
+fn rbac_model_of(kts: &support::kube_server::KubeTestServer) -> K8sModel {
+    let list: Value = serde_json::from_str(&kts.kubectl_ok(&[
+        "get",
+        "clusterroles,clusterrolebindings,roles,rolebindings",
+        "-A",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let mut m = K8sModel::new();
+    for item in list["items"].as_array().unwrap() {
+        m.insert(K8sObject::from_raw(item.clone()).unwrap());
+    }
+    m
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn kubectl_meets_the_gate_denied_approved_aggregation_and_webhook_down() {
+    use base64::Engine;
+    let kts = support::kube_server::KubeTestServer::start();
+    kts.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "cluster-admin",
+        "--verb=*",
+        "--resource=*.*",
+    ]);
+    kts.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "view",
+        "--verb=get,list",
+        "--resource=pods",
+    ]);
+    kts.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "eng-view",
+        "--clusterrole=view",
+        "--group=engineering",
+    ]);
+    kts.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "contractors-view",
+        "--clusterrole=view",
+        "--group=contractors",
+    ]);
+    let mut gate = webhook::Gatekeeper::start(rbac_model_of(&kts));
+    let vwc = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "permdrift"},
+        "webhooks": [{
+            "name": "rbac.permdrift.dev",
+            "clientConfig": {"url": format!("https://127.0.0.1:{}/admit", gate.port),
+                             "caBundle": base64::engine::general_purpose::STANDARD.encode(kube_test_server::CA_PEM)},
+            "rules": [{"operations": ["CREATE", "UPDATE", "DELETE"], "apiGroups": ["rbac.authorization.k8s.io"],
+                       "apiVersions": ["v1"], "resources": ["roles", "clusterroles", "rolebindings", "clusterrolebindings"]}],
+            "failurePolicy": "Ignore", "sideEffects": "None", "timeoutSeconds": 5,
+            "admissionReviewVersions": ["v1"],
+        }]
+    });
+    let out = kts.kubectl_stdin(&["apply", "-f", "-"], &vwc.to_string());
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // An unapproved cluster-admin binding: denied, with what to do about it.
+    let create = [
+        "create",
+        "clusterrolebinding",
+        "eng-admin",
+        "--clusterrole=cluster-admin",
+        "--group=engineering",
+    ];
+    let out = kts.kubectl(&create);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("admission webhook \"rbac.permdrift.dev\" denied the request: permdrift: unapproved critical widening of ClusterRoleBinding/eng-admin (risks: cluster-admin"), "{err}");
+    assert!(err.contains("Group:engineering can now"), "{err}");
+    assert!(
+        err.contains(
+            "permdrift approve --source prod --manifest clusterrolebinding-eng-admin.yaml"
+        ),
+        "{err}"
+    );
+    assert!(stderr(&kts.kubectl(&["get", "clusterrolebinding", "eng-admin"])).contains("NotFound"));
+
+    // The same content, approved by its digest: allowed.
+    let digest = err
+        .split("(sha256:")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .map(|hex| format!("sha256:{hex}"))
+        .unwrap();
+    gate.approved
+        .lock()
+        .unwrap()
+        .insert(("ClusterRoleBinding/eng-admin".into(), digest));
+    kts.kubectl_ok(&create);
+    *gate.live.lock().unwrap() = rbac_model_of(&kts);
+
+    // The aggregation controller widening a bound role (contractors could
+    // then read secrets) is let through; anyone else is not.
+    let widen = r#"[{"op": "add", "path": "/rules/-", "value": {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}}]"#;
+    let out = kts.kubectl(&["patch", "clusterrole", "view", "--type=json", "-p", widen]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("denied the request: permdrift: unapproved"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("Group:contractors can now get secrets"),
+        "{}",
+        stderr(&out)
+    );
+    kts.kubectl_ok(&[
+        "--as=system:serviceaccount:kube-system:clusterrole-aggregation-controller",
+        "patch",
+        "clusterrole",
+        "view",
+        "--type=json",
+        "-p",
+        widen,
+    ]);
+    assert!(
+        kts.kubectl_ok(&["get", "clusterrole", "view", "-o", "json"])
+            .contains("secrets")
+    );
+
+    // Webhook down: failurePolicy Ignore lets writes through, and the API
+    // server's fail-open counter (what the unavailability alert watches) moves.
+    gate.stop();
+    kts.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "ops-admin",
+        "--clusterrole=cluster-admin",
+        "--group=ops",
+    ]);
+    let metrics = kts.request("GET", "/metrics", None).text();
+    assert!(
+        metrics.lines().any(|l| l
+            == "apiserver_admission_webhook_fail_open_count{name=\"rbac.permdrift.dev\",type=\"validating\"} 1"),
+        "{metrics}"
     );
 }
