@@ -4,6 +4,8 @@
 //! webhook that the Kubernetes API test server calls while the real kubectl
 //! writes.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod support;
 
 use permdrift::admission::review::{AdmissionResponse, AdmissionReview, Operation};
