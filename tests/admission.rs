@@ -514,6 +514,76 @@ fn denial_response_serializes_with_status_and_no_warnings() {
     );
 }
 
+#[test]
+fn a_reviewer_decides_as_review_does_and_restores_its_copy() {
+    let requests = [
+        request(
+            "CREATE",
+            "alice",
+            Some(crb("eng-admin", "cluster-admin", "engineering")),
+            None,
+        ),
+        request(
+            "DELETE",
+            "alice",
+            None,
+            Some(crb("eng-view", "view", "engineering")),
+        ),
+        request(
+            "UPDATE",
+            "mallory",
+            Some(cluster_role(
+                "view",
+                json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]),
+            )),
+            None,
+        ),
+        request(
+            "CREATE",
+            "alice",
+            Some(crb("new-view", "view", "contractors")),
+            None,
+        ),
+        request(
+            "DELETE",
+            "alice",
+            None,
+            Some(crb("ghost", "view", "nobody")),
+        ),
+    ];
+    let mut reviewer = admission::Reviewer::new(live());
+    // Twice through: a copy left changed by one review would change the next.
+    for _ in 0..2 {
+        for r in &requests {
+            let req = admission::parse_review(&serde_json::to_vec(r).unwrap()).unwrap();
+            let once = admission::review(&live(), &enforce(), &NoApprovals, &req);
+            let kept = reviewer.review(&enforce(), &NoApprovals, &req);
+            assert_eq!(kept.outcome, once.outcome, "{r}");
+            assert_eq!(kept.response, once.response, "{r}");
+            assert_eq!(kept.digest, once.digest, "{r}");
+            assert_eq!(kept.change, once.change, "{r}");
+        }
+    }
+    assert_eq!(reviewer.live().len(), live().len());
+    // The reviewer follows the cluster: once engineering is cluster-admin,
+    // widening view gives nobody anything new; only the role's own (latent)
+    // widening is left, below the bar.
+    reviewer.insert(K8sObject::from_raw(crb("eng-admin", "cluster-admin", "engineering")).unwrap());
+    let req = admission::parse_review(&serde_json::to_vec(&requests[2]).unwrap()).unwrap();
+    let d = reviewer.review(&enforce(), &NoApprovals, &req);
+    assert_eq!(d.outcome, Outcome::Warned);
+    assert!(d.change.unwrap().gained.iter().all(|g| g.latent));
+    reviewer.remove(&RbacKey::new(
+        RbacKind::ClusterRoleBinding,
+        None,
+        "eng-admin",
+    ));
+    assert_eq!(
+        reviewer.review(&enforce(), &NoApprovals, &req).outcome,
+        Outcome::Denied
+    );
+}
+
 // ---- end to end: the test server calls the review as a webhook ----
 
 mod webhook {
