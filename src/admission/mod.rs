@@ -257,7 +257,7 @@ enum Write {
 
 /// The decision for a request, when it is settled without a diff (not
 /// judged, exempt, unreadable); otherwise the object key and the write.
-fn prepare(gate: &Gate<'_>, request: &AdmissionRequest) -> Result<(RbacKey, Write), Decision> {
+fn prepare(gate: &Gate<'_>, request: &AdmissionRequest) -> Result<(RbacKey, Write), Box<Decision>> {
     let mut decision = Decision {
         outcome: Outcome::NotJudged,
         response: AdmissionResponse::allow(&request.uid),
@@ -267,12 +267,12 @@ fn prepare(gate: &Gate<'_>, request: &AdmissionRequest) -> Result<(RbacKey, Writ
         actor: request.user_info.username.clone(),
     };
     let Some(key) = rbac_key(request) else {
-        return Err(decision);
+        return Err(Box::new(decision));
     };
     decision.object = Some(key.clone());
     if exempt(gate, request) {
         decision.outcome = Outcome::Exempt;
-        return Err(decision);
+        return Err(Box::new(decision));
     }
     let unreadable = |mut decision: Decision, why: String| {
         decision.outcome = Outcome::Unreadable;
@@ -280,7 +280,7 @@ fn prepare(gate: &Gate<'_>, request: &AdmissionRequest) -> Result<(RbacKey, Writ
             .response
             .warnings
             .push(format!("permdrift could not judge this write: {why}"));
-        Err(decision)
+        Err(Box::new(decision))
     };
     match (request.operation, &request.object) {
         (Operation::Delete, _) => Ok((key, Write::Remove)),
@@ -321,7 +321,7 @@ pub fn review(
 ) -> Decision {
     let (key, write) = match prepare(gate, request) {
         Ok(prepared) => prepared,
-        Err(decision) => return decision,
+        Err(decision) => return *decision,
     };
     let mut next = live.clone();
     apply(&mut next, &key, write);
@@ -367,7 +367,7 @@ impl Reviewer {
     ) -> Decision {
         let (key, write) = match prepare(gate, request) {
             Ok(prepared) => prepared,
-            Err(decision) => return decision,
+            Err(decision) => return *decision,
         };
         let previous = apply(&mut self.scratch, &key, write);
         let decision = conclude(
