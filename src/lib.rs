@@ -6,9 +6,10 @@
 //! around it.
 
 // The workspace denies unsafe code; the product forbids it outright (only
-// test support may opt out, see tests/support/moto.rs).
+// test support may opt out, see test-support/src/moto.rs).
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod approval;
 pub mod attribution;
 pub mod classify;

@@ -52,7 +52,8 @@ pub fn micro_time(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-fn audit_id() -> String {
+/// A random UID in the 8-4-4-4-12 form (audit IDs, AdmissionReview uids).
+pub fn audit_id() -> String {
     let b: [u8; 16] = rand::random();
     let h = hex::encode(b);
     format!(

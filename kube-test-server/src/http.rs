@@ -55,6 +55,10 @@ pub struct App {
     pub server_addr: String,
     /// `major.minor` reported by /version
     pub server_version: String,
+    /// `--webhook-service` targets for admission webhooks (`admission.rs`)
+    pub webhook_services: crate::admission::Services,
+    /// served at /metrics
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl App {
@@ -70,6 +74,8 @@ impl App {
         shutdown: tokio::sync::watch::Receiver<bool>,
         server_addr: String,
         server_version: String,
+        webhook_services: crate::admission::Services,
+        metrics: crate::metrics::Metrics,
     ) -> Self {
         App {
             store: RwLock::new(store),
@@ -84,6 +90,8 @@ impl App {
             shutdown,
             server_addr,
             server_version,
+            webhook_services,
+            metrics,
         }
     }
 
@@ -385,6 +393,14 @@ fn nonresource(app: &App, r: &Req, path: &str) -> Response {
     match p {
         "/version" => ok(discovery::version(&app.server_version)),
         "/healthz" | "/livez" | "/readyz" => (StatusCode::OK, "ok").into_response(),
+        "/metrics" => {
+            let mut resp = app.metrics.render().into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
         "/api" | "/apis" => match aggregated {
             Some(ct) => {
                 let b = to_bytes(&discovery::aggregated(&reg, p == "/api", ct));
@@ -615,6 +631,19 @@ async fn resource_request(app: &Arc<App>, r: &Req, ident: &Identity, info: Info)
         return fail(&e);
     }
 
+    let mut warnings = Vec::new();
+    if is_write && !kd.review {
+        match admission_check(app, r, &kd, &info, verb, ident).await {
+            Ok(w) => warnings = w,
+            Err((e, w)) => {
+                audit_err(&e);
+                let mut resp = fail(&e);
+                add_warnings(&mut resp, &w);
+                return resp;
+            }
+        }
+    }
+
     let watch_audit = watch::AuditSlot::default();
     let result = match verb {
         _ if kd.review => review(app, r, &kd, ident, verb),
@@ -634,7 +663,9 @@ async fn resource_request(app: &Arc<App>, r: &Req, ident: &Identity, info: Info)
     match result {
         Err(e) => {
             audit_err(&e);
-            fail(&e)
+            let mut resp = fail(&e);
+            add_warnings(&mut resp, &warnings);
+            resp
         }
         Ok(Reply::Stream(resp)) => {
             let ev = Record {
@@ -690,9 +721,152 @@ async fn resource_request(app: &Arc<App>, r: &Req, ident: &Identity, info: Info)
                 d.body
             };
             app.stats.add_bytes(&stats_key, body.len());
-            json_response(d.code, d.content_type, body)
+            let mut resp = json_response(d.code, d.content_type, body);
+            add_warnings(&mut resp, &warnings);
+            resp
         }
     }
+}
+
+/// Admission warnings as `Warning: 299 - "..."` headers, which kubectl prints.
+fn add_warnings(resp: &mut Response, warnings: &[String]) {
+    for w in warnings {
+        if let Ok(v) = HeaderValue::from_str(&crate::admission::warning_header(w)) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+}
+
+/// Runs the validating admission webhooks for a write: the object it would
+/// store comes from a dry run of the same write (so validation errors come
+/// first, as in kube-apiserver), the webhooks are called without the store
+/// lock held, and the real write follows only if they all let it through.
+/// deletecollection is not sent to webhooks.
+async fn admission_check(
+    app: &App,
+    r: &Req,
+    kd: &Arc<KindDef>,
+    info: &Info,
+    verb: &str,
+    ident: &Identity,
+) -> Result<Vec<String>, (ApiError, Vec<String>)> {
+    if !matches!(verb, "create" | "update" | "patch" | "delete") {
+        return Ok(Vec::new());
+    }
+    let no_warnings = |e: ApiError| (e, Vec::new());
+    let now = now_rfc3339();
+    let manager = r.manager();
+    let ctx = Ctx {
+        kd,
+        version: &info.version,
+        namespace: info.namespace.as_deref(),
+        manager: &manager,
+        now: &now,
+        dry_run: true,
+        preload: false,
+    };
+    let name = info.name.clone().unwrap_or_default();
+    let sub = info.subresource.as_deref().unwrap_or_default();
+    let res = (kd.group.clone(), kd.plural.clone());
+    let key = |n: &str| {
+        (
+            if kd.namespaced {
+                info.namespace.clone().unwrap_or_default()
+            } else {
+                String::new()
+            },
+            n.to_string(),
+        )
+    };
+    let mut options = json!({"apiVersion": "meta.k8s.io/v1"});
+    if let Some(m) = r.q("fieldManager").filter(|m| !m.is_empty()) {
+        options["fieldManager"] = json!(m);
+    }
+    if r.dry_run() {
+        options["dryRun"] = json!(["All"]);
+    }
+    let vwc = (crate::admission::GROUP.into(), crate::admission::VWC.into());
+    if app.read_store().count_of(&vwc) == 0 {
+        return Ok(Vec::new());
+    }
+    let (hooks, attrs) = {
+        let mut st = app.write_store();
+        let old = if verb == "create" {
+            None
+        } else {
+            st.get(&res, &key(&name)).map(|o| o.value())
+        };
+        let (operation, object, obj_name) = match verb {
+            "create" => {
+                let body = ops::parse_body(&r.body).map_err(no_warnings)?;
+                let w = ops::create(&mut st, &ctx, body).map_err(no_warnings)?;
+                options["kind"] = json!("CreateOptions");
+                ("CREATE", Some(w.obj.value()), w.obj.name.clone())
+            }
+            "update" | "patch" => {
+                let w = if verb == "update" {
+                    let body = ops::parse_body(&r.body).map_err(no_warnings)?;
+                    ops::update(&mut st, &ctx, &name, body, sub).map_err(no_warnings)?
+                } else {
+                    let ct = r
+                        .headers
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    let ptype = PatchType::from_content_type(ct)
+                        .ok_or_else(|| no_warnings(ApiError::unsupported_media_type(ct)))?;
+                    let force = r.q("force") == Some("true");
+                    ops::patch(&mut st, &ctx, &name, ptype, &r.body, force, sub)
+                        .map_err(no_warnings)?
+                };
+                let op = if w.created { "CREATE" } else { "UPDATE" };
+                options["kind"] = json!(if w.created {
+                    "CreateOptions"
+                } else {
+                    "UpdateOptions"
+                });
+                (op, Some(w.obj.value()), name.clone())
+            }
+            _ => {
+                // A missing object: the write itself answers 404.
+                if old.is_none() {
+                    return Ok(Vec::new());
+                }
+                if !r.body.iter().all(u8::is_ascii_whitespace)
+                    && let Ok(Value::Object(m)) = ops::parse_body(&r.body)
+                {
+                    for (k, v) in m {
+                        options[k] = v;
+                    }
+                }
+                options["kind"] = json!("DeleteOptions");
+                options["apiVersion"] = json!("meta.k8s.io/v1");
+                ("DELETE", None, name.clone())
+            }
+        };
+        let attrs = crate::admission::Attributes {
+            kd,
+            version: &info.version,
+            subresource: info.subresource.as_deref(),
+            namespace: if kd.namespaced {
+                info.namespace.as_deref()
+            } else {
+                None
+            },
+            name: obj_name,
+            operation,
+            user: ident.effective(),
+            old_object: if operation == "CREATE" { None } else { old },
+            object,
+            dry_run: r.dry_run(),
+            options,
+        };
+        (crate::admission::plan(&st, &attrs), attrs)
+    };
+    if hooks.is_empty() {
+        return Ok(Vec::new());
+    }
+    crate::admission::admit(hooks, &app.webhook_services, &app.metrics, &attrs).await
 }
 
 fn injected_error(d: &Decision) -> Option<ApiError> {

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admission;
 mod aggregate;
 mod audit;
 mod auth;
@@ -21,6 +22,7 @@ mod http;
 mod kinds;
 mod load;
 mod managed;
+mod metrics;
 mod ops;
 mod patch;
 mod proto;
@@ -42,6 +44,13 @@ use clap::Parser;
 use serde_json::json;
 
 pub use serve::CA_PEM;
+
+/// The server's TLS acceptor (the fixed test certificate for 127.0.0.1,
+/// ::1 and localhost, signed by [`CA_PEM`]): tests serve HTTPS with it, for
+/// example an admission webhook whose `caBundle` is [`CA_PEM`].
+pub fn tls_acceptor() -> Result<tokio_rustls::TlsAcceptor, serve::TlsError> {
+    serve::acceptor()
+}
 
 /// A small, fast, in-memory Kubernetes API server for tests and benchmarks.
 ///
@@ -126,6 +135,12 @@ pub struct Args {
     #[arg(long, default_value = "1.32", value_name = "MAJOR.MINOR")]
     server_version: String,
 
+    /// Where the Service NS/NAME named by an admission webhook's
+    /// clientConfig.service answers: `NS/NAME=https://HOST:PORT` (the
+    /// service's path is appended). Repeatable.
+    #[arg(long = "webhook-service", value_name = "NS/NAME=URL")]
+    webhook_services: Vec<String>,
+
     /// Seconds between BOOKMARK events on watches that allow them.
     #[arg(long, default_value_t = 5, value_name = "SECS")]
     bookmark_interval: u64,
@@ -153,6 +168,10 @@ pub enum Error {
     },
     #[error(transparent)]
     Tls(#[from] serve::TlsError),
+    #[error("--webhook-service {0:?}: expected NS/NAME=URL")]
+    WebhookService(String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// A `--faults`/`--deny` value that is neither JSON nor a readable `@FILE`
@@ -211,6 +230,16 @@ impl Server {
             None => Vec::new(),
         };
         let audit = audit::Audit::new(args.audit_log.as_deref(), args.audit_webhook.as_deref())?;
+        let mut webhook_services = admission::Services::new();
+        for s in &args.webhook_services {
+            let parsed = s.split_once('=').and_then(|(svc, url)| {
+                let (ns, name) = svc.split_once('/')?;
+                (!ns.is_empty() && !name.is_empty() && !url.is_empty())
+                    .then(|| ((ns.to_string(), name.to_string()), url.to_string()))
+            });
+            let (key, url) = parsed.ok_or_else(|| Error::WebhookService(s.clone()))?;
+            webhook_services.insert(key, url);
+        }
 
         let mut st = store::Store::new(args.history, args.seed);
         let now = http::now_rfc3339();
@@ -271,6 +300,8 @@ impl Server {
             shutdown_rx,
             addr.to_string(),
             args.server_version.clone(),
+            webhook_services,
+            metrics::Metrics::new()?,
         ));
         let tls = serve::acceptor()?;
         Ok(Server {

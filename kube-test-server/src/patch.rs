@@ -50,6 +50,8 @@ fn merge_key(field: &str) -> Option<&'static str> {
     Some(match field {
         "secrets" | "imagePullSecrets" | "containers" | "initContainers" | "env" | "volumes"
         | "volumeMounts" => "name",
+        // ValidatingWebhookConfiguration: webhooks are merged by name.
+        "webhooks" => "name",
         "ownerReferences" => "uid",
         "conditions" => "type",
         _ => return None,

@@ -370,6 +370,11 @@ impl Store {
         }
     }
 
+    /// How many objects of `res` are stored.
+    pub fn count_of(&self, res: &ResKey) -> usize {
+        self.objects.get(res).map_or(0, BTreeMap::len)
+    }
+
     pub fn keys_of(&self, res: &ResKey) -> Vec<ObjKey> {
         self.objects
             .get(res)
