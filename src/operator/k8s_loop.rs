@@ -233,6 +233,8 @@ struct ClusterLoop {
     index: LiveIndex,
     state: Option<SourceState>,
     patches: usize,
+    /// Counted approvals of open widenings (`approvals`).
+    approvals: super::approvals::HeldApprovals,
     retry: Retry,
     unreadable: BTreeSet<(RbacKind, Option<String>, String)>,
     events: Option<EventQueue>,
@@ -358,6 +360,24 @@ impl ClusterLoop {
                 };
                 let _ = reply.send(answer);
             }
+            Command::Approve { offer, reply } => {
+                let answer = match self.state.as_ref() {
+                    Some(s) => {
+                        super::approvals::offer(
+                            &self.cx,
+                            s,
+                            Current::K8s(self.index.model()),
+                            &mut self.approvals,
+                            *offer,
+                        )
+                        .await
+                    }
+                    None => Err(Error::NotRecording(
+                        "not the leader, or the cluster is not synced",
+                    )),
+                };
+                let _ = reply.send(answer);
+            }
         }
     }
 
@@ -442,6 +462,7 @@ pub async fn k8s_loop(
             index: LiveIndex::new(),
             state: None,
             patches: 0,
+            approvals: Default::default(),
             retry: Retry::default(),
             unreadable: BTreeSet::new(),
             events,

@@ -26,6 +26,7 @@ pub const BASELINE_PATCH: &str = "baseline-patch";
 pub const CHANGE: &str = "change";
 pub const CLOSE: &str = "close";
 pub const API_REQUEST: &str = "api-request";
+pub const APPROVAL: &str = "approval";
 /// Written by the store itself (`Store::reset`).
 pub const RESET: &str = crate::store::head::RESET_KIND;
 
@@ -39,6 +40,7 @@ pub enum Body {
     Close(CloseBody),
     ApiRequest(ApiRequestBody),
     Reset(ResetBody),
+    Approval(ApprovalBody),
 }
 
 /// A full baseline snapshot was stored under `digest`.
@@ -131,6 +133,31 @@ pub struct ApiRequestBody {
     pub accepted: Option<usize>,
 }
 
+/// An approval offered to the operator, counted or rejected
+/// (`operator/approvals.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalBody {
+    pub source: Option<String>,
+    pub object: Option<String>,
+    /// The digest the approval names.
+    pub digest: Option<String>,
+    /// `counted` or `rejected`.
+    pub outcome: String,
+    /// `counted`, or the rejection label (docs/approvals.md).
+    pub reason: String,
+    pub message: String,
+    /// Who offered it, as authenticated (a signed approval: its key).
+    pub caller: Option<Caller>,
+    /// The approver as the rules know them (a key's identity, a username).
+    pub approver: Option<String>,
+    pub expires: Option<Timestamp>,
+    /// Whether the widening is approved now, with this approval.
+    pub approved: bool,
+    pub approvers: Vec<String>,
+    pub needed: usize,
+    pub remote: String,
+}
+
 /// Who made a request, as authenticated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "by", rename_all = "kebab-case")]
@@ -185,6 +212,7 @@ impl Body {
             Body::Close(_) => CLOSE,
             Body::ApiRequest(_) => API_REQUEST,
             Body::Reset(_) => RESET,
+            Body::Approval(_) => APPROVAL,
         }
     }
 
@@ -214,6 +242,7 @@ impl Body {
             CLOSE => Body::Close(de(body)?),
             API_REQUEST => Body::ApiRequest(de(body)?),
             RESET => Body::Reset(de(body)?),
+            APPROVAL => Body::Approval(de(body)?),
             _ => return Ok(None),
         }))
     }
@@ -424,7 +453,7 @@ impl Replayed {
                 self.open.remove(&c.key);
                 self.open_raw.remove(&c.key);
             }
-            Body::ApiRequest(_) | Body::Reset(_) => {}
+            Body::ApiRequest(_) | Body::Reset(_) | Body::Approval(_) => {}
         }
     }
 }

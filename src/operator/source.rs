@@ -386,6 +386,7 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
     let mut current: Option<SourceSnapshot> = None;
     let mut state: Option<SourceState> = None;
     let mut patches = 0usize;
+    let mut approvals = super::approvals::HeldApprovals::new();
     loop {
         let started = now();
         let clock = std::time::Instant::now();
@@ -465,6 +466,16 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
                             (Some(s), Some(c)) => accept(&cx, s, Current::of(&c.data), &by)
                                 .await
                                 .inspect(|accepted| patches += accepted),
+                            _ => Err(Error::NotRecording("not the leader, or no snapshot yet")),
+                        };
+                        let _ = reply.send(answer);
+                    }
+                    Some(Command::Approve { offer, reply }) => {
+                        let answer = match (&state, &current) {
+                            (Some(s), Some(c)) => {
+                                super::approvals::offer(&cx, s, Current::of(&c.data), &mut approvals, *offer)
+                                    .await
+                            }
                             _ => Err(Error::NotRecording("not the leader, or no snapshot yet")),
                         };
                         let _ = reply.send(answer);

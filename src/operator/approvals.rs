@@ -1,0 +1,485 @@
+//! Approvals offered to a running operator, from the API to the source loop.
+//!
+//! `POST /api/v1/approvals` (`api`) authenticates the caller and hands an
+//! [`Offer`] (a signed approval, or a Kubernetes user's approval fields) to
+//! the source's loop, which holds the open widenings and their [`Held`]
+//! approvals. There the widening named is recomputed against the baseline
+//! with no grant cap, so its approval digest is exact (src/approval/digest.rs),
+//! and the offer is checked with the approval rules (src/approval/mod.rs):
+//! counted, or rejected with its label. Either way one typed `approval`
+//! journal record is written and `permdrift_approvals_total` counted. The
+//! checks here are pure; the loop does the journaling.
+
+use super::records::{ApprovalBody, Body, Caller};
+use super::source::{Current, SourceCtx};
+use super::{Error, now};
+use crate::approval::{Rejection, Rules, SignedApproval, Widening, grants_digest};
+use crate::decide::{ObjectKey, SourceState};
+use crate::diff::{self, DiffOptions};
+use crate::report::Severity;
+use crate::snapshot::SourceData;
+use jiff::{SignedDuration, Timestamp};
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// What a Kubernetes user posts with a bearer token (`permdrift approve --server`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PersonApproval {
+    pub source: String,
+    pub object: String,
+    pub digest: String,
+    pub reason: String,
+    /// Default: `approvals.defaultExpiry`.
+    #[serde(default)]
+    pub valid_for_seconds: Option<u64>,
+}
+
+/// An approval as it reaches the source loop.
+#[derive(Clone, Debug)]
+pub enum Offered {
+    Signed(Box<SignedApproval>),
+    /// Fields from an authenticated and authorized Kubernetes user.
+    Person {
+        fields: PersonApproval,
+        username: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Offer {
+    pub offered: Offered,
+    pub caller: Caller,
+    pub remote: String,
+    pub rules: Arc<Rules>,
+}
+
+impl Offer {
+    pub fn source(&self) -> &str {
+        match &self.offered {
+            Offered::Signed(s) => &s.approval.source,
+            Offered::Person { fields, .. } => &fields.source,
+        }
+    }
+
+    pub fn object(&self) -> &str {
+        match &self.offered {
+            Offered::Signed(s) => &s.approval.object,
+            Offered::Person { fields, .. } => &fields.object,
+        }
+    }
+
+    pub fn digest(&self) -> &str {
+        match &self.offered {
+            Offered::Signed(s) => &s.approval.digest,
+            Offered::Person { fields, .. } => &fields.digest,
+        }
+    }
+}
+
+/// One counted approval of an open widening.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub identity: String,
+    pub digest: String,
+    pub expires: Timestamp,
+}
+
+/// Counted approvals per object, as a source loop keeps them.
+pub type HeldApprovals = BTreeMap<ObjectKey, Vec<Held>>;
+
+/// Why an offer was not counted: a rule's rejection, or the widening it
+/// names is not open.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Refused {
+    #[error(transparent)]
+    Rule(#[from] Rejection),
+    #[error("{0} has no open widening in this source")]
+    NoWidening(String),
+}
+
+impl Refused {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refused::Rule(r) => r.label(),
+            Refused::NoWidening(_) => "no-widening",
+        }
+    }
+}
+
+/// What the loop answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counted {
+    pub object: String,
+    pub approved: bool,
+    pub approvers: BTreeSet<String>,
+    pub needed: usize,
+    pub until: Option<Timestamp>,
+}
+
+/// An open widening as approvals see it: its key, exact approval digest
+/// and severity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenTarget {
+    pub key: ObjectKey,
+    pub digest: String,
+    pub severity: Severity,
+}
+
+/// Finds the open widening displayed as `object` and recomputes its
+/// approval digest from the baseline and `current`, with no grant cap (the
+/// operator judges with a cap, and its own digest is not the approval one).
+pub fn open_target(
+    cx: &SourceCtx,
+    state: &SourceState,
+    current: Current<'_>,
+    object: &str,
+) -> Option<OpenTarget> {
+    let (key, open) = state.open.iter().find(|(_, o)| o.object == object)?;
+    let options = DiffOptions {
+        max_grants: 0,
+        subject_grants: false,
+        ..DiffOptions::default()
+    };
+    let change = match (&state.baseline.data, current, key) {
+        (SourceData::Kubernetes(b), Current::K8s(c), ObjectKey::K8s(k)) => {
+            let object_change = diff::k8s_object_change(b, c, k)?;
+            let mut differ = diff::k8s::K8sDiffer::new(b, c);
+            let mut classifier = crate::classify::k8s::Classifier::new();
+            diff::k8s_change(
+                &mut differ,
+                &mut classifier,
+                &cx.name,
+                object_change,
+                &options,
+            )
+            .0
+        }
+        (SourceData::Aws(b), Current::Aws(c), ObjectKey::Aws(k)) => {
+            let object_change = diff::aws_object_change(b, c, k)?;
+            let account = state
+                .baseline
+                .meta
+                .account_id
+                .clone()
+                .or_else(|| c.account_id().map(str::to_owned))
+                .unwrap_or_else(|| "unknown".into());
+            let mut differ = diff::aws::AwsDiffer::new(b, c, cx.catalog);
+            diff::aws_change(
+                &mut differ,
+                &cx.risk_sets,
+                cx.catalog,
+                &cx.name,
+                &format!("account:{account}"),
+                object_change,
+                &options,
+            )
+            .0
+        }
+        _ => return None,
+    };
+    let digest = grants_digest(&change).ok()?;
+    Some(OpenTarget {
+        key: key.clone(),
+        digest,
+        severity: open.severity,
+    })
+}
+
+/// Checks an offer against the open widening; on success, the identity it
+/// counts for and until when. Pure.
+pub fn check(
+    offer: &Offer,
+    source: &str,
+    target: &OpenTarget,
+    object: &str,
+    now: Timestamp,
+) -> Result<(String, Timestamp), Rejection> {
+    // The actor is not known to the operator's watch or poll yet: until the
+    // attribution work lands, self-approval is checked where an actor is known.
+    let widening = Widening {
+        source,
+        object,
+        digest: &target.digest,
+        severity: target.severity,
+        actor: None,
+    };
+    let rules = &offer.rules;
+    match &offer.offered {
+        Offered::Signed(signed) => {
+            let identity = rules.check(signed, &widening, now)?;
+            Ok((identity, signed.approval.expires))
+        }
+        Offered::Person { fields, username } => {
+            if fields.source != source || fields.object != object {
+                return Err(Rejection::OtherObject {
+                    approved: format!("{} in {}", fields.object, fields.source),
+                    actual: format!("{object} in {source}"),
+                });
+            }
+            if fields.digest != target.digest {
+                return Err(Rejection::OtherDigest {
+                    approved: fields.digest.clone(),
+                    actual: target.digest.clone(),
+                });
+            }
+            let span = match fields.valid_for_seconds {
+                Some(s) => SignedDuration::from_secs(i64::try_from(s).unwrap_or(i64::MAX)),
+                None => rules.default_expiry,
+            };
+            if span > rules.max_expiry {
+                return Err(Rejection::TooLong {
+                    seconds: span.as_secs(),
+                    max_seconds: rules.max_expiry.as_secs(),
+                });
+            }
+            rules.check_person(&[username], &widening)?;
+            let expires = now
+                .checked_add(span)
+                .map_err(|_| Rejection::Malformed("validForSeconds is out of range".into()))?;
+            Ok((username.clone(), expires))
+        }
+    }
+}
+
+/// Adds a counted approval and weighs what the widening holds: distinct
+/// unexpired approvers of this digest, and until when `needed` of them hold.
+pub fn count(
+    held: &mut Vec<Held>,
+    new: Held,
+    needed: usize,
+    now: Timestamp,
+) -> (bool, BTreeSet<String>, Option<Timestamp>) {
+    held.retain(|h| h.expires > now && h.digest == new.digest);
+    match held.iter_mut().find(|h| h.identity == new.identity) {
+        Some(h) => h.expires = h.expires.max(new.expires),
+        None => held.push(new),
+    }
+    let approvers: BTreeSet<String> = held.iter().map(|h| h.identity.clone()).collect();
+    let mut expiries: Vec<Timestamp> = held.iter().map(|h| h.expires).collect();
+    expiries.sort_by(|a, b| b.cmp(a));
+    let approved = approvers.len() >= needed;
+    let until = approved
+        .then(|| expiries.get(needed.saturating_sub(1)).copied())
+        .flatten();
+    (approved, approvers, until)
+}
+
+/// Open widenings that enough unexpired approvals of their current digest
+/// cover. Pure.
+pub fn approved_now(
+    state: &SourceState,
+    held: &HeldApprovals,
+    rules_needed: impl Fn(Severity) -> usize,
+    now: Timestamp,
+) -> usize {
+    state
+        .open
+        .iter()
+        .filter(|(key, open)| {
+            held.get(*key).is_some_and(|hs| {
+                let live: BTreeSet<&str> = hs
+                    .iter()
+                    .filter(|h| h.expires > now)
+                    .map(|h| h.identity.as_str())
+                    .collect();
+                live.len() >= rules_needed(open.severity)
+            })
+        })
+        .count()
+}
+
+/// The loop's side of an offer: checks it against the open widening,
+/// journals the outcome and counts it. An error is a store failure.
+pub async fn offer(
+    cx: &SourceCtx,
+    state: &SourceState,
+    current: Current<'_>,
+    held: &mut HeldApprovals,
+    offer: Offer,
+) -> Result<Result<Counted, Refused>, Error> {
+    let t = now();
+    let object = offer.object().to_owned();
+    let target = open_target(cx, state, current, &object);
+    let decided = match &target {
+        None => Err(Refused::NoWidening(object.clone())),
+        Some(target) => check(&offer, &cx.name, target, &object, t)
+            .map_err(Refused::from)
+            .map(|(identity, expires)| {
+                let needed = offer.rules.needed(target.severity);
+                let entry = held.entry(target.key.clone()).or_default();
+                let new = Held {
+                    identity: identity.clone(),
+                    digest: target.digest.clone(),
+                    expires,
+                };
+                let (approved, approvers, until) = count(entry, new, needed, t);
+                (identity, expires, approved, approvers, needed, until)
+            }),
+    };
+    let (record, answer) = match decided {
+        Ok((identity, expires, approved, approvers, needed, until)) => (
+            ApprovalBody {
+                source: Some(cx.name.clone()),
+                object: Some(object.clone()),
+                digest: Some(offer.digest().to_owned()),
+                outcome: "counted".into(),
+                reason: "counted".into(),
+                message: offer_reason(&offer),
+                caller: Some(offer.caller.clone()),
+                approver: Some(identity),
+                expires: Some(expires),
+                approved,
+                approvers: approvers.iter().cloned().collect(),
+                needed,
+                remote: offer.remote.clone(),
+            },
+            Ok(Counted {
+                object,
+                approved,
+                approvers,
+                needed,
+                until,
+            }),
+        ),
+        Err(refused) => (
+            rejected_body(
+                Some(&cx.name),
+                &offer_parts(&offer),
+                Some(offer.caller.clone()),
+                &offer.remote,
+                refused.label(),
+                &refused.to_string(),
+            ),
+            Err(refused),
+        ),
+    };
+    cx.metrics
+        .approvals
+        .with_label_values(&[cx.name.as_str(), &record.outcome, &record.reason])
+        .inc();
+    cx.store
+        .append(&cx.name, &Body::Approval(record), t)
+        .await?;
+    publish(cx, state, held, &offer.rules, t);
+    Ok(answer)
+}
+
+/// Sets `permdrift_approved_widenings` for the source.
+pub fn publish(
+    cx: &SourceCtx,
+    state: &SourceState,
+    held: &HeldApprovals,
+    rules: &Rules,
+    t: Timestamp,
+) {
+    let n = approved_now(state, held, |s| rules.needed(s), t);
+    cx.metrics
+        .approved_widenings
+        .with_label_values(&[cx.name.as_str()])
+        .set(i64::try_from(n).unwrap_or(i64::MAX));
+}
+
+fn offer_reason(offer: &Offer) -> String {
+    match &offer.offered {
+        Offered::Signed(s) => s.approval.reason.clone(),
+        Offered::Person { fields, .. } => fields.reason.clone(),
+    }
+}
+
+/// What an offer names, for a rejection record.
+#[derive(Clone, Debug, Default)]
+pub struct Parts {
+    pub object: Option<String>,
+    pub digest: Option<String>,
+    pub approver: Option<String>,
+    pub expires: Option<Timestamp>,
+}
+
+pub fn offer_parts(offer: &Offer) -> Parts {
+    match &offer.offered {
+        Offered::Signed(s) => Parts {
+            object: Some(s.approval.object.clone()),
+            digest: Some(s.approval.digest.clone()),
+            approver: Some(s.approval.approver.clone()),
+            expires: Some(s.approval.expires),
+        },
+        Offered::Person { fields, username } => Parts {
+            object: Some(fields.object.clone()),
+            digest: Some(fields.digest.clone()),
+            approver: Some(username.clone()),
+            expires: None,
+        },
+    }
+}
+
+/// A rejection record: `label` as docs/approvals.md names it.
+pub fn rejected_body(
+    source: Option<&str>,
+    parts: &Parts,
+    caller: Option<Caller>,
+    remote: &str,
+    label: &str,
+    message: &str,
+) -> ApprovalBody {
+    ApprovalBody {
+        source: source.map(str::to_owned),
+        object: parts.object.clone(),
+        digest: parts.digest.clone(),
+        outcome: "rejected".into(),
+        reason: label.to_owned(),
+        message: message.to_owned(),
+        caller,
+        approver: parts.approver.clone(),
+        expires: parts.expires,
+        approved: false,
+        approvers: Vec::new(),
+        needed: 0,
+        remote: remote.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn held(who: &str, digest: &str, expires: &str) -> Held {
+        Held {
+            identity: who.into(),
+            digest: digest.into(),
+            expires: t(expires),
+        }
+    }
+
+    #[test]
+    fn distinct_unexpired_approvers_of_the_same_digest_count() {
+        let now = t("2026-12-03T10:00:00Z");
+        let mut hs = vec![
+            held("old", "d1", "2026-12-03T09:00:00Z"),
+            held("other-digest", "d0", "2026-12-03T20:00:00Z"),
+        ];
+        let (approved, who, until) =
+            count(&mut hs, held("alice", "d1", "2026-12-03T12:00:00Z"), 2, now);
+        assert!(!approved);
+        assert_eq!(
+            who.len(),
+            1,
+            "expired and other-digest approvals are dropped"
+        );
+        assert_eq!(until, None);
+        // alice again counts once; bob makes two.
+        let (approved, _, _) = count(&mut hs, held("alice", "d1", "2026-12-03T13:00:00Z"), 2, now);
+        assert!(!approved);
+        let (approved, who, until) =
+            count(&mut hs, held("bob", "d1", "2026-12-03T11:00:00Z"), 2, now);
+        assert!(approved);
+        assert_eq!(who.into_iter().collect::<Vec<_>>(), ["alice", "bob"]);
+        // Covered while both hold: until the earlier of the two expiries.
+        assert_eq!(until, Some(t("2026-12-03T11:00:00Z")));
+    }
+}

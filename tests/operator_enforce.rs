@@ -1,0 +1,275 @@
+//! Approvals through a running operator: a real `permdrift run` process and
+//! its TLS API, posted signed approvals (as `permdrift approve -o` writes
+//! them) and Kubernetes users' approvals (bearer token, TokenReview,
+//! SubjectAccessReview on `widenings.permdrift.dev`). Every refusal must be
+//! refused, counted and journaled as an `approval` record with its label;
+//! a counted approval makes the widening approved in the gauges.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use permdrift::approval::{Approval, SignedApproval};
+use permdrift::signature::SecretKey;
+use serde_json::{Value, json};
+use support::api::TestPki;
+use support::moto::{self, Moto};
+use support::operator::{Operator, journal, metric_value, scratch};
+
+const WAIT: Duration = Duration::from_secs(30);
+const APPROVALS: &str = "/api/v1/approvals";
+
+fn approval_records(store: &Path) -> Vec<Value> {
+    journal(store)
+        .into_iter()
+        .filter(|r| r["kind"] == "approval")
+        .map(|r| r["body"].clone())
+        .collect()
+}
+
+fn approved(op: &Operator, source: &str) -> Option<f64> {
+    op.metric(&format!(
+        "permdrift_approved_widenings{{source=\"{source}\"}}"
+    ))
+}
+
+fn signed(
+    key: &SecretKey,
+    approver: &str,
+    object: &str,
+    digest: &str,
+    issued: jiff::Timestamp,
+    valid_s: i64,
+) -> Vec<u8> {
+    let approval = Approval {
+        source: "acct".into(),
+        object: object.into(),
+        digest: digest.into(),
+        approver: approver.into(),
+        reason: "INC-42".into(),
+        issued,
+        expires: issued + jiff::SignedDuration::from_secs(valid_s),
+    };
+    let signed: SignedApproval = approval.sign(key);
+    serde_json::to_vec(&signed).expect("json")
+}
+
+#[test]
+fn signed_approvals_are_checked_counted_and_journaled_by_the_running_operator() {
+    moto::aws_env();
+    let moto = Moto::start(&[]);
+    let iam = moto.iam();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    rt.block_on(async {
+        iam.create_role()
+            .role_name("app")
+            .assume_role_policy_document(trust)
+            .send()
+            .await
+            .expect("create role");
+    });
+    let dir = scratch("operator-enforce-approvals");
+    let store = dir.join("store");
+    let pki = TestPki::create(&dir);
+    let alice = SecretKey::from_seed([1; 32]);
+    let bob = SecretKey::from_seed([3; 32]);
+    let bot = SecretKey::from_seed([4; 32]);
+    let mallory = SecretKey::from_seed([2; 32]);
+    let config = format!(
+        "apiVersion: permdrift.dev/v1alpha1\nkind: Config\nstore: {{path: \"{store}\"}}\n\
+         http: {{listen: \"127.0.0.1:0\"}}\n{api}leaderElection: {{enabled: false}}\n\
+         sources:\n  - name: acct\n    aws: {{profile: {profile}, endpointUrl: \"{endpoint}\", pollInterval: 1s}}\n\
+         approvals:\n  keys:\n  - {{id: alice, publicKey: \"{alice}\"}}\n  - {{id: bob, publicKey: \"{bob}\"}}\n\
+         \x20 - {{id: ci-bot, publicKey: \"{bot}\"}}\n  agents: [\"ci-*\"]\n\
+         logging: {{format: json, level: debug}}\n",
+        store = store.display(),
+        api = pki.api_config(
+            "  authentication: {tokenReview: \"off\"}\n  limits: {maxBodyBytes: 4096}\n"
+        ),
+        profile = moto::PROFILE,
+        endpoint = moto.endpoint(),
+        alice = alice.public().to_base64(),
+        bob = bob.public().to_base64(),
+        bot = bot.public().to_base64(),
+    );
+    let op = Operator::start(&dir, "op", &config);
+    op.wait_for("the first baseline", WAIT, |_| {
+        journal(&store).iter().any(|r| r["kind"] == "baseline")
+    });
+    rt.block_on(async {
+        iam.put_role_policy()
+            .role_name("app")
+            .policy_name("wide")
+            .policy_document(
+                json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .expect("widen");
+    });
+    op.wait_for("the open widening", WAIT, |op| {
+        op.metrics().lines().any(|l| {
+            l.starts_with("permdrift_open_widening{")
+                && l.contains("source=\"acct\"")
+                && l.ends_with(" 1")
+        })
+    });
+    let object = journal(&store)
+        .iter()
+        .find(|r| r["kind"] == "change")
+        .and_then(|r| r["body"]["object"].as_str().map(str::to_owned))
+        .expect("a change record");
+    assert_eq!(approved(&op, "acct"), Some(0.0));
+
+    let now = jiff::Timestamp::now();
+    let post =
+        |headers: &[&str], body: &[u8]| pki.request(op.api_port, "POST", APPROVALS, headers, body);
+    let json_ct = ["content-type: application/json"];
+    // The operator names the widening's exact digest when refusing another:
+    // that is how an approver who guessed wrong learns it (and `permdrift plan`).
+    let (status, text) = post(
+        &json_ct,
+        &signed(&alice, "alice", &object, &"0".repeat(64), now, 3600),
+    );
+    assert_eq!(status, 403, "{text}");
+    let digest = text
+        .rsplit("the widening is ")
+        .next()
+        .map(|d| d.trim().to_owned())
+        .expect("the digest");
+    assert_eq!(digest.len(), 64, "{text}");
+    assert!(digest.chars().all(|c| c.is_ascii_hexdigit()), "{text}");
+
+    let attacks: Vec<(&str, u16, (u16, String))> = vec![
+        ("unauthenticated", 401, post(&[], b"")),
+        ("malformed", 400, post(&json_ct, b"{\"approval\": 1}")),
+        ("oversized", 413, post(&json_ct, &vec![b' '; 64 * 1024])),
+        (
+            "forged",
+            401,
+            post(
+                &json_ct,
+                &signed(&mallory, "alice", &object, &digest, now, 3600),
+            ),
+        ),
+        (
+            "unknown-key",
+            401,
+            post(
+                &json_ct,
+                &signed(&mallory, "mallory", &object, &digest, now, 3600),
+            ),
+        ),
+        (
+            "expired",
+            403,
+            post(
+                &json_ct,
+                &signed(
+                    &alice,
+                    "alice",
+                    &object,
+                    &digest,
+                    now - jiff::SignedDuration::from_hours(3),
+                    3600,
+                ),
+            ),
+        ),
+        (
+            "agent",
+            403,
+            post(
+                &json_ct,
+                &signed(&bot, "ci-bot", &object, &digest, now, 3600),
+            ),
+        ),
+        (
+            "no-widening",
+            404,
+            post(
+                &json_ct,
+                &signed(
+                    &alice,
+                    "alice",
+                    "Role arn:aws:iam::123456789012:role/none",
+                    &digest,
+                    now,
+                    3600,
+                ),
+            ),
+        ),
+    ];
+    for (label, status, (got, text)) in &attacks {
+        assert_eq!(got, status, "{label}: {text}");
+    }
+    assert_eq!(approved(&op, "acct"), Some(0.0), "nothing refused counted");
+
+    // A critical widening needs two distinct approvers (criticalApprovals).
+    let from_alice = signed(&alice, "alice", &object, &digest, now, 3600);
+    let (status, text) = post(&json_ct, &from_alice);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("1 of 2 approvals"), "{text}");
+    assert_eq!(approved(&op, "acct"), Some(0.0));
+    // The same bytes again are a replay, not a second approver.
+    let (status, text) = post(&json_ct, &from_alice);
+    assert_eq!(status, 409, "{text}");
+    let (status, text) = post(&json_ct, &signed(&bob, "bob", &object, &digest, now, 1800));
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("approved until"), "{text}");
+    assert_eq!(approved(&op, "acct"), Some(1.0));
+
+    let records = approval_records(&store);
+    let labels: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["reason"].as_str())
+        .collect();
+    let mut expected = vec!["other-digest"];
+    expected.extend(attacks.iter().map(|(l, _, _)| *l));
+    expected.extend(["counted", "replayed", "counted"]);
+    assert_eq!(labels, expected, "{records:#?}");
+    for r in &records {
+        assert!(
+            r["remote"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("127.0.0.1:")),
+            "{r}"
+        );
+    }
+    let last = records.last().expect("records");
+    assert_eq!(last["caller"]["by"], "key");
+    assert_eq!(last["caller"]["key_id"], "bob");
+    assert_eq!(last["approved"], true);
+    assert_eq!(last["approvers"], json!(["alice", "bob"]));
+    assert_eq!(last["digest"], digest.as_str());
+    let agent = &records[expected.iter().position(|l| *l == "agent").expect("agent")];
+    assert_eq!(agent["approver"], "ci-bot");
+
+    let page = op.metrics();
+    for (label, _, _) in attacks
+        .iter()
+        .filter(|(l, _, _)| !["oversized", "unauthenticated", "malformed"].contains(l))
+    {
+        assert_eq!(
+            metric_value(
+                &page,
+                &format!(
+                    "permdrift_approvals_total{{outcome=\"rejected\",reason=\"{label}\",source=\"acct\"}}"
+                )
+            ),
+            Some(1.0),
+            "{label}:\n{page}"
+        );
+    }
+    assert_eq!(
+        metric_value(
+            &page,
+            "permdrift_approvals_total{outcome=\"counted\",reason=\"counted\",source=\"acct\"}"
+        ),
+        Some(2.0),
+        "{page}"
+    );
+    op.terminate();
+}
