@@ -273,3 +273,164 @@ fn signed_approvals_are_checked_counted_and_journaled_by_the_running_operator() 
     );
     op.terminate();
 }
+
+#[test]
+fn kubernetes_users_approve_with_rbac_on_widenings_and_agents_never_do() {
+    use support::kube_server::{KubeTestServer, Options};
+    let server = KubeTestServer::start_with(Options::default().authorizer_rbac());
+    server.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "secret-reader",
+        "--verb=get",
+        "--resource=secrets",
+    ]);
+    // Who may approve is ordinary RBAC (the chart's permdrift-approver role).
+    let approver = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: approver}\n\
+                    rules:\n- {apiGroups: [permdrift.dev], resources: [widenings], verbs: [approve], resourceNames: [kind]}\n";
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], approver);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "approvers",
+        "--clusterrole=approver",
+        "--user=alice",
+        "--user=ci-deployer",
+    ]);
+    server.add_token("alice-token", "alice", &["ops"], None);
+    server.add_token("bob-token", "bob", &["ops"], None);
+    server.add_token("ci-token", "ci-deployer", &[], None);
+
+    let dir = scratch("operator-enforce-kube-approvals");
+    let store = dir.join("store");
+    let pki = TestPki::create(&dir);
+    let config = format!(
+        "apiVersion: permdrift.dev/v1alpha1\nkind: Config\nstore: {{path: \"{store}\"}}\n\
+         http: {{listen: \"127.0.0.1:0\"}}\n{api}leaderElection: {{enabled: false}}\n\
+         sources:\n  - name: kind\n    kubernetes: {{kubeconfig: \"{kubeconfig}\"}}\n\
+         approvals: {{agents: [\"ci-*\"], maxExpiry: 24h}}\n\
+         logging: {{format: json, level: debug}}\n",
+        store = store.display(),
+        api = pki.api_config(&format!(
+            "  authentication: {{kubernetes: {{kubeconfig: \"{}\"}}}}\n",
+            server.kubeconfig.display()
+        )),
+        kubeconfig = server.kubeconfig.display(),
+    );
+    let op = Operator::start(&dir, "op", &config);
+    op.wait_for("the first baseline", WAIT, |_| {
+        journal(&store).iter().any(|r| r["kind"] == "baseline")
+    });
+    server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "agent-reads-secrets",
+        "--clusterrole=secret-reader",
+        "--serviceaccount=default:agent",
+    ]);
+    op.wait_for("the open widening", WAIT, |_| {
+        journal(&store).iter().any(|r| r["kind"] == "change")
+    });
+    let object = "ClusterRoleBinding/agent-reads-secrets";
+    let post = |token: &str, digest: &str, valid: u64| {
+        let body = json!({"source": "kind", "object": object, "digest": digest,
+                          "reason": "INC-7", "validForSeconds": valid})
+        .to_string();
+        pki.request(
+            op.api_port,
+            "POST",
+            APPROVALS,
+            &[
+                &format!("authorization: Bearer {token}"),
+                "content-type: application/json",
+            ],
+            body.as_bytes(),
+        )
+    };
+    let (status, text) = post("alice-token", &"0".repeat(64), 3600);
+    assert_eq!(status, 403, "{text}");
+    let digest = text
+        .rsplit("the widening is ")
+        .next()
+        .map(|d| d.trim().to_owned())
+        .expect("the digest");
+    assert_eq!(digest.len(), 64, "{text}");
+
+    let refused = [
+        ("unauthenticated", 401, post("made-up-token", &digest, 3600)),
+        ("forbidden", 403, post("bob-token", &digest, 3600)),
+        ("agent", 403, post("ci-token", &digest, 3600)),
+        ("too-long", 403, post("alice-token", &digest, 48 * 3600)),
+    ];
+    for (label, status, (got, text)) in &refused {
+        assert_eq!(got, status, "{label}: {text}");
+    }
+    assert_eq!(approved(&op, "kind"), Some(0.0));
+
+    // alice, through the CLI with her kubeconfig's token, trusting the CA.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_permdrift"))
+        .args([
+            "approve", "--source", "kind", "--object", object, "--digest",
+        ])
+        .arg(&digest)
+        .args(["--for", "2h", "--reason", "INC-7", "--server"])
+        .arg(format!("https://127.0.0.1:{}", op.api_port))
+        .arg("--ca-cert")
+        .arg(&pki.ca)
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig_for("alice-token"))
+        .output()
+        .expect("run permdrift");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        approved(&op, "kind"),
+        Some(1.0),
+        "one approver suffices below critical"
+    );
+
+    let records = approval_records(&store);
+    let summary: Vec<(String, String)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["reason"].as_str().unwrap_or_default().to_owned(),
+                r["caller"]["username"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("other-digest", "alice"),
+        ("unauthenticated", "-"),
+        ("forbidden", "bob"),
+        ("agent", "ci-deployer"),
+        ("too-long", "alice"),
+        ("counted", "alice"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(summary, expected, "{records:#?}");
+    let counted = records.last().expect("records");
+    assert_eq!(counted["approved"], true);
+    assert_eq!(counted["approver"], "alice");
+    let expires: jiff::Timestamp = counted["expires"]
+        .as_str()
+        .expect("expires")
+        .parse()
+        .expect("a time");
+    let left = expires.duration_since(jiff::Timestamp::now()).as_secs();
+    assert!(
+        (7000..=7200).contains(&left),
+        "expires in {left} s, --for 2h"
+    );
+    op.terminate();
+}
