@@ -247,7 +247,31 @@ fn signed_approvals_are_checked_counted_and_journaled_by_the_running_operator() 
     let agent = &records[expected.iter().position(|l| *l == "agent").expect("agent")];
     assert_eq!(agent["approver"], "ci-bot");
 
+    let before = op.metrics();
+    // After a restart the journal still holds the approvals: the widening
+    // stays approved, and the used approval is still a replay.
+    op.terminate();
+    let op = Operator::start(&dir, "op-restarted", &config);
+    op.wait_for("approved after the restart", WAIT, |op| {
+        approved(op, "acct") == Some(1.0)
+    });
+    let (status, text) = pki.request(op.api_port, "POST", APPROVALS, &json_ct, &from_alice);
+    assert_eq!(status, 409, "{text}");
+    assert_eq!(
+        approval_records(&store).last().map(|r| r["reason"].clone()),
+        Some(json!("replayed"))
+    );
+
     let page = op.metrics();
+    assert_eq!(
+        metric_value(
+            &page,
+            "permdrift_approvals_total{outcome=\"rejected\",reason=\"replayed\",source=\"acct\"}"
+        ),
+        Some(1.0),
+        "the replay after the restart, counted by the new process:\n{page}"
+    );
+    let page = before;
     for (label, _, _) in attacks
         .iter()
         .filter(|(l, _, _)| !["oversized", "unauthenticated", "malformed"].contains(l))

@@ -1049,6 +1049,7 @@ async fn approve(
         Some(Ok(Err(refused))) => {
             let status = match refused {
                 super::approvals::Refused::NoWidening(_) => StatusCode::NOT_FOUND,
+                super::approvals::Refused::Replayed => StatusCode::CONFLICT,
                 _ => StatusCode::FORBIDDEN,
             };
             loop_refusal(status, refused.label(), format!("{source}: {refused}"))

@@ -86,8 +86,51 @@ pub struct Held {
     pub expires: Timestamp,
 }
 
-/// Counted approvals per object, as a source loop keeps them.
-pub type HeldApprovals = BTreeMap<ObjectKey, Vec<Held>>;
+/// Counted approvals per object, as a source loop keeps them; read back
+/// from the journal's `approval` records on the first offer after a start
+/// or takeover (`restore`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeldApprovals {
+    loaded: bool,
+    pub by_object: BTreeMap<ObjectKey, Vec<Held>>,
+    /// Distinct approvers each widening needs (as its last approval record says).
+    pub needed: BTreeMap<ObjectKey, usize>,
+}
+
+/// The counted approvals of a source's journal records whose widening is
+/// still open, as of `now` (expired ones are left out). Pure.
+pub fn restore(
+    records: &[crate::store::Record],
+    state: &SourceState,
+    now: Timestamp,
+) -> HeldApprovals {
+    let mut held = HeldApprovals {
+        loaded: true,
+        ..HeldApprovals::default()
+    };
+    for record in records {
+        let Ok(Some(Body::Approval(a))) = Body::of_record(record) else {
+            continue;
+        };
+        let (Some(object), Some(digest), Some(approver), Some(expires)) =
+            (a.object, a.digest, a.approver, a.expires)
+        else {
+            continue;
+        };
+        if a.outcome != "counted" || expires <= now {
+            continue;
+        }
+        if let Some((key, _)) = state.open.iter().find(|(_, o)| o.object == object) {
+            held.needed.insert(key.clone(), a.needed);
+            held.by_object.entry(key.clone()).or_default().push(Held {
+                identity: approver,
+                digest,
+                expires,
+            });
+        }
+    }
+    held
+}
 
 /// Why an offer was not counted: a rule's rejection, or the widening it
 /// names is not open.
@@ -97,6 +140,8 @@ pub enum Refused {
     Rule(#[from] Rejection),
     #[error("{0} has no open widening in this source")]
     NoWidening(String),
+    #[error("this approval was already counted; sign a new one")]
+    Replayed,
 }
 
 impl Refused {
@@ -104,6 +149,7 @@ impl Refused {
         match self {
             Refused::Rule(r) => r.label(),
             Refused::NoWidening(_) => "no-widening",
+            Refused::Replayed => "replayed",
         }
     }
 }
@@ -268,26 +314,42 @@ pub fn count(
 
 /// Open widenings that enough unexpired approvals of their current digest
 /// cover. Pure.
-pub fn approved_now(
-    state: &SourceState,
-    held: &HeldApprovals,
-    rules_needed: impl Fn(Severity) -> usize,
-    now: Timestamp,
-) -> usize {
+pub fn approved_now(state: &SourceState, held: &HeldApprovals, now: Timestamp) -> usize {
     state
         .open
         .iter()
-        .filter(|(key, open)| {
-            held.get(*key).is_some_and(|hs| {
+        .filter(|(key, _)| {
+            held.by_object.get(*key).is_some_and(|hs| {
                 let live: BTreeSet<&str> = hs
                     .iter()
                     .filter(|h| h.expires > now)
                     .map(|h| h.identity.as_str())
                     .collect();
-                live.len() >= rules_needed(open.severity)
+                live.len() >= held.needed.get(*key).copied().unwrap_or(usize::MAX)
             })
         })
         .count()
+}
+
+/// After the loop judged (or took over): reads the counted approvals back
+/// from the journal once, drops what closed or expired, and publishes
+/// `permdrift_approved_widenings`.
+pub async fn refresh(
+    cx: &SourceCtx,
+    state: &SourceState,
+    held: &mut HeldApprovals,
+) -> Result<(), Error> {
+    let t = now();
+    if !held.loaded {
+        let records = cx.store.source_records(&cx.name).await?;
+        *held = restore(&records, state, t);
+    }
+    held.by_object.retain(|key, hs| {
+        hs.retain(|h| h.expires > t);
+        state.open.contains_key(key) && !hs.is_empty()
+    });
+    publish(cx, state, held, t);
+    Ok(())
 }
 
 /// The loop's side of an offer: checks it against the open widening,
@@ -300,15 +362,33 @@ pub async fn offer(
     offer: Offer,
 ) -> Result<Result<Counted, Refused>, Error> {
     let t = now();
+    if !held.loaded {
+        let records = cx.store.source_records(&cx.name).await?;
+        *held = restore(&records, state, t);
+    }
     let object = offer.object().to_owned();
     let target = open_target(cx, state, current, &object);
     let decided = match &target {
         None => Err(Refused::NoWidening(object.clone())),
         Some(target) => check(&offer, &cx.name, target, &object, t)
             .map_err(Refused::from)
+            .and_then(|(identity, expires)| {
+                // The same signed approval again (after a restart the API's
+                // memory of used signatures is gone; the journal's is not).
+                let seen = held.by_object.get(&target.key).is_some_and(|hs| {
+                    hs.iter().any(|h| {
+                        h.identity == identity && h.digest == target.digest && h.expires == expires
+                    })
+                });
+                if seen && matches!(offer.offered, Offered::Signed(_)) {
+                    return Err(Refused::Replayed);
+                }
+                Ok((identity, expires))
+            })
             .map(|(identity, expires)| {
                 let needed = offer.rules.needed(target.severity);
-                let entry = held.entry(target.key.clone()).or_default();
+                held.needed.insert(target.key.clone(), needed);
+                let entry = held.by_object.entry(target.key.clone()).or_default();
                 let new = Held {
                     identity: identity.clone(),
                     digest: target.digest.clone(),
@@ -362,19 +442,13 @@ pub async fn offer(
     cx.store
         .append(&cx.name, &Body::Approval(record), t)
         .await?;
-    publish(cx, state, held, &offer.rules, t);
+    publish(cx, state, held, t);
     Ok(answer)
 }
 
 /// Sets `permdrift_approved_widenings` for the source.
-pub fn publish(
-    cx: &SourceCtx,
-    state: &SourceState,
-    held: &HeldApprovals,
-    rules: &Rules,
-    t: Timestamp,
-) {
-    let n = approved_now(state, held, |s| rules.needed(s), t);
+pub fn publish(cx: &SourceCtx, state: &SourceState, held: &HeldApprovals, t: Timestamp) {
+    let n = approved_now(state, held, t);
     cx.metrics
         .approved_widenings
         .with_label_values(&[cx.name.as_str()])

@@ -341,6 +341,7 @@ impl ClusterLoop {
             }
         } else {
             self.state = None;
+            self.approvals = Default::default();
             self.retry.reset();
             self.cx.health.set_recording(&self.cx.name, Recording::Idle);
             outcome::clear_open_gauges(&self.cx.outcome_cx());
@@ -399,10 +400,14 @@ impl ClusterLoop {
                     if let Err(e) = source::maybe_compact(cx, s, &mut self.patches).await {
                         tracing::warn!(error = %e, "could not compact the baseline");
                     }
+                    if let Err(e) = super::approvals::refresh(cx, s, &mut self.approvals).await {
+                        tracing::warn!(error = %e, "could not read the approvals back");
+                    }
                 }
             }
             Err(e) => {
                 self.state = None;
+                self.approvals = Default::default();
                 self.retry.schedule();
                 cx.health
                     .set_recording(&cx.name, Recording::Failed(e.to_string()));

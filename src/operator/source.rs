@@ -386,7 +386,7 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
     let mut current: Option<SourceSnapshot> = None;
     let mut state: Option<SourceState> = None;
     let mut patches = 0usize;
-    let mut approvals = super::approvals::HeldApprovals::new();
+    let mut approvals = super::approvals::HeldApprovals::default();
     loop {
         let started = now();
         let clock = std::time::Instant::now();
@@ -422,6 +422,12 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
                         &mut patches,
                     )
                     .await;
+                    let judged = match (judged, &state) {
+                        (Ok(()), Some(s)) => {
+                            super::approvals::refresh(&cx, s, &mut approvals).await
+                        }
+                        (other, _) => other,
+                    };
                     match judged {
                         Ok(()) if state.is_some() => {
                             cx.health.set_recording(&cx.name, Recording::Ok)
@@ -433,6 +439,7 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
                                 Recording::Failed(format!("{e} (retrying at the next poll)")),
                             );
                             state = None;
+                            approvals = Default::default();
                         }
                     }
                 }
@@ -454,6 +461,7 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
                     if changed.is_err() { return; }
                     if !cx.is_recording() {
                         state = None;
+                        approvals = Default::default();
                         cx.health.set_recording(&cx.name, Recording::Idle);
                         outcome::clear_open_gauges(&cx.outcome_cx());
                     } else {
