@@ -220,6 +220,10 @@ fn signed_approvals_are_checked_counted_and_journaled_by_the_running_operator() 
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("approved until"), "{text}");
     assert_eq!(approved(&op, "acct"), Some(1.0));
+    assert_eq!(
+        op.metric("permdrift_approvals_active{source=\"acct\"}"),
+        Some(2.0)
+    );
 
     let records = approval_records(&store);
     let labels: Vec<&str> = records

@@ -446,13 +446,23 @@ pub async fn offer(
     Ok(answer)
 }
 
-/// Sets `permdrift_approved_widenings` for the source.
+/// Sets `permdrift_approved_widenings` and `permdrift_approvals_active` for the source.
 pub fn publish(cx: &SourceCtx, state: &SourceState, held: &HeldApprovals, t: Timestamp) {
     let n = approved_now(state, held, t);
     cx.metrics
         .approved_widenings
         .with_label_values(&[cx.name.as_str()])
         .set(i64::try_from(n).unwrap_or(i64::MAX));
+    let active = held
+        .by_object
+        .values()
+        .flatten()
+        .filter(|h| h.expires > t)
+        .count();
+    cx.metrics
+        .approvals_active
+        .with_label_values(&[cx.name.as_str()])
+        .set(i64::try_from(active).unwrap_or(i64::MAX));
 }
 
 fn offer_reason(offer: &Offer) -> String {

@@ -2,7 +2,7 @@
 //!
 //! Every record body the operator and the store write is one variant of
 //! [`Body`], a serde enum tagged by the record's `kind` (`baseline`,
-//! `baseline-patch`, `change`, `close`, `api-request`, `reset`): judged
+//! `baseline-patch`, `change`, `close`, `api-request`, `approval`, `reset`): judged
 //! outcomes go in through [`Body::encode`], and at start or takeover a
 //! source's records come back out through [`Body::decode`] and [`replay`] as
 //! its baseline (the last full baseline snapshot plus later patches, in
