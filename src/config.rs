@@ -655,11 +655,14 @@ impl Config {
                 }
                 _ => {}
             }
-            if s.mode != Mode::Detect {
+            // Dry-run journals plans on the Kubernetes watch path; enforce,
+            // and dry-run on AWS, are not wired into the operator yet.
+            if s.mode == Mode::Enforce || (s.mode == Mode::DryRun && s.kubernetes.is_none()) {
                 return Err(field(
                     &format!("sources[{i}].mode"),
-                    "dry-run and enforce are not available in the operator yet; use detect \
-                     (`permdrift plan` shows what enforce would revert)"
+                    "enforce (and dry-run for AWS) is not available in the operator yet; use \
+                     detect, or dry-run for a Kubernetes source (`permdrift plan` shows what \
+                     enforce would revert)"
                         .into(),
                 ));
             }
@@ -881,7 +884,7 @@ mod tests {
         assert!(e.contains("approvals.defaultExpiry"), "{e}");
         let e = bad(&format!("{MINIMAL}revert: {{flappingCount: 1}}\n"));
         assert!(e.contains("revert.flappingCount"), "{e}");
-        let e = bad(&MINIMAL.replace("kubernetes:", "mode: dry-run\n  kubernetes:"));
+        let e = bad(&MINIMAL.replace("kubernetes:", "mode: enforce\n  kubernetes:"));
         assert!(e.contains("sources[0].mode"), "{e}");
         let e = bad(&MINIMAL.replace("kubernetes:", "mode: enfrce\n  kubernetes:"));
         assert!(e.contains("sources[0].mode"), "{e}");

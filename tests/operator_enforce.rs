@@ -462,3 +462,90 @@ fn kubernetes_users_approve_with_rbac_on_widenings_and_agents_never_do() {
     );
     op.terminate();
 }
+
+#[test]
+fn dry_run_journals_the_exact_revert_plan_and_touches_nothing() {
+    use support::kube_server::KubeTestServer;
+    let server = KubeTestServer::start();
+    // The bootstrap role a real cluster has (the test server starts empty).
+    server.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "cluster-admin",
+        "--verb=*",
+        "--resource=*.*",
+    ]);
+    let dir = scratch("operator-enforce-dry-run");
+    let store = dir.join("store");
+    let config = format!(
+        "apiVersion: permdrift.dev/v1alpha1\nkind: Config\nstore: {{path: \"{store}\"}}\n\
+         http: {{listen: \"127.0.0.1:0\"}}\nleaderElection: {{enabled: false}}\n\
+         sources:\n  - name: kind\n    mode: dry-run\n    kubernetes: {{kubeconfig: \"{kubeconfig}\"}}\n\
+         revert: {{protected: [\"ClusterRoleBinding/break-glass\"]}}\n\
+         logging: {{format: json, level: debug}}\n",
+        store = store.display(),
+        kubeconfig = server.kubeconfig.display(),
+    );
+    let op = Operator::start(&dir, "op", &config);
+    op.wait_for("the first baseline", WAIT, |_| {
+        journal(&store).iter().any(|r| r["kind"] == "baseline")
+    });
+    for name in ["intruder", "break-glass"] {
+        server.kubectl_ok(&[
+            "create",
+            "clusterrolebinding",
+            name,
+            "--clusterrole=cluster-admin",
+            "--user=mallory",
+        ]);
+    }
+    let plans = || -> Vec<Value> {
+        journal(&store)
+            .into_iter()
+            .filter(|r| r["kind"] == "revert-plan")
+            .map(|r| r["body"].clone())
+            .collect()
+    };
+    op.wait_for("both plans", WAIT, |_| plans().len() == 2);
+    let plans = plans();
+    let by_object = |o: &str| {
+        plans
+            .iter()
+            .find(|p| p["object"] == o)
+            .unwrap_or_else(|| panic!("no plan for {o}: {plans:#?}"))
+            .clone()
+    };
+    let intruder = by_object("ClusterRoleBinding/intruder");
+    assert_eq!(intruder["mode"], "dry-run");
+    assert_eq!(intruder["outcome"], "revert", "{intruder:#}");
+    let live_rv = server.kubectl_ok(&[
+        "get",
+        "clusterrolebinding",
+        "intruder",
+        "-o",
+        "jsonpath={.metadata.resourceVersion}",
+    ]);
+    // One delete, conditioned on the version judged (which is still live).
+    assert_eq!(
+        intruder["plan"]["revert"],
+        json!([{"key": "ClusterRoleBinding/intruder", "op": "delete",
+                "resourceVersion": live_rv.trim()}]),
+        "{intruder:#}"
+    );
+    assert_eq!(intruder["plan"]["severity"], "critical");
+    let protected = by_object("ClusterRoleBinding/break-glass");
+    assert_eq!(protected["outcome"], "skip");
+    assert_eq!(protected["reason"], "protected");
+    // Each plan follows its change record, and nothing was reverted.
+    let kinds: Vec<String> = journal(&store)
+        .iter()
+        .filter(|r| r["body"]["object"] == "ClusterRoleBinding/intruder")
+        .map(|r| r["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(kinds, ["change", "revert-plan"]);
+    std::thread::sleep(Duration::from_secs(1));
+    for name in ["intruder", "break-glass"] {
+        server.kubectl_ok(&["get", "clusterrolebinding", name]);
+    }
+    op.terminate();
+}

@@ -183,12 +183,29 @@ pub fn open_target(
     object: &str,
 ) -> Option<OpenTarget> {
     let (key, open) = state.open.iter().find(|(_, o)| o.object == object)?;
+    let change = uncapped_change(cx, state, current, key)?;
+    let digest = grants_digest(&change).ok()?;
+    Some(OpenTarget {
+        key: key.clone(),
+        digest,
+        severity: open.severity,
+    })
+}
+
+/// The change of `key` from the baseline to `current`, diffed with no grant
+/// cap (what approval digests and revert plans need); None when equal.
+pub fn uncapped_change(
+    cx: &SourceCtx,
+    state: &SourceState,
+    current: Current<'_>,
+    key: &ObjectKey,
+) -> Option<crate::report::Change> {
     let options = DiffOptions {
         max_grants: 0,
         subject_grants: false,
         ..DiffOptions::default()
     };
-    let change = match (&state.baseline.data, current, key) {
+    Some(match (&state.baseline.data, current, key) {
         (SourceData::Kubernetes(b), Current::K8s(c), ObjectKey::K8s(k)) => {
             let object_change = diff::k8s_object_change(b, c, k)?;
             let mut differ = diff::k8s::K8sDiffer::new(b, c);
@@ -224,13 +241,33 @@ pub fn open_target(
             .0
         }
         _ => return None,
-    };
-    let digest = grants_digest(&change).ok()?;
-    Some(OpenTarget {
-        key: key.clone(),
-        digest,
-        severity: open.severity,
     })
+}
+
+/// (object, digest) pairs that enough unexpired approvals cover now, for
+/// revert planning (`PlanRules::approved`).
+pub fn approved_pairs(
+    state: &SourceState,
+    held: &HeldApprovals,
+    now: Timestamp,
+) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (key, hs) in &held.by_object {
+        let Some(open) = state.open.get(key) else {
+            continue;
+        };
+        let needed = held.needed.get(key).copied().unwrap_or(usize::MAX);
+        let mut by_digest: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for h in hs.iter().filter(|h| h.expires > now) {
+            by_digest.entry(&h.digest).or_default().insert(&h.identity);
+        }
+        for (digest, who) in by_digest {
+            if who.len() >= needed {
+                out.insert((open.object.clone(), digest.to_owned()));
+            }
+        }
+    }
+    out
 }
 
 /// Checks an offer against the open widening; on success, the identity it

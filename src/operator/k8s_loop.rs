@@ -317,7 +317,17 @@ impl ClusterLoop {
             return;
         }
         let result = match self.state.as_mut() {
-            Some(s) => judge_changes(&self.cx, s, &self.index, &changes, &mut self.patches).await,
+            Some(s) => {
+                judge_changes(
+                    &self.cx,
+                    s,
+                    &self.index,
+                    &changes,
+                    &mut self.patches,
+                    &self.approvals,
+                )
+                .await
+            }
             // After a failure, the retry timer takes over, not every event.
             None if self.retry.at.is_some() => return,
             None => takeover(&self.cx, &mut self.state, &self.index).await,
@@ -424,6 +434,7 @@ async fn judge_changes(
     index: &LiveIndex,
     changes: &[crate::index::k8s_live::ObjectChange],
     patches: &mut usize,
+    approvals: &super::approvals::HeldApprovals,
 ) -> (Outcomes, Result<(), Error>) {
     let mut outcomes = Vec::new();
     for change in changes {
@@ -432,6 +443,25 @@ async fn judge_changes(
         match source::judge_one(cx, state, Current::K8s(index.model()), &key, written).await {
             Ok(applied) => {
                 *patches += usize::from(applied.patched);
+                if cx.mode == crate::config::Mode::DryRun
+                    && matches!(
+                        &applied.announce,
+                        Announce::Judged {
+                            verdict: crate::decide::Verdict::Alert,
+                            ..
+                        }
+                    )
+                    && let Err(e) = super::dry_run::journal_plan(
+                        cx,
+                        state,
+                        Current::K8s(index.model()),
+                        &key,
+                        approvals,
+                    )
+                    .await
+                {
+                    return (outcomes, Err(e));
+                }
                 let object = change.current.as_ref().or(change.previous.as_ref());
                 outcomes.push((object.map(reference), applied.announce));
             }
@@ -591,6 +621,7 @@ mod tests {
             platform: Platform::Kubernetes,
             mode: crate::config::Mode::Detect,
             allow: Arc::new(Vec::new()),
+            revert: Arc::default(),
             metrics: metrics.clone(),
             store: store.clone(),
             health: health.clone(),

@@ -2,7 +2,7 @@
 //!
 //! Every record body the operator and the store write is one variant of
 //! [`Body`], a serde enum tagged by the record's `kind` (`baseline`,
-//! `baseline-patch`, `change`, `close`, `api-request`, `approval`, `reset`): judged
+//! `baseline-patch`, `change`, `close`, `api-request`, `approval`, `revert-plan`, `reset`): judged
 //! outcomes go in through [`Body::encode`], and at start or takeover a
 //! source's records come back out through [`Body::decode`] and [`replay`] as
 //! its baseline (the last full baseline snapshot plus later patches, in
@@ -27,6 +27,7 @@ pub const CHANGE: &str = "change";
 pub const CLOSE: &str = "close";
 pub const API_REQUEST: &str = "api-request";
 pub const APPROVAL: &str = "approval";
+pub const REVERT_PLAN: &str = "revert-plan";
 /// Written by the store itself (`Store::reset`).
 pub const RESET: &str = crate::store::head::RESET_KIND;
 
@@ -41,6 +42,7 @@ pub enum Body {
     ApiRequest(ApiRequestBody),
     Reset(ResetBody),
     Approval(ApprovalBody),
+    RevertPlan(RevertPlanBody),
 }
 
 /// A full baseline snapshot was stored under `digest`.
@@ -158,6 +160,26 @@ pub struct ApprovalBody {
     pub remote: String,
 }
 
+/// The revert a widening would get (`operator/dry_run.rs`): in dry-run
+/// mode, journaled instead of run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RevertPlanBody {
+    #[serde(with = "stored_key")]
+    pub key: ObjectKey,
+    pub object: String,
+    /// The approval digest of the widening (src/approval/digest.rs).
+    pub digest: String,
+    /// `dry-run`.
+    pub mode: String,
+    /// `revert` or `skip`.
+    pub outcome: String,
+    /// The skip label, or `revert`.
+    pub reason: String,
+    /// The operations, as `permdrift plan --format json` prints them
+    /// (src/revert/plan.rs), exactly as they would run.
+    pub plan: Value,
+}
+
 /// Who made a request, as authenticated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "by", rename_all = "kebab-case")]
@@ -213,6 +235,7 @@ impl Body {
             Body::ApiRequest(_) => API_REQUEST,
             Body::Reset(_) => RESET,
             Body::Approval(_) => APPROVAL,
+            Body::RevertPlan(_) => REVERT_PLAN,
         }
     }
 
@@ -243,6 +266,7 @@ impl Body {
             API_REQUEST => Body::ApiRequest(de(body)?),
             RESET => Body::Reset(de(body)?),
             APPROVAL => Body::Approval(de(body)?),
+            REVERT_PLAN => Body::RevertPlan(de(body)?),
             _ => return Ok(None),
         }))
     }
@@ -453,7 +477,7 @@ impl Replayed {
                 self.open.remove(&c.key);
                 self.open_raw.remove(&c.key);
             }
-            Body::ApiRequest(_) | Body::Reset(_) | Body::Approval(_) => {}
+            Body::ApiRequest(_) | Body::Reset(_) | Body::Approval(_) | Body::RevertPlan(_) => {}
         }
     }
 }

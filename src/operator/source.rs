@@ -39,6 +39,8 @@ pub struct SourceCtx {
     pub platform: Platform,
     pub mode: Mode,
     pub allow: Arc<Vec<AllowRule>>,
+    /// Protected globs, `latent` and the rails (dry-run and enforce modes).
+    pub revert: Arc<crate::config::RevertConfig>,
     pub metrics: Metrics,
     pub store: StoreHandle,
     pub health: Health,
