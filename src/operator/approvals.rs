@@ -564,6 +564,94 @@ pub fn rejected_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decide::OpenWidening;
+    use crate::model::k8s::{RbacKey, RbacKind};
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::K8s(RbacKey::new(RbacKind::ClusterRoleBinding, None, name))
+    }
+
+    fn state_with_open(names: &[&str]) -> SourceState {
+        let mut state = SourceState::new(crate::snapshot::SourceSnapshot::kubernetes(
+            "lab",
+            Default::default(),
+        ));
+        for name in names {
+            state.open.insert(
+                key(name),
+                OpenWidening {
+                    object: format!("ClusterRoleBinding/{name}"),
+                    fingerprint: String::new(),
+                    grants: String::new(),
+                    severity: Severity::Critical,
+                    detected_at: 0.0,
+                },
+            );
+        }
+        state
+    }
+
+    fn record(seq: u64, body: ApprovalBody) -> crate::store::Record {
+        let (kind, body) = Body::Approval(body).encode().unwrap();
+        crate::store::Record {
+            seq,
+            at: "2026-12-03T10:00:00Z".into(),
+            kind: kind.into(),
+            source: Some("lab".into()),
+            body,
+            prev: String::new(),
+            mac: None,
+            hash: String::new(),
+        }
+    }
+
+    fn counted(object: &str, who: &str, expires: &str) -> ApprovalBody {
+        ApprovalBody {
+            source: Some("lab".into()),
+            object: Some(format!("ClusterRoleBinding/{object}")),
+            digest: Some("d1".into()),
+            outcome: "counted".into(),
+            reason: "counted".into(),
+            message: String::new(),
+            caller: None,
+            approver: Some(who.into()),
+            expires: Some(t(expires)),
+            approved: false,
+            approvers: Vec::new(),
+            needed: 2,
+            remote: String::new(),
+        }
+    }
+
+    /// After a restart, only counted, unexpired approvals of widenings still
+    /// open come back; with two distinct approvers the widening is approved.
+    #[test]
+    fn approvals_are_restored_from_the_journal() {
+        let now = t("2026-12-03T10:00:00Z");
+        let state = state_with_open(&["x", "y"]);
+        let mut rejected = counted("x", "mallory", "2026-12-03T12:00:00Z");
+        rejected.outcome = "rejected".into();
+        rejected.reason = "agent".into();
+        let records = [
+            record(1, counted("x", "alice", "2026-12-03T12:00:00Z")),
+            record(2, rejected),
+            record(3, counted("x", "bob", "2026-12-03T11:00:00Z")),
+            record(4, counted("y", "alice", "2026-12-03T09:00:00Z")),
+            record(5, counted("gone", "alice", "2026-12-03T12:00:00Z")),
+        ];
+        let held = restore(&records, &state, now);
+        assert_eq!(held.by_object.len(), 1, "{held:?}");
+        assert_eq!(held.by_object[&key("x")].len(), 2);
+        assert_eq!(approved_now(&state, &held, now), 1);
+        assert_eq!(
+            approved_pairs(&state, &held, now),
+            BTreeSet::from([("ClusterRoleBinding/x".to_owned(), "d1".to_owned())])
+        );
+        // Once bob's approval lapses, one approver is not enough.
+        let later = t("2026-12-03T11:30:00Z");
+        assert_eq!(approved_now(&state, &held, later), 0);
+        assert!(approved_pairs(&state, &held, later).is_empty());
+    }
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
