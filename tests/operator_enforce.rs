@@ -460,6 +460,55 @@ fn kubernetes_users_approve_with_rbac_on_widenings_and_agents_never_do() {
         (7000..=7200).contains(&left),
         "expires in {left} s, --for 2h"
     );
+
+    // Time-boxed access: a second widening approved for 3 s is unapproved
+    // again when that lapses, and the lapse is counted (the alert's metric).
+    server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "short-lived",
+        "--clusterrole=secret-reader",
+        "--user=carol",
+    ]);
+    let short = "ClusterRoleBinding/short-lived";
+    op.wait_for("the second widening", WAIT, |_| {
+        journal(&store)
+            .iter()
+            .any(|r| r["kind"] == "change" && r["body"]["object"] == short)
+    });
+    let body = json!({"source": "kind", "object": short, "digest": "0".repeat(64),
+                      "reason": "INC-8", "validForSeconds": 3})
+    .to_string();
+    let send = |body: &str| {
+        pki.request(
+            op.api_port,
+            "POST",
+            APPROVALS,
+            &[
+                "authorization: Bearer alice-token",
+                "content-type: application/json",
+            ],
+            body.as_bytes(),
+        )
+    };
+    let (_, text) = send(&body);
+    let short_digest = text
+        .rsplit("the widening is ")
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let body = body.replace(&"0".repeat(64), &short_digest);
+    let (status, text) = send(&body);
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(approved(&op, "kind"), Some(2.0));
+    op.wait_for("the approval to lapse", WAIT, |op| {
+        approved(op, "kind") == Some(1.0)
+    });
+    assert_eq!(
+        op.metric("permdrift_approvals_expired_total{source=\"kind\"}"),
+        Some(1.0)
+    );
     op.terminate();
 }
 

@@ -381,10 +381,28 @@ pub async fn refresh(
         let records = cx.store.source_records(&cx.name).await?;
         *held = restore(&records, state, t);
     }
+    let mut lapsed = 0u64;
     held.by_object.retain(|key, hs| {
+        let Some(open) = state.open.get(key) else {
+            return false;
+        };
+        let before = hs.len();
         hs.retain(|h| h.expires > t);
-        state.open.contains_key(key) && !hs.is_empty()
+        let gone = before - hs.len();
+        if gone > 0 {
+            lapsed += gone as u64;
+            // The widening stands unapproved again (or with fewer approvers).
+            tracing::warn!(object = %open.object, expired = gone,
+                "approval expired: the widening is no longer covered by it");
+        }
+        !hs.is_empty()
     });
+    if lapsed > 0 {
+        cx.metrics
+            .approvals_expired
+            .with_label_values(&[cx.name.as_str()])
+            .inc_by(lapsed);
+    }
     publish(cx, state, held, t);
     Ok(())
 }

@@ -358,6 +358,16 @@ impl ClusterLoop {
         }
     }
 
+    /// Approvals lapse with time, not with events: drop the expired ones
+    /// (counted, logged) and republish the approved gauge.
+    async fn on_expiry_tick(&mut self) {
+        if let Some(s) = self.state.as_ref()
+            && let Err(e) = super::approvals::refresh(&self.cx, s, &mut self.approvals).await
+        {
+            tracing::warn!(error = %e, "could not read the approvals back");
+        }
+    }
+
     async fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::AcceptBaseline { by, reply } => {
@@ -492,6 +502,9 @@ pub async fn k8s_loop(
             )
             .0
         });
+        // How often lapsed approvals are looked for.
+        let mut expiry = tokio::time::interval(std::time::Duration::from_secs(1));
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut l = ClusterLoop {
             cx,
             index: LiveIndex::new(),
@@ -505,6 +518,7 @@ pub async fn k8s_loop(
         tokio::pin!(stream);
         loop {
             tokio::select! {
+                _ = expiry.tick() => l.on_expiry_tick().await,
                 event = stream.next() => match event {
                     Some(event) => l.on_event(event).await,
                     None => break,
