@@ -655,14 +655,12 @@ impl Config {
                 }
                 _ => {}
             }
-            // Dry-run journals plans on the Kubernetes watch path; enforce,
-            // and dry-run on AWS, are not wired into the operator yet.
-            if s.mode == Mode::Enforce || (s.mode == Mode::DryRun && s.kubernetes.is_none()) {
+            // Dry-run journals plans; enforce is not wired into the operator yet.
+            if s.mode == Mode::Enforce {
                 return Err(field(
                     &format!("sources[{i}].mode"),
-                    "enforce (and dry-run for AWS) is not available in the operator yet; use \
-                     detect, or dry-run for a Kubernetes source (`permdrift plan` shows what \
-                     enforce would revert)"
+                    "enforce is not available in the operator yet; use detect or dry-run \
+                     (`permdrift plan` shows what enforce would revert)"
                         .into(),
                 ));
             }

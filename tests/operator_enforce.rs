@@ -528,7 +528,7 @@ fn dry_run_journals_the_exact_revert_plan_and_touches_nothing() {
     let store = dir.join("store");
     let config = format!(
         "apiVersion: permdrift.dev/v1alpha1\nkind: Config\nstore: {{path: \"{store}\"}}\n\
-         http: {{listen: \"127.0.0.1:0\"}}\nleaderElection: {{enabled: false}}\n\
+         http: {{listen: \"127.0.0.1:0\"}}\napi: {{listen: \"127.0.0.1:0\"}}\nleaderElection: {{enabled: false}}\n\
          sources:\n  - name: kind\n    mode: dry-run\n    kubernetes: {{kubeconfig: \"{kubeconfig}\"}}\n\
          revert: {{protected: [\"ClusterRoleBinding/break-glass\"]}}\n\
          logging: {{format: json, level: debug}}\n",
@@ -596,5 +596,82 @@ fn dry_run_journals_the_exact_revert_plan_and_touches_nothing() {
     for name in ["intruder", "break-glass"] {
         server.kubectl_ok(&["get", "clusterrolebinding", name]);
     }
+    op.terminate();
+}
+
+#[test]
+fn dry_run_on_an_aws_account_journals_the_iam_revert_and_calls_nothing() {
+    moto::aws_env();
+    let moto = Moto::start(&[]);
+    let iam = moto.iam();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    rt.block_on(async {
+        iam.create_role()
+            .role_name("app")
+            .assume_role_policy_document(trust)
+            .send()
+            .await
+            .expect("create role");
+    });
+    let dir = scratch("operator-enforce-dry-run-aws");
+    let store = dir.join("store");
+    let config = format!(
+        "apiVersion: permdrift.dev/v1alpha1\nkind: Config\nstore: {{path: \"{store}\"}}\n\
+         http: {{listen: \"127.0.0.1:0\"}}\napi: {{listen: \"127.0.0.1:0\"}}\nleaderElection: {{enabled: false}}\n\
+         sources:\n  - name: acct\n    mode: dry-run\n    aws: {{profile: {profile}, endpointUrl: \"{endpoint}\", pollInterval: 1s}}\n\
+         logging: {{format: json, level: debug}}\n",
+        store = store.display(),
+        profile = moto::PROFILE,
+        endpoint = moto.endpoint(),
+    );
+    let op = Operator::start(&dir, "op", &config);
+    op.wait_for("the first baseline", WAIT, |_| {
+        journal(&store).iter().any(|r| r["kind"] == "baseline")
+    });
+    rt.block_on(async {
+        iam.put_role_policy()
+            .role_name("app")
+            .policy_name("wide")
+            .policy_document(
+                json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .expect("widen");
+    });
+    let plan = || {
+        journal(&store)
+            .into_iter()
+            .find(|r| r["kind"] == "revert-plan")
+            .map(|r| r["body"].clone())
+    };
+    op.wait_for("the plan", WAIT, |_| plan().is_some());
+    let plan = plan().expect("a plan");
+    assert_eq!(plan["mode"], "dry-run");
+    assert_eq!(plan["outcome"], "revert", "{plan:#}");
+    // The one IAM call enforce would make: delete the added inline policy.
+    assert_eq!(
+        plan["plan"]["revert"],
+        json!([{"name": "wide", "op": "delete-inline-policy",
+                "principal": {"kind": "Role", "name": "app"}}]),
+        "{plan:#}"
+    );
+    // Several polls later the policy is still there: nothing was run.
+    std::thread::sleep(Duration::from_secs(3));
+    let still = rt.block_on(async {
+        iam.get_role_policy()
+            .role_name("app")
+            .policy_name("wide")
+            .send()
+            .await
+    });
+    assert!(still.is_ok(), "{still:?}");
+    let plans = journal(&store)
+        .iter()
+        .filter(|r| r["kind"] == "revert-plan")
+        .count();
+    assert_eq!(plans, 1, "planned once, when judged");
     op.terminate();
 }

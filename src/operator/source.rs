@@ -422,6 +422,7 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
                         snapshot,
                         started,
                         &mut patches,
+                        &approvals,
                     )
                     .await;
                     let judged = match (judged, &state) {
@@ -505,6 +506,7 @@ async fn judge_poll(
     current: &SourceSnapshot,
     started: Timestamp,
     patches: &mut usize,
+    approvals: &super::approvals::HeldApprovals,
 ) -> Result<(), Error> {
     if !cx.is_recording() || !current.is_complete() {
         return Ok(());
@@ -533,6 +535,18 @@ async fn judge_poll(
     for key in keys {
         let applied = judge_one(cx, s, Current::of(&current.data), &key, Some(started)).await?;
         *patches += usize::from(applied.patched);
+        if cx.mode == Mode::DryRun
+            && matches!(
+                &applied.announce,
+                Announce::Judged {
+                    verdict: crate::decide::Verdict::Alert,
+                    ..
+                }
+            )
+        {
+            super::dry_run::journal_plan(cx, s, Current::of(&current.data), &key, approvals)
+                .await?;
+        }
     }
     outcome::update_open_gauges(&cx.outcome_cx(), s);
     tracing::debug!(
