@@ -655,10 +655,11 @@ impl Config {
                 }
                 _ => {}
             }
-            if s.mode != Mode::Detect {
+            // Dry-run journals plans; enforce is not wired into the operator yet.
+            if s.mode == Mode::Enforce {
                 return Err(field(
                     &format!("sources[{i}].mode"),
-                    "dry-run and enforce are not available in the operator yet; use detect \
+                    "enforce is not available in the operator yet; use detect or dry-run \
                      (`permdrift plan` shows what enforce would revert)"
                         .into(),
                 ));
@@ -881,7 +882,7 @@ mod tests {
         assert!(e.contains("approvals.defaultExpiry"), "{e}");
         let e = bad(&format!("{MINIMAL}revert: {{flappingCount: 1}}\n"));
         assert!(e.contains("revert.flappingCount"), "{e}");
-        let e = bad(&MINIMAL.replace("kubernetes:", "mode: dry-run\n  kubernetes:"));
+        let e = bad(&MINIMAL.replace("kubernetes:", "mode: enforce\n  kubernetes:"));
         assert!(e.contains("sources[0].mode"), "{e}");
         let e = bad(&MINIMAL.replace("kubernetes:", "mode: enfrce\n  kubernetes:"));
         assert!(e.contains("sources[0].mode"), "{e}");

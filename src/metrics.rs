@@ -45,6 +45,10 @@ pub struct Metrics {
     pub http_connections: IntGaugeVec,
     pub http_connections_refused: IntCounterVec,
     pub api_requests: IntCounterVec,
+    /// Approvals offered through the API, counted or rejected (with the label).
+    pub approvals: IntCounterVec,
+    /// Open widenings enough unexpired approvals cover.
+    pub approved_widenings: IntGaugeVec,
 }
 
 /// Why the API refuses a request (`permdrift_api_requests_total{reason}`).
@@ -256,6 +260,20 @@ impl Metrics {
                 ),
                 &["action", "outcome", "reason"],
             )?,
+            approvals: IntCounterVec::new(
+                Opts::new(
+                    "permdrift_approvals_total",
+                    "Approvals offered to the operator by source and outcome (reason: the rejection label)",
+                ),
+                &["source", "outcome", "reason"],
+            )?,
+            approved_widenings: IntGaugeVec::new(
+                Opts::new(
+                    "permdrift_approved_widenings",
+                    "Open widenings that enough unexpired approvals cover",
+                ),
+                &["source"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.build_info.clone()))?;
@@ -289,6 +307,9 @@ impl Metrics {
         m.registry
             .register(Box::new(m.http_connections_refused.clone()))?;
         m.registry.register(Box::new(m.api_requests.clone()))?;
+        m.registry.register(Box::new(m.approvals.clone()))?;
+        m.registry
+            .register(Box::new(m.approved_widenings.clone()))?;
         // Refusals are counted from zero, so that the alert's increase() sees
         // the first one of each reason.
         for reason in API_REFUSALS {
@@ -306,6 +327,7 @@ impl Metrics {
             let (source, platform) = (source.as_str(), *platform);
             m.source_up.with_label_values(&[source, platform]).set(0);
             m.source_recording.with_label_values(&[source]).set(0);
+            m.approved_widenings.with_label_values(&[source]).set(0);
             m.unreadable_objects.with_label_values(&[source]).set(0);
             m.last_snapshot.with_label_values(&[source]).set(0.0);
             m.snapshot_objects

@@ -39,6 +39,10 @@ pub const API_REQUEST: &str = super::records::API_REQUEST;
 /// The RBAC group and resource callers need `accept` on, named by the source.
 pub const RBAC_GROUP: &str = "permdrift.dev";
 pub const BASELINES: &str = "baselines";
+/// The resource callers need `approve` on, named by the source.
+pub const WIDENINGS: &str = "widenings";
+/// The action approvals are counted and journaled under.
+pub const APPROVE: &str = "approve";
 /// How long a TokenReview or SubjectAccessReview may take.
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
 /// Refusals journaled per minute at most; the rest are counted and summed up.
@@ -174,34 +178,10 @@ impl Authenticator {
             Action::BaselineAccept => "accept",
             Action::BaselineReset => "reset",
         };
-        let Some(client) = &self.kube else {
-            return Err(unavailable("no cluster to ask"));
-        };
-        let sar_api: kube::Api<SubjectAccessReview> = kube::Api::all(client.clone());
         for name in names {
-            let sar = SubjectAccessReview {
-                spec: SubjectAccessReviewSpec {
-                    user: user.username.clone(),
-                    uid: user.uid.clone(),
-                    groups: user.groups.clone(),
-                    extra: user.extra.clone(),
-                    resource_attributes: Some(ResourceAttributes {
-                        verb: Some(verb.into()),
-                        group: Some(RBAC_GROUP.into()),
-                        resource: Some(BASELINES.into()),
-                        name: name.clone(),
-                        ..ResourceAttributes::default()
-                    }),
-                    ..SubjectAccessReviewSpec::default()
-                },
-                ..SubjectAccessReview::default()
-            };
-            let answer =
-                tokio::time::timeout(REVIEW_TIMEOUT, sar_api.create(&Default::default(), &sar))
-                    .await
-                    .map_err(|_| unavailable("SubjectAccessReview timed out"))?
-                    .map_err(|e| unavailable(&format!("SubjectAccessReview failed: {e}")))?;
-            let allowed = answer.status.as_ref().is_some_and(|s| s.allowed);
+            let allowed = self
+                .access_review(user, verb, BASELINES, name.as_deref())
+                .await?;
             if !allowed {
                 return Err(Refusal {
                     status: StatusCode::FORBIDDEN,
@@ -221,6 +201,44 @@ impl Authenticator {
             }
         }
         Ok(())
+    }
+
+    /// Asks SubjectAccessReview whether `user` may `verb` the `resource`
+    /// (in `permdrift.dev`) named `name`.
+    async fn access_review(
+        &self,
+        user: &UserInfo,
+        verb: &str,
+        resource: &str,
+        name: Option<&str>,
+    ) -> Result<bool, Refusal> {
+        let Some(client) = &self.kube else {
+            return Err(unavailable("no cluster to ask"));
+        };
+        let sar_api: kube::Api<SubjectAccessReview> = kube::Api::all(client.clone());
+        let sar = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: user.username.clone(),
+                uid: user.uid.clone(),
+                groups: user.groups.clone(),
+                extra: user.extra.clone(),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.into()),
+                    group: Some(RBAC_GROUP.into()),
+                    resource: Some(resource.into()),
+                    name: name.map(str::to_owned),
+                    ..ResourceAttributes::default()
+                }),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        let answer =
+            tokio::time::timeout(REVIEW_TIMEOUT, sar_api.create(&Default::default(), &sar))
+                .await
+                .map_err(|_| unavailable("SubjectAccessReview timed out"))?
+                .map_err(|e| unavailable(&format!("SubjectAccessReview failed: {e}")))?;
+        Ok(answer.status.as_ref().is_some_and(|s| s.allowed))
     }
 
     /// Checks a signed statement for this request.
@@ -297,6 +315,11 @@ pub struct ApiState {
     pub auth: Arc<Authenticator>,
     budget: Arc<Mutex<RefusalBudget>>,
     max_body_bytes: usize,
+    /// The approval rules (`approvals` in the config); None: approvals are refused.
+    approval_rules: Option<Arc<crate::approval::Rules>>,
+    /// Signatures of approvals already counted, so the same bytes cannot be
+    /// posted again to pass for another approval.
+    used_approvals: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl ApiState {
@@ -314,7 +337,15 @@ impl ApiState {
             auth,
             budget: Arc::default(),
             max_body_bytes,
+            approval_rules: None,
+            used_approvals: Arc::default(),
         }
+    }
+
+    /// Accepts approvals on `POST /api/v1/approvals`, checked with `rules`.
+    pub fn with_approvals(mut self, rules: crate::approval::Rules) -> Self {
+        self.approval_rules = Some(Arc::new(rules));
+        self
     }
 }
 
@@ -345,6 +376,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/baseline/accept", post(accept))
         .route("/api/v1/baseline/reset", post(reset))
+        .route("/api/v1/approvals", post(approve))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             state.max_body_bytes,
         ))
@@ -364,6 +396,23 @@ async fn journal(
     let mut response = next.run(request).await;
     let status = response.status();
     let handled = response.extensions_mut().remove::<Handled>();
+    let mut approval = response.extensions_mut().remove::<ApprovalRejected>();
+    if approval.is_none() && handled.is_none() && path == APPROVALS_PATH && !status.is_success() {
+        // Refused before the handler ran (an oversized body): still an
+        // approval rejected, and journaled as one.
+        approval = Some(ApprovalRejected(super::approvals::rejected_body(
+            None,
+            &Default::default(),
+            None,
+            &peer.to_string(),
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "oversized"
+            } else {
+                "other"
+            },
+            status.canonical_reason().unwrap_or(""),
+        )));
+    }
     let (action, source, caller, reason, accepted) = match handled {
         Some(h) => (h.action, h.source, h.caller, h.reason, h.accepted),
         None => (
@@ -436,6 +485,33 @@ async fn journal(
     );
     if write {
         append(&s.store, record, now).await;
+        if let Some(ApprovalRejected(mut body)) = approval {
+            body.remote = peer.to_string();
+            s.metrics
+                .approvals
+                .with_label_values(&[
+                    body.source.as_deref().unwrap_or(""),
+                    "rejected",
+                    &body.reason,
+                ])
+                .inc();
+            if let Err(e) = s
+                .store
+                .append_global(&super::records::Body::Approval(body), now)
+                .await
+            {
+                tracing::warn!(error = %e, "approval rejection not journaled");
+            }
+        }
+    } else if let Some(ApprovalRejected(body)) = approval {
+        s.metrics
+            .approvals
+            .with_label_values(&[
+                body.source.as_deref().unwrap_or(""),
+                "rejected",
+                &body.reason,
+            ])
+            .inc();
     }
     if !status.is_success() {
         tracing::warn!(remote = %log.0, action, reason, status = status.as_u16(),
@@ -450,6 +526,7 @@ fn action_of(path: &str) -> &'static str {
     match path {
         "/api/v1/baseline/accept" => Action::BaselineAccept.as_str(),
         "/api/v1/baseline/reset" => Action::BaselineReset.as_str(),
+        APPROVALS_PATH => APPROVE,
         _ => "unknown",
     }
 }
@@ -708,6 +785,284 @@ async fn reset(
         Err(e) => refuse(
             Refusal::new(StatusCode::CONFLICT, "not-resettable", e.to_string()),
             handled,
+        ),
+    }
+}
+
+/// Where approvals are posted.
+pub const APPROVALS_PATH: &str = "/api/v1/approvals";
+
+/// An approval the API rejected before the source loop saw it, for the
+/// journaling layer to record (bounded like every refusal).
+#[derive(Clone, Debug)]
+struct ApprovalRejected(super::records::ApprovalBody);
+
+/// Refuses an approval: the API request record, and an approval record
+/// naming what the offer named (as far as it could be read).
+fn refuse_approval(
+    refusal: Refusal,
+    handled: Handled,
+    parts: &super::approvals::Parts,
+) -> Response {
+    let body = super::approvals::rejected_body(
+        handled.source.as_deref(),
+        parts,
+        handled.caller.clone(),
+        "",
+        refusal.reason,
+        &refusal.message,
+    );
+    let mut response = refuse(refusal, handled);
+    response.extensions_mut().insert(ApprovalRejected(body));
+    response
+}
+
+/// `POST /api/v1/approvals`: a signed approval (`permdrift approve -o`), or
+/// with a Kubernetes bearer token the approval's fields (`permdrift approve
+/// --server`), authorized with verb `approve` on `widenings.permdrift.dev`
+/// named by the source. The source's loop checks it against the open
+/// widening and journals the outcome (`approvals`).
+async fn approve(
+    State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    use super::approvals::{Offer, Offered, Parts, PersonApproval};
+    use crate::approval::SignedApproval;
+    let mut handled = Handled {
+        action: APPROVE,
+        source: None,
+        caller: None,
+        reason: "accepted",
+        accepted: None,
+    };
+    let none = Parts::default();
+    let bytes = match axum::body::to_bytes(body, s.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            let refusal = Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "oversized",
+                format!("the body is larger than {} bytes", s.max_body_bytes),
+            );
+            return refuse_approval(refusal, handled, &none);
+        }
+    };
+    let Some(rules) = s.approval_rules.clone() else {
+        let refusal = Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-approvals",
+            "this operator takes no approvals",
+        );
+        return refuse_approval(refusal, handled, &none);
+    };
+    let malformed = |e: String| Refusal::new(StatusCode::BAD_REQUEST, "malformed", e);
+    let text = String::from_utf8_lossy(&bytes);
+    let (offered, caller, user) = match bearer_token(&headers) {
+        Some(Ok(token)) => {
+            let (caller, user) = match s.auth.authenticate(token).await {
+                Ok(c) => c,
+                Err(refusal) => return refuse_approval(refusal, handled, &none),
+            };
+            handled.caller = Some(caller.clone());
+            let mut de = serde_json::Deserializer::from_str(&text);
+            let fields: PersonApproval = match serde_path_to_error::deserialize(&mut de) {
+                Ok(f) => f,
+                Err(e) => {
+                    let refusal = malformed(format!(
+                        "the body is not an approval: {}: {}",
+                        e.path(),
+                        e.inner()
+                    ));
+                    return refuse_approval(refusal, handled, &none);
+                }
+            };
+            let username = user.username.clone().unwrap_or_default();
+            (Offered::Person { fields, username }, caller, Some(user))
+        }
+        Some(Err(())) => {
+            let refusal = Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the Authorization header is not `Bearer TOKEN`",
+            );
+            return refuse_approval(refusal, handled, &none);
+        }
+        None if !bytes.is_empty() => {
+            let signed = match SignedApproval::parse("body", &text) {
+                Ok(a) => a,
+                Err(e) => return refuse_approval(malformed(e.to_string()), handled, &none),
+            };
+            let parts = Parts {
+                object: Some(signed.approval.object.clone()),
+                digest: Some(signed.approval.digest.clone()),
+                approver: Some(signed.approval.approver.clone()),
+                expires: Some(signed.approval.expires),
+            };
+            handled.source = Some(signed.approval.source.clone());
+            // A signed approval authenticates by its signature: the key must
+            // be a configured approver's and the signature must verify
+            // before anything else is told.
+            let a = &signed.approval;
+            let Some(approver) = rules.approvers.get(&a.approver) else {
+                let refusal = Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unknown-key",
+                    crate::approval::Rejection::UnknownKey(a.approver.clone()).to_string(),
+                );
+                return refuse_approval(refusal, handled, &parts);
+            };
+            if !approver
+                .key
+                .verifies(&a.canonical_bytes(), &signed.signature)
+            {
+                let refusal = Refusal::new(
+                    StatusCode::UNAUTHORIZED,
+                    "forged",
+                    crate::approval::Rejection::Forged(a.approver.clone()).to_string(),
+                );
+                return refuse_approval(refusal, handled, &parts);
+            }
+            let caller = Caller::Key {
+                key_id: a.approver.clone(),
+                nonce: signed.signature.clone(),
+            };
+            handled.caller = Some(caller.clone());
+            let replayed = s
+                .used_approvals
+                .lock()
+                .map(|used| used.contains(&signed.signature))
+                .unwrap_or(true);
+            if replayed {
+                let refusal = Refusal::new(
+                    StatusCode::CONFLICT,
+                    "replayed",
+                    "this signed approval was already counted; sign a new one",
+                );
+                return refuse_approval(refusal, handled, &parts);
+            }
+            (Offered::Signed(Box::new(signed)), caller, None)
+        }
+        None => {
+            let refusal = Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "no credentials: send a signed approval (permdrift approve --key -o) or a \
+                 Kubernetes bearer token with the approval's fields (permdrift approve --server)",
+            );
+            return refuse_approval(refusal, handled, &none);
+        }
+    };
+    let offer = Offer {
+        offered,
+        caller: caller.clone(),
+        remote: peer.to_string(),
+        rules,
+    };
+    let parts = super::approvals::offer_parts(&offer);
+    let source = offer.source().to_owned();
+    handled.source = Some(source.clone());
+    let Some(tx) = s.commands.get(&source) else {
+        let refusal = Refusal::new(
+            StatusCode::NOT_FOUND,
+            "unknown-source",
+            format!("no source {source:?}"),
+        );
+        return refuse_approval(refusal, handled, &parts);
+    };
+    if let Some(user) = &user {
+        match s
+            .auth
+            .access_review(user, APPROVE, WIDENINGS, Some(&source))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                let refusal = Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!(
+                        "{caller} may not approve widenings of {source:?} (needs verb `approve` on \
+                         `{WIDENINGS}.{RBAC_GROUP}` named {source:?}; the chart's \
+                         permdrift-approver ClusterRole grants it)"
+                    ),
+                );
+                return refuse_approval(refusal, handled, &parts);
+            }
+            Err(refusal) => return refuse_approval(refusal, handled, &parts),
+        }
+    }
+    let signature = match &offer.offered {
+        Offered::Signed(a) => Some(a.signature.clone()),
+        Offered::Person { .. } => None,
+    };
+    let (reply, answer) = oneshot::channel();
+    let sent = tx
+        .send(Command::Approve {
+            offer: Box::new(offer),
+            reply,
+        })
+        .await;
+    let outcome = match sent {
+        Ok(()) => answer.await.ok(),
+        Err(_) => None,
+    };
+    // The loop journaled and counted what it decided.
+    let loop_refusal = |status: StatusCode, reason: &'static str, message: String| {
+        let mut response = (status, format!("{message}\n")).into_response();
+        response.extensions_mut().insert(Handled {
+            reason,
+            ..handled.clone()
+        });
+        response
+    };
+    match outcome {
+        Some(Ok(Ok(counted))) => {
+            if let (Some(sig), Ok(mut used)) = (signature, s.used_approvals.lock()) {
+                used.insert(sig);
+            }
+            handled.accepted = Some(usize::from(counted.approved));
+            let state = if counted.approved {
+                format!(
+                    "approved until {}",
+                    counted
+                        .until
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".into())
+                )
+            } else {
+                format!(
+                    "{} of {} approvals",
+                    counted.approvers.len(),
+                    counted.needed
+                )
+            };
+            let mut response = (
+                StatusCode::OK,
+                format!("{source}: {}: counted; {state}\n", counted.object),
+            )
+                .into_response();
+            response.extensions_mut().insert(handled);
+            response
+        }
+        Some(Ok(Err(refused))) => {
+            let status = match refused {
+                super::approvals::Refused::NoWidening(_) => StatusCode::NOT_FOUND,
+                super::approvals::Refused::Replayed => StatusCode::CONFLICT,
+                _ => StatusCode::FORBIDDEN,
+            };
+            loop_refusal(status, refused.label(), format!("{source}: {refused}"))
+        }
+        Some(Err(e)) => loop_refusal(
+            StatusCode::CONFLICT,
+            "not-recording",
+            format!("{source}: {e}"),
+        ),
+        None => loop_refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "source-down",
+            format!("source {source:?} is not running"),
         ),
     }
 }

@@ -233,6 +233,8 @@ struct ClusterLoop {
     index: LiveIndex,
     state: Option<SourceState>,
     patches: usize,
+    /// Counted approvals of open widenings (`approvals`).
+    approvals: super::approvals::HeldApprovals,
     retry: Retry,
     unreadable: BTreeSet<(RbacKind, Option<String>, String)>,
     events: Option<EventQueue>,
@@ -315,7 +317,17 @@ impl ClusterLoop {
             return;
         }
         let result = match self.state.as_mut() {
-            Some(s) => judge_changes(&self.cx, s, &self.index, &changes, &mut self.patches).await,
+            Some(s) => {
+                judge_changes(
+                    &self.cx,
+                    s,
+                    &self.index,
+                    &changes,
+                    &mut self.patches,
+                    &self.approvals,
+                )
+                .await
+            }
             // After a failure, the retry timer takes over, not every event.
             None if self.retry.at.is_some() => return,
             None => takeover(&self.cx, &mut self.state, &self.index).await,
@@ -339,9 +351,20 @@ impl ClusterLoop {
             }
         } else {
             self.state = None;
+            self.approvals = Default::default();
             self.retry.reset();
             self.cx.health.set_recording(&self.cx.name, Recording::Idle);
             outcome::clear_open_gauges(&self.cx.outcome_cx());
+        }
+    }
+
+    /// Approvals lapse with time, not with events: drop the expired ones
+    /// (counted, logged) and republish the approved gauge.
+    async fn on_expiry_tick(&mut self) {
+        if let Some(s) = self.state.as_ref()
+            && let Err(e) = super::approvals::refresh(&self.cx, s, &mut self.approvals).await
+        {
+            tracing::warn!(error = %e, "could not read the approvals back");
         }
     }
 
@@ -352,6 +375,24 @@ impl ClusterLoop {
                     Some(s) => source::accept(&self.cx, s, Current::K8s(self.index.model()), &by)
                         .await
                         .inspect(|accepted| self.patches += accepted),
+                    None => Err(Error::NotRecording(
+                        "not the leader, or the cluster is not synced",
+                    )),
+                };
+                let _ = reply.send(answer);
+            }
+            Command::Approve { offer, reply } => {
+                let answer = match self.state.as_ref() {
+                    Some(s) => {
+                        super::approvals::offer(
+                            &self.cx,
+                            s,
+                            Current::K8s(self.index.model()),
+                            &mut self.approvals,
+                            *offer,
+                        )
+                        .await
+                    }
                     None => Err(Error::NotRecording(
                         "not the leader, or the cluster is not synced",
                     )),
@@ -379,10 +420,14 @@ impl ClusterLoop {
                     if let Err(e) = source::maybe_compact(cx, s, &mut self.patches).await {
                         tracing::warn!(error = %e, "could not compact the baseline");
                     }
+                    if let Err(e) = super::approvals::refresh(cx, s, &mut self.approvals).await {
+                        tracing::warn!(error = %e, "could not read the approvals back");
+                    }
                 }
             }
             Err(e) => {
                 self.state = None;
+                self.approvals = Default::default();
                 self.retry.schedule();
                 cx.health
                     .set_recording(&cx.name, Recording::Failed(e.to_string()));
@@ -399,6 +444,7 @@ async fn judge_changes(
     index: &LiveIndex,
     changes: &[crate::index::k8s_live::ObjectChange],
     patches: &mut usize,
+    approvals: &super::approvals::HeldApprovals,
 ) -> (Outcomes, Result<(), Error>) {
     let mut outcomes = Vec::new();
     for change in changes {
@@ -407,6 +453,25 @@ async fn judge_changes(
         match source::judge_one(cx, state, Current::K8s(index.model()), &key, written).await {
             Ok(applied) => {
                 *patches += usize::from(applied.patched);
+                if cx.mode == crate::config::Mode::DryRun
+                    && matches!(
+                        &applied.announce,
+                        Announce::Judged {
+                            verdict: crate::decide::Verdict::Alert,
+                            ..
+                        }
+                    )
+                    && let Err(e) = super::dry_run::journal_plan(
+                        cx,
+                        state,
+                        Current::K8s(index.model()),
+                        &key,
+                        approvals,
+                    )
+                    .await
+                {
+                    return (outcomes, Err(e));
+                }
                 let object = change.current.as_ref().or(change.previous.as_ref());
                 outcomes.push((object.map(reference), applied.announce));
             }
@@ -437,11 +502,15 @@ pub async fn k8s_loop(
             )
             .0
         });
+        // How often lapsed approvals are looked for.
+        let mut expiry = tokio::time::interval(std::time::Duration::from_secs(1));
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut l = ClusterLoop {
             cx,
             index: LiveIndex::new(),
             state: None,
             patches: 0,
+            approvals: Default::default(),
             retry: Retry::default(),
             unreadable: BTreeSet::new(),
             events,
@@ -449,6 +518,7 @@ pub async fn k8s_loop(
         tokio::pin!(stream);
         loop {
             tokio::select! {
+                _ = expiry.tick() => l.on_expiry_tick().await,
                 event = stream.next() => match event {
                     Some(event) => l.on_event(event).await,
                     None => break,
@@ -565,6 +635,7 @@ mod tests {
             platform: Platform::Kubernetes,
             mode: crate::config::Mode::Detect,
             allow: Arc::new(Vec::new()),
+            revert: Arc::default(),
             metrics: metrics.clone(),
             store: store.clone(),
             health: health.clone(),

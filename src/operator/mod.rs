@@ -8,6 +8,8 @@
 //! the authenticated API over TLS (`tls`), both through `serve`.
 
 pub mod api;
+pub mod approvals;
+pub mod dry_run;
 pub mod error;
 pub mod events;
 pub mod http;
@@ -59,6 +61,12 @@ pub enum Command {
         /// Who asked, as authenticated (journaled with each accepted object).
         by: String,
         reply: oneshot::Sender<Result<usize, Error>>,
+    },
+    /// Check an approval against the open widening it names, journal and
+    /// count the outcome (`approvals`).
+    Approve {
+        offer: Box<approvals::Offer>,
+        reply: oneshot::Sender<Result<Result<approvals::Counted, approvals::Refused>, Error>>,
     },
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Every record body the operator and the store write is one variant of
 //! [`Body`], a serde enum tagged by the record's `kind` (`baseline`,
-//! `baseline-patch`, `change`, `close`, `api-request`, `reset`): judged
+//! `baseline-patch`, `change`, `close`, `api-request`, `approval`, `revert-plan`, `reset`): judged
 //! outcomes go in through [`Body::encode`], and at start or takeover a
 //! source's records come back out through [`Body::decode`] and [`replay`] as
 //! its baseline (the last full baseline snapshot plus later patches, in
@@ -26,6 +26,8 @@ pub const BASELINE_PATCH: &str = "baseline-patch";
 pub const CHANGE: &str = "change";
 pub const CLOSE: &str = "close";
 pub const API_REQUEST: &str = "api-request";
+pub const APPROVAL: &str = "approval";
+pub const REVERT_PLAN: &str = "revert-plan";
 /// Written by the store itself (`Store::reset`).
 pub const RESET: &str = crate::store::head::RESET_KIND;
 
@@ -39,6 +41,8 @@ pub enum Body {
     Close(CloseBody),
     ApiRequest(ApiRequestBody),
     Reset(ResetBody),
+    Approval(ApprovalBody),
+    RevertPlan(RevertPlanBody),
 }
 
 /// A full baseline snapshot was stored under `digest`.
@@ -131,6 +135,51 @@ pub struct ApiRequestBody {
     pub accepted: Option<usize>,
 }
 
+/// An approval offered to the operator, counted or rejected
+/// (`operator/approvals.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalBody {
+    pub source: Option<String>,
+    pub object: Option<String>,
+    /// The digest the approval names.
+    pub digest: Option<String>,
+    /// `counted` or `rejected`.
+    pub outcome: String,
+    /// `counted`, or the rejection label (docs/approvals.md).
+    pub reason: String,
+    pub message: String,
+    /// Who offered it, as authenticated (a signed approval: its key).
+    pub caller: Option<Caller>,
+    /// The approver as the rules know them (a key's identity, a username).
+    pub approver: Option<String>,
+    pub expires: Option<Timestamp>,
+    /// Whether the widening is approved now, with this approval.
+    pub approved: bool,
+    pub approvers: Vec<String>,
+    pub needed: usize,
+    pub remote: String,
+}
+
+/// The revert a widening would get (`operator/dry_run.rs`): in dry-run
+/// mode, journaled instead of run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RevertPlanBody {
+    #[serde(with = "stored_key")]
+    pub key: ObjectKey,
+    pub object: String,
+    /// The approval digest of the widening (src/approval/digest.rs).
+    pub digest: String,
+    /// `dry-run`.
+    pub mode: String,
+    /// `revert` or `skip`.
+    pub outcome: String,
+    /// The skip label, or `revert`.
+    pub reason: String,
+    /// The operations, as `permdrift plan --format json` prints them
+    /// (src/revert/plan.rs), exactly as they would run.
+    pub plan: Value,
+}
+
 /// Who made a request, as authenticated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "by", rename_all = "kebab-case")]
@@ -185,6 +234,8 @@ impl Body {
             Body::Close(_) => CLOSE,
             Body::ApiRequest(_) => API_REQUEST,
             Body::Reset(_) => RESET,
+            Body::Approval(_) => APPROVAL,
+            Body::RevertPlan(_) => REVERT_PLAN,
         }
     }
 
@@ -214,6 +265,8 @@ impl Body {
             CLOSE => Body::Close(de(body)?),
             API_REQUEST => Body::ApiRequest(de(body)?),
             RESET => Body::Reset(de(body)?),
+            APPROVAL => Body::Approval(de(body)?),
+            REVERT_PLAN => Body::RevertPlan(de(body)?),
             _ => return Ok(None),
         }))
     }
@@ -424,7 +477,7 @@ impl Replayed {
                 self.open.remove(&c.key);
                 self.open_raw.remove(&c.key);
             }
-            Body::ApiRequest(_) | Body::Reset(_) => {}
+            Body::ApiRequest(_) | Body::Reset(_) | Body::Approval(_) | Body::RevertPlan(_) => {}
         }
     }
 }

@@ -256,6 +256,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             platform: source.platform(),
             mode: source.mode,
             allow: allow.clone(),
+            revert: Arc::new(config.revert.clone()),
             metrics: metrics.clone(),
             store: store.clone(),
             health: health.clone(),
@@ -322,13 +323,19 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         tracing::info!(listen = %bound, fingerprint = %tls.fingerprint, generated_certificate = tls.generated,
             authentication = %auth.describe(), "API listening (TLS)");
         api_bound = bound;
-        let app = api::router(ApiState::new(
-            metrics.clone(),
-            store.clone(),
-            commands.clone(),
-            auth,
-            config.api.limits.max_body_bytes,
-        ));
+        let app = api::router(
+            ApiState::new(
+                metrics.clone(),
+                store.clone(),
+                commands.clone(),
+                auth,
+                config.api.limits.max_body_bytes,
+            )
+            .with_approvals(
+                crate::approval::Rules::from_config(&config.approvals)
+                    .map_err(|e| OperatorError::Authentication(format!("approvals: {e}")))?,
+            ),
+        );
         servers.push(tokio::spawn(serve::serve(
             api_listener,
             app,

@@ -39,6 +39,8 @@ pub struct SourceCtx {
     pub platform: Platform,
     pub mode: Mode,
     pub allow: Arc<Vec<AllowRule>>,
+    /// Protected globs, `latent` and the rails (dry-run and enforce modes).
+    pub revert: Arc<crate::config::RevertConfig>,
     pub metrics: Metrics,
     pub store: StoreHandle,
     pub health: Health,
@@ -386,6 +388,7 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
     let mut current: Option<SourceSnapshot> = None;
     let mut state: Option<SourceState> = None;
     let mut patches = 0usize;
+    let mut approvals = super::approvals::HeldApprovals::default();
     loop {
         let started = now();
         let clock = std::time::Instant::now();
@@ -419,8 +422,15 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
                         snapshot,
                         started,
                         &mut patches,
+                        &approvals,
                     )
                     .await;
+                    let judged = match (judged, &state) {
+                        (Ok(()), Some(s)) => {
+                            super::approvals::refresh(&cx, s, &mut approvals).await
+                        }
+                        (other, _) => other,
+                    };
                     match judged {
                         Ok(()) if state.is_some() => {
                             cx.health.set_recording(&cx.name, Recording::Ok)
@@ -432,6 +442,7 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
                                 Recording::Failed(format!("{e} (retrying at the next poll)")),
                             );
                             state = None;
+                            approvals = Default::default();
                         }
                     }
                 }
@@ -453,6 +464,7 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
                     if changed.is_err() { return; }
                     if !cx.is_recording() {
                         state = None;
+                        approvals = Default::default();
                         cx.health.set_recording(&cx.name, Recording::Idle);
                         outcome::clear_open_gauges(&cx.outcome_cx());
                     } else {
@@ -465,6 +477,16 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
                             (Some(s), Some(c)) => accept(&cx, s, Current::of(&c.data), &by)
                                 .await
                                 .inspect(|accepted| patches += accepted),
+                            _ => Err(Error::NotRecording("not the leader, or no snapshot yet")),
+                        };
+                        let _ = reply.send(answer);
+                    }
+                    Some(Command::Approve { offer, reply }) => {
+                        let answer = match (&state, &current) {
+                            (Some(s), Some(c)) => {
+                                super::approvals::offer(&cx, s, Current::of(&c.data), &mut approvals, *offer)
+                                    .await
+                            }
                             _ => Err(Error::NotRecording("not the leader, or no snapshot yet")),
                         };
                         let _ = reply.send(answer);
@@ -484,6 +506,7 @@ async fn judge_poll(
     current: &SourceSnapshot,
     started: Timestamp,
     patches: &mut usize,
+    approvals: &super::approvals::HeldApprovals,
 ) -> Result<(), Error> {
     if !cx.is_recording() || !current.is_complete() {
         return Ok(());
@@ -512,6 +535,18 @@ async fn judge_poll(
     for key in keys {
         let applied = judge_one(cx, s, Current::of(&current.data), &key, Some(started)).await?;
         *patches += usize::from(applied.patched);
+        if cx.mode == Mode::DryRun
+            && matches!(
+                &applied.announce,
+                Announce::Judged {
+                    verdict: crate::decide::Verdict::Alert,
+                    ..
+                }
+            )
+        {
+            super::dry_run::journal_plan(cx, s, Current::of(&current.data), &key, approvals)
+                .await?;
+        }
     }
     outcome::update_open_gauges(&cx.outcome_cx(), s);
     tracing::debug!(
