@@ -68,9 +68,14 @@ fn run_case(dir: &Path, case: &Value) -> Vec<Value> {
         "-q".into(),
         "--agents".into(),
         corpus().join("agents.yaml").display().to_string(),
-        "--suggestions".into(),
-        dir.join("suggestions").display().to_string(),
     ];
+    // A case without suggestions (the agent acted itself) has no directory:
+    // git keeps no empty ones.
+    let suggestions = dir.join("suggestions");
+    if suggestions.is_dir() {
+        args.push("--suggestions".into());
+        args.push(suggestions.display().to_string());
+    }
     let extra = case["args"].as_array().cloned().unwrap_or_default();
     for (i, a) in extra.iter().enumerate() {
         let a = a.as_str().unwrap();
