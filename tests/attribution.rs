@@ -1,5 +1,5 @@
 //! Attribution end to end through the `permdrift` binary: the corpus in
-//! tests/data/attribution (every case's expected attribution, and the
+//! tests/fixtures/attribution (every case's expected attribution, and the
 //! corpus's precision and recall), the incident replay, and bad input.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
@@ -16,7 +16,7 @@ fn root() -> PathBuf {
 }
 
 fn corpus() -> PathBuf {
-    root().join("tests/data/attribution")
+    root().join("tests/fixtures/attribution")
 }
 
 fn permdrift<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {

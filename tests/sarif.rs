@@ -123,11 +123,11 @@ fn one_result_per_widening_with_tag_level_and_manifest_line() {
 
 #[test]
 fn a_manifest_result_points_at_its_document_line() {
-    let dir = root().join("tests/data/sarif/manifests");
+    let dir = root().join("tests/fixtures/sarif-manifests");
     let (code, log) = diff(
         &[
-            "tests/data/sarif/manifests/before.yaml",
-            "tests/data/sarif/manifests/after.yaml",
+            "tests/fixtures/sarif-manifests/before.yaml",
+            "tests/fixtures/sarif-manifests/after.yaml",
         ],
         "sarif",
     );
@@ -139,7 +139,7 @@ fn a_manifest_result_points_at_its_document_line() {
     let physical = &results[0]["locations"][0]["physicalLocation"];
     assert_eq!(
         physical["artifactLocation"]["uri"],
-        "tests/data/sarif/manifests/after.yaml"
+        "tests/fixtures/sarif-manifests/after.yaml"
     );
     let line = physical["region"]["startLine"].as_u64().unwrap() as usize;
     let text = std::fs::read_to_string(dir.join("after.yaml")).unwrap();
@@ -153,7 +153,7 @@ fn a_manifest_result_points_at_its_document_line() {
 #[test]
 fn terraform_results_name_the_resource_address() {
     let (code, log) = diff(
-        &["tests/data/terraform/attach-administrator-access.json"],
+        &["tests/fixtures/terraform/attach-administrator-access.json"],
         "sarif",
     );
     assert_eq!(code, 1);
@@ -163,7 +163,7 @@ fn terraform_results_name_the_resource_address() {
     let location = &results[0]["locations"][0];
     assert_eq!(
         location["physicalLocation"]["artifactLocation"]["uri"],
-        "tests/data/terraform/attach-administrator-access.json"
+        "tests/fixtures/terraform/attach-administrator-access.json"
     );
     let addresses: Vec<&str> = location["logicalLocations"]
         .as_array()
@@ -185,7 +185,7 @@ fn terraform_results_name_the_resource_address() {
 
 #[test]
 fn unknown_policy_documents_are_possible_widening_results() {
-    let (code, log) = diff(&["tests/data/terraform/unknown-values.json"], "sarif");
+    let (code, log) = diff(&["tests/fixtures/terraform/unknown-values.json"], "sarif");
     assert_eq!(code, 1);
     assert_valid(&log);
     let possible: Vec<&Value> = results(&log)
@@ -212,7 +212,7 @@ fn unknown_policy_documents_are_possible_widening_results() {
 
 #[test]
 fn no_widening_is_an_empty_valid_log() {
-    let (code, log) = diff(&["tests/data/terraform/rename-only.json"], "sarif");
+    let (code, log) = diff(&["tests/fixtures/terraform/rename-only.json"], "sarif");
     assert_eq!(code, 0);
     assert_valid(&log);
     assert!(results(&log).is_empty());

@@ -1,7 +1,7 @@
 //! Terraform plans (`terraform show -json PLAN`) through the `permdrift`
 //! binary: a plan alone (before against after), a plan applied to a live
 //! account dump, AWS managed policies known by ARN only, values known only
-//! after apply, and renames. Fixtures: tests/data/terraform (Terraform's
+//! after apply, and renames. Fixtures: tests/fixtures/terraform (Terraform's
 //! JSON output format, format_version 1.2).
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 
 fn data(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/terraform")
+        .join("tests/fixtures/terraform")
         .join(name)
         .display()
         .to_string()
