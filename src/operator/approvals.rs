@@ -371,21 +371,6 @@ pub fn approved_now(state: &SourceState, held: &HeldApprovals, now: Timestamp) -
 /// After the loop judged (or took over): reads the counted approvals back
 /// from the journal once, drops what closed or expired, and publishes
 /// `permdrift_approved_widenings`.
-/// The held approvals after a start or takeover. Only approvals of open
-/// widenings are held ([`restore`]), so with none open there is nothing to
-/// read: a source that starts clean does not re-read its whole journal (the
-/// baseline snapshot included) on the loop, where it would stall judging.
-async fn load(cx: &SourceCtx, state: &SourceState, t: Timestamp) -> Result<HeldApprovals, Error> {
-    if state.open.is_empty() {
-        return Ok(HeldApprovals {
-            loaded: true,
-            ..HeldApprovals::default()
-        });
-    }
-    let records = cx.store.source_records(&cx.name).await?;
-    Ok(restore(&records, state, t))
-}
-
 pub async fn refresh(
     cx: &SourceCtx,
     state: &SourceState,
@@ -393,7 +378,8 @@ pub async fn refresh(
 ) -> Result<(), Error> {
     let t = now();
     if !held.loaded {
-        *held = load(cx, state, t).await?;
+        let records = cx.store.source_records(&cx.name).await?;
+        *held = restore(&records, state, t);
     }
     let mut lapsed = 0u64;
     held.by_object.retain(|key, hs| {
@@ -432,7 +418,8 @@ pub async fn offer(
 ) -> Result<Result<Counted, Refused>, Error> {
     let t = now();
     if !held.loaded {
-        *held = load(cx, state, t).await?;
+        let records = cx.store.source_records(&cx.name).await?;
+        *held = restore(&records, state, t);
     }
     let object = offer.object().to_owned();
     let target = open_target(cx, state, current, &object);
