@@ -655,15 +655,6 @@ impl Config {
                 }
                 _ => {}
             }
-            // Dry-run journals plans; enforce is not wired into the operator yet.
-            if s.mode == Mode::Enforce {
-                return Err(field(
-                    &format!("sources[{i}].mode"),
-                    "enforce is not available in the operator yet; use detect or dry-run \
-                     (`permdrift plan` shows what enforce would revert)"
-                        .into(),
-                ));
-            }
         }
         for (i, rule) in config.allow.iter().enumerate() {
             if rule.name.trim().is_empty() {
@@ -882,8 +873,6 @@ mod tests {
         assert!(e.contains("approvals.defaultExpiry"), "{e}");
         let e = bad(&format!("{MINIMAL}revert: {{flappingCount: 1}}\n"));
         assert!(e.contains("revert.flappingCount"), "{e}");
-        let e = bad(&MINIMAL.replace("kubernetes:", "mode: enforce\n  kubernetes:"));
-        assert!(e.contains("sources[0].mode"), "{e}");
         let e = bad(&MINIMAL.replace("kubernetes:", "mode: enfrce\n  kubernetes:"));
         assert!(e.contains("sources[0].mode"), "{e}");
     }

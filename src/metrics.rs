@@ -37,6 +37,10 @@ pub struct Metrics {
     pub watch_restarts: IntCounterVec,
     pub events_dropped: IntCounterVec,
     pub reverts: IntCounterVec,
+    /// Reverts that failed after their retries, by the error's label.
+    pub revert_failures: IntCounterVec,
+    /// Objects the flapping rail stopped reverting.
+    pub revert_flapping: IntGaugeVec,
     pub attributed: IntCounterVec,
     pub approvals_active: IntGaugeVec,
     pub approvals_expired: IntCounterVec,
@@ -211,7 +215,21 @@ impl Metrics {
             )?,
             reverts: IntCounterVec::new(
                 Opts::new("permdrift_reverts_total", "Revert plans executed"),
-                &["source", "result"],
+                &["source", "outcome"],
+            )?,
+            revert_failures: IntCounterVec::new(
+                Opts::new(
+                    "permdrift_revert_failures_total",
+                    "Reverts that failed after their retries",
+                ),
+                &["source", "reason"],
+            )?,
+            revert_flapping: IntGaugeVec::new(
+                Opts::new(
+                    "permdrift_revert_flapping",
+                    "Objects no longer reverted because they flap",
+                ),
+                &["source"],
             )?,
             attributed: IntCounterVec::new(
                 Opts::new("permdrift_attributed_changes_total", "Changes attributed"),
@@ -298,6 +316,8 @@ impl Metrics {
         m.registry.register(Box::new(m.watch_restarts.clone()))?;
         m.registry.register(Box::new(m.events_dropped.clone()))?;
         m.registry.register(Box::new(m.reverts.clone()))?;
+        m.registry.register(Box::new(m.revert_failures.clone()))?;
+        m.registry.register(Box::new(m.revert_flapping.clone()))?;
         m.registry.register(Box::new(m.attributed.clone()))?;
         m.registry.register(Box::new(m.approvals_active.clone()))?;
         m.registry.register(Box::new(m.approvals_expired.clone()))?;
@@ -349,9 +369,10 @@ impl Metrics {
                     .with_label_values(&[source, s.as_str()])
                     .set(0.0);
             }
-            for result in ["succeeded", "failed", "skipped"] {
-                m.reverts.with_label_values(&[source, result]);
+            for outcome in crate::operator::enforce::OUTCOMES {
+                m.reverts.with_label_values(&[source, outcome]);
             }
+            m.revert_flapping.with_label_values(&[source]).set(0);
             if platform == "kubernetes" {
                 for reason in crate::operator::events::DROP_REASONS {
                     m.events_dropped.with_label_values(&[source, reason]);

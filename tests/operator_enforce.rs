@@ -675,3 +675,324 @@ fn dry_run_on_an_aws_account_journals_the_iam_revert_and_calls_nothing() {
     assert_eq!(plans, 1, "planned once, when judged");
     op.terminate();
 }
+
+/// An enforce-mode operator config for the test server, with `revert` settings.
+fn enforce_config(store: &Path, kubeconfig: &Path, revert: &str) -> String {
+    format!(
+        "apiVersion: permdrift.dev/v1alpha1\nkind: Config\nstore: {{path: \"{store}\"}}\n\
+         http: {{listen: \"127.0.0.1:0\"}}\napi: {{listen: \"127.0.0.1:0\"}}\nleaderElection: {{enabled: false}}\n\
+         sources:\n  - name: kind\n    mode: enforce\n    kubernetes: {{kubeconfig: \"{kubeconfig}\"}}\n\
+         revert: {revert}\n\
+         logging: {{format: json, level: debug}}\n",
+        store = store.display(),
+        kubeconfig = kubeconfig.display(),
+    )
+}
+
+/// Polls the API server directly (an independent watcher, not the
+/// operator) until `done` holds for the object at `path`; the time it took.
+fn watch_until(
+    server: &support::kube_server::KubeTestServer,
+    path: &str,
+    what: &str,
+    done: impl Fn(u16, &Value) -> bool,
+) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        let r = server.request("GET", path, None);
+        let body: Value = serde_json::from_str(&r.text()).unwrap_or(Value::Null);
+        if done(r.status, &body) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "timed out waiting for {what}: {body:#}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The kinds of the journal records about `object`, in order.
+fn story(store: &Path, object: &str) -> Vec<String> {
+    journal(store)
+        .iter()
+        .filter(|r| r["body"]["object"] == object)
+        .map(|r| {
+            let kind = r["kind"].as_str().unwrap_or_default();
+            match kind {
+                "close" | "revert-result" => {
+                    format!(
+                        "{kind}:{}",
+                        r["body"]["reason"].as_str().unwrap_or_default()
+                    )
+                }
+                _ => kind.to_owned(),
+            }
+        })
+        .collect()
+}
+
+const CRB: &str = "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings";
+const CR: &str = "/apis/rbac.authorization.k8s.io/v1/clusterroles";
+
+#[test]
+fn enforce_reverts_unapproved_widening_and_leaves_protected_objects() {
+    use support::kube_server::KubeTestServer;
+    let server = KubeTestServer::start();
+    let kubectl = |args: &[&str]| server.kubectl_ok(args);
+    // The baseline: the bootstrap admin role, a bound reader role, and an
+    // aggregated role (bound) that picks up roles by label.
+    kubectl(&[
+        "create",
+        "clusterrole",
+        "cluster-admin",
+        "--verb=*",
+        "--resource=*.*",
+    ]);
+    kubectl(&[
+        "create",
+        "clusterrole",
+        "reader",
+        "--verb=get",
+        "--resource=pods",
+    ]);
+    kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "readers",
+        "--clusterrole=reader",
+        "--user=bob",
+    ]);
+    kubectl(&[
+        "create",
+        "clusterrole",
+        "secret-reader",
+        "--verb=get",
+        "--resource=secrets",
+    ]);
+    let aggregated = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "team"},
+        "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"example.com/aggregate-to-team": "true"}}]},
+        "rules": []});
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], &aggregated.to_string());
+    assert!(out.status.success(), "{out:?}");
+    kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "team",
+        "--clusterrole=team",
+        "--group=devs",
+    ]);
+
+    let dir = scratch("operator-enforce-k8s");
+    let store = dir.join("store");
+    let config = enforce_config(
+        &store,
+        &server.kubeconfig,
+        "{protected: [\"ClusterRoleBinding/break-glass\"], rateLimit: 100}",
+    );
+    let op = Operator::start(&dir, "op", &config);
+    op.wait_for("the first baseline", WAIT, |_| {
+        journal(&store).iter().any(|r| r["kind"] == "baseline")
+    });
+    op.wait_for("recording", WAIT, |op| op.is_ready());
+    let mut windows: Vec<(&str, Duration)> = Vec::new();
+
+    // 1. An unapproved cluster-admin binding is deleted.
+    kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "intruder",
+        "--clusterrole=cluster-admin",
+        "--user=mallory",
+    ]);
+    let took = watch_until(
+        &server,
+        &format!("{CRB}/intruder"),
+        "intruder deleted",
+        |s, _| s == 404,
+    );
+    windows.push(("added ClusterRoleBinding deleted", took));
+
+    // 2. A protected object is not touched.
+    kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "break-glass",
+        "--clusterrole=cluster-admin",
+        "--user=oncall",
+    ]);
+
+    // 3. A modified ClusterRole comes back to its baseline rules.
+    let baseline_rules =
+        server.request("GET", &format!("{CR}/reader"), None).json()["rules"].clone();
+    kubectl(&[
+        "patch",
+        "clusterrole",
+        "reader",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/rules/-","value":{"apiGroups":[""],"resources":["secrets"],"verbs":["*"]}}]"#,
+    ]);
+    let took = watch_until(
+        &server,
+        &format!("{CR}/reader"),
+        "reader restored",
+        |s, o| s == 200 && o["rules"] == baseline_rules,
+    );
+    windows.push(("modified ClusterRole restored", took));
+
+    // 4. An added aggregation label is removed (and the aggregated role
+    //    follows, by the test server's aggregation controller).
+    kubectl(&[
+        "label",
+        "clusterrole",
+        "secret-reader",
+        "example.com/aggregate-to-team=true",
+    ]);
+    let took = watch_until(
+        &server,
+        &format!("{CR}/secret-reader"),
+        "label removed",
+        |s, o| {
+            s == 200
+                && o["metadata"]["labels"]
+                    .get("example.com/aggregate-to-team")
+                    .is_none()
+        },
+    );
+    windows.push(("aggregation label removed", took));
+
+    // The journal tells each story, closed as reverted once seen at baseline.
+    let reverted = [
+        "change",
+        "revert-intent",
+        "revert-result:reverted",
+        "close:reverted",
+    ];
+    for object in [
+        "ClusterRoleBinding/intruder",
+        "ClusterRole/reader",
+        "ClusterRole/secret-reader",
+    ] {
+        op.wait_for(&format!("{object} closed"), WAIT, |_| {
+            story(&store, object).last().map(String::as_str) == Some("close:reverted")
+        });
+        assert_eq!(story(&store, object), reverted, "{object}");
+    }
+    let intent = journal(&store)
+        .into_iter()
+        .find(|r| {
+            r["kind"] == "revert-intent" && r["body"]["object"] == "ClusterRoleBinding/intruder"
+        })
+        .expect("intent");
+    assert_eq!(intent["body"]["ops"][0]["op"], "delete", "{intent:#}");
+    // The protected binding: planned as a skip, still there.
+    assert_eq!(
+        story(&store, "ClusterRoleBinding/break-glass"),
+        ["change", "revert-plan"]
+    );
+    let plan = journal(&store)
+        .into_iter()
+        .find(|r| r["kind"] == "revert-plan")
+        .expect("plan");
+    assert_eq!(plan["body"]["mode"], "enforce");
+    assert_eq!(plan["body"]["reason"], "protected");
+    kubectl(&["get", "clusterrolebinding", "break-glass"]);
+    assert_eq!(
+        op.metric("permdrift_reverts_total{outcome=\"reverted\",source=\"kind\"}"),
+        Some(3.0)
+    );
+    assert_eq!(
+        op.metric("permdrift_reverts_total{outcome=\"failed\",source=\"kind\"}"),
+        Some(0.0)
+    );
+    op.terminate();
+    support::operator::assert_store_verifies(&store);
+    let mut ms: Vec<f64> = windows.iter().map(|(_, d)| d.as_secs_f64() * 1e3).collect();
+    for (what, d) in &windows {
+        println!("exposure window: {what}: {:.1} ms", d.as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "exposure window (write acknowledged to restored, seen by polling the API): p50 {:.1} ms, max {:.1} ms over {} cases",
+        ms[ms.len() / 2],
+        ms[ms.len() - 1],
+        ms.len()
+    );
+}
+
+#[test]
+fn a_binding_a_writer_keeps_putting_back_stops_being_reverted_and_is_flagged() {
+    use support::kube_server::KubeTestServer;
+    let server = KubeTestServer::start();
+    server.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "cluster-admin",
+        "--verb=*",
+        "--resource=*.*",
+    ]);
+    let dir = scratch("operator-enforce-flapping");
+    let store = dir.join("store");
+    let config = enforce_config(
+        &store,
+        &server.kubeconfig,
+        "{flappingCount: 3, flappingWindow: 10m, rateLimit: 100}",
+    );
+    let op = Operator::start(&dir, "op", &config);
+    op.wait_for("recording", WAIT, |op| op.is_ready());
+    // A GitOps-like writer: whenever the binding is missing, create it again,
+    // until it has stood for 3 s.
+    let start = std::time::Instant::now();
+    let mut created = 0;
+    let mut present_since: Option<std::time::Instant> = None;
+    loop {
+        let present = server.request("GET", &format!("{CRB}/tug"), None).status == 200;
+        if present {
+            let since = *present_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+        } else {
+            present_since = None;
+            server.kubectl_ok(&[
+                "create",
+                "clusterrolebinding",
+                "tug",
+                "--clusterrole=cluster-admin",
+                "--user=ci",
+            ]);
+            created += 1;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the tug-of-war did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Three reverts, then the rail: the fourth copy stays.
+    assert_eq!(created, 4, "{}", op.log_text());
+    let results: Vec<String> = story(&store, "ClusterRoleBinding/tug")
+        .into_iter()
+        .filter(|k| k.starts_with("revert-result"))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            "revert-result:reverted",
+            "revert-result:reverted",
+            "revert-result:reverted",
+            "revert-result:flapping"
+        ]
+    );
+    op.wait_for("the flapping gauge", WAIT, |op| {
+        op.metric("permdrift_revert_flapping{source=\"kind\"}") == Some(1.0)
+    });
+    assert_eq!(
+        op.metric("permdrift_reverts_total{outcome=\"skipped\",source=\"kind\"}"),
+        Some(1.0)
+    );
+    op.terminate();
+    support::operator::assert_store_verifies(&store);
+}

@@ -148,6 +148,16 @@ impl Retry {
     }
 }
 
+/// The next finished revert in enforce mode (pending forever otherwise).
+async fn next_done(
+    enforcer: Option<&mut super::enforce::Enforcer>,
+) -> Option<super::enforce::Done> {
+    match enforcer {
+        Some(e) => e.next_done().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn retry_due(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -238,6 +248,8 @@ struct ClusterLoop {
     retry: Retry,
     unreadable: BTreeSet<(RbacKind, Option<String>, String)>,
     events: Option<EventQueue>,
+    /// Enforce mode's side of the loop (`enforce`); None in other modes.
+    enforcer: Option<super::enforce::Enforcer>,
 }
 
 impl ClusterLoop {
@@ -325,12 +337,13 @@ impl ClusterLoop {
                     &changes,
                     &mut self.patches,
                     &self.approvals,
+                    self.enforcer.as_mut(),
                 )
                 .await
             }
             // After a failure, the retry timer takes over, not every event.
             None if self.retry.at.is_some() => return,
-            None => takeover(&self.cx, &mut self.state, &self.index).await,
+            None => self.take_over().await,
         };
         self.settle(result).await;
     }
@@ -338,7 +351,7 @@ impl ClusterLoop {
     async fn on_retry(&mut self) {
         self.retry.at = None;
         if self.cx.is_recording() && self.index.is_complete() {
-            let result = takeover(&self.cx, &mut self.state, &self.index).await;
+            let result = self.take_over().await;
             self.settle(result).await;
         }
     }
@@ -346,10 +359,13 @@ impl ClusterLoop {
     async fn on_recording_changed(&mut self) {
         if self.cx.is_recording() {
             if self.index.is_complete() {
-                let result = takeover(&self.cx, &mut self.state, &self.index).await;
+                let result = self.take_over().await;
                 self.settle(result).await;
             }
         } else {
+            if let Some(e) = self.enforcer.as_mut() {
+                e.reset();
+            }
             self.state = None;
             self.approvals = Default::default();
             self.retry.reset();
@@ -366,6 +382,67 @@ impl ClusterLoop {
         {
             tracing::warn!(error = %e, "could not read the approvals back");
         }
+        if let (Some(e), Some(s)) = (self.enforcer.as_mut(), self.state.as_ref())
+            && let Err(err) = e
+                .on_tick(
+                    &self.cx,
+                    s,
+                    Current::K8s(self.index.model()),
+                    &self.approvals,
+                )
+                .await
+        {
+            tracing::warn!(error = %err, "could not plan the revert of a lapsed approval");
+        }
+    }
+
+    /// Takes over (see [`takeover`]); in enforce mode, then settles the
+    /// reverts a previous leader left open and plans the open widenings.
+    async fn take_over(&mut self) -> (Outcomes, Result<(), Error>) {
+        let (outcomes, result) = takeover(&self.cx, &mut self.state, &self.index).await;
+        let result = match (result, self.enforcer.as_mut(), self.state.as_ref()) {
+            (Ok(()), Some(e), Some(s)) => {
+                let current = Current::K8s(self.index.model());
+                match super::approvals::refresh(&self.cx, s, &mut self.approvals).await {
+                    Ok(()) => {
+                        e.after_takeover(&self.cx, s, current, &self.approvals)
+                            .await
+                    }
+                    Err(err) => Err(err),
+                }
+            }
+            (result, _, _) => result,
+        };
+        (outcomes, result)
+    }
+
+    /// A revert ended: judge its object against what the watch shows now
+    /// (it closes as `reverted` once back at baseline), and plan again if
+    /// someone wrote it meanwhile.
+    async fn on_reverted(&mut self, done: super::enforce::Done) {
+        let Some(e) = self.enforcer.as_mut() else {
+            return;
+        };
+        e.finished(&done);
+        let Some(s) = self.state.as_mut() else {
+            return;
+        };
+        let current = Current::K8s(self.index.model());
+        let key = done.key;
+        let object = match &key {
+            ObjectKey::K8s(k) => current_object(&self.index, k),
+            ObjectKey::Aws(_) => None,
+        };
+        let mut outcomes = Vec::new();
+        let result = match e.judge(&self.cx, s, current, &key, None).await {
+            Ok(applied) => {
+                outcomes.push((object, applied.announce));
+                e.enforce(&self.cx, s, current, &key, &self.approvals, false)
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        self.settle((outcomes, result)).await;
     }
 
     async fn on_command(&mut self, cmd: Command) {
@@ -436,8 +513,14 @@ impl ClusterLoop {
     }
 }
 
+/// The Event target of an object as the watch shows it now.
+fn current_object(index: &LiveIndex, key: &crate::model::k8s::RbacKey) -> Option<ObjectReference> {
+    index.model().get(key).map(reference)
+}
+
 /// Judges the changes of one watch event. Returns what was journaled (to
-/// announce) and whether every change was.
+/// announce) and whether every change was. In enforce mode, an object with
+/// a revert in flight waits for its end (`on_reverted` judges it then).
 async fn judge_changes(
     cx: &SourceCtx,
     state: &mut SourceState,
@@ -445,13 +528,25 @@ async fn judge_changes(
     changes: &[crate::index::k8s_live::ObjectChange],
     patches: &mut usize,
     approvals: &super::approvals::HeldApprovals,
+    mut enforcer: Option<&mut super::enforce::Enforcer>,
 ) -> (Outcomes, Result<(), Error>) {
     let mut outcomes = Vec::new();
     for change in changes {
         let key = ObjectKey::K8s(change.key.clone());
         let written = written_at(change.current.as_ref());
-        match source::judge_one(cx, state, Current::K8s(index.model()), &key, written).await {
+        let current = Current::K8s(index.model());
+        let judged = match enforcer.as_deref_mut() {
+            Some(e) if e.defers(&key) => continue,
+            Some(e) => e.judge(cx, state, current, &key, written).await,
+            None => source::judge_one(cx, state, current, &key, written).await,
+        };
+        match judged {
             Ok(applied) => {
+                if let Some(e) = enforcer.as_deref_mut()
+                    && let Err(err) = e.enforce(cx, state, current, &key, approvals, false).await
+                {
+                    return (outcomes, Err(err));
+                }
                 *patches += usize::from(applied.patched);
                 if cx.mode == crate::config::Mode::DryRun
                     && matches!(
@@ -490,8 +585,25 @@ pub async fn k8s_loop(
     stream: impl futures_util::Stream<Item = KindEvent>,
     recorder: Option<Recorder>,
 ) {
+    k8s_loop_enforcing(cx, stream, recorder, None).await
+}
+
+/// [`k8s_loop`] with the client enforce mode reverts with (used only when
+/// the source's mode is `enforce`).
+pub async fn k8s_loop_enforcing(
+    cx: SourceCtx,
+    stream: impl futures_util::Stream<Item = KindEvent>,
+    recorder: Option<Recorder>,
+    client: Option<kube::Client>,
+) {
     let span = source::span(&cx);
     async move {
+        let enforcer = match client {
+            Some(c) if cx.mode == crate::config::Mode::Enforce => Some(
+                super::enforce::Enforcer::spawn(&cx, super::enforce::Reverter::K8s(c)),
+            ),
+            _ => None,
+        };
         let events = recorder.map(|r| {
             events::spawn(
                 r,
@@ -514,6 +626,7 @@ pub async fn k8s_loop(
             retry: Retry::default(),
             unreadable: BTreeSet::new(),
             events,
+            enforcer,
         };
         tokio::pin!(stream);
         loop {
@@ -524,6 +637,7 @@ pub async fn k8s_loop(
                     None => break,
                 },
                 () = retry_due(l.retry.at) => l.on_retry().await,
+                Some(done) = next_done(l.enforcer.as_mut()) => l.on_reverted(done).await,
                 changed = l.cx.recording.changed() => {
                     if changed.is_err() { break; }
                     l.on_recording_changed().await;

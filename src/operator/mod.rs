@@ -10,6 +10,7 @@
 pub mod api;
 pub mod approvals;
 pub mod dry_run;
+pub mod enforce;
 pub mod error;
 pub mod events;
 pub mod http;

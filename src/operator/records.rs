@@ -2,7 +2,7 @@
 //!
 //! Every record body the operator and the store write is one variant of
 //! [`Body`], a serde enum tagged by the record's `kind` (`baseline`,
-//! `baseline-patch`, `change`, `close`, `api-request`, `approval`, `revert-plan`, `reset`): judged
+//! `baseline-patch`, `change`, `close`, `api-request`, `approval`, `revert-plan`, `revert-intent`, `revert-result`, `reset`): judged
 //! outcomes go in through [`Body::encode`], and at start or takeover a
 //! source's records come back out through [`Body::decode`] and [`replay`] as
 //! its baseline (the last full baseline snapshot plus later patches, in
@@ -28,6 +28,8 @@ pub const CLOSE: &str = "close";
 pub const API_REQUEST: &str = "api-request";
 pub const APPROVAL: &str = "approval";
 pub const REVERT_PLAN: &str = "revert-plan";
+pub const REVERT_INTENT: &str = "revert-intent";
+pub const REVERT_RESULT: &str = "revert-result";
 /// Written by the store itself (`Store::reset`).
 pub const RESET: &str = crate::store::head::RESET_KIND;
 
@@ -43,6 +45,8 @@ pub enum Body {
     Reset(ResetBody),
     Approval(ApprovalBody),
     RevertPlan(RevertPlanBody),
+    RevertIntent(RevertIntentBody),
+    RevertResult(RevertResultBody),
 }
 
 /// A full baseline snapshot was stored under `digest`.
@@ -180,6 +184,42 @@ pub struct RevertPlanBody {
     pub plan: Value,
 }
 
+/// Enforce mode is about to run a revert (`operator/enforce.rs`): journaled
+/// before the first write, so a restart finds what may have been applied.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RevertIntentBody {
+    #[serde(with = "stored_key")]
+    pub key: ObjectKey,
+    pub object: String,
+    /// The approval digest of the widening reverted (src/approval/digest.rs).
+    pub digest: String,
+    /// The resourceVersion judged (Kubernetes), which the writes are conditioned on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    /// The operations, as `permdrift plan --format json` prints them.
+    pub ops: Value,
+}
+
+/// How a revert ended (`operator/enforce.rs`), after its intent (`intent`
+/// is that record's seq; a revert a rail held back has no intent).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RevertResultBody {
+    #[serde(with = "stored_key")]
+    pub key: ObjectKey,
+    pub object: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<u64>,
+    /// `reverted`, `failed`, `skipped` or `already-restored`.
+    pub outcome: String,
+    /// `reverted`, the error's metric label (src/revert/k8s.rs, aws.rs), the
+    /// rail's label (src/revert/rails.rs), or `already-restored`.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Tries made (0 when nothing ran).
+    pub tries: u32,
+}
+
 /// Who made a request, as authenticated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "by", rename_all = "kebab-case")]
@@ -236,6 +276,8 @@ impl Body {
             Body::Reset(_) => RESET,
             Body::Approval(_) => APPROVAL,
             Body::RevertPlan(_) => REVERT_PLAN,
+            Body::RevertIntent(_) => REVERT_INTENT,
+            Body::RevertResult(_) => REVERT_RESULT,
         }
     }
 
@@ -267,6 +309,8 @@ impl Body {
             RESET => Body::Reset(de(body)?),
             APPROVAL => Body::Approval(de(body)?),
             REVERT_PLAN => Body::RevertPlan(de(body)?),
+            REVERT_INTENT => Body::RevertIntent(de(body)?),
+            REVERT_RESULT => Body::RevertResult(de(body)?),
             _ => return Ok(None),
         }))
     }
@@ -478,6 +522,7 @@ impl Replayed {
                 self.open_raw.remove(&c.key);
             }
             Body::ApiRequest(_) | Body::Reset(_) | Body::Approval(_) | Body::RevertPlan(_) => {}
+            Body::RevertIntent(_) | Body::RevertResult(_) => {}
         }
     }
 }

@@ -281,12 +281,15 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
                         },
                     )
                 });
+                // Enforce mode reverts with the same client the watch reads with.
+                let reverter =
+                    (source.mode == crate::config::Mode::Enforce).then(|| client.clone());
                 let stream = watch_cluster(client, Default::default());
                 tasks.push(supervise::spawn_source(
                     source.name.clone(),
                     health.clone(),
                     shutdown.clone(),
-                    k8s_loop::k8s_loop(cx, stream, recorder),
+                    k8s_loop::k8s_loop_enforcing(cx, stream, recorder, reverter),
                 ));
             }
             (None, Some(access)) => tasks.push(supervise::spawn_source(

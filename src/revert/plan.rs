@@ -391,6 +391,23 @@ pub fn plan_report(
         .collect()
 }
 
+/// A source's current state by reference, as the operator's loops hold it
+/// (copying a large model per planned widening is not free).
+#[derive(Clone, Copy)]
+pub enum Live<'a> {
+    K8s(&'a K8sModel),
+    Aws(&'a AwsModel),
+}
+
+impl<'a> Live<'a> {
+    pub fn of(data: &'a SourceData) -> Self {
+        match data {
+            SourceData::Kubernetes(m) => Live::K8s(m),
+            SourceData::Aws(m) => Live::Aws(m),
+        }
+    }
+}
+
 /// Plans the revert of one change.
 pub fn plan_change(
     change: &Change,
@@ -398,13 +415,23 @@ pub fn plan_change(
     current: &SourceData,
     rules: &PlanRules,
 ) -> Planned {
+    plan_live(change, baseline, Live::of(current), rules)
+}
+
+/// [`plan_change`] against the current state by reference.
+pub fn plan_live(
+    change: &Change,
+    baseline: &SourceData,
+    current: Live<'_>,
+    rules: &PlanRules,
+) -> Planned {
     let object = change.object.display();
     let digest = crate::approval::digest::digest_of(&change.gained);
     let outcome = match skip_reason(change, &object, &digest, rules) {
         Some(skip) => Outcome::Skip(skip),
         None => match (baseline, current) {
-            (SourceData::Kubernetes(b), SourceData::Kubernetes(c)) => plan_k8s(change, b, c),
-            (SourceData::Aws(b), SourceData::Aws(c)) => plan_iam(change, b, c),
+            (SourceData::Kubernetes(b), Live::K8s(c)) => plan_k8s(change, b, c),
+            (SourceData::Aws(b), Live::Aws(c)) => plan_iam(change, b, c),
             _ => Outcome::Skip(Skip::Unsupported(
                 "baseline and current are different platforms".into(),
             )),

@@ -78,6 +78,21 @@ impl Rails {
         Gate::Go
     }
 
+    /// How many objects are flapping at `now` (what `permdrift_revert_flapping`
+    /// shows); objects whose reverts all left the window are forgotten.
+    pub fn flapping(&mut self, now: Timestamp) -> usize {
+        let window = self.flapping_window;
+        self.per_object.retain(|_, times| {
+            times.retain(|t| now.duration_since(*t) < window);
+            !times.is_empty()
+        });
+        let count = self.flapping_count;
+        self.per_object
+            .values()
+            .filter(|times| times.len() >= count)
+            .count()
+    }
+
     /// Records a revert of `object` at `now`.
     pub fn record(&mut self, object: &str, now: Timestamp) {
         self.recent.push_back(now);
@@ -131,7 +146,9 @@ mod tests {
         assert_eq!(gate.label(), "flapping");
         // Other objects are not held back by it.
         assert_eq!(rails.check("other", at(300)), Gate::Go);
+        assert_eq!(rails.flapping(at(300)), 1);
         // Once the first revert leaves the window, it may go again.
         assert_eq!(rails.check("crb", at(600)), Gate::Go);
+        assert_eq!(rails.flapping(at(600)), 0);
     }
 }
