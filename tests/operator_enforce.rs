@@ -996,3 +996,142 @@ fn a_binding_a_writer_keeps_putting_back_stops_being_reverted_and_is_flagged() {
     op.terminate();
     support::operator::assert_store_verifies(&store);
 }
+
+#[test]
+fn an_approved_widening_is_kept_until_its_approval_lapses_and_then_reverted() {
+    use support::kube_server::{KubeTestServer, Options};
+    let server = KubeTestServer::start_with(Options::default().authorizer_rbac());
+    server.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "secret-reader",
+        "--verb=get",
+        "--resource=secrets",
+    ]);
+    let approver = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: approver}\n\
+                    rules:\n- {apiGroups: [permdrift.dev], resources: [widenings], verbs: [approve], resourceNames: [kind]}\n";
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], approver);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "approvers",
+        "--clusterrole=approver",
+        "--user=alice",
+    ]);
+    server.add_token("alice-token", "alice", &["ops"], None);
+    let dir = scratch("operator-enforce-approval-lapses");
+    let store = dir.join("store");
+    let pki = TestPki::create(&dir);
+    let config = |mode: &str| {
+        format!(
+            "apiVersion: permdrift.dev/v1alpha1\nkind: Config\nstore: {{path: \"{store}\"}}\n\
+             http: {{listen: \"127.0.0.1:0\"}}\n{api}leaderElection: {{enabled: false}}\n\
+             sources:\n  - name: kind\n    mode: {mode}\n    kubernetes: {{kubeconfig: \"{kubeconfig}\"}}\n\
+             logging: {{format: json, level: debug}}\n",
+            store = store.display(),
+            api = pki.api_config(&format!(
+                "  authentication: {{kubernetes: {{kubeconfig: \"{}\"}}}}\n",
+                server.kubeconfig.display()
+            )),
+            kubeconfig = server.kubeconfig.display(),
+        )
+    };
+    // Approved while the source only plans (dry-run), for 20 s.
+    let op = Operator::start(&dir, "dry", &config("dry-run"));
+    op.wait_for("the first baseline", WAIT, |_| {
+        journal(&store).iter().any(|r| r["kind"] == "baseline")
+    });
+    server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "oncall",
+        "--clusterrole=secret-reader",
+        "--user=carol",
+    ]);
+    let object = "ClusterRoleBinding/oncall";
+    op.wait_for("the widening", WAIT, |_| {
+        journal(&store)
+            .iter()
+            .any(|r| r["kind"] == "change" && r["body"]["object"] == object)
+    });
+    let send = |op: &Operator, digest: &str| {
+        let body = json!({"source": "kind", "object": object, "digest": digest,
+                          "reason": "on-call", "validForSeconds": 20})
+        .to_string();
+        pki.request(
+            op.api_port,
+            "POST",
+            APPROVALS,
+            &[
+                "authorization: Bearer alice-token",
+                "content-type: application/json",
+            ],
+            body.as_bytes(),
+        )
+    };
+    let (_, text) = send(&op, &"0".repeat(64));
+    let digest = text
+        .rsplit("the widening is ")
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let (status, text) = send(&op, &digest);
+    assert_eq!(status, 200, "{text}");
+    op.terminate();
+
+    // Enforce mode takes over: the approved binding is kept...
+    let op = Operator::start(&dir, "enforce", &config("enforce"));
+    op.wait_for("the approved plan", WAIT, |_| {
+        journal(&store).iter().any(|r| {
+            r["kind"] == "revert-plan"
+                && r["body"]["mode"] == "enforce"
+                && r["body"]["object"] == object
+        })
+    });
+    let plan = journal(&store)
+        .into_iter()
+        .find(|r| r["kind"] == "revert-plan" && r["body"]["mode"] == "enforce")
+        .expect("plan");
+    assert_eq!(plan["body"]["reason"], "approved", "{plan:#}");
+    assert_eq!(approved(&op, "kind"), Some(1.0));
+    server.kubectl_ok(&["get", "clusterrolebinding", "oncall"]);
+    assert_eq!(records_of("revert-intent", &store), 0);
+    // ...until the approval lapses: then it is reverted.
+    watch_until(
+        &server,
+        &format!("{CRB}/oncall"),
+        "the lapsed binding deleted",
+        |s, _| s == 404,
+    );
+    op.wait_for("the close", WAIT, |_| {
+        story(&store, object).last().map(String::as_str) == Some("close:reverted")
+    });
+    let story = story(&store, object);
+    let tail = &story[story.len() - 4..];
+    assert_eq!(
+        tail,
+        [
+            "revert-plan",
+            "revert-intent",
+            "revert-result:reverted",
+            "close:reverted"
+        ],
+        "{story:?}"
+    );
+    assert_eq!(
+        op.metric("permdrift_approvals_expired_total{source=\"kind\"}"),
+        Some(1.0)
+    );
+    op.terminate();
+    support::operator::assert_store_verifies(&store);
+}
+
+fn records_of(kind: &str, store: &Path) -> usize {
+    journal(store).iter().filter(|r| r["kind"] == kind).count()
+}
