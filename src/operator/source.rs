@@ -389,6 +389,7 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
     let mut state: Option<SourceState> = None;
     let mut patches = 0usize;
     let mut approvals = super::approvals::HeldApprovals::default();
+    let mut enforcer: Option<super::enforce::Enforcer> = None;
     loop {
         let started = now();
         let clock = std::time::Instant::now();
@@ -415,21 +416,41 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
                 cx.health.set_complete(&cx.name, true);
                 let previous = current.replace(snapshot);
                 if let Some(snapshot) = &current {
-                    let judged = judge_poll(
-                        &cx,
-                        &mut state,
-                        previous.as_ref(),
-                        snapshot,
-                        started,
-                        &mut patches,
-                        &approvals,
-                    )
-                    .await;
+                    let took_over = state.is_none();
+                    let judged = match ensure_enforcer(&cx, &options, &mut enforcer).await {
+                        Ok(()) => {
+                            judge_poll(
+                                &cx,
+                                &mut state,
+                                previous.as_ref(),
+                                snapshot,
+                                started,
+                                &mut patches,
+                                (&approvals, enforcer.as_mut().filter(|_| !took_over)),
+                            )
+                            .await
+                        }
+                        Err(e) => Err(e),
+                    };
                     let judged = match (judged, &state) {
                         (Ok(()), Some(s)) => {
                             super::approvals::refresh(&cx, s, &mut approvals).await
                         }
                         (other, _) => other,
+                    };
+                    // Enforce mode: after a takeover (approvals read back
+                    // first) every open widening is planned; at every poll,
+                    // lapsed approvals are.
+                    let judged = match (judged, &state, enforcer.as_mut()) {
+                        (Ok(()), Some(s), Some(e)) => {
+                            let live = Current::of(&snapshot.data);
+                            if took_over {
+                                e.after_takeover(&cx, s, live, &approvals).await
+                            } else {
+                                e.on_tick(&cx, s, live, &approvals).await
+                            }
+                        }
+                        (other, _, _) => other,
                     };
                     match judged {
                         Ok(()) if state.is_some() => {
@@ -465,6 +486,9 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
                     if !cx.is_recording() {
                         state = None;
                         approvals = Default::default();
+                        if let Some(e) = enforcer.as_mut() {
+                            e.reset();
+                        }
                         cx.health.set_recording(&cx.name, Recording::Idle);
                         outcome::clear_open_gauges(&cx.outcome_cx());
                     } else {
@@ -493,9 +517,51 @@ async fn poll_loop(mut cx: SourceCtx, access: AwsAccess) {
                     }
                     None => return,
                 },
+                Some(done) = next_done(enforcer.as_mut()) => {
+                    if let (Some(e), Some(s), Some(c)) = (enforcer.as_mut(), state.as_mut(), &current) {
+                        e.finished(&done);
+                        let live = Current::of(&c.data);
+                        let judged = match e.judge(&cx, s, live, &done.key, None).await {
+                            Ok(_) => e.enforce(&cx, s, live, &done.key, &approvals, false).await,
+                            Err(err) => Err(err),
+                        };
+                        if let Err(err) = judged {
+                            tracing::warn!(error = %err, "could not judge a reverted object");
+                        }
+                    }
+                }
                 _ = cx.shutdown.changed() => return,
             }
         }
+    }
+}
+
+/// In enforce mode, the IAM client the reverter runs with (built once).
+async fn ensure_enforcer(
+    cx: &SourceCtx,
+    options: &AwsSourceOptions,
+    enforcer: &mut Option<super::enforce::Enforcer>,
+) -> Result<(), Error> {
+    if cx.mode != Mode::Enforce || enforcer.is_some() {
+        return Ok(());
+    }
+    let client = crate::source::aws::iam_client(options)
+        .await
+        .map_err(|e| Error::Poll(Box::new(e)))?;
+    *enforcer = Some(super::enforce::Enforcer::spawn(
+        cx,
+        super::enforce::Reverter::Iam(client),
+    ));
+    Ok(())
+}
+
+/// The next finished revert in enforce mode (pending forever otherwise).
+async fn next_done(
+    enforcer: Option<&mut super::enforce::Enforcer>,
+) -> Option<super::enforce::Done> {
+    match enforcer {
+        Some(e) => e.next_done().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -506,7 +572,11 @@ async fn judge_poll(
     current: &SourceSnapshot,
     started: Timestamp,
     patches: &mut usize,
-    approvals: &super::approvals::HeldApprovals,
+    // The approvals counted so far, and enforce mode's side of the loop.
+    (approvals, mut enforcer): (
+        &super::approvals::HeldApprovals,
+        Option<&mut super::enforce::Enforcer>,
+    ),
 ) -> Result<(), Error> {
     if !cx.is_recording() || !current.is_complete() {
         return Ok(());
@@ -533,7 +603,16 @@ async fn judge_poll(
     let clock = std::time::Instant::now();
     let changed = keys.len();
     for key in keys {
-        let applied = judge_one(cx, s, Current::of(&current.data), &key, Some(started)).await?;
+        let live = Current::of(&current.data);
+        let applied = match enforcer.as_deref_mut() {
+            // Judged when its revert ends.
+            Some(e) if e.defers(&key) => continue,
+            Some(e) => e.judge(cx, s, live, &key, Some(started)).await?,
+            None => judge_one(cx, s, live, &key, Some(started)).await?,
+        };
+        if let Some(e) = enforcer.as_deref_mut() {
+            e.enforce(cx, s, live, &key, approvals, false).await?;
+        }
         *patches += usize::from(applied.patched);
         if cx.mode == Mode::DryRun
             && matches!(

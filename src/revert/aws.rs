@@ -476,3 +476,45 @@ pub async fn execute_all(client: &Client, ops: &[IamOp]) -> Result<Vec<IamCall>,
     }
     Ok(calls)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Action list of the JSON block under "Minimal IAM policy for
+    /// enforce mode" in a document.
+    fn documented(text: &str) -> Vec<String> {
+        let section = text
+            .split("Minimal IAM policy for enforce mode")
+            .nth(1)
+            .unwrap();
+        let block = section
+            .split("```json")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .unwrap();
+        let policy: serde_json::Value = serde_json::from_str(block).unwrap();
+        let mut actions: Vec<String> = policy["Statement"][0]["Action"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect();
+        actions.sort();
+        actions
+    }
+
+    #[test]
+    fn the_operator_docs_list_one_action_per_call_the_reverter_makes() {
+        let mut calls: Vec<String> = IamCall::ALL.iter().map(|c| c.action()).collect();
+        calls.sort();
+        calls.dedup();
+        assert_eq!(calls.len(), IamCall::ALL.len(), "one action per call");
+        for doc in [
+            include_str!("../../docs/operator.md"),
+            include_str!("../../docs/approvals.md"),
+        ] {
+            assert_eq!(documented(doc), calls);
+        }
+    }
+}

@@ -100,6 +100,13 @@ impl fmt::Display for AwsProgress {
     }
 }
 
+/// An IAM client with the source's credentials, region, endpoint and assumed
+/// role, for the reverter (src/revert/aws.rs) in enforce mode.
+pub async fn iam_client(opts: &AwsSourceOptions) -> Result<aws_sdk_iam::Client, AwsSourceError> {
+    let config = client::load_sdk_config(opts).await?;
+    Ok(client::iam_client(&config, &RequestTap::default()))
+}
+
 /// Reads the whole account, or fails: never a partial document.
 ///
 /// `progress` is called once per page. It must be `Sync` so the returned
