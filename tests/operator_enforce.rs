@@ -1135,3 +1135,81 @@ fn an_approved_widening_is_kept_until_its_approval_lapses_and_then_reverted() {
 fn records_of(kind: &str, store: &Path) -> usize {
     journal(store).iter().filter(|r| r["kind"] == kind).count()
 }
+
+#[test]
+fn a_revert_the_cluster_forbids_is_journaled_as_failed_and_counted_by_reason() {
+    use support::kube_server::{KubeTestServer, Options};
+    let server = KubeTestServer::start_with(Options::default().authorizer_rbac());
+    server.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "cluster-admin",
+        "--verb=*",
+        "--resource=*.*",
+    ]);
+    // The operator may read RBAC and write Events, as in detect mode, but
+    // not write RBAC: every revert is refused with 403.
+    let read_only = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: reader}\n\
+                     rules:\n- {apiGroups: [rbac.authorization.k8s.io], resources: [roles, clusterroles, rolebindings, clusterrolebindings], verbs: [get, list, watch]}\n\
+                     - {apiGroups: [\"\"], resources: [serviceaccounts], verbs: [get, list, watch]}\n\
+                     - {apiGroups: [\"\", events.k8s.io], resources: [events], verbs: [create, patch]}\n";
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], read_only);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "op-reads",
+        "--clusterrole=reader",
+        "--user=permdrift-op",
+    ]);
+    server.add_token("op-token", "permdrift-op", &[], None);
+    let dir = scratch("operator-enforce-forbidden");
+    let store = dir.join("store");
+    let config = enforce_config(&store, &server.kubeconfig_for("op-token"), "{}");
+    let op = Operator::start(&dir, "op", &config);
+    op.wait_for("recording", WAIT, |op| op.is_ready());
+    server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "intruder",
+        "--clusterrole=cluster-admin",
+        "--user=mallory",
+    ]);
+    let object = "ClusterRoleBinding/intruder";
+    op.wait_for("the failed revert", WAIT, |_| {
+        story(&store, object)
+            .iter()
+            .any(|k| k.starts_with("revert-result"))
+    });
+    assert_eq!(
+        story(&store, object),
+        ["change", "revert-intent", "revert-result:forbidden"]
+    );
+    let result = journal(&store)
+        .into_iter()
+        .find(|r| r["kind"] == "revert-result")
+        .expect("result");
+    assert_eq!(result["body"]["outcome"], "failed", "{result:#}");
+    // A 403 never fixes itself: tried once, not retried.
+    assert_eq!(result["body"]["tries"], 1, "{result:#}");
+    assert_eq!(
+        op.metric("permdrift_revert_failures_total{reason=\"forbidden\",source=\"kind\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        op.metric("permdrift_reverts_total{outcome=\"failed\",source=\"kind\"}"),
+        Some(1.0)
+    );
+    // The widening stands, still open and alerted.
+    server.kubectl_ok(&["get", "clusterrolebinding", "intruder"]);
+    assert_eq!(
+        op.metric("permdrift_open_widening{severity=\"critical\",source=\"kind\"}"),
+        Some(1.0)
+    );
+    op.terminate();
+    support::operator::assert_store_verifies(&store);
+}
