@@ -1213,3 +1213,109 @@ fn a_revert_the_cluster_forbids_is_journaled_as_failed_and_counted_by_reason() {
     op.terminate();
     support::operator::assert_store_verifies(&store);
 }
+
+#[test]
+fn throttled_reverts_are_retried_and_a_kill_mid_revert_is_settled_at_restart() {
+    use support::kube_server::KubeTestServer;
+    let server = KubeTestServer::start();
+    server.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "cluster-admin",
+        "--verb=*",
+        "--resource=*.*",
+    ]);
+    let dir = scratch("operator-enforce-restart");
+    let store = dir.join("store");
+    let config = enforce_config(&store, &server.kubeconfig, "{rateLimit: 100}");
+    let op = Operator::start(&dir, "first", &config);
+    op.wait_for("recording", WAIT, |op| op.is_ready());
+
+    // Two 429s on the delete: retried, then reverted.
+    server.control(
+        "PUT",
+        "/_testserver/faults",
+        r#"{"rules": [{"verbs": ["delete"], "resources": ["clusterrolebindings"], "throttle_rate": 1.0, "retry_after_seconds": 0, "times": 2}]}"#,
+    );
+    server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "throttled",
+        "--clusterrole=cluster-admin",
+        "--user=mallory",
+    ]);
+    watch_until(
+        &server,
+        &format!("{CRB}/throttled"),
+        "throttled deleted",
+        |s, _| s == 404,
+    );
+    op.wait_for("the result", WAIT, |_| {
+        story(&store, "ClusterRoleBinding/throttled")
+            .iter()
+            .any(|k| k == "revert-result:reverted")
+    });
+    // Both 429s were answered; the kube client's own retry layer takes them
+    // before src/revert/retry.rs would (it sees what outlasts those).
+    let faults = server.control("GET", "/_testserver/faults", "");
+    assert_eq!(faults["injected"]["throttle"], 2, "{faults:#}");
+
+    // A delete that takes 3 s; the operator is killed while it waits.
+    server.control(
+        "PUT",
+        "/_testserver/faults",
+        r#"{"rules": [{"verbs": ["delete"], "resources": ["clusterrolebindings"], "latency_ms": 3000}]}"#,
+    );
+    server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "cut-short",
+        "--clusterrole=cluster-admin",
+        "--user=mallory",
+    ]);
+    let object = "ClusterRoleBinding/cut-short";
+    op.wait_for("the intent", WAIT, |_| {
+        story(&store, object).iter().any(|k| k == "revert-intent")
+    });
+    op.kill();
+    assert_eq!(story(&store, object), ["change", "revert-intent"]);
+    server.control("DELETE", "/_testserver/faults", "");
+
+    // The next leader settles the intent from the live state, once, and
+    // the binding ends up deleted either way.
+    let op = Operator::start(&dir, "second", &config);
+    op.wait_for("the settled intent", WAIT, |_| {
+        story(&store, object)
+            .iter()
+            .any(|k| k.starts_with("revert-result"))
+    });
+    watch_until(
+        &server,
+        &format!("{CRB}/cut-short"),
+        "cut-short deleted",
+        |s, _| s == 404,
+    );
+    let results: Vec<Value> = journal(&store)
+        .into_iter()
+        .filter(|r| r["kind"] == "revert-result" && r["body"]["object"] == object)
+        .map(|r| r["body"].clone())
+        .collect();
+    let first = &results[0];
+    let intent_seq = first["intent"].as_u64().expect("settles an intent");
+    match first["reason"].as_str() {
+        // The delete landed before the kill: nothing runs again.
+        Some("already-restored") => assert_eq!(results.len(), 1, "{results:#?}"),
+        // It did not: planned afresh from the live state and run once.
+        Some("interrupted") => {
+            op.wait_for("the fresh revert", WAIT, |_| {
+                story(&store, object)
+                    .iter()
+                    .any(|k| k == "revert-result:reverted")
+            });
+        }
+        other => panic!("unexpected settlement {other:?}: {results:#?}"),
+    }
+    println!("intent {intent_seq} settled as {}", first["reason"]);
+    op.terminate();
+    support::operator::assert_store_verifies(&store);
+}
