@@ -1319,3 +1319,61 @@ fn throttled_reverts_are_retried_and_a_kill_mid_revert_is_settled_at_restart() {
     op.terminate();
     support::operator::assert_store_verifies(&store);
 }
+
+#[test]
+fn a_revert_the_rate_limit_holds_back_runs_when_the_window_allows() {
+    use support::kube_server::KubeTestServer;
+    let server = KubeTestServer::start();
+    server.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "cluster-admin",
+        "--verb=*",
+        "--resource=*.*",
+    ]);
+    let dir = scratch("operator-enforce-rate-limit");
+    let store = dir.join("store");
+    let config = enforce_config(&store, &server.kubeconfig, "{rateLimit: 1, rateWindow: 3s}");
+    let op = Operator::start(&dir, "op", &config);
+    op.wait_for("recording", WAIT, |op| op.is_ready());
+    for name in ["first", "second"] {
+        server.kubectl_ok(&[
+            "create",
+            "clusterrolebinding",
+            name,
+            "--clusterrole=cluster-admin",
+            "--user=mallory",
+        ]);
+    }
+    let start = std::time::Instant::now();
+    for name in ["first", "second"] {
+        watch_until(&server, &format!("{CRB}/{name}"), name, |s, _| s == 404);
+    }
+    // The second waited for the window: held back once, then reverted.
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    op.wait_for("the second closed", WAIT, |_| {
+        story(&store, "ClusterRoleBinding/second")
+            .last()
+            .map(String::as_str)
+            == Some("close:reverted")
+    });
+    assert_eq!(
+        story(&store, "ClusterRoleBinding/second"),
+        [
+            "change",
+            "revert-result:rate-limited",
+            "revert-intent",
+            "revert-result:reverted",
+            "close:reverted"
+        ]
+    );
+    assert_eq!(
+        op.metric("permdrift_reverts_total{outcome=\"skipped\",source=\"kind\"}"),
+        Some(1.0)
+    );
+    op.terminate();
+}

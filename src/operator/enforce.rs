@@ -73,6 +73,8 @@ pub struct Job {
 pub struct Done {
     pub key: ObjectKey,
     pub reverted: bool,
+    /// Held back by the rate limit until then: planned again at that time.
+    pub retry_at: Option<Timestamp>,
 }
 
 /// The loop's side of enforce mode.
@@ -89,6 +91,8 @@ pub struct Enforcer {
     /// (object, digest) pairs approved at the last look: a pair that drops
     /// out has lapsed, and its widening is planned again.
     approved: BTreeSet<(String, String)>,
+    /// Objects the rate limit held back, and when they may go.
+    waiting: BTreeMap<ObjectKey, Timestamp>,
 }
 
 /// What identifies the version of an object that was planned.
@@ -140,6 +144,7 @@ impl Enforcer {
             attempted: BTreeMap::new(),
             reverted: BTreeSet::new(),
             approved: BTreeSet::new(),
+            waiting: BTreeMap::new(),
         }
     }
 
@@ -159,6 +164,9 @@ impl Enforcer {
         if done.reverted {
             self.reverted.insert(done.key.clone());
         }
+        if let Some(at) = done.retry_at {
+            self.waiting.insert(done.key.clone(), at);
+        }
     }
 
     /// This replica stopped recording: what it planned is forgotten (the
@@ -167,6 +175,7 @@ impl Enforcer {
         self.attempted.clear();
         self.reverted.clear();
         self.approved.clear();
+        self.waiting.clear();
     }
 
     /// Judges one object like `source::judge_one`, except that a widening
@@ -297,7 +306,8 @@ impl Enforcer {
     }
 
     /// Every second (with the approvals just refreshed): widenings whose
-    /// approval lapsed are planned again, and reverted in enforce mode.
+    /// approval lapsed, and those the rate limit held back whose time came,
+    /// are planned again.
     pub async fn on_tick(
         &mut self,
         cx: &SourceCtx,
@@ -305,7 +315,18 @@ impl Enforcer {
         current: Current<'_>,
         held: &HeldApprovals,
     ) -> Result<(), Error> {
-        let now_approved = approvals::approved_pairs(state, held, now());
+        let t = now();
+        let due: Vec<ObjectKey> = self
+            .waiting
+            .iter()
+            .filter(|(_, at)| **at <= t)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            self.waiting.remove(&key);
+            self.enforce(cx, state, current, &key, held, true).await?;
+        }
+        let now_approved = approvals::approved_pairs(state, held, t);
         let lapsed: BTreeSet<&str> = self
             .approved
             .difference(&now_approved)
@@ -419,15 +440,15 @@ impl Worker {
             tokio::select! {
                 job = self.jobs.recv() => {
                     let Some(job) = job else { break };
-                    let reverted = match self.one(&job).await {
-                        Ok(reverted) => reverted,
+                    let (reverted, retry_at) = match self.one(&job).await {
+                        Ok(ended) => ended,
                         Err(e) => {
                             tracing::warn!(object = %job.object, error = %e,
                                 "revert not journaled; nothing more is run for it now");
-                            false
+                            (false, None)
                         }
                     };
-                    let done = Done { key: job.key, reverted };
+                    let done = Done { key: job.key, reverted, retry_at };
                     if self.done.send(done).await.is_err() {
                         break;
                     }
@@ -460,11 +481,12 @@ impl Worker {
             .map(|_| ())
     }
 
-    /// Runs one job; true when every operation succeeded.
-    async fn one(&mut self, job: &Job) -> Result<bool, Error> {
+    /// Runs one job: whether every operation succeeded, and when to try
+    /// again if the rate limit held it back.
+    async fn one(&mut self, job: &Job) -> Result<(bool, Option<Timestamp>), Error> {
         if !*self.recording.borrow() {
             tracing::info!(object = %job.object, "not the leader: the revert is left to the leader");
-            return Ok(false);
+            return Ok((false, None));
         }
         let t = now();
         let gate = self.rails.check(&job.object, t);
@@ -481,7 +503,11 @@ impl Worker {
                 tries: 0,
             })
             .await?;
-            return Ok(false);
+            let retry_at = match gate {
+                Gate::RateLimited(at) => Some(at),
+                _ => None,
+            };
+            return Ok((false, retry_at));
         }
         let intent = RevertIntentBody {
             key: job.key.clone(),
@@ -534,7 +560,7 @@ impl Worker {
         };
         self.journal(body).await?;
         self.publish_flapping(now());
-        Ok(reverted)
+        Ok((reverted, None))
     }
 
     /// Runs the operations with retries; the tries made, or the failure.

@@ -5,8 +5,9 @@
 //! whether a source may revert now (rate limit) and whether an object is
 //! flapping; [`k8s`] and [`aws`] execute operations against the Kubernetes
 //! API and IAM and classify failures as retryable or not, each with a metric
-//! label; [`retry`] tries retryable failures again with backoff. Wiring into the operator (journal, leader, alerts) is
-//! docs/approvals.md's "Not yet".
+//! label; [`retry`] tries retryable failures again with backoff. The
+//! operator runs them in enforce mode (src/operator/enforce.rs): leader
+//! only, intent journaled before and result after.
 
 pub mod aws;
 pub mod k8s;
