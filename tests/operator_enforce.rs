@@ -1377,3 +1377,69 @@ fn a_revert_the_rate_limit_holds_back_runs_when_the_window_allows() {
     );
     op.terminate();
 }
+
+#[test]
+fn only_the_leader_reverts() {
+    use support::kube_server::KubeTestServer;
+    let server = KubeTestServer::start();
+    server.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "cluster-admin",
+        "--verb=*",
+        "--resource=*.*",
+    ]);
+    let dir = scratch("operator-enforce-leader");
+    let store = dir.join("store");
+    let le = format!(
+        "{{enabled: true, namespace: default, leaseName: permdrift, leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 500ms, kubernetes: {{kubeconfig: \"{}\"}}}}",
+        server.kubeconfig.display()
+    );
+    let config = enforce_config(&store, &server.kubeconfig, "{}").replace(
+        "leaderElection: {enabled: false}",
+        &format!("leaderElection: {le}"),
+    );
+    let a = Operator::start(&dir, "replica-a", &config);
+    a.wait_for("replica-a to record", WAIT, |op| {
+        op.metric("permdrift_recording") == Some(1.0)
+    });
+    let b = Operator::start(&dir, "replica-b", &config);
+    b.wait_for("replica-b to sync", WAIT, Operator::is_ready);
+    assert_eq!(b.metric("permdrift_recording"), Some(0.0));
+    server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "intruder",
+        "--clusterrole=cluster-admin",
+        "--user=mallory",
+    ]);
+    watch_until(
+        &server,
+        &format!("{CRB}/intruder"),
+        "intruder deleted",
+        |s, _| s == 404,
+    );
+    a.wait_for("the close", WAIT, |_| {
+        story(&store, "ClusterRoleBinding/intruder")
+            .last()
+            .map(String::as_str)
+            == Some("close:reverted")
+    });
+    // The follower saw the same events and reverted nothing.
+    std::thread::sleep(Duration::from_secs(1));
+    let reverted = "permdrift_reverts_total{outcome=\"reverted\",source=\"kind\"}";
+    assert_eq!(a.metric(reverted), Some(1.0));
+    assert_eq!(b.metric(reverted), Some(0.0));
+    assert_eq!(
+        story(&store, "ClusterRoleBinding/intruder"),
+        [
+            "change",
+            "revert-intent",
+            "revert-result:reverted",
+            "close:reverted"
+        ]
+    );
+    b.terminate();
+    a.terminate();
+    support::operator::assert_store_verifies(&store);
+}
