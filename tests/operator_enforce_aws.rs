@@ -200,3 +200,159 @@ fn enforce_reverts_an_attached_admin_policy_an_inline_star_and_an_opened_trust()
         ms.len()
     );
 }
+
+#[test]
+fn enforce_reverts_a_new_default_version_a_group_membership_and_a_deleted_boundary() {
+    moto::aws_env();
+    let moto = Moto::start(&[("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")]);
+    let iam = moto.iam();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let arn = |name: &str| format!("arn:aws:iam::{}:policy/{name}", moto::ACCOUNT_ID);
+    let s3_read = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": "s3:GetObject", "Resource": "*"}]})
+    .to_string();
+    let allow_all = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": "*", "Resource": "*"}]})
+    .to_string();
+    rt.block_on(async {
+        iam.create_group().group_name("admins").send().await.expect("group");
+        iam.attach_group_policy()
+            .group_name("admins")
+            .policy_arn(ADMIN)
+            .send()
+            .await
+            .expect("attach to group");
+        iam.create_user().user_name("carol").send().await.expect("user");
+        for name in ["reports", "s3-read-boundary"] {
+            iam.create_policy()
+                .policy_name(name)
+                .policy_document(&s3_read)
+                .send()
+                .await
+                .expect("policy");
+        }
+        iam.attach_user_policy()
+            .user_name("carol")
+            .policy_arn(arn("reports"))
+            .send()
+            .await
+            .expect("attach reports");
+        let ec2 = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]});
+        iam.create_role()
+            .role_name("bounded")
+            .assume_role_policy_document(ec2.to_string())
+            .send()
+            .await
+            .expect("role");
+        iam.put_role_policy()
+            .role_name("bounded")
+            .policy_name("s3-all")
+            .policy_document(
+                json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .expect("inline");
+        iam.put_role_permissions_boundary()
+            .role_name("bounded")
+            .permissions_boundary(arn("s3-read-boundary"))
+            .send()
+            .await
+            .expect("boundary");
+    });
+    let dir = scratch("operator-enforce-aws-more");
+    let store = dir.join("store");
+    let config = format!(
+        "apiVersion: permdrift.dev/v1alpha1\nkind: Config\nstore: {{path: \"{store}\"}}\n\
+         http: {{listen: \"127.0.0.1:0\"}}\napi: {{listen: \"127.0.0.1:0\"}}\nleaderElection: {{enabled: false}}\n\
+         sources:\n  - name: acct\n    mode: enforce\n    aws: {{profile: {profile}, endpointUrl: \"{endpoint}\", pollInterval: 1s}}\n\
+         logging: {{format: json, level: debug}}\n",
+        store = store.display(),
+        profile = moto::PROFILE,
+        endpoint = moto.endpoint(),
+    );
+    let op = Operator::start(&dir, "op", &config);
+    op.wait_for("the first baseline", WAIT, |_| {
+        journal(&store).iter().any(|r| r["kind"] == "baseline")
+    });
+    rt.block_on(async {
+        iam.create_policy_version()
+            .policy_arn(arn("reports"))
+            .policy_document(&allow_all)
+            .set_as_default(true)
+            .send()
+            .await
+            .expect("new default version");
+        iam.add_user_to_group()
+            .user_name("carol")
+            .group_name("admins")
+            .send()
+            .await
+            .expect("add to group");
+        iam.delete_role_permissions_boundary()
+            .role_name("bounded")
+            .send()
+            .await
+            .expect("delete boundary");
+    });
+    until("all three restored", || {
+        rt.block_on(async {
+            let policy = iam
+                .get_policy()
+                .policy_arn(arn("reports"))
+                .send()
+                .await
+                .expect("get");
+            let default = policy
+                .policy()
+                .and_then(|p| p.default_version_id())
+                .unwrap_or_default()
+                .to_owned();
+            let groups = iam
+                .list_groups_for_user()
+                .user_name("carol")
+                .send()
+                .await
+                .expect("groups");
+            let role = iam
+                .get_role()
+                .role_name("bounded")
+                .send()
+                .await
+                .expect("role");
+            let boundary = role
+                .role()
+                .and_then(|r| r.permissions_boundary())
+                .and_then(|b| b.permissions_boundary_arn())
+                .map(str::to_owned);
+            default == "v1"
+                && groups.groups().is_empty()
+                && boundary == Some(arn("s3-read-boundary"))
+        })
+    });
+    for (object, op_kind) in [
+        (
+            format!("Policy {}", arn("reports")),
+            "set-default-policy-version",
+        ),
+        (
+            format!("User arn:aws:iam::{}:user/carol", moto::ACCOUNT_ID),
+            "remove-user-from-group",
+        ),
+        (
+            format!("Role arn:aws:iam::{}:role/bounded", moto::ACCOUNT_ID),
+            "put-permissions-boundary",
+        ),
+    ] {
+        op.wait_for(&format!("{object} closed"), WAIT, |_| {
+            story(&store, &object).last().map(String::as_str) == Some("close:reverted")
+        });
+        let ops = ops_of(&store, &object);
+        assert_eq!(ops.len(), 1, "{object}: {ops:?}");
+        assert_eq!(ops[0][0]["op"], op_kind, "{object}: {ops:?}");
+    }
+    op.terminate();
+    assert_store_verifies(&store);
+}
