@@ -1443,3 +1443,80 @@ fn only_the_leader_reverts() {
     a.terminate();
     support::operator::assert_store_verifies(&store);
 }
+
+#[test]
+fn an_object_written_again_mid_revert_is_planned_afresh_not_failed() {
+    use support::kube_server::KubeTestServer;
+    let server = KubeTestServer::start();
+    server.kubectl_ok(&[
+        "create",
+        "clusterrole",
+        "cluster-admin",
+        "--verb=*",
+        "--resource=*.*",
+    ]);
+    let dir = scratch("operator-enforce-conflict");
+    let store = dir.join("store");
+    let config = enforce_config(&store, &server.kubeconfig, "{rateLimit: 100}");
+    let op = Operator::start(&dir, "op", &config);
+    op.wait_for("recording", WAIT, |op| op.is_ready());
+    // Deletes take 1.5 s; meanwhile the binding is edited, so the delete's
+    // resourceVersion precondition no longer holds (409).
+    server.control(
+        "PUT",
+        "/_testserver/faults",
+        r#"{"rules": [{"verbs": ["delete"], "resources": ["clusterrolebindings"], "latency_ms": 1500}]}"#,
+    );
+    server.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "moving",
+        "--clusterrole=cluster-admin",
+        "--user=mallory",
+    ]);
+    let object = "ClusterRoleBinding/moving";
+    op.wait_for("the intent", WAIT, |_| {
+        story(&store, object).iter().any(|k| k == "revert-intent")
+    });
+    server.kubectl_ok(&["label", "clusterrolebinding", "moving", "edited=yes"]);
+    watch_until(
+        &server,
+        &format!("{CRB}/moving"),
+        "moving deleted",
+        |s, _| s == 404,
+    );
+    op.wait_for("the close", WAIT, |_| {
+        story(&store, object).last().map(String::as_str) == Some("close:reverted")
+    });
+    assert_eq!(
+        story(&store, object),
+        [
+            "change",
+            "revert-intent",
+            "revert-result:conflict",
+            "revert-intent",
+            "revert-result:reverted",
+            "close:reverted"
+        ]
+    );
+    let intents: Vec<Value> = journal(&store)
+        .into_iter()
+        .filter(|r| r["kind"] == "revert-intent")
+        .map(|r| r["body"]["resource_version"].clone())
+        .collect();
+    assert!(intents[0].is_string(), "{intents:?}");
+    assert_ne!(
+        intents[0], intents[1],
+        "the second delete is conditioned on the edited version"
+    );
+    // Not a failure: PermdriftRevertFailed stays silent.
+    assert_eq!(
+        op.metric("permdrift_revert_failures_total{reason=\"conflict\",source=\"kind\"}"),
+        None
+    );
+    assert_eq!(
+        op.metric("permdrift_reverts_total{outcome=\"failed\",source=\"kind\"}"),
+        Some(0.0)
+    );
+    op.terminate();
+}

@@ -429,8 +429,17 @@ struct Worker {
     done: mpsc::Sender<Done>,
 }
 
-/// A failed revert: the error's metric label, its text and the tries made.
-type Failure = (&'static str, String, u32);
+/// A failed revert: the error's metric label, its text, the tries made and
+/// whether the object moved since it was planned (a fresh plan follows).
+type Failure = (&'static str, String, u32, bool);
+
+fn failure<E: retry::Classified + std::fmt::Display>(
+    label: &'static str,
+    f: retry::Failed<E>,
+) -> Failure {
+    let moved = f.error.retry() == crate::revert::Retry::Replan;
+    (label, f.error.to_string(), f.tries, moved)
+}
 
 impl Worker {
     async fn run(mut self) {
@@ -540,7 +549,22 @@ impl Worker {
                     tries,
                 }
             }
-            Err((label, error, tries)) => {
+            Err((label, error, tries, true)) => {
+                // Someone wrote the object after it was planned: the loop plans
+                // that version afresh, so this is no failure to alert on.
+                tracing::info!(object = %job.object, error = %error,
+                    "the object moved since it was planned; planning again");
+                RevertResultBody {
+                    key: job.key.clone(),
+                    object: job.object.clone(),
+                    intent: Some(seq),
+                    outcome: "skipped".into(),
+                    reason: label.into(),
+                    error: Some(error),
+                    tries,
+                }
+            }
+            Err((label, error, tries, false)) => {
                 tracing::warn!(object = %job.object, reason = label, error = %error, tries,
                     "revert failed");
                 self.metrics
@@ -573,18 +597,19 @@ impl Worker {
             })
             .await
             .map(|_| tries)
-            .map_err(|f| (f.error.metric_label(), f.error.to_string(), f.tries)),
+            .map_err(|f| failure(f.error.metric_label(), f)),
             (Reverter::Iam(client), Ops::Iam(ops)) => retry::run(&self.backoff, || {
                 tries += 1;
                 crate::revert::aws::execute_all(client, ops)
             })
             .await
             .map(|_| tries)
-            .map_err(|f| (f.error.metric_label(), f.error.to_string(), f.tries)),
+            .map_err(|f| failure(f.error.metric_label(), f)),
             _ => Err((
                 "platform",
                 "the plan is for another platform than the source".into(),
                 0,
+                false,
             )),
         }
     }
