@@ -384,6 +384,16 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// The API with the admission webhook beside it (`admission`): the webhook
+/// counts and journals its own `admission` records rather than an
+/// `api-request` per review.
+pub fn router_with_admission(
+    state: ApiState,
+    admission: super::admission::AdmissionState,
+) -> Router {
+    router(state).merge(super::admission::router(admission))
+}
+
 /// Counts and journals every request's outcome, including those refused
 /// before a handler ran (oversized bodies, unknown paths).
 async fn journal(

@@ -399,7 +399,20 @@ impl ClusterLoop {
                 };
                 let _ = reply.send(answer);
             }
+            Command::Admit(admit) => self.on_admit(*admit),
         }
+    }
+
+    /// An admission review: judged against the live index while this
+    /// replica records a synced cluster, with the counted approvals.
+    fn on_admit(&self, admit: super::admission::Admit) {
+        let live = (self.state.is_some() && self.index.is_complete()).then(|| self.index.model());
+        let t = now();
+        let held = &self.approvals;
+        let approvals = |_: &str, key: &crate::model::k8s::RbacKey, digest: &str| {
+            super::admission::held_approves(held, key, digest, t)
+        };
+        super::admission::answer(admit, live, &approvals);
     }
 
     /// After judging or a takeover: the outcomes journaled so far are

@@ -2,7 +2,8 @@
 //!
 //! Every record body the operator and the store write is one variant of
 //! [`Body`], a serde enum tagged by the record's `kind` (`baseline`,
-//! `baseline-patch`, `change`, `close`, `api-request`, `approval`, `revert-plan`, `reset`): judged
+//! `baseline-patch`, `change`, `close`, `api-request`, `approval`, `revert-plan`, `reset`,
+//! `admission`): judged
 //! outcomes go in through [`Body::encode`], and at start or takeover a
 //! source's records come back out through [`Body::decode`] and [`replay`] as
 //! its baseline (the last full baseline snapshot plus later patches, in
@@ -28,6 +29,7 @@ pub const CLOSE: &str = "close";
 pub const API_REQUEST: &str = "api-request";
 pub const APPROVAL: &str = "approval";
 pub const REVERT_PLAN: &str = "revert-plan";
+pub const ADMISSION: &str = "admission";
 /// Written by the store itself (`Store::reset`).
 pub const RESET: &str = crate::store::head::RESET_KIND;
 
@@ -43,6 +45,7 @@ pub enum Body {
     Reset(ResetBody),
     Approval(ApprovalBody),
     RevertPlan(RevertPlanBody),
+    Admission(Box<AdmissionBody>),
 }
 
 /// A full baseline snapshot was stored under `digest`.
@@ -180,6 +183,43 @@ pub struct RevertPlanBody {
     pub plan: Value,
 }
 
+/// One review of an RBAC write at admission (`operator/admission.rs`):
+/// what the gate answered the API server, and who asked for the write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdmissionBody {
+    /// The AdmissionReview's uid (the API server's audit log carries it too).
+    pub uid: String,
+    /// The object written (`ClusterRoleBinding/eng-admin`), when RBAC.
+    pub object: Option<String>,
+    /// `CREATE`, `UPDATE` or `DELETE`.
+    pub operation: String,
+    /// The gate's outcome (`denied`, `warned`, `approved`, ...), or why
+    /// it could not judge (`not-recording`, `timeout`, `malformed`, ...).
+    pub outcome: String,
+    /// Whether the write was allowed.
+    pub allowed: bool,
+    /// `detect` or `enforce`.
+    pub mode: String,
+    /// The requester (`userInfo`): the actor of the write.
+    pub actor: Option<super::admission::Actor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub risks: Vec<Risk>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<String>,
+    /// The content digest approvals name (src/admission/mod.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The denial message or warnings sent back.
+    pub message: String,
+    pub dry_run: bool,
+    /// The caller's address (the API server).
+    pub remote: String,
+    /// Time spent judging, in seconds.
+    pub seconds: f64,
+}
+
 /// Who made a request, as authenticated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "by", rename_all = "kebab-case")]
@@ -236,6 +276,7 @@ impl Body {
             Body::Reset(_) => RESET,
             Body::Approval(_) => APPROVAL,
             Body::RevertPlan(_) => REVERT_PLAN,
+            Body::Admission(_) => ADMISSION,
         }
     }
 
@@ -267,6 +308,7 @@ impl Body {
             RESET => Body::Reset(de(body)?),
             APPROVAL => Body::Approval(de(body)?),
             REVERT_PLAN => Body::RevertPlan(de(body)?),
+            ADMISSION => Body::Admission(de(body)?),
             _ => return Ok(None),
         }))
     }
@@ -478,6 +520,7 @@ impl Replayed {
                 self.open_raw.remove(&c.key);
             }
             Body::ApiRequest(_) | Body::Reset(_) | Body::Approval(_) | Body::RevertPlan(_) => {}
+            Body::Admission(_) => {}
         }
     }
 }
@@ -622,7 +665,34 @@ mod tests {
             actor: "a".into(),
             previous: Map::new(),
         });
-        for body in [baseline("d", "first", 1), api, reset, alert("a", "f", 3.0)] {
+        let admission = Body::Admission(Box::new(AdmissionBody {
+            uid: "u".into(),
+            object: Some("ClusterRoleBinding/eng-admin".into()),
+            operation: "CREATE".into(),
+            outcome: "denied".into(),
+            allowed: false,
+            mode: "enforce".into(),
+            actor: Some(crate::admission::review::UserInfo {
+                username: "alice".into(),
+                groups: vec!["engineering".into()],
+                ..Default::default()
+            }),
+            severity: Some(Severity::Critical),
+            risks: vec![Risk::ALL[0]],
+            witness: Some("w".into()),
+            digest: Some("sha256:00".into()),
+            message: "m".into(),
+            dry_run: false,
+            remote: "127.0.0.1:2".into(),
+            seconds: 0.001,
+        }));
+        for body in [
+            baseline("d", "first", 1),
+            api,
+            reset,
+            alert("a", "f", 3.0),
+            admission,
+        ] {
             let (kind, value) = body.encode().unwrap();
             let tagged = serde_json::to_value(&body).unwrap();
             assert_eq!(tagged["kind"], kind, "Body::kind agrees with the serde tag");
