@@ -234,6 +234,19 @@ fn the_operator_gates_rbac_writes_that_kubectl_sends() {
         kts.kubectl_ok(&["get", "clusterrole", "view", "-o", "json"])
             .contains("secrets")
     );
+    // Once the watch has applied that write, the gate judges against it:
+    // the same rule again grants nothing new (a gate still judging against
+    // the old role would deny it).
+    op.wait_for("the watch to apply the widened view", WAIT, |_| {
+        journal(&store).iter().any(|r| {
+            r["kind"] == "change"
+                && r["source"] == "gate"
+                && r["body"]["object"] == "ClusterRole/view"
+        })
+    });
+    let out = kts.kubectl(&["patch", "clusterrole", "view", "--type=json", "-p", widen]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(reviews(&op, "gate", "not-widening"), 2.0);
     // So is a configured exemption (a group).
     kts.kubectl_ok(&[
         "--as=release-bot",
@@ -310,7 +323,16 @@ fn the_operator_gates_rbac_writes_that_kubectl_sends() {
         "permdrift_admission_review_duration_seconds_count{source=\"gate\"}",
     );
     assert!(p.unwrap_or(0.0) >= 5.0, "{p:?}");
-    eprintln!("kubectl create, denied at admission: {denied_in:?}");
+    let sum = metric_value(
+        &op.metrics(),
+        "permdrift_admission_review_duration_seconds_sum{source=\"gate\"}",
+    )
+    .unwrap_or(0.0);
+    eprintln!(
+        "kubectl create denied at admission in {denied_in:?}; {} reviews of `gate`, {:.2} ms each on average in the operator",
+        p.unwrap_or(0.0),
+        1000.0 * sum / p.unwrap_or(1.0)
+    );
 
     // The operator stopped: failurePolicy Ignore lets writes through, and
     // the API server's fail-open counter (what the alert watches) moves.

@@ -360,29 +360,36 @@ impl Reviewer {
         approvals: &dyn Approvals,
         request: &AdmissionRequest,
     ) -> Decision {
-        let (key, write) = match prepare(gate, request) {
-            Ok(prepared) => prepared,
-            Err(decision) => return *decision,
-        };
-        let previous = apply(&mut self.scratch, &key, write);
-        let decision = conclude(
-            &self.live,
-            &self.scratch,
-            gate,
-            approvals,
-            request,
-            key.clone(),
-        );
-        match previous {
-            Some(object) => {
-                self.scratch.insert(object);
-            }
-            None => {
-                self.scratch.remove(&key);
-            }
-        }
-        decision
+        review_on_copy(&self.live, &mut self.scratch, gate, approvals, request)
     }
+}
+
+/// The same decision as [`review`], with `scratch` (a model equal to
+/// `live`, sharing its objects) changed by the write and restored after,
+/// so nothing is copied. For callers that own the live model elsewhere and
+/// keep `scratch` in step with it themselves.
+pub fn review_on_copy(
+    live: &K8sModel,
+    scratch: &mut K8sModel,
+    gate: &Gate<'_>,
+    approvals: &dyn Approvals,
+    request: &AdmissionRequest,
+) -> Decision {
+    let (key, write) = match prepare(gate, request) {
+        Ok(prepared) => prepared,
+        Err(decision) => return *decision,
+    };
+    let previous = apply(scratch, &key, write);
+    let decision = conclude(live, scratch, gate, approvals, request, key.clone());
+    match previous {
+        Some(object) => {
+            scratch.insert(object);
+        }
+        None => {
+            scratch.remove(&key);
+        }
+    }
+    decision
 }
 
 /// The decision on a write, given the model before (`live`) and after (`next`) it.

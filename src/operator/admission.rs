@@ -23,6 +23,7 @@ use crate::admission::{self, Approvals, Decision, Gate, Outcome};
 use crate::config::{AdmissionConfig, AdmissionMode, AllowRule, Mode};
 use crate::decide::ObjectKey;
 use crate::index::k8s::K8sModel;
+use crate::index::k8s_live::ObjectChange;
 use crate::metrics::Metrics;
 use crate::model::k8s::RbacKey;
 use crate::report::Severity;
@@ -141,16 +142,64 @@ pub struct Admit {
     pub reply: oneshot::Sender<Result<Decision, Unjudged>>,
 }
 
+/// The loop's copy of its live model for reviews: each review applies its
+/// write to the copy and restores it (`admission::review_on_copy`), so no
+/// review copies the model (a copy costs milliseconds at 100,000 objects).
+/// Made on the first review; it follows the index's object changes after
+/// that, and is dropped on anything else (a re-list, a failure) to be made
+/// again. The copy shares every object with the live model: it costs the
+/// model's maps, not its objects.
+#[derive(Debug, Default)]
+pub struct ReviewCopy(Option<K8sModel>);
+
+impl ReviewCopy {
+    /// Follows one watch event's effect on the index: `changes` when the
+    /// event was a plain apply or delete (`in_step`), else the copy is dropped.
+    pub fn follow(&mut self, in_step: bool, changes: &[ObjectChange]) {
+        let Some(copy) = self.0.as_mut() else {
+            return;
+        };
+        if !in_step {
+            self.0 = None;
+            return;
+        }
+        for change in changes {
+            match &change.current {
+                Some(object) => {
+                    copy.insert(object.clone());
+                }
+                None => {
+                    copy.remove(&change.key);
+                }
+            }
+        }
+    }
+
+    /// The copy of `live`, made now if there is none or it has drifted.
+    fn of(&mut self, live: &K8sModel) -> &mut K8sModel {
+        if self.0.as_ref().is_some_and(|c| c.len() != live.len()) {
+            self.0 = None;
+        }
+        self.0.get_or_insert_with(|| live.clone())
+    }
+}
+
 /// The loop's side: the review against `live` (None: the loop is not
 /// recording or not synced), sent back unless the handler gave up. Pure
 /// apart from the send.
-pub fn answer(admit: Admit, live: Option<&K8sModel>, approvals: &dyn Approvals) {
+pub fn answer(
+    admit: Admit,
+    live: Option<&K8sModel>,
+    copy: &mut ReviewCopy,
+    approvals: &dyn Approvals,
+) {
     if admit.reply.is_closed() || tokio::time::Instant::now() >= admit.deadline {
         return;
     }
     let result = match live {
-        Some(model) => Ok(admission::review(
+        Some(model) => Ok(admission::review_on_copy(
             model,
+            copy.of(model),
             &admit.gate.gate(),
             approvals,
             &admit.request,
@@ -534,6 +583,101 @@ mod tests {
         ));
         held.needed.insert(ObjectKey::K8s(key.clone()), 2);
         assert!(!held_approves(&held, &key, "sha256:abc", before));
+    }
+
+    fn crb(name: &str, role: &str, group: &str) -> serde_json::Value {
+        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}]})
+    }
+
+    fn live() -> K8sModel {
+        let mut m = K8sModel::new();
+        let admin = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "cluster-admin"},
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]});
+        m.insert(crate::index::k8s::K8sObject::from_raw(admin).unwrap());
+        m
+    }
+
+    fn admit(
+        deadline: tokio::time::Instant,
+    ) -> (Admit, oneshot::Receiver<Result<Decision, Unjudged>>) {
+        let review = serde_json::json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u1",
+              "kind": {"group": "rbac.authorization.k8s.io", "version": "v1", "kind": "ClusterRoleBinding"},
+              "resource": {"group": "rbac.authorization.k8s.io", "version": "v1", "resource": "clusterrolebindings"},
+              "name": "eng-admin", "operation": "CREATE",
+              "userInfo": {"username": "alice", "groups": ["engineering"]},
+              "object": crb("eng-admin", "cluster-admin", "engineering")}});
+        let request = admission::parse_review(review.to_string().as_bytes()).unwrap();
+        let config = AdmissionConfig {
+            mode: AdmissionMode::Enforce,
+            min_severity: Severity::High,
+            exempt: Vec::new(),
+        };
+        let gate = Arc::new(GateConfig::new("prod", &config, Arc::default(), None));
+        let (reply, rx) = oneshot::channel();
+        (
+            Admit {
+                request,
+                gate,
+                deadline,
+                reply,
+            },
+            rx,
+        )
+    }
+
+    #[tokio::test]
+    async fn the_loop_judges_on_its_copy_and_never_denies_unjudged() {
+        let later = tokio::time::Instant::now() + Duration::from_secs(60);
+        let model = live();
+        let mut copy = ReviewCopy::default();
+        // Judged: denied, and the copy is back to the live model after.
+        let (a, mut rx) = admit(later);
+        answer(a, Some(&model), &mut copy, &admission::NoApprovals);
+        let decision = rx.try_recv().unwrap().unwrap();
+        assert_eq!(decision.outcome, Outcome::Denied);
+        assert_eq!(copy.0.as_ref().map(K8sModel::len), Some(model.len()));
+        // Not recording: an error the handler turns into "allowed unjudged".
+        let (a, mut rx) = admit(later);
+        answer(a, None, &mut copy, &admission::NoApprovals);
+        assert!(
+            rx.try_recv()
+                .unwrap()
+                .unwrap_err()
+                .contains("not recording")
+        );
+        // Past the deadline the handler has answered already: nothing is judged.
+        let (a, mut rx) = admit(tokio::time::Instant::now() - Duration::from_millis(1));
+        answer(a, Some(&model), &mut copy, &admission::NoApprovals);
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_review_copy_follows_changes_and_is_dropped_on_anything_else() {
+        let mut model = live();
+        let mut copy = ReviewCopy::default();
+        copy.of(&model);
+        let object =
+            crate::index::k8s::K8sObject::from_raw(crb("b", "cluster-admin", "g")).unwrap();
+        let change = ObjectChange {
+            key: object.parsed.key.clone(),
+            previous: None,
+            current: Some(object.clone()),
+            origin: crate::index::k8s_live::ChangeOrigin::Watch,
+            resource_version: None,
+        };
+        model.insert(object);
+        copy.follow(true, std::slice::from_ref(&change));
+        assert_eq!(copy.0.as_ref().map(K8sModel::len), Some(model.len()));
+        copy.follow(false, &[]);
+        assert!(copy.0.is_none());
+        // A copy that drifted (here: one object short) is made again.
+        copy.0 = Some(live());
+        assert_eq!(copy.of(&model).len(), model.len());
     }
 
     #[test]
