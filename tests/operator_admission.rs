@@ -307,6 +307,16 @@ fn the_operator_gates_rbac_writes_that_kubectl_sends() {
     let huge = vec![b' '; permdrift::operator::admission::MAX_REVIEW_BYTES + 1];
     let (status, _) = post("/api/v1/admission/gate", &huge);
     assert_eq!(status, 413);
+    // The rest of the API is as it was: an unknown path is still refused
+    // and journaled by the API's own layer.
+    let (status, _) = post("/api/v1/admission", b"{}");
+    assert_eq!(status, 404);
+    assert!(
+        journal(&store)
+            .iter()
+            .any(|r| r["kind"] == "api-request" && r["body"]["reason"] == "not-found"),
+        "an unknown path is journaled as an api-request"
+    );
     let refused: Vec<String> = admissions(&store)
         .iter()
         .filter(|r| r["body"]["allowed"] == false && r["body"]["outcome"] != "denied")

@@ -386,12 +386,13 @@ pub fn router(state: ApiState) -> Router {
 
 /// The API with the admission webhook beside it (`admission`): the webhook
 /// counts and journals its own `admission` records rather than an
-/// `api-request` per review.
+/// `api-request` per review. Every other request goes to the API whole (a
+/// fallback, not merged routes), so its layers still journal unknown paths.
 pub fn router_with_admission(
     state: ApiState,
     admission: super::admission::AdmissionState,
 ) -> Router {
-    router(state).merge(super::admission::router(admission))
+    super::admission::router(admission).fallback_service(router(state))
 }
 
 /// Counts and journals every request's outcome, including those refused
