@@ -780,6 +780,14 @@ impl Config {
                 ));
             }
         }
+        if !config.api.enabled
+            && let Some(i) = config.sources.iter().position(|s| s.admission.is_some())
+        {
+            return Err(field(
+                &format!("sources[{i}].admission"),
+                "needs api.enabled: the webhook is served on the API listener".into(),
+            ));
+        }
         let tls = &config.api.tls;
         if tls.cert_file.is_some() != tls.key_file.is_some() {
             return Err(field(
@@ -911,6 +919,12 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("sources[0].admission.minSeverity"), "{e}");
+        let off = format!("{MINIMAL}  admission: {{mode: detect}}\napi: {{enabled: false}}\n");
+        let e = Config::parse("c.yaml", &off).unwrap_err().to_string();
+        assert!(
+            e.contains("sources[0].admission") && e.contains("api.enabled"),
+            "{e}"
+        );
         let aws = "apiVersion: permdrift.dev/v1alpha1\nkind: Config\nsources:\n- name: acct\n  aws: {}\n  admission: {mode: detect}\n";
         let e = Config::parse("c.yaml", aws).unwrap_err().to_string();
         assert!(e.contains("sources[0].admission"), "{e}");
