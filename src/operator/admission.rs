@@ -541,9 +541,13 @@ async fn refuse(
 
 async fn append(store: &StoreHandle, source: &str, body: AdmissionBody) {
     let record = Body::Admission(Box::new(body));
-    if let Err(e) = store.append(source, &record, now()).await {
+    match store.append(source, &record, now()).await {
+        Ok(_) => {}
         // A follower has no store open; its reviews are in its log and metrics.
-        tracing::warn!(error = %e, "admission review not journaled");
+        Err(super::Error::NotLeading) => {
+            tracing::debug!("admission review not journaled: not the leader")
+        }
+        Err(e) => tracing::warn!(error = %e, "admission review not journaled"),
     }
 }
 
