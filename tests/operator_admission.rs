@@ -204,6 +204,27 @@ fn the_operator_gates_rbac_writes_that_kubectl_sends() {
         "{err}\n{body}"
     );
     assert_eq!(reviews(&op, "gate", "denied"), 1.0);
+    // `permdrift history` reads the record back like any other.
+    let out = support::operator::permdrift(&[
+        "history",
+        "--store",
+        &store.display().to_string(),
+        "list",
+        "--kind",
+        "admission",
+    ]);
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        listed.lines().any(|l| l.contains("admission")
+            && l.contains("object=ClusterRoleBinding/eng-admin")
+            && l.contains("severity=critical")),
+        "{listed}"
+    );
 
     // A reordered Role widens nothing: allowed, counted, not journaled.
     let out = kts.kubectl_stdin(&["apply", "-f", "-"], &pod_reader(r#"["list", "get"]"#));
