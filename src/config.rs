@@ -375,6 +375,48 @@ pub struct SourceConfig {
     pub kubernetes: Option<K8sAccess>,
     #[serde(default)]
     pub aws: Option<AwsAccess>,
+    /// The review gate at admission for this cluster (docs/admission.md).
+    #[serde(default)]
+    pub admission: Option<AdmissionConfig>,
+}
+
+/// How a cluster's RBAC writes are judged at admission (docs/admission.md).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdmissionConfig {
+    #[serde(default)]
+    pub mode: AdmissionMode,
+    /// In `enforce` mode, unapproved widening at or above this is denied.
+    #[serde(default = "admission_min_severity")]
+    pub min_severity: crate::report::Severity,
+    /// Requesters never refused, besides the aggregation controller and the
+    /// operator's own service account.
+    #[serde(default)]
+    pub exempt: Vec<AdmissionExempt>,
+}
+
+fn admission_min_severity() -> crate::report::Severity {
+    crate::report::Severity::High
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AdmissionMode {
+    /// Allow with an admission warning (and a journal record).
+    #[default]
+    Detect,
+    /// Deny unapproved widening at or above `minSeverity`.
+    Enforce,
+}
+
+/// One exemption: a glob over the requester's username or over one of its groups.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdmissionExempt {
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 impl SourceConfig {
@@ -655,6 +697,7 @@ impl Config {
                 }
                 _ => {}
             }
+            validate_admission(s).map_err(|(p, m)| field(&format!("sources[{i}]{p}"), m))?;
         }
         for (i, rule) in config.allow.iter().enumerate() {
             if rule.name.trim().is_empty() {
@@ -728,6 +771,14 @@ impl Config {
                 ));
             }
         }
+        if !config.api.enabled
+            && let Some(i) = config.sources.iter().position(|s| s.admission.is_some())
+        {
+            return Err(field(
+                &format!("sources[{i}].admission"),
+                "needs api.enabled: the webhook is served on the API listener".into(),
+            ));
+        }
         let tls = &config.api.tls;
         if tls.cert_file.is_some() != tls.key_file.is_some() {
             return Err(field(
@@ -763,6 +814,31 @@ impl Config {
         })?;
         Config::parse(&file, &text)
     }
+}
+
+/// A source's `admission` checks: (field path below the source, message).
+fn validate_admission(s: &SourceConfig) -> Result<(), (String, String)> {
+    let Some(a) = &s.admission else {
+        return Ok(());
+    };
+    if s.kubernetes.is_none() {
+        return Err((
+            ".admission".into(),
+            "only a `kubernetes` source has an admission gate".into(),
+        ));
+    }
+    for (j, e) in a.exempt.iter().enumerate() {
+        match (&e.user, &e.group) {
+            (Some(g), None) | (None, Some(g)) if !g.trim().is_empty() => {}
+            _ => {
+                return Err((
+                    format!(".admission.exempt[{j}]"),
+                    "give exactly one non-empty `user` or `group` glob".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The approval and revert settings' own checks: (field path, message).
@@ -811,6 +887,39 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = "apiVersion: permdrift.dev/v1alpha1\nkind: Config\nsources:\n- name: prod\n  kubernetes: {context: prod}\n";
+
+    #[test]
+    fn admission_is_read_with_defaults_and_bad_sections_are_named() {
+        let text = format!("{MINIMAL}  admission: {{mode: enforce, exempt: [{{group: ops}}]}}\n");
+        let c = Config::parse("c.yaml", &text).unwrap();
+        let a = c.sources[0].admission.as_ref().unwrap();
+        assert_eq!(a.mode, AdmissionMode::Enforce);
+        assert_eq!(a.min_severity, crate::report::Severity::High);
+        assert_eq!(a.exempt[0].group.as_deref(), Some("ops"));
+        let e = Config::parse(
+            "c.yaml",
+            &format!("{MINIMAL}  admission: {{exempt: [{{user: a, group: b}}]}}\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sources[0].admission.exempt[0]"), "{e}");
+        let e = Config::parse(
+            "c.yaml",
+            &format!("{MINIMAL}  admission: {{minSeverity: severe}}\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sources[0].admission.minSeverity"), "{e}");
+        let off = format!("{MINIMAL}  admission: {{mode: detect}}\napi: {{enabled: false}}\n");
+        let e = Config::parse("c.yaml", &off).unwrap_err().to_string();
+        assert!(
+            e.contains("sources[0].admission") && e.contains("api.enabled"),
+            "{e}"
+        );
+        let aws = "apiVersion: permdrift.dev/v1alpha1\nkind: Config\nsources:\n- name: acct\n  aws: {}\n  admission: {mode: detect}\n";
+        let e = Config::parse("c.yaml", aws).unwrap_err().to_string();
+        assert!(e.contains("sources[0].admission"), "{e}");
+    }
 
     #[test]
     fn defaults_fill_in() {

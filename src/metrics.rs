@@ -53,6 +53,10 @@ pub struct Metrics {
     pub approvals: IntCounterVec,
     /// Open widenings enough unexpired approvals cover.
     pub approved_widenings: IntGaugeVec,
+    /// Admission reviews answered, by outcome (docs/admission.md).
+    pub admission_reviews: IntCounterVec,
+    /// Time from an admission review's arrival to its answer.
+    pub admission_duration: HistogramVec,
 }
 
 /// Why the API refuses a request (`permdrift_api_requests_total{reason}`).
@@ -93,6 +97,23 @@ impl Metrics {
     pub fn new(sources: &[(String, &'static str)]) -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
         let m = Metrics {
+            admission_reviews: IntCounterVec::new(
+                Opts::new(
+                    "permdrift_admission_reviews_total",
+                    "Admission reviews of RBAC writes answered, by decision (docs/admission.md)",
+                ),
+                &["source", "decision"],
+            )?,
+            admission_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "permdrift_admission_review_duration_seconds",
+                    "From an admission review's arrival to its answer",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ]),
+                &["source"],
+            )?,
             build_info: IntGaugeVec::new(
                 Opts::new("permdrift_build_info", "permdrift build, always 1"),
                 &["version"],
@@ -295,6 +316,9 @@ impl Metrics {
             registry,
         };
         m.registry.register(Box::new(m.build_info.clone()))?;
+        m.registry.register(Box::new(m.admission_reviews.clone()))?;
+        m.registry
+            .register(Box::new(m.admission_duration.clone()))?;
         m.registry.register(Box::new(m.leader.clone()))?;
         m.registry.register(Box::new(m.recording.clone()))?;
         m.registry.register(Box::new(m.source_recording.clone()))?;

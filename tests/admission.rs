@@ -209,6 +209,30 @@ fn unapproved_cluster_admin_binding_is_denied_in_enforce_mode_with_an_actionable
 }
 
 #[test]
+fn the_gate_names_the_digest_that_content_approval_computes() {
+    // `permdrift approve --manifest` (src/approval/content.rs) and the
+    // operator's approvals name this digest; the gate must ask for the same.
+    use permdrift::approval::content;
+    use permdrift::snapshot::SourceSnapshot;
+    let object = crb("eng-admin", "cluster-admin", "engineering");
+    let denied = run(
+        &enforce(),
+        &NoApprovals,
+        &request("CREATE", "alice", Some(object.clone()), None),
+    );
+    let current = SourceSnapshot::kubernetes("prod", live());
+    let proposed =
+        content::with_k8s_objects(&current, &[K8sObject::from_raw(object).unwrap()]).unwrap();
+    let catalog = permdrift::grants::catalog::Catalog::embedded();
+    let widenings = content::widenings(&current, &proposed, catalog).unwrap();
+    assert_eq!(widenings.len(), 1, "{widenings:?}");
+    assert_eq!(
+        denied.digest.as_deref(),
+        Some(format!("sha256:{}", widenings[0].digest).as_str())
+    );
+}
+
+#[test]
 fn the_same_content_pre_approved_is_allowed() {
     let object = crb("eng-admin", "cluster-admin", "engineering");
     let denied = run(

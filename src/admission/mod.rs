@@ -17,9 +17,10 @@
 //! the `permdrift approve` command in the message; otherwise it is allowed
 //! with an admission warning.
 //!
-//! Approval by content: [`content_digest`] is `sha256:` and the hex SHA-256
-//! of the change's gained grants, each serialized as compact JSON, sorted,
-//! de-duplicated and joined with `\n`. It names what is granted, not how
+//! Approval by content: [`content_digest`] is `sha256:` and the approval
+//! grants digest of the change (src/approval/digest.rs: the gained grants,
+//! diffed with no cap, sorted and hashed), the digest `permdrift approve`
+//! and the operator's approvals name. It names what is granted, not how
 //! the object spells it, so a reordered or relabelled manifest keeps its
 //! approval. [`Approvals::is_approved`] gets the source, the object key and
 //! that digest.
@@ -36,7 +37,6 @@ use crate::index::k8s::{K8sModel, K8sObject};
 use crate::model::k8s::{RbacKey, RbacKind};
 use crate::report::{Change, Severity};
 use review::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use sha2::{Digest, Sha256};
 
 /// The service account of kube-controller-manager's aggregation loop: it
 /// rewrites aggregated ClusterRoles' rules and must never be refused, or
@@ -171,18 +171,13 @@ impl Decision {
     }
 }
 
-/// `sha256:HEX` over the change's gained grants (see the module doc).
+/// `sha256:` and the approval grants digest of the change (see the module
+/// doc); the change is diffed with no grant cap, so the list is whole.
 pub fn content_digest(change: &Change) -> String {
-    // A Grant is strings and lists of strings: serializing cannot fail.
-    let mut lines: Vec<String> = change
-        .gained
-        .iter()
-        .map(|g| serde_json::to_string(g).unwrap_or_default())
-        .collect();
-    lines.sort_unstable();
-    lines.dedup();
-    let digest = Sha256::digest(lines.join("\n").as_bytes());
-    format!("sha256:{}", hex::encode(digest))
+    format!(
+        "sha256:{}",
+        crate::approval::digest::digest_of(&change.gained)
+    )
 }
 
 /// The command that approves this content, quoted for a POSIX shell.
@@ -365,29 +360,36 @@ impl Reviewer {
         approvals: &dyn Approvals,
         request: &AdmissionRequest,
     ) -> Decision {
-        let (key, write) = match prepare(gate, request) {
-            Ok(prepared) => prepared,
-            Err(decision) => return *decision,
-        };
-        let previous = apply(&mut self.scratch, &key, write);
-        let decision = conclude(
-            &self.live,
-            &self.scratch,
-            gate,
-            approvals,
-            request,
-            key.clone(),
-        );
-        match previous {
-            Some(object) => {
-                self.scratch.insert(object);
-            }
-            None => {
-                self.scratch.remove(&key);
-            }
-        }
-        decision
+        review_on_copy(&self.live, &mut self.scratch, gate, approvals, request)
     }
+}
+
+/// The same decision as [`review`], with `scratch` (a model equal to
+/// `live`, sharing its objects) changed by the write and restored after,
+/// so nothing is copied. For callers that own the live model elsewhere and
+/// keep `scratch` in step with it themselves.
+pub fn review_on_copy(
+    live: &K8sModel,
+    scratch: &mut K8sModel,
+    gate: &Gate<'_>,
+    approvals: &dyn Approvals,
+    request: &AdmissionRequest,
+) -> Decision {
+    let (key, write) = match prepare(gate, request) {
+        Ok(prepared) => prepared,
+        Err(decision) => return *decision,
+    };
+    let previous = apply(scratch, &key, write);
+    let decision = conclude(live, scratch, gate, approvals, request, key.clone());
+    match previous {
+        Some(object) => {
+            scratch.insert(object);
+        }
+        None => {
+            scratch.remove(&key);
+        }
+    }
+    decision
 }
 
 /// The decision on a write, given the model before (`live`) and after (`next`) it.
@@ -420,7 +422,13 @@ fn conclude(
             &mut classifier,
             gate.source,
             object_change,
-            &DiffOptions::default(),
+            // No grant cap: the digest must cover every gained grant, as
+            // approvals do (src/operator/approvals.rs, `uncapped_change`).
+            &DiffOptions {
+                max_grants: 0,
+                subject_grants: false,
+                ..DiffOptions::default()
+            },
         )
     };
     let digest = content_digest(&change);

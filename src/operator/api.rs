@@ -384,6 +384,17 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// The API with the admission webhook beside it (`admission`): the webhook
+/// counts and journals its own `admission` records rather than an
+/// `api-request` per review. Every other request goes to the API whole (a
+/// fallback, not merged routes), so its layers still journal unknown paths.
+pub fn router_with_admission(
+    state: ApiState,
+    admission: super::admission::AdmissionState,
+) -> Router {
+    super::admission::router(admission).fallback_service(router(state))
+}
+
 /// Counts and journals every request's outcome, including those refused
 /// before a handler ran (oversized bodies, unknown paths).
 async fn journal(

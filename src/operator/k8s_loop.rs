@@ -250,6 +250,8 @@ struct ClusterLoop {
     events: Option<EventQueue>,
     /// Enforce mode's side of the loop (`enforce`); None in other modes.
     enforcer: Option<super::enforce::Enforcer>,
+    /// The live model's copy admission reviews write on (`admission`).
+    review_copy: super::admission::ReviewCopy,
 }
 
 impl ClusterLoop {
@@ -285,7 +287,9 @@ impl ClusterLoop {
                 "forbidden to read from the cluster; grant it and the watch resumes"),
             _ => {}
         }
+        let in_step = matches!(event, KindEvent::Apply { .. } | KindEvent::Delete { .. });
         let changes = self.index.apply(event);
+        self.review_copy.follow(in_step, &changes);
         cx.health.set_complete(name, self.index.is_complete());
         if self.index.rejected_count() != self.unreadable.len() {
             report_unreadable(cx, &self.index, &mut self.unreadable, self.events.as_ref());
@@ -476,7 +480,20 @@ impl ClusterLoop {
                 };
                 let _ = reply.send(answer);
             }
+            Command::Admit(admit) => self.on_admit(*admit),
         }
+    }
+
+    /// An admission review: judged against the live index while this
+    /// replica records a synced cluster, with the counted approvals.
+    fn on_admit(&mut self, admit: super::admission::Admit) {
+        let live = (self.state.is_some() && self.index.is_complete()).then(|| self.index.model());
+        let t = now();
+        let held = &self.approvals;
+        let approvals = |_: &str, key: &crate::model::k8s::RbacKey, digest: &str| {
+            super::admission::held_approves(held, key, digest, t)
+        };
+        super::admission::answer(admit, live, &mut self.review_copy, &approvals);
     }
 
     /// After judging or a takeover: the outcomes journaled so far are
@@ -627,6 +644,7 @@ pub async fn k8s_loop_enforcing(
             unreadable: BTreeSet::new(),
             events,
             enforcer,
+            review_copy: Default::default(),
         };
         tokio::pin!(stream);
         loop {

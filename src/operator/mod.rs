@@ -7,6 +7,7 @@
 //! (`leader`) decides who records; `http` serves metrics and health, `api`
 //! the authenticated API over TLS (`tls`), both through `serve`.
 
+pub mod admission;
 pub mod api;
 pub mod approvals;
 pub mod dry_run;
@@ -69,6 +70,8 @@ pub enum Command {
         offer: Box<approvals::Offer>,
         reply: oneshot::Sender<Result<Result<approvals::Counted, approvals::Refused>, Error>>,
     },
+    /// Review an RBAC write against the live index (`admission`).
+    Admit(Box<admission::Admit>),
 }
 
 /// Whether a source's changes are being judged and recorded on this replica.

@@ -2,7 +2,8 @@
 //!
 //! Every record body the operator and the store write is one variant of
 //! [`Body`], a serde enum tagged by the record's `kind` (`baseline`,
-//! `baseline-patch`, `change`, `close`, `api-request`, `approval`, `revert-plan`, `revert-intent`, `revert-result`, `reset`): judged
+//! `baseline-patch`, `change`, `close`, `api-request`, `approval`, `revert-plan`,
+//! `revert-intent`, `revert-result`, `reset`, `admission`): judged
 //! outcomes go in through [`Body::encode`], and at start or takeover a
 //! source's records come back out through [`Body::decode`] and [`replay`] as
 //! its baseline (the last full baseline snapshot plus later patches, in
@@ -30,6 +31,7 @@ pub const APPROVAL: &str = "approval";
 pub const REVERT_PLAN: &str = "revert-plan";
 pub const REVERT_INTENT: &str = "revert-intent";
 pub const REVERT_RESULT: &str = "revert-result";
+pub const ADMISSION: &str = "admission";
 /// Written by the store itself (`Store::reset`).
 pub const RESET: &str = crate::store::head::RESET_KIND;
 
@@ -47,6 +49,7 @@ pub enum Body {
     RevertPlan(RevertPlanBody),
     RevertIntent(RevertIntentBody),
     RevertResult(RevertResultBody),
+    Admission(Box<AdmissionBody>),
 }
 
 /// A full baseline snapshot was stored under `digest`.
@@ -220,6 +223,43 @@ pub struct RevertResultBody {
     pub tries: u32,
 }
 
+/// One review of an RBAC write at admission (`operator/admission.rs`):
+/// what the gate answered the API server, and who asked for the write.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdmissionBody {
+    /// The AdmissionReview's uid (the API server's audit log carries it too).
+    pub uid: String,
+    /// The object written (`ClusterRoleBinding/eng-admin`), when RBAC.
+    pub object: Option<String>,
+    /// `CREATE`, `UPDATE` or `DELETE`.
+    pub operation: String,
+    /// The gate's outcome (`denied`, `warned`, `approved`, ...), or why
+    /// it could not judge (`not-recording`, `timeout`, `malformed`, ...).
+    pub outcome: String,
+    /// Whether the write was allowed.
+    pub allowed: bool,
+    /// `detect` or `enforce`.
+    pub mode: String,
+    /// The requester (`userInfo`): the actor of the write.
+    pub actor: Option<super::admission::Actor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<Severity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub risks: Vec<Risk>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness: Option<String>,
+    /// The content digest approvals name (src/admission/mod.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The denial message or warnings sent back.
+    pub message: String,
+    pub dry_run: bool,
+    /// The caller's address (the API server).
+    pub remote: String,
+    /// Time spent judging, in seconds.
+    pub seconds: f64,
+}
+
 /// Who made a request, as authenticated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "by", rename_all = "kebab-case")]
@@ -278,6 +318,7 @@ impl Body {
             Body::RevertPlan(_) => REVERT_PLAN,
             Body::RevertIntent(_) => REVERT_INTENT,
             Body::RevertResult(_) => REVERT_RESULT,
+            Body::Admission(_) => ADMISSION,
         }
     }
 
@@ -311,6 +352,7 @@ impl Body {
             REVERT_PLAN => Body::RevertPlan(de(body)?),
             REVERT_INTENT => Body::RevertIntent(de(body)?),
             REVERT_RESULT => Body::RevertResult(de(body)?),
+            ADMISSION => Body::Admission(de(body)?),
             _ => return Ok(None),
         }))
     }
@@ -523,6 +565,7 @@ impl Replayed {
             }
             Body::ApiRequest(_) | Body::Reset(_) | Body::Approval(_) | Body::RevertPlan(_) => {}
             Body::RevertIntent(_) | Body::RevertResult(_) => {}
+            Body::Admission(_) => {}
         }
     }
 }
@@ -667,7 +710,34 @@ mod tests {
             actor: "a".into(),
             previous: Map::new(),
         });
-        for body in [baseline("d", "first", 1), api, reset, alert("a", "f", 3.0)] {
+        let admission = Body::Admission(Box::new(AdmissionBody {
+            uid: "u".into(),
+            object: Some("ClusterRoleBinding/eng-admin".into()),
+            operation: "CREATE".into(),
+            outcome: "denied".into(),
+            allowed: false,
+            mode: "enforce".into(),
+            actor: Some(crate::admission::review::UserInfo {
+                username: "alice".into(),
+                groups: vec!["engineering".into()],
+                ..Default::default()
+            }),
+            severity: Some(Severity::Critical),
+            risks: vec![Risk::ALL[0]],
+            witness: Some("w".into()),
+            digest: Some("sha256:00".into()),
+            message: "m".into(),
+            dry_run: false,
+            remote: "127.0.0.1:2".into(),
+            seconds: 0.001,
+        }));
+        for body in [
+            baseline("d", "first", 1),
+            api,
+            reset,
+            alert("a", "f", 3.0),
+            admission,
+        ] {
             let (kind, value) = body.encode().unwrap();
             let tagged = serde_json::to_value(&body).unwrap();
             assert_eq!(tagged["kind"], kind, "Body::kind agrees with the serde tag");

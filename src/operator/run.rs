@@ -164,6 +164,34 @@ async fn authenticator(api: &ApiConfig) -> Result<Authenticator, OperatorError> 
     Ok(Authenticator::new(kube, keys))
 }
 
+/// The admission webhook's state: a gate per source with an `admission` section.
+fn admission_state(
+    config: &Config,
+    metrics: &Metrics,
+    store: &StoreHandle,
+    commands: &Arc<BTreeMap<String, mpsc::Sender<Command>>>,
+    allow: Arc<Vec<crate::config::AllowRule>>,
+) -> super::admission::AdmissionState {
+    let operator = super::admission::operator_user();
+    let gates = config
+        .sources
+        .iter()
+        .filter_map(|s| {
+            let a = s.admission.as_ref()?;
+            let gate =
+                super::admission::GateConfig::new(&s.name, a, allow.clone(), operator.clone());
+            Some((s.name.clone(), Arc::new(gate)))
+        })
+        .collect();
+    super::admission::AdmissionState::new(
+        metrics.clone(),
+        store.clone(),
+        commands.clone(),
+        gates,
+        super::admission::MAX_REVIEW_BYTES,
+    )
+}
+
 async fn bind(addr: &str) -> Result<(tokio::net::TcpListener, String), OperatorError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -326,7 +354,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         tracing::info!(listen = %bound, fingerprint = %tls.fingerprint, generated_certificate = tls.generated,
             authentication = %auth.describe(), "API listening (TLS)");
         api_bound = bound;
-        let app = api::router(
+        let app = api::router_with_admission(
             ApiState::new(
                 metrics.clone(),
                 store.clone(),
@@ -338,6 +366,7 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
                 crate::approval::Rules::from_config(&config.approvals)
                     .map_err(|e| OperatorError::Authentication(format!("approvals: {e}")))?,
             ),
+            admission_state(&config, &metrics, &store, &commands, allow.clone()),
         );
         servers.push(tokio::spawn(serve::serve(
             api_listener,

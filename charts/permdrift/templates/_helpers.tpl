@@ -144,6 +144,9 @@ cert-manager) FULLNAME-api-tls; empty when the operator generates its own.
 {{- .Values.api.tls.secretName }}
 {{- else if .Values.api.tls.certManager.enabled }}
 {{- include "permdrift.fullname" . }}-api-tls
+{{- else if .Values.webhook.enabled }}
+{{- /* the chart's generated CA and certificate (templates/webhook.yaml) */}}
+{{- include "permdrift.fullname" . }}-webhook-tls
 {{- end }}
 {{- end }}
 
@@ -178,6 +181,10 @@ Values are copied field by field so that nothing the operator does not know
 {{- with .kubernetes.context }}{{ $_ := set $k "context" . }}{{ end }}
 {{- with .kubernetes.kubeconfig }}{{ $_ := set $k "kubeconfig" . }}{{ end }}
 {{- $_ := set $s "kubernetes" $k }}
+{{- if and $.Values.webhook.enabled (eq .name $.Values.webhook.source) }}
+{{- $w := $.Values.webhook }}
+{{- $_ := set $s "admission" (dict "mode" $w.mode "minSeverity" $w.minSeverity "exempt" $w.exempt) }}
+{{- end }}
 {{- else }}
 {{- /* the schema admits only the contract's keys: profile, region, endpointUrl, assumeRole, pollInterval */}}
 {{- $a := dict }}
