@@ -84,12 +84,15 @@ fn event_for(what: &Announce) -> Option<Event> {
                 .witness
                 .as_ref()
                 .map_or("permissions removed", |w| w.explanation.as_str());
-            let note = format!(
+            let mut note = format!(
                 "{} {} ({}; {reason}): {detail}",
                 change.severity.as_str(),
                 change.direction.as_str(),
                 verdict.as_str(),
             );
+            if let Some(Some(a)) = &change.attribution {
+                note = format!("{note} · by {}", a.line());
+            }
             (type_, name, "Judged", note)
         }
         Announce::Closed { object, reason } => (
@@ -238,6 +241,8 @@ struct ClusterLoop {
     retry: Retry,
     unreadable: BTreeSet<(RbacKind, Option<String>, String)>,
     events: Option<EventQueue>,
+    /// Attribution of judged changes (None: not attributed).
+    attribution: Option<super::attribution::LoopAttribution>,
 }
 
 impl ClusterLoop {
@@ -325,6 +330,7 @@ impl ClusterLoop {
                     &changes,
                     &mut self.patches,
                     &self.approvals,
+                    self.attribution.as_mut(),
                 )
                 .await
             }
@@ -445,12 +451,30 @@ async fn judge_changes(
     changes: &[crate::index::k8s_live::ObjectChange],
     patches: &mut usize,
     approvals: &super::approvals::HeldApprovals,
+    mut attribution: Option<&mut super::attribution::LoopAttribution>,
 ) -> (Outcomes, Result<(), Error>) {
     let mut outcomes = Vec::new();
     for change in changes {
         let key = ObjectKey::K8s(change.key.clone());
         let written = written_at(change.current.as_ref());
-        match source::judge_one(cx, state, Current::K8s(index.model()), &key, written).await {
+        let hook = attribution
+            .as_deref_mut()
+            .map(|a| a.hook(cx, state, change.current.as_ref(), written));
+        let judged = source::judge_one(cx, state, Current::K8s(index.model()), &key, written);
+        let judged = match hook {
+            Some(hook) => super::outcome::ATTRIBUTOR.scope(hook, judged).await,
+            None => judged.await,
+        };
+        if let (Some(a), Ok(applied)) = (attribution.as_deref_mut(), &judged) {
+            a.judged(
+                cx,
+                &key,
+                change.current.as_ref(),
+                written,
+                &applied.announce,
+            );
+        }
+        match judged {
             Ok(applied) => {
                 *patches += usize::from(applied.patched);
                 if cx.mode == crate::config::Mode::DryRun
@@ -490,6 +514,17 @@ pub async fn k8s_loop(
     stream: impl futures_util::Stream<Item = KindEvent>,
     recorder: Option<Recorder>,
 ) {
+    k8s_loop_attributing(cx, stream, recorder, None).await
+}
+
+/// [`k8s_loop`], attributing each judged change with `hub`'s suggestions
+/// and audit events (src/operator/attribution.rs).
+pub async fn k8s_loop_attributing(
+    cx: SourceCtx,
+    stream: impl futures_util::Stream<Item = KindEvent>,
+    recorder: Option<Recorder>,
+    hub: Option<std::sync::Arc<super::attribution::Hub>>,
+) {
     let span = source::span(&cx);
     async move {
         let events = recorder.map(|r| {
@@ -514,11 +549,26 @@ pub async fn k8s_loop(
             retry: Retry::default(),
             unreadable: BTreeSet::new(),
             events,
+            attribution: hub.map(super::attribution::LoopAttribution::new),
         };
+        let mut audit_seen = l.attribution.as_ref().map(|a| a.hub().watch_audit());
         tokio::pin!(stream);
         loop {
+            let waiting = l.attribution.as_ref().and_then(|a| a.next_deadline());
             tokio::select! {
                 _ = expiry.tick() => l.on_expiry_tick().await,
+                changed = super::attribution::audit_arrived(audit_seen.as_mut()) => {
+                    if changed
+                        && let Some(a) = l.attribution.as_mut()
+                    {
+                        a.retry_waiting(&l.cx).await;
+                    }
+                }
+                () = retry_due(waiting) => {
+                    if let Some(a) = l.attribution.as_mut() {
+                        a.give_up_waiting(&l.cx, tokio::time::Instant::now());
+                    }
+                }
                 event = stream.next() => match event {
                     Some(event) => l.on_event(event).await,
                     None => break,

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod approvals;
+pub mod attribution;
 pub mod dry_run;
 pub mod error;
 pub mod events;

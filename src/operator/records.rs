@@ -2,7 +2,8 @@
 //!
 //! Every record body the operator and the store write is one variant of
 //! [`Body`], a serde enum tagged by the record's `kind` (`baseline`,
-//! `baseline-patch`, `change`, `close`, `api-request`, `approval`, `revert-plan`, `reset`): judged
+//! `baseline-patch`, `change`, `close`, `api-request`, `approval`, `revert-plan`, `reset`, `suggestion`,
+//! `attribution`): judged
 //! outcomes go in through [`Body::encode`], and at start or takeover a
 //! source's records come back out through [`Body::decode`] and [`replay`] as
 //! its baseline (the last full baseline snapshot plus later patches, in
@@ -28,6 +29,8 @@ pub const CLOSE: &str = "close";
 pub const API_REQUEST: &str = "api-request";
 pub const APPROVAL: &str = "approval";
 pub const REVERT_PLAN: &str = "revert-plan";
+pub const SUGGESTION: &str = "suggestion";
+pub const ATTRIBUTION: &str = "attribution";
 /// Written by the store itself (`Store::reset`).
 pub const RESET: &str = crate::store::head::RESET_KIND;
 
@@ -43,6 +46,8 @@ pub enum Body {
     Reset(ResetBody),
     Approval(ApprovalBody),
     RevertPlan(RevertPlanBody),
+    Suggestion(SuggestionBody),
+    Attribution(AttributionBody),
 }
 
 /// A full baseline snapshot was stored under `digest`.
@@ -104,6 +109,47 @@ pub struct ChangeBody {
     /// from the journal alone.
     #[serde(default)]
     pub raw: Option<Value>,
+    /// Who made the change and which agent suggestion it came from, as far
+    /// as known when it was judged (docs/attribution.md); absent in
+    /// records written without attribution, so their bytes do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<crate::attribution::Attribution>,
+}
+
+/// An agent suggestion posted to the API (`POST /api/v1/suggestions`),
+/// kept whole so that it can be matched again after a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuggestionBody {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// When the agent said it (front matter `at`), else when it was posted.
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Who posted it, as authenticated.
+    pub caller: Caller,
+    /// The name it was posted under (`?name=`), for evidence locations.
+    pub file: String,
+    /// The text as posted (UTF-8, bounded by the API's size limit).
+    pub text: String,
+    /// Actions understood, and what looked like one but was not.
+    pub actions: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+}
+
+/// The attribution of a change learnt after its `change` record was
+/// written (the audit event came later): the same object and fingerprint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttributionBody {
+    #[serde(with = "stored_key")]
+    pub key: ObjectKey,
+    pub object: String,
+    pub fingerprint: String,
+    pub attribution: crate::attribution::Attribution,
+    /// From the change's detection to this record.
+    pub waited_seconds: f64,
 }
 
 /// An open widening closed (restored, accepted, superseded).
@@ -236,6 +282,8 @@ impl Body {
             Body::Reset(_) => RESET,
             Body::Approval(_) => APPROVAL,
             Body::RevertPlan(_) => REVERT_PLAN,
+            Body::Suggestion(_) => SUGGESTION,
+            Body::Attribution(_) => ATTRIBUTION,
         }
     }
 
@@ -267,6 +315,8 @@ impl Body {
             RESET => Body::Reset(de(body)?),
             APPROVAL => Body::Approval(de(body)?),
             REVERT_PLAN => Body::RevertPlan(de(body)?),
+            SUGGESTION => Body::Suggestion(de(body)?),
+            ATTRIBUTION => Body::Attribution(de(body)?),
             _ => return Ok(None),
         }))
     }
@@ -419,6 +469,7 @@ pub fn change(f: ChangeFacts<'_>) -> Body {
         detected_at: f.detected_at,
         latency_seconds: f.latency_seconds,
         raw: f.raw,
+        attribution: c.attribution.clone().flatten(),
     }))
 }
 
@@ -477,7 +528,12 @@ impl Replayed {
                 self.open.remove(&c.key);
                 self.open_raw.remove(&c.key);
             }
-            Body::ApiRequest(_) | Body::Reset(_) | Body::Approval(_) | Body::RevertPlan(_) => {}
+            Body::ApiRequest(_)
+            | Body::Reset(_)
+            | Body::Approval(_)
+            | Body::RevertPlan(_)
+            | Body::Suggestion(_)
+            | Body::Attribution(_) => {}
         }
     }
 }
