@@ -72,8 +72,7 @@ async fn supervise_store(
     store: StoreHandle,
     metrics: Metrics,
     health: Health,
-    auth: Option<Arc<Authenticator>>,
-    hub: Arc<super::attribution::Hub>,
+    read_back: ReadBack,
     mut leading_rx: watch::Receiver<bool>,
     recording_tx: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
@@ -91,7 +90,7 @@ async fn supervise_store(
                     store.checkpoint("opened").await;
                     // Before anything can be accepted here: statements a
                     // previous leader accepted are used up.
-                    if let Some(auth) = &auth {
+                    if let Some(auth) = &read_back.auth {
                         match store.api_requests().await {
                             Ok(records) => auth.remember_used(api::used_nonces(&records)),
                             Err(e) => {
@@ -99,7 +98,7 @@ async fn supervise_store(
                             }
                         }
                     }
-                    restore_suggestions(&store, &hub);
+                    restore_suggestions(&store, &read_back.hub);
                     health.set_store(StoreStatus::Open);
                     recording_tx.send_replace(true);
                 }
@@ -129,6 +128,13 @@ async fn supervise_store(
     recording_tx.send_replace(false);
     health.set_store(StoreStatus::Closed);
     store.close().await;
+}
+
+/// Who takes back what the journal holds each time the store opens: the
+/// authenticator its used nonces, the attribution hub its suggestions.
+struct ReadBack {
+    auth: Option<Arc<Authenticator>>,
+    hub: Arc<super::attribution::Hub>,
 }
 
 /// Holds again the suggestions the journal keeps (posted to this or a
@@ -281,8 +287,10 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         store.clone(),
         metrics.clone(),
         health.clone(),
-        auth.clone(),
-        hub.clone(),
+        ReadBack {
+            auth: auth.clone(),
+            hub: hub.clone(),
+        },
         leading_rx,
         recording_tx,
         shutdown.clone(),
