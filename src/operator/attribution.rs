@@ -18,6 +18,7 @@
 
 use crate::attribution::actors::{AuditEvent, Events};
 use crate::attribution::agents::AgentsConfig;
+use crate::attribution::placeholder;
 use crate::attribution::predict::{self, Prediction};
 use crate::attribution::suggestion::Suggestion;
 use crate::attribution::{self, Actor, Attribution};
@@ -26,7 +27,7 @@ use crate::model::k8s::RbacKind;
 use crate::report::{Change, ChangeKind};
 use crate::snapshot::{Snapshot, SourceSnapshot};
 use jiff::{SignedDuration, Timestamp};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -209,8 +210,96 @@ impl Hub {
 #[derive(Default)]
 pub struct Predicted {
     generation: Option<u64>,
-    suggestions: Arc<Vec<Suggestion>>,
-    predictions: Arc<Vec<Prediction>>,
+    current: Option<Arc<Predictions>>,
+}
+
+/// Predictions, and where to find those a change could match.
+///
+/// `matching::Index` borrows its predictions, so it cannot be kept from one
+/// change to the next, and building it over a thousand predictions costs
+/// far more than matching. This keeps the same candidate rule as the
+/// index's own (a shared (action, resource) of a gained grant, the same
+/// object, or placeholders where the index cannot look them up), so that
+/// the index built per change holds only the few that can match and gives
+/// the answer it would give over all of them.
+struct Predictions {
+    suggestions: Vec<Suggestion>,
+    predictions: Vec<Prediction>,
+    by_grant: HashMap<(String, String), Vec<usize>>,
+    by_name: HashMap<(String, String), Vec<usize>>,
+    wild: Vec<usize>,
+}
+
+/// The name a prediction or change is looked up by: its ARN, else its name.
+fn lookup_name(change: &Change) -> String {
+    change
+        .object
+        .arn
+        .clone()
+        .unwrap_or_else(|| change.object.name.clone())
+}
+
+impl Predictions {
+    fn new(suggestions: Vec<Suggestion>, predictions: Vec<Prediction>) -> Self {
+        let mut by_grant: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        let mut by_name: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        let mut wild = Vec::new();
+        for (i, p) in predictions.iter().enumerate() {
+            let mut is_wild = false;
+            let mut indexed = false;
+            for g in &p.change.gained {
+                if placeholder::has_placeholder(&g.action)
+                    || placeholder::has_placeholder(&g.resource)
+                {
+                    is_wild = true;
+                } else {
+                    indexed = true;
+                    let entry = by_grant
+                        .entry((g.action.clone(), g.resource.clone()))
+                        .or_default();
+                    if entry.last() != Some(&i) {
+                        entry.push(i);
+                    }
+                }
+            }
+            let name = lookup_name(&p.change);
+            if placeholder::has_placeholder(&name) {
+                is_wild |= !indexed;
+            } else {
+                by_name
+                    .entry((p.change.object.kind.clone(), name))
+                    .or_default()
+                    .push(i);
+            }
+            if is_wild {
+                wild.push(i);
+            }
+        }
+        Predictions {
+            suggestions,
+            predictions,
+            by_grant,
+            by_name,
+            wild,
+        }
+    }
+
+    /// The predictions `change` could match, in their order.
+    fn candidates(&self, change: &Change) -> Vec<Prediction> {
+        let mut picked: Vec<usize> = self.wild.clone();
+        let name = (change.object.kind.clone(), lookup_name(change));
+        picked.extend(self.by_name.get(&name).into_iter().flatten());
+        for g in &change.gained {
+            let key = (g.action.clone(), g.resource.clone());
+            picked.extend(self.by_grant.get(&key).into_iter().flatten());
+        }
+        picked.sort_unstable();
+        picked.dedup();
+        picked
+            .into_iter()
+            .filter_map(|i| self.predictions.get(i).cloned())
+            .collect()
+    }
 }
 
 impl Predicted {
@@ -233,13 +322,11 @@ impl Predicted {
                 predict::predict_all(&old, &suggestions, catalog)
             };
             self.generation = Some(generation);
-            self.suggestions = Arc::new(suggestions);
-            self.predictions = Arc::new(predictions);
+            self.current = Some(Arc::new(Predictions::new(suggestions, predictions)));
         }
         Matcher {
             hub: hub.clone(),
-            suggestions: self.suggestions.clone(),
-            predictions: self.predictions.clone(),
+            predicted: self.current.clone(),
         }
     }
 }
@@ -248,17 +335,19 @@ impl Predicted {
 #[derive(Clone)]
 pub struct Matcher {
     hub: Arc<Hub>,
-    suggestions: Arc<Vec<Suggestion>>,
-    predictions: Arc<Vec<Prediction>>,
+    predicted: Option<Arc<Predictions>>,
 }
 
 impl Matcher {
     /// The attribution of `change`: `actor` as learnt (or none yet), the
     /// agent it is, and the suggestion that best explains the change.
     pub fn attribute(&self, change: &Change, actor: Option<Actor>) -> Option<Attribution> {
-        let index = attribution::matching::Index::new(&self.predictions, &self.suggestions);
         let at = actor.as_ref().and_then(|a| a.at);
-        let best = index.best(change, at, self.hub.window());
+        let best = self.predicted.as_ref().and_then(|p| {
+            let candidates = p.candidates(change);
+            let index = attribution::matching::Index::new(&candidates, &p.suggestions);
+            index.best(change, at, self.hub.window())
+        });
         let agent = actor.as_ref().and_then(|a| self.hub.agents().agent_of(a));
         attribution::compose(actor, agent, best)
     }
@@ -459,6 +548,86 @@ mod tests {
             format!("{front}Try:\n\n```sh\nkubectl create clusterrolebinding x --clusterrole=view --user=bob\n```\n").as_bytes(),
         )
         .unwrap()
+    }
+
+    /// The operator's case at its documented size: 1,000 suggestions held,
+    /// one applied by a person. The time per change is printed (a debug
+    /// build; BENCHMARKS.md has the measured numbers).
+    #[test]
+    fn among_a_thousand_suggestions_the_applied_one_is_found() {
+        use crate::index::k8s::{K8sModel, K8sObject};
+        use serde_json::json;
+        let catalog = Catalog::embedded();
+        let role = |i: usize| {
+            K8sObject::from_raw(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": format!("role-{i}")},
+                "rules": [{"apiGroups": [""], "resources": [format!("res{i}")], "verbs": ["get"]}]}))
+            .unwrap()
+        };
+        let mut old = K8sModel::new();
+        for i in 0..50 {
+            old.insert(role(i));
+        }
+        let hub = Hub::new(
+            AgentsConfig::default(),
+            std::time::Duration::from_secs(3600),
+            1000,
+        );
+        let t0: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+        for i in 0..1000 {
+            let text = format!(
+                "Try this:\n\n```sh\nkubectl create clusterrolebinding crb-{i} --clusterrole=role-{} --user=user-{i}\n```\n",
+                i % 50
+            );
+            let s =
+                crate::attribution::suggestion::parse("post", &format!("s{i}"), text.as_bytes())
+                    .unwrap();
+            hub.add_suggestion(s, t0);
+        }
+        let baseline = SourceSnapshot::kubernetes("lab", old.clone());
+        let mut predicted = Predicted::default();
+        let started = std::time::Instant::now();
+        let matcher = predicted.matcher(&hub, &baseline, catalog, t0);
+        let predicting = started.elapsed();
+        let mut new = old;
+        new.insert(
+            K8sObject::from_raw(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "crb-777"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "role-27"},
+                "subjects": [{"kind": "User", "name": "user-777", "apiGroup": "rbac.authorization.k8s.io"}]}))
+            .unwrap(),
+        );
+        let snap = |m| {
+            let mut s = Snapshot::new();
+            s.sources
+                .insert("lab".into(), SourceSnapshot::kubernetes("lab", m));
+            s
+        };
+        let report = crate::diff::diff(
+            &snap(baseline.kube().cloned().unwrap()),
+            &snap(new),
+            catalog,
+            &super::super::source::judge_options(),
+        );
+        let change = &report.changes[0];
+        let started = std::time::Instant::now();
+        let rounds = 20;
+        let mut found = None;
+        for _ in 0..rounds {
+            found = matcher.attribute(change, None);
+        }
+        let per_change = started.elapsed() / rounds;
+
+        let a = found.expect("attributed");
+        assert_eq!(a.suggestion.as_deref(), Some("s777"));
+        assert_eq!(a.kind, crate::attribution::AttributionKind::AgentSuggested);
+        eprintln!(
+            "1,000 suggestions: predicted once in {predicting:?}, matched in {per_change:?} per change (debug build)"
+        );
+        // Predictions are kept until the suggestions change.
+        let again = std::time::Instant::now();
+        let _ = predicted.matcher(&hub, &baseline, catalog, t0);
+        assert!(again.elapsed() < predicting, "predictions are cached");
     }
 
     #[test]

@@ -735,6 +735,43 @@ mod tests {
     }
 
     #[test]
+    fn a_judged_changes_event_says_who_and_which_suggestion_in_one_line() {
+        let mut change: crate::report::Change = serde_json::from_value(json!({
+            "source": "lab", "platform": "kubernetes", "change": "added",
+            "object": {"kind": "ClusterRoleBinding", "name": "x"},
+            "direction": "widening", "severity": "high", "risks": [],
+            "gained_count": 0, "gained": [], "lost_count": 0, "lost": [],
+            "text_diff": "", "fingerprint": "f"
+        }))
+        .unwrap();
+        change.attribution = Some(Some(crate::attribution::Attribution {
+            kind: crate::attribution::AttributionKind::AgentSuggested,
+            actor: Some(crate::attribution::Actor {
+                username: Some("priya".into()),
+                ..Default::default()
+            }),
+            agent: Some("devhelper".into()),
+            suggestion: Some("eng-help-1".into()),
+            confidence: Some(crate::attribution::Confidence::Exact),
+            evidence: Vec::new(),
+            beyond: Vec::new(),
+        }));
+        let what = Announce::Judged {
+            change: Box::new(change),
+            verdict: crate::decide::Verdict::Alert,
+            reason: "unapproved".into(),
+        };
+        let note = event_for(&what).and_then(|e| e.note).unwrap();
+        assert!(
+            note.ends_with(
+                " · by agent-suggested · suggestion eng-help-1 · agent devhelper · exact · by priya"
+            ),
+            "{note}"
+        );
+        assert!(!note.contains('\n'), "{note}");
+    }
+
+    #[test]
     fn event_notes_are_cut_at_a_character_boundary() {
         let what = Announce::Closed {
             object: "é".repeat(700),
