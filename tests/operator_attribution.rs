@@ -169,6 +169,8 @@ fn suggestions_and_audit_batches_are_authenticated_bounded_and_journaled() {
         api_port,
         "suggestions: {perCallerPerMinute: 3}\n",
     );
+    let soon = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2)).to_string();
+    server.add_token("expired-token", "devhelper-poster", &[], Some(&soon));
     let path = "/api/v1/suggestions?name=answer.md";
     let answer = ANSWER.as_bytes();
     // Nobody, a token the cluster does not know, a valid token without RBAC.
@@ -202,6 +204,10 @@ fn suggestions_and_audit_batches_are_authenticated_bounded_and_journaled() {
         records(&store, "suggestion").is_empty(),
         "nothing refused is kept"
     );
+    // An expired token, though its user may post.
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, text) = post(&pki, api_port, path, Some("expired-token"), answer);
+    assert_eq!(status, 401, "{text}");
     // A valid one.
     let (status, text) = post(&pki, api_port, path, Some("poster-token"), answer);
     assert_eq!(status, 200, "{text}");
@@ -209,15 +215,21 @@ fn suggestions_and_audit_batches_are_authenticated_bounded_and_journaled() {
         text.contains("suggestion eng-help-2026-12-03-0912: 1 action(s) understood"),
         "{text}"
     );
-    // The budget is per caller and minute (the binary post counted too); a
-    // minute boundary in between may give one more.
+    // The same again: refused, it would replace what changes are matched to.
+    let (status, text) = post(&pki, api_port, path, Some("poster-token"), answer);
+    assert_eq!(status, 409, "{text}");
+    // The budget is per caller and minute (the binary and replayed posts
+    // counted too); a minute boundary in between may give one more.
     let over = (0..4)
-        .map(|_| post(&pki, api_port, path, Some("poster-token"), answer).0)
+        .map(|i| {
+            let other = ANSWER.replace("eng-help-2026-12-03-0912", &format!("other-{i}"));
+            post(&pki, api_port, path, Some("poster-token"), other.as_bytes()).0
+        })
         .find(|s| *s != 200);
     assert_eq!(over, Some(429));
 
     let kept = records(&store, "suggestion");
-    assert!(!kept.is_empty());
+    assert!((1..=3).contains(&kept.len()), "{kept:#?}");
     assert_eq!(kept[0]["id"], "eng-help-2026-12-03-0912");
     assert_eq!(kept[0]["agent"], "devhelper");
     assert_eq!(kept[0]["caller"]["username"], "devhelper-poster");
@@ -269,6 +281,7 @@ fn suggestions_and_audit_batches_are_authenticated_bounded_and_journaled() {
         ("suggest", "forbidden"),
         ("suggest", "oversized"),
         ("suggest", "binary"),
+        ("suggest", "replayed"),
         ("suggest", "over-rate"),
         ("audit", "unauthenticated"),
         ("audit", "malformed"),
@@ -283,15 +296,19 @@ fn suggestions_and_audit_batches_are_authenticated_bounded_and_journaled() {
         .iter()
         .filter(|r| r.0 == "suggest" && r.1 == "unauthenticated")
         .count();
-    assert_eq!(unauthenticated, 2, "no credentials, and a forged token");
+    assert_eq!(
+        unauthenticated, 3,
+        "no credentials, a forged token, an expired one"
+    );
 
     // Held across a restart: read back from the journal.
+    let held = kept.len();
     op.terminate();
     let op = start_operator(&dir, &pki, &server, api_port, "");
     op.wait_for("the suggestions restored", WAIT, |op| {
         op.log_lines()
             .iter()
-            .any(|l| l["message"] == "suggestions held for attribution" && l["suggestions"] == 1)
+            .any(|l| l["message"] == "suggestions held for attribution" && l["suggestions"] == held)
     });
     op.terminate();
 }
@@ -354,6 +371,25 @@ fn a_person_applying_an_agents_answer_is_agent_suggested_and_the_agents_own_chan
             .as_str()
             .is_some_and(|l| l.starts_with("forum-answer.md:")),
         "{a:#}"
+    );
+
+    // The Event on the binding says it in one line (what was known when it
+    // was judged: the suggestion, and the actor if its audit event was in).
+    op.wait_for("the Warning Event", WAIT, |_| {
+        support::operator::events(&server).iter().any(|e| {
+            e["reason"] == "PermissionWidening" && e["regarding"]["name"] == "payments-read-secrets"
+        })
+    });
+    let event = support::operator::events(&server)
+        .into_iter()
+        .find(|e| e["regarding"]["name"] == "payments-read-secrets")
+        .expect("the Event");
+    let note = event["note"].as_str().unwrap_or_default();
+    assert!(
+        note.contains(
+            " · by agent-suggested · suggestion eng-help-2026-12-03-0912 · agent devhelper · exact"
+        ),
+        "{note}"
     );
 
     // The agent's service account acts itself.

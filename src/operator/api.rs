@@ -1265,6 +1265,19 @@ async fn suggest(
             return refuse(Refusal::new(status, reason, e.to_string()), handled);
         }
     };
+    // The same id again (the same post replayed, or another caller's under
+    // its id) must not replace what a change may already be attributed to.
+    if hub.holds(&parsed.id) {
+        let refusal = Refusal::new(
+            StatusCode::CONFLICT,
+            "replayed",
+            format!(
+                "suggestion {} is already held; post it under a new id",
+                parsed.id
+            ),
+        );
+        return refuse(refusal, handled);
+    }
     let record = super::records::SuggestionBody {
         id: parsed.id.clone(),
         agent: parsed.agent.clone(),

@@ -135,6 +135,11 @@ impl Hub {
         (inner.generation, Some(held))
     }
 
+    /// Whether a suggestion with this id is held.
+    pub fn holds(&self, id: &str) -> bool {
+        self.lock().suggestions.iter().any(|(_, s)| s.id == id)
+    }
+
     pub fn suggestion_count(&self) -> usize {
         self.lock().suggestions.len()
     }
