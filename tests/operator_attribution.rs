@@ -392,6 +392,42 @@ fn a_person_applying_an_agents_answer_is_agent_suggested_and_the_agents_own_chan
         "{note}"
     );
 
+    // The chain, from the journal.
+    let fingerprint = journal(&store)
+        .into_iter()
+        .find(|r| r["kind"] == "change" && r["body"]["object"] == object)
+        .and_then(|r| r["body"]["fingerprint"].as_str().map(str::to_owned))
+        .expect("the change record");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_permdrift"))
+        .args(["explain", &fingerprint[..8], "--store"])
+        .arg(&store)
+        .output()
+        .expect("run permdrift explain");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("suggestion  eng-help-2026-12-03-0912 by agent devhelper"),
+        "{text}"
+    );
+    assert!(
+        text.contains("> kubectl create clusterrolebinding payments-read-secrets \\\n            >   --clusterrole=secret-reader --group=payments-devs\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nactor       priya (agent-suggested"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ClusterRoleBinding/payments-read-secrets added widening"),
+        "{text}"
+    );
+    assert!(text.contains("\nverdict     alert: "), "{text}");
+
     // The agent's service account acts itself.
     let out = server.kubectl_as(
         "agent-token",
