@@ -253,6 +253,17 @@ fn suggestions_and_audit_batches_are_authenticated_bounded_and_journaled() {
         text.contains("not an audit.k8s.io/v1 EventList") && text.contains("items[0]"),
         "{text}"
     );
+    assert_eq!(
+        post(&pki, api_port, audit, Some("forged-token"), b"{}").0,
+        401
+    );
+    assert_eq!(
+        post(&pki, api_port, audit, Some("nobody-token"), b"{}").0,
+        403
+    );
+    let huge = vec![b' '; 400_000];
+    let (status, text) = post(&pki, api_port, audit, Some("audit-token"), &huge);
+    assert_eq!(status, 413, "{text}");
     let (status, text) = post(
         &pki,
         api_port,
@@ -284,6 +295,8 @@ fn suggestions_and_audit_batches_are_authenticated_bounded_and_journaled() {
         ("suggest", "replayed"),
         ("suggest", "over-rate"),
         ("audit", "unauthenticated"),
+        ("audit", "forbidden"),
+        ("audit", "oversized"),
         ("audit", "malformed"),
     ] {
         let expected = (expected.0.to_owned(), expected.1.to_owned());

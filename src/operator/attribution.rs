@@ -652,6 +652,27 @@ mod tests {
         assert_eq!(ids(&hub, t0), ["b", "c"]);
         let later = t0 + SignedDuration::from_mins(61);
         assert!(ids(&hub, later).is_empty());
+        // Metric labels name configured agents only.
+        let a = |agent: Option<&str>| Attribution {
+            kind: crate::attribution::AttributionKind::AgentSuggested,
+            actor: None,
+            agent: agent.map(str::to_owned),
+            suggestion: None,
+            confidence: None,
+            evidence: Vec::new(),
+            beyond: Vec::new(),
+        };
+        let configured = Hub::new(
+            AgentsConfig::parse("a", "agents:\n- name: devhelper\n").unwrap(),
+            std::time::Duration::from_secs(60),
+            1,
+        );
+        assert_eq!(configured.agent_label(&a(Some("devhelper"))), "devhelper");
+        assert_eq!(
+            configured.agent_label(&a(Some("made-up-by-a-caller"))),
+            OTHER_AGENT
+        );
+        assert_eq!(configured.agent_label(&a(None)), "");
         // A suggestion said long ago but posted now ages from when it was posted.
         hub.add_suggestion(suggestion("d", Some("2026-01-01T00:00:00Z")), later);
         assert_eq!(ids(&hub, later), ["d"]);
