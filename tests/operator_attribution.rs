@@ -478,6 +478,45 @@ fn a_person_applying_an_agents_answer_is_agent_suggested_and_the_agents_own_chan
         op.metric(&series("agent-suggested")) == Some(1.0)
             && op.metric(&series("agent")) == Some(1.0)
     });
+
+    // Applied while no operator ran: judged at the next start, and still
+    // tied to the suggestion kept in the journal.
+    let oncall = ANSWER
+        .replace("eng-help-2026-12-03-0912", "eng-help-2026-12-03-1000")
+        .replace("payments-read-secrets", "oncall-read-secrets")
+        .replace("payments-devs", "oncall");
+    let (status, text) = post(
+        &pki,
+        api_port,
+        "/api/v1/suggestions",
+        Some("poster-token"),
+        oncall.as_bytes(),
+    );
+    assert_eq!(status, 200, "{text}");
+    op.terminate();
+    let out = server.kubectl_as(
+        "priya-token",
+        &[
+            "create",
+            "clusterrolebinding",
+            "oncall-read-secrets",
+            "--clusterrole=secret-reader",
+            "--group=oncall",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let op = start_operator(&dir, &pki, &server, api_port, "");
+    let object = "ClusterRoleBinding/oncall-read-secrets";
+    op.wait_for("the change made while down, attributed", WAIT, |_| {
+        attribution_of(&store, object).is_some()
+    });
+    let a = attribution_of(&store, object).expect("attributed");
+    assert_eq!(a["kind"], "agent-suggested", "{a:#}");
+    assert_eq!(a["suggestion"], "eng-help-2026-12-03-1000", "{a:#}");
     support::operator::assert_store_verifies(&store);
     op.terminate();
 }

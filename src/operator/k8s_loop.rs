@@ -336,7 +336,15 @@ impl ClusterLoop {
             }
             // After a failure, the retry timer takes over, not every event.
             None if self.retry.at.is_some() => return,
-            None => takeover(&self.cx, &mut self.state, &self.index).await,
+            None => {
+                takeover(
+                    &self.cx,
+                    &mut self.state,
+                    &self.index,
+                    self.attribution.as_mut(),
+                )
+                .await
+            }
         };
         self.settle(result).await;
     }
@@ -344,7 +352,13 @@ impl ClusterLoop {
     async fn on_retry(&mut self) {
         self.retry.at = None;
         if self.cx.is_recording() && self.index.is_complete() {
-            let result = takeover(&self.cx, &mut self.state, &self.index).await;
+            let result = takeover(
+                &self.cx,
+                &mut self.state,
+                &self.index,
+                self.attribution.as_mut(),
+            )
+            .await;
             self.settle(result).await;
         }
     }
@@ -352,7 +366,13 @@ impl ClusterLoop {
     async fn on_recording_changed(&mut self) {
         if self.cx.is_recording() {
             if self.index.is_complete() {
-                let result = takeover(&self.cx, &mut self.state, &self.index).await;
+                let result = takeover(
+                    &self.cx,
+                    &mut self.state,
+                    &self.index,
+                    self.attribution.as_mut(),
+                )
+                .await;
                 self.settle(result).await;
             }
         } else {
@@ -597,9 +617,10 @@ async fn takeover(
     cx: &SourceCtx,
     state: &mut Option<SourceState>,
     index: &LiveIndex,
+    attribution: Option<&mut super::attribution::LoopAttribution>,
 ) -> (Outcomes, Result<(), Error>) {
     let mut outcomes = Vec::new();
-    let result = takeover_into(cx, state, index, &mut outcomes).await;
+    let result = takeover_into(cx, state, index, &mut outcomes, attribution).await;
     (outcomes, result)
 }
 
@@ -608,6 +629,7 @@ async fn takeover_into(
     state: &mut Option<SourceState>,
     index: &LiveIndex,
     outcomes: &mut Outcomes,
+    mut attribution: Option<&mut super::attribution::LoopAttribution>,
 ) -> Result<(), Error> {
     let current = index.model();
     let mut loaded =
@@ -626,15 +648,21 @@ async fn takeover_into(
             continue;
         }
         let object = current.get(k);
-        let what = source::judge_one(
-            cx,
-            &mut loaded,
-            Current::K8s(current),
-            &key,
-            written_at(object),
-        )
-        .await?
+        let written = written_at(object);
+        // Changes made while nobody recorded are attributed too: the
+        // suggestions are in the journal, and audit events may still come.
+        let hook = attribution
+            .as_deref_mut()
+            .map(|a| a.hook(cx, &loaded, object, written));
+        let judged = source::judge_one(cx, &mut loaded, Current::K8s(current), &key, written);
+        let what = match hook {
+            Some(hook) => super::outcome::ATTRIBUTOR.scope(hook, judged).await,
+            None => judged.await,
+        }?
         .announce;
+        if let Some(a) = attribution.as_deref_mut() {
+            a.judged(cx, &key, object, written, &what);
+        }
         outcomes.push((object.map(reference), what));
     }
     outcome::update_open_gauges(&cx.outcome_cx(), &loaded);
