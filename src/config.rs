@@ -497,6 +497,49 @@ pub struct Config {
     pub approvals: ApprovalConfig,
     #[serde(default)]
     pub revert: RevertConfig,
+    /// Known agents and the identities they act as (docs/attribution.md),
+    /// the same list as `permdrift diff --agents FILE`.
+    #[serde(default)]
+    pub agents: Vec<crate::attribution::agents::Agent>,
+    /// Agent suggestions posted to the API and kept for attribution.
+    #[serde(default)]
+    pub suggestions: SuggestionsConfig,
+}
+
+/// How many agent suggestions the operator holds for attribution, for how
+/// long, and how fast one caller may post them (docs/attribution.md).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SuggestionsConfig {
+    /// How long after a suggestion a change may still be attributed to it.
+    #[serde(default = "suggestion_window")]
+    pub window: Dur,
+    /// Most suggestions held; the oldest go first.
+    #[serde(default = "max_suggestions")]
+    pub max_count: usize,
+    /// Suggestions one caller may post per minute.
+    #[serde(default = "suggestions_per_minute")]
+    pub per_caller_per_minute: u32,
+}
+
+fn suggestion_window() -> Dur {
+    Dur(Duration::from_secs(7 * 24 * 3600))
+}
+fn max_suggestions() -> usize {
+    1000
+}
+fn suggestions_per_minute() -> u32 {
+    30
+}
+
+impl Default for SuggestionsConfig {
+    fn default() -> Self {
+        Self {
+            window: suggestion_window(),
+            max_count: max_suggestions(),
+            per_caller_per_minute: suggestions_per_minute(),
+        }
+    }
 }
 
 /// Who may approve a widening and for how long (docs/approvals.md).
@@ -803,6 +846,20 @@ impl Config {
             }
         }
         validate_approvals(&config.approvals, &config.revert).map_err(|(p, m)| field(&p, m))?;
+        for (i, agent) in config.agents.iter().enumerate() {
+            if agent.name.trim().is_empty() {
+                return Err(field(
+                    &format!("agents[{i}].name"),
+                    "must not be empty".into(),
+                ));
+            }
+        }
+        if config.suggestions.max_count == 0 || config.suggestions.per_caller_per_minute == 0 {
+            return Err(field(
+                "suggestions",
+                "maxCount and perCallerPerMinute must be at least 1".into(),
+            ));
+        }
         Ok(config)
     }
 
@@ -955,6 +1012,31 @@ mod tests {
         assert!(e.contains("http.listen"), "{e}");
         let e = bad("kind: [");
         assert!(e.starts_with("c.yaml:"), "{e}");
+    }
+
+    #[test]
+    fn agents_and_suggestion_limits() {
+        let c = Config::parse("c.yaml", MINIMAL).unwrap();
+        assert!(c.agents.is_empty());
+        assert_eq!(c.suggestions.max_count, 1000);
+        let c = Config::parse(
+            "c.yaml",
+            &format!(
+                "{MINIMAL}agents:\n- name: devhelper\n  kubernetes: {{serviceAccounts: [agents/*]}}\n\
+                 suggestions: {{window: 2h, maxCount: 5}}\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.agents[0].kubernetes.service_accounts, ["agents/*"]);
+        assert_eq!(c.suggestions.window.0, Duration::from_secs(7200));
+        assert_eq!(c.suggestions.max_count, 5);
+        let e = Config::parse(
+            "c.yaml",
+            &format!("{MINIMAL}agents:\n- name: x\n  aws: {{arns: []}}\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("agents[0].aws") && e.contains("arns"), "{e}");
     }
 
     #[test]

@@ -253,8 +253,11 @@ impl Metrics {
                 &["source"],
             )?,
             attributed: IntCounterVec::new(
-                Opts::new("permdrift_attributed_changes_total", "Changes attributed"),
-                &["source", "agent", "attribution"],
+                Opts::new(
+                    "permdrift_attributed_changes_total",
+                    "Judged changes attributed, by kind (agent, agent-suggested, human, unknown) and configured agent",
+                ),
+                &["source", "kind", "agent"],
             )?,
             approvals_active: IntGaugeVec::new(
                 Opts::new("permdrift_approvals_active", "Unexpired approvals"),

@@ -3,6 +3,9 @@
 //! `--audit-log` (flushed before the response is sent, so a test can read
 //! it right after its request) and queued for the `--audit-webhook` sender,
 //! a background task that POSTs `EventList` batches and never blocks the API.
+//! The webhook may be `https://` (trusting the CA of `--audit-webhook-ca`)
+//! and may send a bearer token (`--audit-webhook-token`), as kube-apiserver
+//! does with its webhook kubeconfig.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -24,8 +27,10 @@ pub enum AuditError {
         path: String,
         source: std::io::Error,
     },
-    #[error("audit webhook URL {0:?}: only http://HOST:PORT/PATH is supported")]
+    #[error("audit webhook URL {0:?}: only http(s)://HOST:PORT/PATH is supported")]
     Url(String),
+    #[error("audit webhook CA {path}: {message}")]
+    Ca { path: String, message: String },
 }
 
 /// Everything known about one request when it completes.
@@ -124,9 +129,23 @@ pub struct Audit {
     webhook: Option<UnboundedSender<Value>>,
 }
 
+/// How the webhook sender authenticates the operator and itself.
+#[derive(Default, Clone)]
+pub struct WebhookAuth {
+    /// Sent as `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+    /// PEM CA certificates trusted for an `https://` webhook.
+    pub ca: Option<std::path::PathBuf>,
+}
+
 impl Audit {
-    /// Opens the log (appending) and starts the webhook sender.
-    pub fn new(log: Option<&Path>, webhook: Option<&str>) -> Result<Self, AuditError> {
+    /// Opens the log (appending) and starts the webhook sender, which
+    /// authenticates with `auth`.
+    pub fn new(
+        log: Option<&Path>,
+        webhook: Option<&str>,
+        auth: WebhookAuth,
+    ) -> Result<Self, AuditError> {
         let file = match log {
             Some(p) => Some(Mutex::new(BufWriter::new(
                 std::fs::OpenOptions::new()
@@ -142,7 +161,11 @@ impl Audit {
         };
         let webhook = match webhook {
             Some(url) => {
-                let target = parse_url(url).ok_or_else(|| AuditError::Url(url.to_string()))?;
+                let mut target = parse_url(url).ok_or_else(|| AuditError::Url(url.to_string()))?;
+                target.token = auth.token.clone();
+                if target.tls {
+                    target.tls_config = Some(std::sync::Arc::new(tls_config(auth.ca.as_deref())?));
+                }
                 let (tx, rx) = unbounded_channel();
                 tokio::spawn(webhook_sender(target, rx));
                 Some(tx)
@@ -187,10 +210,42 @@ impl Audit {
 struct Url {
     host_port: String,
     path: String,
+    tls: bool,
+    token: Option<String>,
+    tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+/// Trust for an https webhook: the CA file, else the test server's own CA.
+fn tls_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, AuditError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let err = |message: String| AuditError::Ca {
+        path: ca.map(|p| p.display().to_string()).unwrap_or_default(),
+        message,
+    };
+    let pem = match ca {
+        Some(p) => std::fs::read(p).map_err(|e| err(e.to_string()))?,
+        None => crate::serve::CA_PEM.as_bytes().to_vec(),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots
+            .add(cert.map_err(|e| err(e.to_string()))?)
+            .map_err(|e| err(e.to_string()))?;
+    }
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| err(e.to_string()))
+    .map(|b| b.with_root_certificates(roots).with_no_client_auth())
 }
 
 fn parse_url(url: &str) -> Option<Url> {
-    let rest = url.strip_prefix("http://")?;
+    let (rest, tls) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, true),
+        None => (url.strip_prefix("http://")?, false),
+    };
     let (host_port, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -200,12 +255,17 @@ fn parse_url(url: &str) -> Option<Url> {
     }
     let host_port = if host_port.contains(':') {
         host_port.to_string()
+    } else if tls {
+        format!("{host_port}:443")
     } else {
         format!("{host_port}:80")
     };
     Some(Url {
         host_port,
         path: path.to_string(),
+        tls,
+        token: None,
+        tls_config: None,
     })
 }
 
@@ -238,11 +298,40 @@ async fn webhook_sender(target: Url, mut rx: UnboundedReceiver<Value>) {
     }
 }
 
-/// A minimal HTTP/1.1 POST; returns the status code.
+/// A minimal HTTP/1.1 POST, over TLS for an https URL; returns the status code.
 async fn post(target: &Url, body: &[u8]) -> std::io::Result<u16> {
-    let mut s = TcpStream::connect(&target.host_port).await?;
+    let tcp = TcpStream::connect(&target.host_port).await?;
+    match &target.tls_config {
+        Some(config) => {
+            let host = target
+                .host_port
+                .rsplit_once(':')
+                .map_or(target.host_port.as_str(), |(h, _)| h)
+                .trim_matches(['[', ']'])
+                .to_string();
+            let name = rustls::pki_types::ServerName::try_from(host)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await?;
+            post_on(tls, target, body).await
+        }
+        None => post_on(tcp, target, body).await,
+    }
+}
+
+async fn post_on<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    target: &Url,
+    body: &[u8],
+) -> std::io::Result<u16> {
+    let auth = target
+        .token
+        .as_ref()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: kube-test-server\r\nConnection: close\r\n\r\n",
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: kube-test-server\r\n{auth}Connection: close\r\n\r\n",
         target.path,
         target.host_port,
         body.len()

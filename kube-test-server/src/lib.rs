@@ -103,9 +103,17 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
 
-    /// POST audit.k8s.io/v1 EventList batches to URL (http:// only).
+    /// POST audit.k8s.io/v1 EventList batches to URL (http:// or https://).
     #[arg(long, value_name = "URL")]
     audit_webhook: Option<String>,
+
+    /// Bearer token the audit webhook sends.
+    #[arg(long, value_name = "TOKEN", requires = "audit_webhook")]
+    audit_webhook_token: Option<String>,
+
+    /// PEM CA trusted for an https audit webhook [default: the server's own CA].
+    #[arg(long, value_name = "FILE", requires = "audit_webhook")]
+    audit_webhook_ca: Option<PathBuf>,
 
     /// Watch events kept for watches and paged lists that resume from an
     /// older resourceVersion; older ones get 410 Expired.
@@ -229,7 +237,14 @@ impl Server {
                 .map_err(|e| Error::Deny(e.into()))?,
             None => Vec::new(),
         };
-        let audit = audit::Audit::new(args.audit_log.as_deref(), args.audit_webhook.as_deref())?;
+        let audit = audit::Audit::new(
+            args.audit_log.as_deref(),
+            args.audit_webhook.as_deref(),
+            audit::WebhookAuth {
+                token: args.audit_webhook_token.clone(),
+                ca: args.audit_webhook_ca.clone(),
+            },
+        )?;
         let mut webhook_services = admission::Services::new();
         for s in &args.webhook_services {
             let parsed = s.split_once('=').and_then(|(svc, url)| {

@@ -22,6 +22,8 @@ pub enum ActorsError {
         line: usize,
         message: String,
     },
+    #[error("{name}: not an audit.k8s.io/v1 EventList: {message}")]
+    AuditList { name: String, message: String },
     #[error("{file}: not a CloudTrail log file: {message}")]
     Cloudtrail { file: String, message: String },
 }
@@ -74,6 +76,15 @@ struct RawObjectRef {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct RawAuditList {
+    kind: String,
+    api_version: String,
+    #[serde(default)]
+    items: Vec<RawAudit>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct RawAudit {
     kind: String,
     api_version: String,
@@ -118,55 +129,93 @@ impl Events {
                 message,
             };
             let raw: RawAudit = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
-            if raw.kind != "Event" || raw.api_version != "audit.k8s.io/v1" {
-                return Err(err(format!(
-                    "kind {:?}, apiVersion {:?}",
-                    raw.kind, raw.api_version
-                )));
-            }
-            let Some(obj) = raw.object_ref else { continue };
-            let done = raw.stage.as_deref().is_none_or(|s| s == "ResponseComplete");
-            let ok = raw
-                .response_status
-                .as_ref()
-                .and_then(|s| s.get("code"))
-                .and_then(Value::as_u64)
-                .is_none_or(|c| c < 300);
-            if !done || !ok || !WRITE_VERBS.contains(&raw.verb.as_str()) {
-                continue;
-            }
-            let meta = |v: &Option<Value>, f: &str| {
-                v.as_ref()
-                    .and_then(|o| o.pointer(&format!("/metadata/{f}")))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            };
-            let name = obj
-                .name
-                .clone()
-                .or_else(|| meta(&raw.response_object, "name"))
-                .or_else(|| meta(&raw.request_object, "name"));
-            let resource_version =
-                meta(&raw.response_object, "resourceVersion").or(obj.resource_version);
-            self.audit.push(AuditEvent {
-                actor: Actor {
-                    via: ActorSource::AuditLog,
-                    username: raw.user.username,
-                    groups: raw.user.groups,
-                    impersonated_user: raw.impersonated_user.and_then(|u| u.username),
-                    user_agent: raw.user_agent,
-                    source_ips: raw.source_ips,
-                    event: Some(raw.verb.clone()),
-                    at: raw.stage_timestamp.or(raw.request_received_timestamp),
-                    ..Actor::default()
-                },
-                verb: raw.verb,
-                resource: obj.resource.unwrap_or_default(),
-                namespace: obj.namespace,
-                name,
-                resource_version,
-            });
+            self.push_audit(raw).map_err(err)?;
         }
+        Ok(())
+    }
+
+    /// Adds the events of an `audit.k8s.io/v1` `EventList`, as the API
+    /// server's audit webhook POSTs it. A body that is not one, or an item
+    /// that is not an Event, is refused whole, naming the item: a batch is
+    /// taken entirely or not at all.
+    pub fn add_audit_list(&mut self, name: &str, bytes: &[u8]) -> Result<usize, ActorsError> {
+        let err = |message: String| ActorsError::AuditList {
+            name: name.to_owned(),
+            message,
+        };
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let list: RawAuditList = serde_path_to_error::deserialize(de)
+            .map_err(|e| err(format!("{}: {}", e.path(), e.inner())))?;
+        if list.kind != "EventList" || list.api_version != "audit.k8s.io/v1" {
+            return Err(err(format!(
+                "kind {:?}, apiVersion {:?} (want EventList, audit.k8s.io/v1)",
+                list.kind, list.api_version
+            )));
+        }
+        let mut batch = Events::default();
+        for (i, raw) in list.items.into_iter().enumerate() {
+            batch
+                .push_audit(raw)
+                .map_err(|m| err(format!("items[{i}]: {m}")))?;
+        }
+        let n = batch.audit.len();
+        self.audit.extend(batch.audit);
+        Ok(n)
+    }
+
+    /// Keeps one audit event if it is a completed, successful write to a
+    /// named object; an event of another kind is an error.
+    fn push_audit(&mut self, raw: RawAudit) -> Result<(), String> {
+        if raw.kind != "Event" || raw.api_version != "audit.k8s.io/v1" {
+            return Err(format!(
+                "kind {:?}, apiVersion {:?}",
+                raw.kind, raw.api_version
+            ));
+        }
+        let Some(obj) = raw.object_ref else {
+            return Ok(());
+        };
+        let done = raw.stage.as_deref().is_none_or(|s| s == "ResponseComplete");
+        let ok = raw
+            .response_status
+            .as_ref()
+            .and_then(|s| s.get("code"))
+            .and_then(Value::as_u64)
+            .is_none_or(|c| c < 300);
+        if !done || !ok || !WRITE_VERBS.contains(&raw.verb.as_str()) {
+            return Ok(());
+        }
+        let meta = |v: &Option<Value>, f: &str| {
+            v.as_ref()
+                .and_then(|o| o.pointer(&format!("/metadata/{f}")))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let name = obj
+            .name
+            .clone()
+            .or_else(|| meta(&raw.response_object, "name"))
+            .or_else(|| meta(&raw.request_object, "name"));
+        let resource_version =
+            meta(&raw.response_object, "resourceVersion").or(obj.resource_version);
+        self.audit.push(AuditEvent {
+            actor: Actor {
+                via: ActorSource::AuditLog,
+                username: raw.user.username,
+                groups: raw.user.groups,
+                impersonated_user: raw.impersonated_user.and_then(|u| u.username),
+                user_agent: raw.user_agent,
+                source_ips: raw.source_ips,
+                event: Some(raw.verb.clone()),
+                at: raw.stage_timestamp.or(raw.request_received_timestamp),
+                ..Actor::default()
+            },
+            verb: raw.verb,
+            resource: obj.resource.unwrap_or_default(),
+            namespace: obj.namespace,
+            name,
+            resource_version,
+        });
         Ok(())
     }
 
@@ -302,6 +351,28 @@ mod tests {
             .add_audit_log("audit.log", &format!("{good}\n{{not json\n"))
             .unwrap_err();
         assert!(err.to_string().starts_with("audit.log:2: "), "{err}");
+    }
+
+    #[test]
+    fn an_event_list_is_taken_whole_or_refused_naming_the_item() {
+        let good = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","verb":"create","user":{"username":"priya"},"objectRef":{"resource":"clusterrolebindings","name":"x"}}"#;
+        let mut e = Events::default();
+        let list =
+            format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{good}]}}"#);
+        assert_eq!(e.add_audit_list("webhook", list.as_bytes()), Ok(1));
+        assert_eq!(e.audit[0].actor.username.as_deref(), Some("priya"));
+        let bad = format!(
+            r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{good},{{"kind":"Pod","apiVersion":"v1","verb":"get","user":{{}}}}]}}"#
+        );
+        let err = e.add_audit_list("webhook", bad.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("items[1]"), "{err}");
+        assert_eq!(e.audit.len(), 1, "nothing of a refused batch is kept");
+        let err = e.add_audit_list("webhook", b"{\"items\": 3}").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("webhook: not an audit.k8s.io/v1 EventList"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -213,39 +213,50 @@ pub fn attribute(
         let agent = actor.as_ref().and_then(|a| inputs.agents.agent_of(a));
         let at = actor.as_ref().and_then(|a| a.at);
         let best = index.best(change, at, inputs.window);
-        let attribution = match (agent, best) {
-            (Some(agent), m) => Some(Attribution {
-                kind: AttributionKind::Agent,
-                agent: Some(agent.to_owned()),
-                actor,
-                suggestion: m.as_ref().map(|m| m.suggestion.clone()),
-                confidence: m.as_ref().map(|m| m.confidence),
-                evidence: m.as_ref().map(|m| m.evidence.clone()).unwrap_or_default(),
-                beyond: m.map(|m| m.beyond).unwrap_or_default(),
-            }),
-            (None, Some(m)) => Some(Attribution {
-                kind: AttributionKind::AgentSuggested,
-                agent: m.agent.clone(),
-                actor,
-                suggestion: Some(m.suggestion),
-                confidence: Some(m.confidence),
-                evidence: m.evidence,
-                beyond: m.beyond,
-            }),
-            (None, None) => actor.map(|a| Attribution {
-                kind: if a.weak {
-                    AttributionKind::Unknown
-                } else {
-                    AttributionKind::Human
-                },
-                actor: Some(a),
-                agent: None,
-                suggestion: None,
-                confidence: None,
-                evidence: Vec::new(),
-                beyond: Vec::new(),
-            }),
-        };
+        let attribution = compose(actor, agent, best);
         change.attribution = Some(attribution);
+    }
+}
+
+/// The attribution of one change from its actor (if known), the agent that
+/// actor is (if any) and the best suggestion match (if any); `None` when
+/// neither an actor nor a suggestion is known.
+pub fn compose(
+    actor: Option<Actor>,
+    agent: Option<&str>,
+    best: Option<matching::Match>,
+) -> Option<Attribution> {
+    match (agent, best) {
+        (Some(agent), m) => Some(Attribution {
+            kind: AttributionKind::Agent,
+            agent: Some(agent.to_owned()),
+            actor,
+            suggestion: m.as_ref().map(|m| m.suggestion.clone()),
+            confidence: m.as_ref().map(|m| m.confidence),
+            evidence: m.as_ref().map(|m| m.evidence.clone()).unwrap_or_default(),
+            beyond: m.map(|m| m.beyond).unwrap_or_default(),
+        }),
+        (None, Some(m)) => Some(Attribution {
+            kind: AttributionKind::AgentSuggested,
+            agent: m.agent.clone(),
+            actor,
+            suggestion: Some(m.suggestion),
+            confidence: Some(m.confidence),
+            evidence: m.evidence,
+            beyond: m.beyond,
+        }),
+        (None, None) => actor.map(|a| Attribution {
+            kind: if a.weak {
+                AttributionKind::Unknown
+            } else {
+                AttributionKind::Human
+            },
+            actor: Some(a),
+            agent: None,
+            suggestion: None,
+            confidence: None,
+            evidence: Vec::new(),
+            beyond: Vec::new(),
+        }),
     }
 }

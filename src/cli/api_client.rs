@@ -210,6 +210,11 @@ pub enum Credential {
         token: String,
         body: String,
     },
+    /// A bearer token with a text body (a suggestion), sent as it is.
+    BearerText {
+        token: String,
+        body: Vec<u8>,
+    },
 }
 
 /// Sends one request; returns the status and the body text.
@@ -252,6 +257,10 @@ pub async fn send(
         Credential::BearerJson { token, body } => request
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))?,
+        Credential::BearerText { token, body } => request
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "text/markdown; charset=utf-8")
             .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))?,
         Credential::Signed(body) => request
             .header("content-type", "application/json")

@@ -7,12 +7,14 @@ mod approve;
 mod baseline;
 mod completions;
 mod diff;
+mod explain;
 mod history;
 mod keygen;
 mod output;
 mod plan;
 mod run;
 mod snapshot;
+mod suggest;
 mod whocan;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -66,6 +68,10 @@ enum Command {
     Approve(Box<approve::ApproveArgs>),
     /// Print the reverts enforce mode would run for a source.
     Plan(plan::PlanArgs),
+    /// Post an agent suggestion (markdown or text) to a running operator, for attribution.
+    Suggest(suggest::SuggestArgs),
+    /// Print the chain behind a judged change: suggestion, actor, change, verdict.
+    Explain(explain::ExplainArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
     /// Print the man page, permdrift(1), in roff (`permdrift man | man -l -`).
@@ -270,6 +276,8 @@ pub fn main() -> ExitCode {
         Command::Keygen(args) => keygen::run(&ctx, args),
         Command::Approve(args) => approve::run(&ctx, *args),
         Command::Plan(args) => plan::run(&ctx, args),
+        Command::Suggest(args) => suggest::run(&ctx, args),
+        Command::Explain(args) => explain::run(&ctx, args),
         Command::Completions(args) => completions::run_completions(&ctx, args),
         Command::Man(args) => completions::run_man(&ctx, args),
     };

@@ -320,6 +320,10 @@ pub struct ApiState {
     /// Signatures of approvals already counted, so the same bytes cannot be
     /// posted again to pass for another approval.
     used_approvals: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    /// Suggestions and audit events for attribution; None: both refused.
+    attribution: Option<Arc<super::attribution::Hub>>,
+    /// Suggestions posted per caller in the current minute.
+    suggest_rate: Arc<Mutex<SuggestRate>>,
 }
 
 impl ApiState {
@@ -339,7 +343,19 @@ impl ApiState {
             max_body_bytes,
             approval_rules: None,
             used_approvals: Arc::default(),
+            attribution: None,
+            suggest_rate: Arc::default(),
         }
+    }
+
+    /// Accepts suggestions and audit batches into `hub`, at most
+    /// `per_minute` suggestions per caller per minute.
+    pub fn with_attribution(mut self, hub: Arc<super::attribution::Hub>, per_minute: u32) -> Self {
+        self.attribution = Some(hub);
+        if let Ok(mut rate) = self.suggest_rate.lock() {
+            rate.limit = per_minute;
+        }
+        self
     }
 
     /// Accepts approvals on `POST /api/v1/approvals`, checked with `rules`.
@@ -377,6 +393,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/baseline/accept", post(accept))
         .route("/api/v1/baseline/reset", post(reset))
         .route("/api/v1/approvals", post(approve))
+        .route(SUGGESTIONS_PATH, post(suggest))
+        .route(AUDIT_PATH, post(audit))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             state.max_body_bytes,
         ))
@@ -466,7 +484,12 @@ async fn journal(
         accepted,
     };
     let now = super::now();
-    let (write, suppressed) = if status.is_success() {
+    let (write, suppressed) = if status.is_success() && action == AUDIT {
+        // Audit batches arrive all the time (the operator's own reviews are
+        // audited too): counted, not journaled; the actors they carry reach
+        // the journal in `change` and `attribution` records.
+        (false, 0)
+    } else if status.is_success() {
         (true, 0)
     } else {
         s.budget
@@ -538,6 +561,8 @@ fn action_of(path: &str) -> &'static str {
         "/api/v1/baseline/accept" => Action::BaselineAccept.as_str(),
         "/api/v1/baseline/reset" => Action::BaselineReset.as_str(),
         APPROVALS_PATH => APPROVE,
+        SUGGESTIONS_PATH => SUGGEST,
+        AUDIT_PATH => AUDIT,
         _ => "unknown",
     }
 }
@@ -1078,9 +1103,301 @@ async fn approve(
     }
 }
 
+/// Where agent suggestions are posted (docs/attribution.md).
+pub const SUGGESTIONS_PATH: &str = "/api/v1/suggestions";
+/// Where the API server's audit webhook posts `EventList` batches.
+pub const AUDIT_PATH: &str = "/api/v1/audit";
+/// The resources callers need `create` on.
+pub const SUGGESTIONS: &str = "suggestions";
+pub const AUDITS: &str = "audits";
+/// The actions suggestions and audit batches are counted and journaled under.
+pub const SUGGEST: &str = "suggest";
+pub const AUDIT: &str = "audit";
+
+/// Suggestions counted per caller in the current minute.
+#[derive(Debug, Default)]
+struct SuggestRate {
+    limit: u32,
+    minute: i64,
+    used: BTreeMap<String, u32>,
+}
+
+impl SuggestRate {
+    /// Whether `caller` may post one more at `now`.
+    fn take(&mut self, caller: &str, now: Timestamp) -> bool {
+        let minute = now.as_second() / 60;
+        if minute != self.minute {
+            self.minute = minute;
+            self.used.clear();
+        }
+        let used = self.used.entry(caller.to_owned()).or_default();
+        if *used >= self.limit {
+            return false;
+        }
+        *used += 1;
+        true
+    }
+}
+
+/// Authenticates a bearer token (TokenReview) and authorises verb `create`
+/// on `resource` (SubjectAccessReview): the only credential taken for
+/// suggestions and audit batches, whose bodies are not signed statements.
+async fn bearer_create(
+    s: &ApiState,
+    headers: &HeaderMap,
+    resource: &str,
+    handled: &mut Handled,
+) -> Result<Caller, Refusal> {
+    let token = match bearer_token(headers) {
+        Some(Ok(token)) => token,
+        Some(Err(())) => {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the Authorization header is not `Bearer TOKEN`",
+            ));
+        }
+        None => {
+            return Err(Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "no credentials: send a Kubernetes bearer token",
+            ));
+        }
+    };
+    let (caller, user) = s.auth.authenticate(token).await?;
+    handled.caller = Some(caller.clone());
+    if !s
+        .auth
+        .access_review(&user, "create", resource, None)
+        .await?
+    {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{caller} may not create {resource} (needs verb `create` on `{resource}.{RBAC_GROUP}`)"
+            ),
+        ));
+    }
+    Ok(caller)
+}
+
+#[derive(Deserialize)]
+struct SuggestQuery {
+    /// The file name the suggestion was posted from: its stem is the id
+    /// when the front matter names none.
+    name: Option<String>,
+}
+
+/// `POST /api/v1/suggestions`: an agent suggestion (markdown or text with
+/// optional front matter, the parser of `permdrift diff --suggestions`),
+/// from a caller with verb `create` on `suggestions.permdrift.dev`, at most
+/// `suggestions.perCallerPerMinute` per caller. Journaled as a
+/// `suggestion` record, then held for attribution.
+async fn suggest(
+    State(s): State<ApiState>,
+    Query(q): Query<SuggestQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    use crate::attribution::suggestion::{self, SuggestionError};
+    let mut handled = Handled {
+        action: SUGGEST,
+        source: None,
+        caller: None,
+        reason: "accepted",
+        accepted: None,
+    };
+    let bytes = match axum::body::to_bytes(body, s.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            let message = format!("the body is larger than {} bytes", s.max_body_bytes);
+            return refuse(
+                Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "oversized", message),
+                handled,
+            );
+        }
+    };
+    let Some(hub) = s.attribution.clone() else {
+        let refusal = Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-attribution",
+            "this operator takes no suggestions",
+        );
+        return refuse(refusal, handled);
+    };
+    let caller = match bearer_create(&s, &headers, SUGGESTIONS, &mut handled).await {
+        Ok(c) => c,
+        Err(refusal) => return refuse(refusal, handled),
+    };
+    let now = super::now();
+    let within = s
+        .suggest_rate
+        .lock()
+        .map(|mut r| r.take(&caller.to_string(), now))
+        .unwrap_or(false);
+    if !within {
+        let refusal = Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "over-rate",
+            format!(
+                "{caller} posted too many suggestions this minute (suggestions.perCallerPerMinute)"
+            ),
+        );
+        return refuse(refusal, handled);
+    }
+    // Only the last path segment: the name is the caller's, and ends up in evidence.
+    let file = q
+        .name
+        .as_deref()
+        .and_then(|n| n.rsplit(['/', '\\']).next())
+        .filter(|n| !n.trim().is_empty())
+        .map(str::to_owned);
+    let stem = match &file {
+        Some(f) => std::path::Path::new(f)
+            .file_stem()
+            .map_or_else(|| f.clone(), |x| x.to_string_lossy().into_owned()),
+        None => {
+            use sha2::Digest;
+            let digest = hex::encode(sha2::Sha256::digest(&bytes));
+            format!("suggestion-{}", &digest[..12])
+        }
+    };
+    let file = file.unwrap_or_else(|| stem.clone());
+    let parsed = match suggestion::parse(&file, &stem, &bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            let (status, reason) = match &e {
+                SuggestionError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "oversized"),
+                SuggestionError::Binary { .. } => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "binary"),
+                SuggestionError::FrontMatter { .. } => (StatusCode::BAD_REQUEST, "malformed"),
+            };
+            return refuse(Refusal::new(status, reason, e.to_string()), handled);
+        }
+    };
+    // The same id again (the same post replayed, or another caller's under
+    // its id) must not replace what a change may already be attributed to.
+    if hub.holds(&parsed.id) {
+        let refusal = Refusal::new(
+            StatusCode::CONFLICT,
+            "replayed",
+            format!(
+                "suggestion {} is already held; post it under a new id",
+                parsed.id
+            ),
+        );
+        return refuse(refusal, handled);
+    }
+    let record = super::records::SuggestionBody {
+        id: parsed.id.clone(),
+        agent: parsed.agent.clone(),
+        at: parsed.at.unwrap_or(now),
+        url: parsed.url.clone(),
+        caller,
+        file,
+        // Parsing checked it is UTF-8.
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        actions: parsed.actions.len(),
+        skipped: parsed.skipped.clone(),
+    };
+    if let Err(e) = s
+        .store
+        .append_global(&super::records::Body::Suggestion(record), now)
+        .await
+    {
+        let refusal = Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-recording",
+            format!("not journaled: {e}"),
+        );
+        return refuse(refusal, handled);
+    }
+    let reply = format!(
+        "suggestion {}: {} action(s) understood, {} not parsed{}\n",
+        parsed.id,
+        parsed.actions.len(),
+        parsed.skipped.len(),
+        parsed
+            .skipped
+            .iter()
+            .map(|x| format!("\n  not parsed: {x}"))
+            .collect::<String>()
+    );
+    handled.accepted = Some(parsed.actions.len());
+    hub.add_suggestion(parsed, now);
+    let mut response = (StatusCode::OK, reply).into_response();
+    response.extensions_mut().insert(handled);
+    response
+}
+
+/// `POST /api/v1/audit`: the API server's audit webhook, an
+/// `audit.k8s.io/v1` `EventList`, from a caller with verb `create` on
+/// `audits.permdrift.dev`. A malformed batch is refused whole with what is
+/// wrong and journaled like every refusal; nothing else changes.
+async fn audit(State(s): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+    let mut handled = Handled {
+        action: AUDIT,
+        source: None,
+        caller: None,
+        reason: "accepted",
+        accepted: None,
+    };
+    let bytes = match axum::body::to_bytes(body, s.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            let message = format!("the body is larger than {} bytes", s.max_body_bytes);
+            return refuse(
+                Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "oversized", message),
+                handled,
+            );
+        }
+    };
+    let Some(hub) = s.attribution.clone() else {
+        let refusal = Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-attribution",
+            "this operator takes no audit events",
+        );
+        return refuse(refusal, handled);
+    };
+    if let Err(refusal) = bearer_create(&s, &headers, AUDITS, &mut handled).await {
+        return refuse(refusal, handled);
+    }
+    let mut events = crate::attribution::actors::Events::default();
+    let n = match events.add_audit_list("the audit batch", &bytes) {
+        Ok(n) => n,
+        Err(e) => {
+            return refuse(
+                Refusal::new(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+                handled,
+            );
+        }
+    };
+    hub.add_audit(events, super::now());
+    handled.accepted = Some(n);
+    let mut response = (StatusCode::OK, format!("{n} audit event(s) kept\n")).into_response();
+    response.extensions_mut().insert(handled);
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suggestions_are_rate_limited_per_caller_and_minute() {
+        let mut r = SuggestRate {
+            limit: 2,
+            ..SuggestRate::default()
+        };
+        let t0: Timestamp = "2026-12-03T10:00:00Z".parse().unwrap();
+        assert!(r.take("a", t0) && r.take("a", t0));
+        assert!(!r.take("a", t0));
+        assert!(r.take("b", t0), "another caller has its own budget");
+        let t1: Timestamp = "2026-12-03T10:01:00Z".parse().unwrap();
+        assert!(r.take("a", t1));
+    }
 
     /// Only statements the journal shows accepted use up their nonce, until
     /// the statement could no longer be valid.

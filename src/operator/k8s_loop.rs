@@ -84,12 +84,15 @@ fn event_for(what: &Announce) -> Option<Event> {
                 .witness
                 .as_ref()
                 .map_or("permissions removed", |w| w.explanation.as_str());
-            let note = format!(
+            let mut note = format!(
                 "{} {} ({}; {reason}): {detail}",
                 change.severity.as_str(),
                 change.direction.as_str(),
                 verdict.as_str(),
             );
+            if let Some(Some(a)) = &change.attribution {
+                note = format!("{note} · by {}", a.line());
+            }
             (type_, name, "Judged", note)
         }
         Announce::Closed { object, reason } => (
@@ -252,6 +255,8 @@ struct ClusterLoop {
     enforcer: Option<super::enforce::Enforcer>,
     /// The live model's copy admission reviews write on (`admission`).
     review_copy: super::admission::ReviewCopy,
+    /// Attribution of judged changes (None: not attributed).
+    attribution: Option<super::attribution::LoopAttribution>,
 }
 
 impl ClusterLoop {
@@ -342,6 +347,7 @@ impl ClusterLoop {
                     &mut self.patches,
                     &self.approvals,
                     self.enforcer.as_mut(),
+                    self.attribution.as_mut(),
                 )
                 .await
             }
@@ -403,7 +409,13 @@ impl ClusterLoop {
     /// Takes over (see [`takeover`]); in enforce mode, then settles the
     /// reverts a previous leader left open and plans the open widenings.
     async fn take_over(&mut self) -> (Outcomes, Result<(), Error>) {
-        let (outcomes, result) = takeover(&self.cx, &mut self.state, &self.index).await;
+        let (outcomes, result) = takeover(
+            &self.cx,
+            &mut self.state,
+            &self.index,
+            self.attribution.as_mut(),
+        )
+        .await;
         let result = match (result, self.enforcer.as_mut(), self.state.as_ref()) {
             (Ok(()), Some(e), Some(s)) => {
                 let current = Current::K8s(self.index.model());
@@ -546,17 +558,38 @@ async fn judge_changes(
     patches: &mut usize,
     approvals: &super::approvals::HeldApprovals,
     mut enforcer: Option<&mut super::enforce::Enforcer>,
+    mut attribution: Option<&mut super::attribution::LoopAttribution>,
 ) -> (Outcomes, Result<(), Error>) {
     let mut outcomes = Vec::new();
     for change in changes {
         let key = ObjectKey::K8s(change.key.clone());
         let written = written_at(change.current.as_ref());
+        if enforcer.as_deref_mut().is_some_and(|e| e.defers(&key)) {
+            continue;
+        }
         let current = Current::K8s(index.model());
-        let judged = match enforcer.as_deref_mut() {
-            Some(e) if e.defers(&key) => continue,
-            Some(e) => e.judge(cx, state, current, &key, written).await,
-            None => source::judge_one(cx, state, current, &key, written).await,
+        let hook = attribution
+            .as_deref_mut()
+            .map(|a| a.hook(cx, state, change.current.as_ref(), written));
+        let judged = async {
+            match enforcer.as_deref_mut() {
+                Some(e) => e.judge(cx, state, current, &key, written).await,
+                None => source::judge_one(cx, state, current, &key, written).await,
+            }
         };
+        let judged = match hook {
+            Some(hook) => super::outcome::ATTRIBUTOR.scope(hook, judged).await,
+            None => judged.await,
+        };
+        if let (Some(a), Ok(applied)) = (attribution.as_deref_mut(), &judged) {
+            a.judged(
+                cx,
+                &key,
+                change.current.as_ref(),
+                written,
+                &applied.announce,
+            );
+        }
         match judged {
             Ok(applied) => {
                 if let Some(e) = enforcer.as_deref_mut()
@@ -602,16 +635,24 @@ pub async fn k8s_loop(
     stream: impl futures_util::Stream<Item = KindEvent>,
     recorder: Option<Recorder>,
 ) {
-    k8s_loop_enforcing(cx, stream, recorder, None).await
+    k8s_loop_with(cx, stream, recorder, Extras::default()).await
 }
 
-/// [`k8s_loop`] with the client enforce mode reverts with (used only when
-/// the source's mode is `enforce`).
-pub async fn k8s_loop_enforcing(
+/// What a cluster loop does beyond judging: revert with `client` (used only
+/// when the source's mode is `enforce`), and attribute each judged change
+/// with `hub`'s suggestions and audit events (src/operator/attribution.rs).
+#[derive(Default)]
+pub struct Extras {
+    pub client: Option<kube::Client>,
+    pub hub: Option<std::sync::Arc<super::attribution::Hub>>,
+}
+
+/// [`k8s_loop`] with its [`Extras`].
+pub async fn k8s_loop_with(
     cx: SourceCtx,
     stream: impl futures_util::Stream<Item = KindEvent>,
     recorder: Option<Recorder>,
-    client: Option<kube::Client>,
+    Extras { client, hub }: Extras,
 ) {
     let span = source::span(&cx);
     async move {
@@ -645,11 +686,26 @@ pub async fn k8s_loop_enforcing(
             events,
             enforcer,
             review_copy: Default::default(),
+            attribution: hub.map(super::attribution::LoopAttribution::new),
         };
+        let mut audit_seen = l.attribution.as_ref().map(|a| a.hub().watch_audit());
         tokio::pin!(stream);
         loop {
+            let waiting = l.attribution.as_ref().and_then(|a| a.next_deadline());
             tokio::select! {
                 _ = expiry.tick() => l.on_expiry_tick().await,
+                changed = super::attribution::audit_arrived(audit_seen.as_mut()) => {
+                    if changed
+                        && let Some(a) = l.attribution.as_mut()
+                    {
+                        a.retry_waiting(&l.cx).await;
+                    }
+                }
+                () = retry_due(waiting) => {
+                    if let Some(a) = l.attribution.as_mut() {
+                        a.give_up_waiting(&l.cx, tokio::time::Instant::now());
+                    }
+                }
                 event = stream.next() => match event {
                     Some(event) => l.on_event(event).await,
                     None => break,
@@ -679,9 +735,10 @@ async fn takeover(
     cx: &SourceCtx,
     state: &mut Option<SourceState>,
     index: &LiveIndex,
+    attribution: Option<&mut super::attribution::LoopAttribution>,
 ) -> (Outcomes, Result<(), Error>) {
     let mut outcomes = Vec::new();
-    let result = takeover_into(cx, state, index, &mut outcomes).await;
+    let result = takeover_into(cx, state, index, &mut outcomes, attribution).await;
     (outcomes, result)
 }
 
@@ -690,6 +747,7 @@ async fn takeover_into(
     state: &mut Option<SourceState>,
     index: &LiveIndex,
     outcomes: &mut Outcomes,
+    mut attribution: Option<&mut super::attribution::LoopAttribution>,
 ) -> Result<(), Error> {
     let current = index.model();
     let mut loaded =
@@ -708,15 +766,21 @@ async fn takeover_into(
             continue;
         }
         let object = current.get(k);
-        let what = source::judge_one(
-            cx,
-            &mut loaded,
-            Current::K8s(current),
-            &key,
-            written_at(object),
-        )
-        .await?
+        let written = written_at(object);
+        // Changes made while nobody recorded are attributed too: the
+        // suggestions are in the journal, and audit events may still come.
+        let hook = attribution
+            .as_deref_mut()
+            .map(|a| a.hook(cx, &loaded, object, written));
+        let judged = source::judge_one(cx, &mut loaded, Current::K8s(current), &key, written);
+        let what = match hook {
+            Some(hook) => super::outcome::ATTRIBUTOR.scope(hook, judged).await,
+            None => judged.await,
+        }?
         .announce;
+        if let Some(a) = attribution.as_deref_mut() {
+            a.judged(cx, &key, object, written, &what);
+        }
         outcomes.push((object.map(reference), what));
     }
     outcome::update_open_gauges(&cx.outcome_cx(), &loaded);
@@ -814,6 +878,43 @@ mod tests {
             page.contains("permdrift_open_widening{severity=\"critical\",source=\"lab\"} 1"),
             "{page}"
         );
+    }
+
+    #[test]
+    fn a_judged_changes_event_says_who_and_which_suggestion_in_one_line() {
+        let mut change: crate::report::Change = serde_json::from_value(json!({
+            "source": "lab", "platform": "kubernetes", "change": "added",
+            "object": {"kind": "ClusterRoleBinding", "name": "x"},
+            "direction": "widening", "severity": "high", "risks": [],
+            "gained_count": 0, "gained": [], "lost_count": 0, "lost": [],
+            "text_diff": "", "fingerprint": "f"
+        }))
+        .unwrap();
+        change.attribution = Some(Some(crate::attribution::Attribution {
+            kind: crate::attribution::AttributionKind::AgentSuggested,
+            actor: Some(crate::attribution::Actor {
+                username: Some("priya".into()),
+                ..Default::default()
+            }),
+            agent: Some("devhelper".into()),
+            suggestion: Some("eng-help-1".into()),
+            confidence: Some(crate::attribution::Confidence::Exact),
+            evidence: Vec::new(),
+            beyond: Vec::new(),
+        }));
+        let what = Announce::Judged {
+            change: Box::new(change),
+            verdict: crate::decide::Verdict::Alert,
+            reason: "unapproved".into(),
+        };
+        let note = event_for(&what).and_then(|e| e.note).unwrap();
+        assert!(
+            note.ends_with(
+                " · by agent-suggested · suggestion eng-help-1 · agent devhelper · exact · by priya"
+            ),
+            "{note}"
+        );
+        assert!(!note.contains('\n'), "{note}");
     }
 
     #[test]

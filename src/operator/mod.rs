@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod api;
 pub mod approvals;
+pub mod attribution;
 pub mod dry_run;
 pub mod enforce;
 pub mod error;

@@ -17,6 +17,17 @@ use crate::snapshot::Platform;
 use jiff::Timestamp;
 use serde_json::Value;
 
+/// Attributes a judged change before its record is written.
+pub type Attributor =
+    std::sync::Arc<dyn Fn(&Change) -> Option<crate::attribution::Attribution> + Send + Sync>;
+
+tokio::task_local! {
+    /// Set by a source loop that attributes (src/operator/attribution.rs)
+    /// around its judging, so that the attribution goes into the `change`
+    /// record itself while `judge_one` stays the same for every platform.
+    pub static ATTRIBUTOR: Attributor;
+}
+
 /// What the caller may want to announce after an outcome was recorded.
 pub enum Announce {
     Nothing,
@@ -90,7 +101,10 @@ pub async fn apply(
                 reason: "restored",
             }
         }
-        Outcome::Judged(j) => {
+        Outcome::Judged(mut j) => {
+            if let Ok(attribution) = ATTRIBUTOR.try_with(|attribute| attribute(&j.change)) {
+                j.change.attribution = Some(attribution);
+            }
             let latency =
                 written_at.map(|w| (super::unix_seconds(now) - super::unix_seconds(w)).max(0.0));
             let facts = ChangeFacts {

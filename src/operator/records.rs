@@ -3,7 +3,8 @@
 //! Every record body the operator and the store write is one variant of
 //! [`Body`], a serde enum tagged by the record's `kind` (`baseline`,
 //! `baseline-patch`, `change`, `close`, `api-request`, `approval`, `revert-plan`,
-//! `revert-intent`, `revert-result`, `reset`, `admission`): judged
+//! `revert-intent`, `revert-result`, `reset`, `admission`, `suggestion`,
+//! `attribution`): judged
 //! outcomes go in through [`Body::encode`], and at start or takeover a
 //! source's records come back out through [`Body::decode`] and [`replay`] as
 //! its baseline (the last full baseline snapshot plus later patches, in
@@ -32,6 +33,8 @@ pub const REVERT_PLAN: &str = "revert-plan";
 pub const REVERT_INTENT: &str = "revert-intent";
 pub const REVERT_RESULT: &str = "revert-result";
 pub const ADMISSION: &str = "admission";
+pub const SUGGESTION: &str = "suggestion";
+pub const ATTRIBUTION: &str = "attribution";
 /// Written by the store itself (`Store::reset`).
 pub const RESET: &str = crate::store::head::RESET_KIND;
 
@@ -50,6 +53,8 @@ pub enum Body {
     RevertIntent(RevertIntentBody),
     RevertResult(RevertResultBody),
     Admission(Box<AdmissionBody>),
+    Suggestion(SuggestionBody),
+    Attribution(AttributionBody),
 }
 
 /// A full baseline snapshot was stored under `digest`.
@@ -111,6 +116,47 @@ pub struct ChangeBody {
     /// from the journal alone.
     #[serde(default)]
     pub raw: Option<Value>,
+    /// Who made the change and which agent suggestion it came from, as far
+    /// as known when it was judged (docs/attribution.md); absent in
+    /// records written without attribution, so their bytes do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<crate::attribution::Attribution>,
+}
+
+/// An agent suggestion posted to the API (`POST /api/v1/suggestions`),
+/// kept whole so that it can be matched again after a restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuggestionBody {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// When the agent said it (front matter `at`), else when it was posted.
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Who posted it, as authenticated.
+    pub caller: Caller,
+    /// The name it was posted under (`?name=`), for evidence locations.
+    pub file: String,
+    /// The text as posted (UTF-8, bounded by the API's size limit).
+    pub text: String,
+    /// Actions understood, and what looked like one but was not.
+    pub actions: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+}
+
+/// The attribution of a change learnt after its `change` record was
+/// written (the audit event came later): the same object and fingerprint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttributionBody {
+    #[serde(with = "stored_key")]
+    pub key: ObjectKey,
+    pub object: String,
+    pub fingerprint: String,
+    pub attribution: crate::attribution::Attribution,
+    /// From the change's detection to this record.
+    pub waited_seconds: f64,
 }
 
 /// An open widening closed (restored, accepted, superseded).
@@ -319,6 +365,8 @@ impl Body {
             Body::RevertIntent(_) => REVERT_INTENT,
             Body::RevertResult(_) => REVERT_RESULT,
             Body::Admission(_) => ADMISSION,
+            Body::Suggestion(_) => SUGGESTION,
+            Body::Attribution(_) => ATTRIBUTION,
         }
     }
 
@@ -353,6 +401,8 @@ impl Body {
             REVERT_INTENT => Body::RevertIntent(de(body)?),
             REVERT_RESULT => Body::RevertResult(de(body)?),
             ADMISSION => Body::Admission(de(body)?),
+            SUGGESTION => Body::Suggestion(de(body)?),
+            ATTRIBUTION => Body::Attribution(de(body)?),
             _ => return Ok(None),
         }))
     }
@@ -505,6 +555,7 @@ pub fn change(f: ChangeFacts<'_>) -> Body {
         detected_at: f.detected_at,
         latency_seconds: f.latency_seconds,
         raw: f.raw,
+        attribution: c.attribution.clone().flatten(),
     }))
 }
 
@@ -563,9 +614,15 @@ impl Replayed {
                 self.open.remove(&c.key);
                 self.open_raw.remove(&c.key);
             }
-            Body::ApiRequest(_) | Body::Reset(_) | Body::Approval(_) | Body::RevertPlan(_) => {}
-            Body::RevertIntent(_) | Body::RevertResult(_) => {}
-            Body::Admission(_) => {}
+            Body::ApiRequest(_)
+            | Body::Reset(_)
+            | Body::Approval(_)
+            | Body::RevertPlan(_)
+            | Body::RevertIntent(_)
+            | Body::RevertResult(_)
+            | Body::Admission(_)
+            | Body::Suggestion(_)
+            | Body::Attribution(_) => {}
         }
     }
 }

@@ -72,7 +72,7 @@ async fn supervise_store(
     store: StoreHandle,
     metrics: Metrics,
     health: Health,
-    auth: Option<Arc<Authenticator>>,
+    read_back: ReadBack,
     mut leading_rx: watch::Receiver<bool>,
     recording_tx: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
@@ -90,7 +90,7 @@ async fn supervise_store(
                     store.checkpoint("opened").await;
                     // Before anything can be accepted here: statements a
                     // previous leader accepted are used up.
-                    if let Some(auth) = &auth {
+                    if let Some(auth) = &read_back.auth {
                         match store.api_requests().await {
                             Ok(records) => auth.remember_used(api::used_nonces(&records)),
                             Err(e) => {
@@ -98,6 +98,7 @@ async fn supervise_store(
                             }
                         }
                     }
+                    restore_suggestions(&store, &read_back.hub);
                     health.set_store(StoreStatus::Open);
                     recording_tx.send_replace(true);
                 }
@@ -127,6 +128,47 @@ async fn supervise_store(
     recording_tx.send_replace(false);
     health.set_store(StoreStatus::Closed);
     store.close().await;
+}
+
+/// Who takes back what the journal holds each time the store opens: the
+/// authenticator its used nonces, the attribution hub its suggestions.
+struct ReadBack {
+    auth: Option<Arc<Authenticator>>,
+    hub: Arc<super::attribution::Hub>,
+}
+
+/// Holds again the suggestions the journal keeps (posted to this or a
+/// previous leader); the hub drops those past the window or the count.
+fn restore_suggestions(store: &StoreHandle, hub: &super::attribution::Hub) {
+    let records = match tokio::task::block_in_place(|| crate::store::read_records(store.dir())) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read suggestions back from the journal");
+            return;
+        }
+    };
+    for r in records
+        .iter()
+        .filter(|r| r.kind == super::records::SUGGESTION)
+    {
+        let body = match super::records::Body::of_record(r) {
+            Ok(Some(super::records::Body::Suggestion(b))) => b,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "suggestion record not read");
+                continue;
+            }
+        };
+        let received = r.at.parse().unwrap_or(body.at);
+        match crate::attribution::suggestion::parse(&body.file, &body.id, body.text.as_bytes()) {
+            Ok(s) => hub.add_suggestion(s, received),
+            Err(e) => tracing::warn!(seq = r.seq, error = %e, "suggestion record not parsed"),
+        }
+    }
+    tracing::info!(
+        suggestions = hub.suggestion_count(),
+        "suggestions held for attribution"
+    );
 }
 
 /// Who may call the API: a cluster for TokenReview when configured (or when
@@ -262,11 +304,21 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
         true => Some(Arc::new(authenticator(&config.api).await?)),
         false => None,
     };
+    let hub = super::attribution::Hub::new(
+        crate::attribution::agents::AgentsConfig {
+            agents: config.agents.clone(),
+        },
+        config.suggestions.window.0,
+        config.suggestions.max_count,
+    );
     tasks.push(tokio::spawn(supervise_store(
         store.clone(),
         metrics.clone(),
         health.clone(),
-        auth.clone(),
+        ReadBack {
+            auth: auth.clone(),
+            hub: hub.clone(),
+        },
         leading_rx,
         recording_tx,
         shutdown.clone(),
@@ -317,7 +369,15 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
                     source.name.clone(),
                     health.clone(),
                     shutdown.clone(),
-                    k8s_loop::k8s_loop_enforcing(cx, stream, recorder, reverter),
+                    k8s_loop::k8s_loop_with(
+                        cx,
+                        stream,
+                        recorder,
+                        k8s_loop::Extras {
+                            client: reverter,
+                            hub: Some(hub.clone()),
+                        },
+                    ),
                 ));
             }
             (None, Some(access)) => tasks.push(supervise::spawn_source(
@@ -365,7 +425,8 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> Result<(), 
             .with_approvals(
                 crate::approval::Rules::from_config(&config.approvals)
                     .map_err(|e| OperatorError::Authentication(format!("approvals: {e}")))?,
-            ),
+            )
+            .with_attribution(hub.clone(), config.suggestions.per_caller_per_minute),
             admission_state(&config, &metrics, &store, &commands, allow.clone()),
         );
         servers.push(tokio::spawn(serve::serve(
