@@ -337,7 +337,7 @@ fn core_cost(label: &str, shape: &synth::ClusterShape, writes: usize) -> (f64, f
                 key
             }
         };
-        std::hint::black_box(state.judge_k8s(&model, &key, &policy, i as f64, &options));
+        std::hint::black_box(state.judge_k8s(&model, &key, &policy, second(i), &options));
         samples.push(clock.elapsed().as_secs_f64() * 1000.0);
     }
     let mean = samples.iter().sum::<f64>() / samples.len().max(1) as f64;
@@ -388,6 +388,11 @@ fn timed(args: &[&str], stdout: Option<&Path>, env: &[(&str, &Path)]) -> (f64, f
     let (secs, kib) = synth::gnu_time(&text);
     let (secs, kib) = (secs.unwrap_or(f64::NAN), kib.map_or(f64::NAN, |k| k as f64));
     (secs, kib / 1024.0)
+}
+
+/// `i` seconds after the Unix epoch: the pure core's clock in the replay.
+fn second(i: usize) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(i as i64).expect("a small time")
 }
 
 fn kube_size(label: &str, shape: &synth::ClusterShape, churn_seconds: usize) -> Value {

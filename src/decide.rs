@@ -6,7 +6,7 @@
 //! object, and whether an earlier open widening closes. Narrowing and neutral
 //! changes advance the baseline; allow-listed widening too; any other
 //! widening stays open until accepted (later: approved or reverted). Pure: no
-//! I/O, and `now` (Unix seconds) is passed in.
+//! I/O, and `now` (a timestamp) is passed in.
 
 use crate::classify::aws::RiskSets;
 use crate::config::{AllowRule, Mode};
@@ -19,6 +19,7 @@ use crate::model::aws::AwsKey;
 use crate::model::k8s::RbacKey;
 use crate::report::{Change, Direction, Severity};
 use crate::snapshot::{SourceData, SourceSnapshot};
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -64,9 +65,9 @@ pub struct OpenWidening {
     /// edit that keeps it (a label, a reordered list) is the same widening.
     pub grants: String,
     pub severity: Severity,
-    /// When this object's widening was first detected (Unix seconds); kept
-    /// when later edits supersede it, since the exposure started then.
-    pub detected_at: f64,
+    /// When this object's widening was first detected; kept when later
+    /// edits supersede it, since the exposure started then.
+    pub detected_at: Timestamp,
 }
 
 /// A digest of what a change grants beyond the baseline: the gained grants
@@ -229,7 +230,7 @@ impl SourceState {
             .collect()
     }
 
-    fn finish(&mut self, key: ObjectKey, change: Change, policy: &Policy<'_>, now: f64) -> Outcome {
+    fn finish(&mut self, key: ObjectKey, change: Change, policy: &Policy<'_>, now: Timestamp) -> Outcome {
         let grants = grants_digest(&change);
         let detected_at = self.open.get(&key).map(|o| o.detected_at);
         if let Some(o) = self.open.get_mut(&key)
@@ -271,7 +272,7 @@ impl SourceState {
         current: &K8sModel,
         key: &RbacKey,
         policy: &Policy<'_>,
-        now: f64,
+        now: Timestamp,
         options: &DiffOptions,
     ) -> Outcome {
         let SourceData::Kubernetes(baseline) = &self.baseline.data else {
@@ -309,7 +310,7 @@ impl SourceState {
         (catalog, sets): (&Catalog, &RiskSets),
         key: &AwsKey,
         policy: &Policy<'_>,
-        now: f64,
+        now: Timestamp,
         options: &DiffOptions,
     ) -> Outcome {
         let SourceData::Aws(baseline) = &self.baseline.data else {
@@ -395,15 +396,13 @@ impl SourceState {
         open.into_iter().collect()
     }
 
-    /// Unix time the oldest open widening was detected, 0 when none.
-    /// When the oldest open widening of `severity` was detected (0 when none).
-    pub fn oldest_open(&self, severity: Severity) -> f64 {
+    /// When the oldest open widening of `severity` was detected, if any is open.
+    pub fn oldest_open(&self, severity: Severity) -> Option<Timestamp> {
         self.open
             .values()
             .filter(|o| o.severity == severity)
             .map(|o| o.detected_at)
-            .reduce(f64::min)
-            .unwrap_or(0.0)
+            .min()
     }
 }
 
@@ -411,6 +410,11 @@ impl SourceState {
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+
+    /// `secs` seconds after the Unix epoch.
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
 
     fn reader() -> Value {
         json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"reader"},
@@ -444,7 +448,7 @@ mod tests {
         let mut s = state(&[reader()]);
         let current = K8sModel::of(&[reader(), binding("eng")]);
         let options = DiffOptions::default();
-        let Outcome::Judged(j) = s.judge_k8s(&current, &key(), &policy(&[]), 100.0, &options)
+        let Outcome::Judged(j) = s.judge_k8s(&current, &key(), &policy(&[]), t(100), &options)
         else {
             panic!()
         };
@@ -452,7 +456,7 @@ mod tests {
         assert!(!j.advanced);
         assert_eq!(s.open.len(), 1);
         assert_eq!(
-            s.judge_k8s(&current, &key(), &policy(&[]), 200.0, &options),
+            s.judge_k8s(&current, &key(), &policy(&[]), t(200), &options),
             Outcome::AlreadyOpen
         );
         // Undoing it closes the open widening.
@@ -460,12 +464,12 @@ mod tests {
             &K8sModel::of(&[reader()]),
             &key(),
             &policy(&[]),
-            300.0,
+            t(300),
             &options,
         ) else {
             panic!()
         };
-        assert_eq!(c.detected_at, 100.0);
+        assert_eq!(c.detected_at, t(100));
         assert!(s.open.is_empty());
     }
 
@@ -474,7 +478,7 @@ mod tests {
         let mut s = state(&[reader(), binding("eng")]);
         let current = K8sModel::of(&[reader()]);
         let options = DiffOptions::default();
-        let Outcome::Judged(j) = s.judge_k8s(&current, &key(), &policy(&[]), 1.0, &options) else {
+        let Outcome::Judged(j) = s.judge_k8s(&current, &key(), &policy(&[]), t(1), &options) else {
             panic!()
         };
         assert_eq!((j.verdict, j.advanced), (Verdict::Allow, true));
@@ -484,7 +488,7 @@ mod tests {
         assert!(b.get(&key()).is_none());
         // Now equal to the baseline: nothing to judge.
         assert!(matches!(
-            s.judge_k8s(&current, &key(), &policy(&[]), 2.0, &options),
+            s.judge_k8s(&current, &key(), &policy(&[]), t(2), &options),
             Outcome::Restored { closed: None }
         ));
     }
@@ -503,7 +507,7 @@ mod tests {
         let options = DiffOptions::default();
         let mut s = state(&[reader()]);
         let allow = [rule("Group:eng", Some(vec!["secrets-read".into()]))];
-        let Outcome::Judged(j) = s.judge_k8s(&current, &key(), &policy(&allow), 1.0, &options)
+        let Outcome::Judged(j) = s.judge_k8s(&current, &key(), &policy(&allow), t(1), &options)
         else {
             panic!()
         };
@@ -515,7 +519,7 @@ mod tests {
             [rule("Group:*", Some(vec!["pod-exec".into()]))],
         ] {
             let mut s = state(&[reader()]);
-            let Outcome::Judged(j) = s.judge_k8s(&current, &key(), &policy(&allow), 1.0, &options)
+            let Outcome::Judged(j) = s.judge_k8s(&current, &key(), &policy(&allow), t(1), &options)
             else {
                 panic!()
             };
@@ -546,7 +550,7 @@ mod tests {
             &current,
             &role,
             &policy(&[rule("Group:eng")]),
-            1.0,
+            t(1),
             &options,
         ) else {
             panic!()
@@ -561,7 +565,7 @@ mod tests {
             &current,
             &role,
             &policy(&[rule("Group:eng")]),
-            1.0,
+            t(1),
             &options,
         ) else {
             panic!()
@@ -574,7 +578,7 @@ mod tests {
             &current,
             &role,
             &policy(&[rule("ClusterRole:reader")]),
-            1.0,
+            t(1),
             &options,
         ) else {
             panic!()
@@ -590,28 +594,28 @@ mod tests {
             &K8sModel::of(&[reader(), binding("eng")]),
             &key(),
             &policy(&[]),
-            10.0,
+            t(10),
             &options,
         );
         let Outcome::Judged(j) = s.judge_k8s(
             &K8sModel::of(&[reader(), binding("all")]),
             &key(),
             &policy(&[]),
-            20.0,
+            t(20),
             &options,
         ) else {
             panic!()
         };
         assert!(j.superseded.is_some());
         let severity = j.change.severity;
-        assert_eq!(s.oldest_open(severity), 10.0);
+        assert_eq!(s.oldest_open(severity), Some(t(10)));
         // Per severity: nothing of another severity is open.
         let other = if severity == Severity::Low {
             Severity::Critical
         } else {
             Severity::Low
         };
-        assert_eq!(s.oldest_open(other), 0.0);
+        assert_eq!(s.oldest_open(other), None);
     }
 
     #[test]
@@ -622,7 +626,7 @@ mod tests {
             &K8sModel::of(&[reader(), binding("eng")]),
             &key(),
             &policy(&[]),
-            10.0,
+            t(10),
             &options,
         ) else {
             panic!()
@@ -635,7 +639,7 @@ mod tests {
                 &K8sModel::of(&[reader(), labelled]),
                 &key(),
                 &policy(&[]),
-                20.0,
+                t(20),
                 &options
             ),
             Outcome::AlreadyOpen
@@ -650,12 +654,12 @@ mod tests {
             &K8sModel::of(&[reader(), wider]),
             &key(),
             &policy(&[]),
-            40.0,
+            t(40),
             &options,
         ) else {
             panic!()
         };
         assert_eq!(j.verdict, Verdict::Alert);
-        assert_eq!(s.oldest_open(j.change.severity), 10.0);
+        assert_eq!(s.oldest_open(j.change.severity), Some(t(10)));
     }
 }

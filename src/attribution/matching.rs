@@ -3,45 +3,66 @@
 //! Predictions go in and are indexed by the concrete (action, resource) of
 //! their gained grants, so an observed change meets only the predictions
 //! that share a grant with it (plus the few whose grants are placeholders),
-//! never every suggestion times every grant. Each candidate is scored on
-//! object identity, grant overlap both ways, time window and confidence;
-//! the best wins.
+//! never every suggestion times every grant. A change no prediction names
+//! costs one borrowed lookup per gained grant and nothing else. Each
+//! candidate is scored on object identity, grant overlap both ways, time
+//! window and confidence; the best wins.
 
 use super::placeholder;
 use super::predict::Prediction;
 use super::{Confidence, Evidence};
 use crate::report::{Change, Grant};
 use rustc_hash::{FxHashMap, FxHashSet};
+use std::borrow::Cow;
 
-/// A grant as compared: latent grants lose their role's name, so a role
-/// created under another name still matches on what it allows.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct Key {
-    subject: String,
-    scope: String,
-    action: String,
-    resource: String,
-    api_group: String,
-    names: String,
-    effect: String,
+/// A grant as compared, borrowed from its change: latent grants lose their
+/// role's name, so a role created under another name still matches on what
+/// it allows.
+#[derive(Clone, Debug)]
+struct Key<'g> {
+    subject: &'g str,
+    scope: &'g str,
+    action: &'g str,
+    resource: &'g str,
+    api_group: &'g str,
+    names: Cow<'g, str>,
+    effect: &'g str,
 }
 
-impl Key {
-    fn of(g: &Grant) -> Self {
+impl<'g> Key<'g> {
+    fn of(g: &'g Grant) -> Self {
         Key {
-            subject: if g.latent {
-                "(role)".into()
-            } else {
-                g.subject.clone()
+            subject: if g.latent { "(role)" } else { &g.subject },
+            scope: &g.scope,
+            action: &g.action,
+            resource: &g.resource,
+            api_group: g.api_group.as_deref().unwrap_or_default(),
+            names: match g.resource_names.as_slice() {
+                [] => Cow::Borrowed(""),
+                [one] => Cow::Borrowed(one.as_str()),
+                many => Cow::Owned(many.join(",")),
             },
-            scope: g.scope.clone(),
-            action: g.action.clone(),
-            resource: g.resource.clone(),
-            api_group: g.api_group.clone().unwrap_or_default(),
-            names: g.resource_names.join(","),
-            effect: g.effect.clone().unwrap_or_default(),
+            effect: g.effect.as_deref().unwrap_or_default(),
         }
     }
+}
+
+/// Indices by action, then resource: looked up with borrowed strings, so a
+/// lookup per observed grant copies nothing.
+type ByGrant = FxHashMap<String, FxHashMap<String, Vec<usize>>>;
+
+fn lookup<'m>(map: &'m ByGrant, action: &str, resource: &str) -> &'m [usize] {
+    map.get(action)
+        .and_then(|m| m.get(resource))
+        .map_or(&[][..], Vec::as_slice)
+}
+
+fn insert(map: &mut ByGrant, action: &str, resource: &str, i: usize) {
+    map.entry(action.to_owned())
+        .or_default()
+        .entry(resource.to_owned())
+        .or_default()
+        .push(i);
 }
 
 /// A predicted value: literal, or a glob where it held placeholders (made
@@ -83,25 +104,25 @@ struct Pattern {
 }
 
 impl Pattern {
-    fn of(k: &Key) -> Self {
+    fn of(k: &Key<'_>) -> Self {
         Pattern {
-            subject: Field::of(&k.subject),
-            scope: Field::of(&k.scope),
-            action: Field::of(&k.action),
-            resource: Field::of(&k.resource),
+            subject: Field::of(k.subject),
+            scope: Field::of(k.scope),
+            action: Field::of(k.action),
+            resource: Field::of(k.resource),
             names: Field::of(&k.names),
-            api_group: k.api_group.clone(),
-            effect: k.effect.clone(),
+            api_group: k.api_group.to_owned(),
+            effect: k.effect.to_owned(),
         }
     }
 
     /// Whether this predicted grant stands for the observed one.
-    fn covers(&self, o: &Key, any_subject: bool) -> bool {
+    fn covers(&self, o: &Key<'_>, any_subject: bool) -> bool {
         self.api_group == o.api_group
             && self.effect == o.effect
-            && self.action.matches(&o.action)
-            && self.resource.matches(&o.resource)
-            && (any_subject || (self.subject.matches(&o.subject) && self.scope.matches(&o.scope)))
+            && self.action.matches(o.action)
+            && self.resource.matches(o.resource)
+            && (any_subject || (self.subject.matches(o.subject) && self.scope.matches(o.scope)))
             && self.names.matches(&o.names)
     }
 }
@@ -110,22 +131,20 @@ struct Indexed<'a> {
     p: &'a Prediction,
     grants: Vec<Pattern>,
     /// Patterns by literal (action, resource); the rest are in `globbed`.
-    by_action: FxHashMap<(String, String), Vec<usize>>,
+    by_action: ByGrant,
     globbed: Vec<usize>,
     added: Vec<String>,
     removed: Vec<String>,
 }
 
 impl Indexed<'_> {
-    fn new<'p>(p: &'p Prediction, keys: &[Key]) -> Indexed<'p> {
+    fn new<'p>(p: &'p Prediction, keys: &[Key<'_>]) -> Indexed<'p> {
         let grants: Vec<Pattern> = keys.iter().map(Pattern::of).collect();
-        let mut by_action: FxHashMap<(String, String), Vec<usize>> = FxHashMap::default();
+        let mut by_action = ByGrant::default();
         let mut globbed = Vec::new();
         for (i, g) in grants.iter().enumerate() {
             match (&g.action, &g.resource) {
-                (Field::Literal(a), Field::Literal(r)) => {
-                    by_action.entry((a.clone(), r.clone())).or_default().push(i)
-                }
+                (Field::Literal(a), Field::Literal(r)) => insert(&mut by_action, a, r, i),
                 _ => globbed.push(i),
             }
         }
@@ -142,15 +161,12 @@ impl Indexed<'_> {
     /// Which observed grants this prediction covers, and how many of its
     /// own grants were observed: each observed grant meets only the patterns
     /// of its own (action, resource) and the globbed ones.
-    fn cover(&self, observed: &[Key]) -> (Vec<bool>, usize) {
+    fn cover(&self, observed: &[Key<'_>]) -> (Vec<bool>, usize) {
         let mut hit = vec![false; self.grants.len()];
         let covered = observed
             .iter()
             .map(|o| {
-                let same = self
-                    .by_action
-                    .get(&(o.action.clone(), o.resource.clone()))
-                    .map_or(&[][..], Vec::as_slice);
+                let same = lookup(&self.by_action, o.action, o.resource);
                 let mut any = false;
                 for &i in same.iter().chain(&self.globbed) {
                     if self.grants[i].covers(o, self.p.any_subject) {
@@ -167,7 +183,7 @@ impl Indexed<'_> {
 
 pub struct Index<'a> {
     items: Vec<Indexed<'a>>,
-    by_grant: FxHashMap<(String, String), Vec<usize>>,
+    by_grant: ByGrant,
     by_name: FxHashMap<(String, String), Vec<usize>>,
     /// Predictions with placeholders in an action or resource, or in the
     /// object's name: always candidates.
@@ -226,7 +242,7 @@ impl<'a> Index<'a> {
         suggestions: &[super::suggestion::Suggestion],
     ) -> Self {
         let mut items = Vec::with_capacity(predictions.len());
-        let mut by_grant: FxHashMap<(String, String), Vec<usize>> = FxHashMap::default();
+        let mut by_grant = ByGrant::default();
         let mut by_name: FxHashMap<(String, String), Vec<usize>> = FxHashMap::default();
         let mut wild = Vec::new();
         for (i, p) in predictions.iter().enumerate() {
@@ -234,15 +250,12 @@ impl<'a> Index<'a> {
             let mut is_wild = false;
             let mut seen = FxHashSet::default();
             for g in &grants {
-                if placeholder::has_placeholder(&g.action)
-                    || placeholder::has_placeholder(&g.resource)
+                if placeholder::has_placeholder(g.action)
+                    || placeholder::has_placeholder(g.resource)
                 {
                     is_wild = true;
-                } else if seen.insert((g.action.clone(), g.resource.clone())) {
-                    by_grant
-                        .entry((g.action.clone(), g.resource.clone()))
-                        .or_default()
-                        .push(i);
+                } else if seen.insert((g.action, g.resource)) {
+                    insert(&mut by_grant, g.action, g.resource, i);
                 }
             }
             let name = p
@@ -286,7 +299,6 @@ impl<'a> Index<'a> {
         if self.items.is_empty() {
             return None;
         }
-        let observed: Vec<Key> = change.gained.iter().map(Key::of).collect();
         let mut candidates: Vec<usize> = self.wild.clone();
         let name = change
             .object
@@ -296,13 +308,15 @@ impl<'a> Index<'a> {
         if let Some(v) = self.by_name.get(&(change.object.kind.clone(), name)) {
             candidates.extend(v);
         }
-        for g in &observed {
-            if let Some(v) = self.by_grant.get(&(g.action.clone(), g.resource.clone())) {
-                candidates.extend(v);
-            }
+        for g in &change.gained {
+            candidates.extend(lookup(&self.by_grant, &g.action, &g.resource));
+        }
+        if candidates.is_empty() {
+            return None;
         }
         candidates.sort_unstable();
         candidates.dedup();
+        let observed: Vec<Key> = change.gained.iter().map(Key::of).collect();
         let added = diff_lines(&change.text_diff, '+');
         let removed = diff_lines(&change.text_diff, '-');
         let mut best: Option<(Score, usize, Vec<bool>)> = None;

@@ -171,7 +171,7 @@ fn offline(
         )?;
         for (key, open) in &replayed.open {
             let raw = replayed.open_raw.get(key).cloned().flatten();
-            let exposure = (crate::operator::unix_seconds(at) - open.detected_at).max(0.0);
+            let exposure = crate::operator::seconds_since(open.detected_at, at);
             for body in [
                 records::accepted_patch(key, raw, &by),
                 records::close(key, open, "accepted", exposure),

@@ -602,7 +602,7 @@ mod tests {
                     fingerprint: String::new(),
                     grants: String::new(),
                     severity: Severity::Critical,
-                    detected_at: 0.0,
+                    detected_at: Timestamp::UNIX_EPOCH,
                 },
             );
         }

@@ -42,10 +42,15 @@ pub fn now() -> Timestamp {
     Timestamp::from_microsecond(t.as_microsecond()).unwrap_or(t)
 }
 
-/// Unix seconds, where a number is wanted: metrics, the pure core's
-/// open-widening times, the journal's `detected_at`.
+/// Unix seconds, where a number is wanted: metrics and the journal's
+/// `detected_at`.
 pub fn unix_seconds(t: Timestamp) -> f64 {
     t.as_microsecond() as f64 / 1e6
+}
+
+/// Seconds from `from` to `to`, never negative (a clock stepped back reads 0).
+pub fn seconds_since(from: Timestamp, to: Timestamp) -> f64 {
+    to.duration_since(from).as_secs_f64().max(0.0)
 }
 
 /// The time of Unix seconds (to the microsecond); None out of range.
@@ -239,11 +244,41 @@ impl Health {
         if let StoreStatus::Failed(reason) = &state.store {
             out.push(format!("store: not recording: {reason}"));
         }
-        for (source, (_, judging)) in &state.sources {
-            if let Recording::Failed(reason) = judging {
-                out.push(format!("{source}: not recording: {reason}"));
+        let leader = state.store == StoreStatus::Open;
+        for (source, (complete, judging)) in &state.sources {
+            match judging {
+                Recording::Failed(reason) => {
+                    out.push(format!("{source}: not recording: {reason}"));
+                }
+                // The leader is ready once it has judged the first snapshot
+                // against the baseline, not merely listed it: a change made
+                // before then waits for that takeover.
+                Recording::Idle if leader && *complete => {
+                    out.push(format!("{source}: judging its first snapshot"));
+                }
+                _ => {}
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leader_is_ready_only_once_the_first_snapshot_is_judged() {
+        let metrics = crate::metrics::Metrics::new(&[("prod".into(), "kubernetes")]).unwrap();
+        let health = Health::new(["prod".to_owned()], metrics);
+        health.set_complete("prod", true);
+        // A follower with a complete snapshot is ready: it records nothing.
+        assert_eq!(health.problems(), Vec::<String>::new());
+        health.set_store(StoreStatus::Open);
+        assert_eq!(health.problems(), ["prod: judging its first snapshot"]);
+        health.set_recording("prod", Recording::Ok);
+        assert_eq!(health.problems(), Vec::<String>::new());
+        health.set_recording("prod", Recording::Failed("disk full".into()));
+        assert_eq!(health.problems(), ["prod: not recording: disk full"]);
     }
 }

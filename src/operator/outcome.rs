@@ -66,7 +66,7 @@ pub async fn close(
     why: &str,
     now: Timestamp,
 ) -> Result<(), Error> {
-    let exposure = (super::unix_seconds(now) - open.detected_at).max(0.0);
+    let exposure = super::seconds_since(open.detected_at, now);
     cx.store
         .append(cx.source, &records::close(key, open, why, exposure), now)
         .await?;
@@ -106,7 +106,7 @@ pub async fn apply(
                 j.change.attribution = Some(attribution);
             }
             let latency =
-                written_at.map(|w| (super::unix_seconds(now) - super::unix_seconds(w)).max(0.0));
+                written_at.map(|w| super::seconds_since(w, now));
             let facts = ChangeFacts {
                 key,
                 change: &j.change,
@@ -186,7 +186,7 @@ pub fn update_open_gauges(cx: &Context<'_>, state: &SourceState) {
         cx.metrics
             .open_widening_since
             .with_label_values(&[cx.source, s.as_str()])
-            .set(state.oldest_open(s));
+            .set(state.oldest_open(s).map_or(0.0, super::unix_seconds));
     }
 }
 
@@ -261,7 +261,7 @@ mod tests {
         // A narrowing: the baseline moves to it.
         for verbs in [&["get", "list", "watch"][..], &["get"][..]] {
             let current = K8sModel::of(&[role(verbs), binding()]);
-            let outcome = state.judge_k8s(&current, &key, &policy, 1.0, &DiffOptions::default());
+            let outcome = state.judge_k8s(&current, &key, &policy, Timestamp::UNIX_EPOCH, &DiffOptions::default());
             let raw = current.get(&key).map(|o| o.value());
             let t = crate::operator::from_unix_seconds(1.0).unwrap();
             let applied = apply(&cx, &state, &object_key, outcome, raw, t, None)

@@ -592,8 +592,10 @@ impl Replayed {
             Body::BaselinePatch(p) => self.patches.push((p.key, p.raw)),
             Body::Change(c) if c.verdict == Verdict::Alert => {
                 let c = *c;
-                let detected_at = super::unix_seconds(c.detected_at);
-                let first = self.open.get(&c.key).map_or(detected_at, |o| o.detected_at);
+                let first = self
+                    .open
+                    .get(&c.key)
+                    .map_or(c.detected_at, |o| o.detected_at);
                 self.open.insert(
                     c.key.clone(),
                     OpenWidening {
@@ -709,7 +711,7 @@ mod tests {
             fingerprint: "fp".into(),
             grants: "g".into(),
             severity: Severity::High,
-            detected_at: 1.5,
+            detected_at: at(1.5),
         };
         let cases = [
             (
@@ -822,7 +824,10 @@ mod tests {
         // A missing time reads as the epoch, as replay always read it.
         let mut r = record(13, &alert("a", "f", 1.0));
         r.body.as_object_mut().unwrap().remove("detected_at");
-        assert_eq!(replay([&r]).unwrap().open[&key("a")].detected_at, 0.0);
+        assert_eq!(
+            replay([&r]).unwrap().open[&key("a")].detected_at,
+            Timestamp::UNIX_EPOCH
+        );
     }
 
     #[test]
@@ -854,7 +859,7 @@ mod tests {
         assert_eq!(r.patches, vec![(key("late"), Some(json!({"k": 1})))]);
         assert_eq!(r.open.len(), 1);
         let a = &r.open[&key("a")];
-        assert_eq!((a.fingerprint.as_str(), a.detected_at), ("f2", 10.0));
+        assert_eq!((a.fingerprint.as_str(), a.detected_at), ("f2", at(10.0)));
         assert_eq!(a.grants, "g-f2", "the grants digest survives a restart");
         assert_eq!(r.open_raw[&key("a")], Some(json!({"x": 1})));
         assert_eq!(at(10.0).as_second(), 10);

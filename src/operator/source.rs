@@ -247,15 +247,13 @@ pub async fn judge_one(
     written_at: Option<Timestamp>,
 ) -> Result<outcome::Applied, Error> {
     let t = now();
-    // The pure core keeps open-widening times as Unix seconds.
-    let secs = unix_seconds(t);
     let outcome = match (current, key) {
         (Current::K8s(m), ObjectKey::K8s(k)) => {
-            state.judge_k8s(m, k, &cx.policy(), secs, &judge_options())
+            state.judge_k8s(m, k, &cx.policy(), t, &judge_options())
         }
         (Current::Aws(m), ObjectKey::Aws(k)) => {
             let catalog = (cx.catalog, &*cx.risk_sets);
-            state.judge_aws(m, catalog, k, &cx.policy(), secs, &judge_options())
+            state.judge_aws(m, catalog, k, &cx.policy(), t, &judge_options())
         }
         _ => Outcome::AlreadyOpen,
     };
