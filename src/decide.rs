@@ -230,7 +230,13 @@ impl SourceState {
             .collect()
     }
 
-    fn finish(&mut self, key: ObjectKey, change: Change, policy: &Policy<'_>, now: Timestamp) -> Outcome {
+    fn finish(
+        &mut self,
+        key: ObjectKey,
+        change: Change,
+        policy: &Policy<'_>,
+        now: Timestamp,
+    ) -> Outcome {
         let grants = grants_digest(&change);
         let detected_at = self.open.get(&key).map(|o| o.detected_at);
         if let Some(o) = self.open.get_mut(&key)

@@ -21,7 +21,7 @@ use super::outcome::{self, Announce, Applied};
 use super::records::{Body, RevertIntentBody, RevertPlanBody, RevertResultBody};
 use super::source::{self, Current, SourceCtx};
 use super::store::StoreHandle;
-use super::{Error, now, unix_seconds};
+use super::{Error, now};
 use crate::decide::{ObjectKey, Outcome as Decided, SourceState};
 use crate::metrics::Metrics;
 use crate::revert::plan::{Live, Ops, Outcome, PlanRules, plan_live};
@@ -192,14 +192,13 @@ impl Enforcer {
             return source::judge_one(cx, state, current, key, written_at).await;
         }
         let t = now();
-        let secs = unix_seconds(t);
         let decided = match (current, key) {
             (Current::K8s(m), ObjectKey::K8s(k)) => {
-                state.judge_k8s(m, k, &cx.policy(), secs, &source::judge_options())
+                state.judge_k8s(m, k, &cx.policy(), t, &source::judge_options())
             }
             (Current::Aws(m), ObjectKey::Aws(k)) => {
                 let catalog = (cx.catalog, &*cx.risk_sets);
-                state.judge_aws(m, catalog, k, &cx.policy(), secs, &source::judge_options())
+                state.judge_aws(m, catalog, k, &cx.policy(), t, &source::judge_options())
             }
             _ => Decided::AlreadyOpen,
         };

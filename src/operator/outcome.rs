@@ -105,8 +105,7 @@ pub async fn apply(
             if let Ok(attribution) = ATTRIBUTOR.try_with(|attribute| attribute(&j.change)) {
                 j.change.attribution = Some(attribution);
             }
-            let latency =
-                written_at.map(|w| super::seconds_since(w, now));
+            let latency = written_at.map(|w| super::seconds_since(w, now));
             let facts = ChangeFacts {
                 key,
                 change: &j.change,
@@ -261,7 +260,13 @@ mod tests {
         // A narrowing: the baseline moves to it.
         for verbs in [&["get", "list", "watch"][..], &["get"][..]] {
             let current = K8sModel::of(&[role(verbs), binding()]);
-            let outcome = state.judge_k8s(&current, &key, &policy, Timestamp::UNIX_EPOCH, &DiffOptions::default());
+            let outcome = state.judge_k8s(
+                &current,
+                &key,
+                &policy,
+                Timestamp::UNIX_EPOCH,
+                &DiffOptions::default(),
+            );
             let raw = current.get(&key).map(|o| o.value());
             let t = crate::operator::from_unix_seconds(1.0).unwrap();
             let applied = apply(&cx, &state, &object_key, outcome, raw, t, None)
