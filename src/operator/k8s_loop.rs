@@ -346,8 +346,10 @@ impl ClusterLoop {
                     &changes,
                     &mut self.patches,
                     &self.approvals,
-                    self.enforcer.as_mut(),
-                    self.attribution.as_mut(),
+                    Extensions {
+                        enforcer: self.enforcer.as_mut(),
+                        attribution: self.attribution.as_mut(),
+                    },
                 )
                 .await
             }
@@ -547,6 +549,12 @@ fn current_object(index: &LiveIndex, key: &crate::model::k8s::RbacKey) -> Option
     index.model().get(key).map(reference)
 }
 
+/// The loop's parts that act on each judged change, where configured.
+struct Extensions<'a> {
+    enforcer: Option<&'a mut super::enforce::Enforcer>,
+    attribution: Option<&'a mut super::attribution::LoopAttribution>,
+}
+
 /// Judges the changes of one watch event. Returns what was journaled (to
 /// announce) and whether every change was. In enforce mode, an object with
 /// a revert in flight waits for its end (`on_reverted` judges it then).
@@ -557,8 +565,10 @@ async fn judge_changes(
     changes: &[crate::index::k8s_live::ObjectChange],
     patches: &mut usize,
     approvals: &super::approvals::HeldApprovals,
-    mut enforcer: Option<&mut super::enforce::Enforcer>,
-    mut attribution: Option<&mut super::attribution::LoopAttribution>,
+    Extensions {
+        mut enforcer,
+        mut attribution,
+    }: Extensions<'_>,
 ) -> (Outcomes, Result<(), Error>) {
     let mut outcomes = Vec::new();
     for change in changes {
