@@ -20,7 +20,7 @@ use crate::report::{Change, ChangeKind, Direction, Risk, Severity, Witness};
 use crate::store::Record;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 pub const BASELINE: &str = "baseline";
@@ -331,13 +331,7 @@ impl std::fmt::Display for Caller {
 }
 
 /// The first record of a journal started over (`store/reset.rs` writes it).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ResetBody {
-    pub reason: String,
-    pub actor: String,
-    /// What was set aside: records, head, file, problems found.
-    pub previous: Map<String, Value>,
-}
+pub use crate::store::ResetBody;
 
 /// A record body that does not read as its kind says.
 #[derive(Debug, thiserror::Error)]
@@ -767,7 +761,7 @@ mod tests {
         let reset = Body::Reset(ResetBody {
             reason: "r".into(),
             actor: "a".into(),
-            previous: Map::new(),
+            previous: serde_json::Map::new(),
         });
         let admission = Body::Admission(Box::new(AdmissionBody {
             uid: "u".into(),

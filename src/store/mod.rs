@@ -36,6 +36,7 @@ pub mod snapshots;
 pub use head::{ExpectedHead, Head};
 pub use key::{JournalKey, KeyError};
 pub use record::{Broken, Record, Scan, ZERO_HASH};
+pub use reset::ResetBody;
 
 use crate::snapshot::SourceSnapshot;
 use serde::Serialize;

@@ -14,10 +14,20 @@ use super::{
     JOURNAL, JournalKey, Store, StoreError, against_evidence, check_fields, dir_name, io_error,
     lock, open_options_private, prepare_dir, require_dir, snapshots,
 };
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::Path;
+
+/// The first record of a journal started over: why, by whom, and what was
+/// set aside (records, head, file, problems found).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResetBody {
+    pub reason: String,
+    pub actor: String,
+    pub previous: Map<String, Value>,
+}
 
 /// The new journal is written here, then renamed over `journal.jsonl`.
 pub(super) const TEMP: &str = "journal.reset.tmp";
@@ -107,7 +117,12 @@ impl Store {
         if !problems.is_empty() {
             previous.insert("problem".into(), Value::from(problems.join("; ")));
         }
-        let body = json!({"reason": reason, "actor": actor, "previous": previous});
+        let body = ResetBody {
+            reason: reason.to_owned(),
+            actor: actor.to_owned(),
+            previous,
+        };
+        let body = serde_json::to_value(&body).map_err(|e| invalid(e.to_string()))?;
         check_fields(RESET_KIND, None, &body, at).map_err(invalid)?;
         let mut first = Record {
             seq: 1,
