@@ -353,7 +353,7 @@ fn every_dashboard_query_uses_documented_metrics() {
         "Open unapproved widenings by source and severity",
         "Exposure time of open widenings",
         "Attributed changes by attribution and agent",
-        "Reverts by result",
+        "Reverts by outcome",
         "Detection latency",
         "Detection and exposure latency quantiles",
         "Sources up and recording",
