@@ -486,6 +486,25 @@ fn kube_size(label: &str, shape: &synth::ClusterShape, churn_seconds: usize) -> 
             None => unmatched += 1,
         }
     }
+    // BENCH_TRACE=FILE: each write's offset into the churn and its latency, in
+    // write order (for finding when stalls happen, during development).
+    if let (Ok(file), Some(first)) = (std::env::var("BENCH_TRACE"), writes.first()) {
+        let rows: String = writes
+            .iter()
+            .map(|w| {
+                let latency = seen
+                    .get(&w.object)
+                    .and_then(|v| v.get(w.nth))
+                    .map(|at| at.saturating_duration_since(w.acked).as_secs_f64() * 1000.0);
+                format!(
+                    "{:.1},{}\n",
+                    w.acked.saturating_duration_since(first.acked).as_secs_f64() * 1000.0,
+                    latency.map_or("-".to_owned(), |l| format!("{l:.1}"))
+                )
+            })
+            .collect();
+        std::fs::write(file, rows).expect("trace file");
+    }
     latencies.sort_by(f64::total_cmp);
     let event_count = events1 - events0;
     let per_event_ms = (cpu1 - cpu0) * 1000.0 / event_count.max(1.0);
