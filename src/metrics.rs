@@ -400,6 +400,9 @@ impl Metrics {
                 m.reverts.with_label_values(&[source, outcome]);
             }
             m.revert_flapping.with_label_values(&[source]).set(0);
+            for reason in crate::operator::enforce::FAILURE_REASONS {
+                m.revert_failures.with_label_values(&[source, reason]);
+            }
             if platform == "kubernetes" {
                 for reason in crate::operator::events::DROP_REASONS {
                     m.events_dropped.with_label_values(&[source, reason]);

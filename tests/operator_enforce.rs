@@ -1512,7 +1512,7 @@ fn an_object_written_again_mid_revert_is_planned_afresh_not_failed() {
     // Not a failure: PermdriftRevertFailed stays silent.
     assert_eq!(
         op.metric("permdrift_revert_failures_total{reason=\"conflict\",source=\"kind\"}"),
-        None
+        Some(0.0)
     );
     assert_eq!(
         op.metric("permdrift_reverts_total{outcome=\"failed\",source=\"kind\"}"),

@@ -521,6 +521,27 @@ impl LoopAttribution {
     }
 }
 
+/// Creates the source's `permdrift_attributed_changes_total` series at 0
+/// (agents' kinds for every configured agent, `other` and none; a person's
+/// with no agent), so the alert's `increase` sees the first attribution.
+pub fn count_from_zero(cx: &super::source::SourceCtx, hub: &Hub) {
+    use crate::attribution::AttributionKind;
+    let mut agents: Vec<&str> = hub.agents.agents.iter().map(|a| a.name.as_str()).collect();
+    agents.extend([OTHER_AGENT, ""]);
+    for kind in [AttributionKind::Agent, AttributionKind::AgentSuggested] {
+        for agent in &agents {
+            cx.metrics
+                .attributed
+                .with_label_values(&[cx.name.as_str(), kind.as_str(), agent]);
+        }
+    }
+    for kind in [AttributionKind::Human, AttributionKind::Unknown] {
+        cx.metrics
+            .attributed
+            .with_label_values(&[cx.name.as_str(), kind.as_str(), ""]);
+    }
+}
+
 /// Counts an attribution in `permdrift_attributed_changes_total`.
 fn count(cx: &super::source::SourceCtx, hub: &Hub, a: Option<&Attribution>) {
     if let Some(a) = a {

@@ -35,6 +35,22 @@ use tokio::sync::{mpsc, watch};
 /// The `outcome` label of `permdrift_reverts_total`, and of `revert-result`
 /// records.
 pub const OUTCOMES: [&str; 4] = ["reverted", "failed", "skipped", "already-restored"];
+/// The `reason` labels of `permdrift_revert_failures_total`: the reverters'
+/// error labels (src/revert/k8s.rs, src/revert/aws.rs) and a full queue.
+/// Each starts at 0, so `PermdriftRevertFailed` sees the first failure.
+pub const FAILURE_REASONS: [&str; 11] = [
+    "forbidden",
+    "conflict",
+    "throttled",
+    "not-found",
+    "refused",
+    "transport",
+    "no-precondition",
+    "bad-object",
+    "unsupported",
+    "interrupted",
+    "queue-full",
+];
 
 /// The reason a widening closes when enforce mode reverted it.
 pub const REVERTED: &str = "reverted";

@@ -672,6 +672,9 @@ pub async fn k8s_loop_with(
             ),
             _ => None,
         };
+        if let Some(hub) = &hub {
+            super::attribution::count_from_zero(&cx, hub);
+        }
         let events = recorder.map(|r| {
             events::spawn(
                 r,
