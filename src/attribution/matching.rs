@@ -47,17 +47,20 @@ impl<'g> Key<'g> {
     }
 }
 
-/// Indices by action, then resource: looked up with borrowed strings, so a
+/// Entries by action, then resource: looked up with borrowed strings, so a
 /// lookup per observed grant copies nothing.
-type ByGrant = FxHashMap<String, FxHashMap<String, Vec<usize>>>;
+type ByGrant<T = usize> = FxHashMap<String, FxHashMap<String, Vec<T>>>;
 
-fn lookup<'m>(map: &'m ByGrant, action: &str, resource: &str) -> &'m [usize] {
+/// A predicted grant: (prediction, pattern within it).
+type PatternRef = (usize, usize);
+
+fn lookup<'m, T>(map: &'m ByGrant<T>, action: &str, resource: &str) -> &'m [T] {
     map.get(action)
         .and_then(|m| m.get(resource))
         .map_or(&[][..], Vec::as_slice)
 }
 
-fn insert(map: &mut ByGrant, action: &str, resource: &str, i: usize) {
+fn insert<T>(map: &mut ByGrant<T>, action: &str, resource: &str, i: T) {
     map.entry(action.to_owned())
         .or_default()
         .entry(resource.to_owned())
@@ -130,60 +133,36 @@ impl Pattern {
 struct Indexed<'a> {
     p: &'a Prediction,
     grants: Vec<Pattern>,
-    /// Patterns by literal (action, resource); the rest are in `globbed`.
-    by_action: ByGrant,
-    globbed: Vec<usize>,
     added: Vec<String>,
     removed: Vec<String>,
 }
 
 impl Indexed<'_> {
     fn new<'p>(p: &'p Prediction, keys: &[Key<'_>]) -> Indexed<'p> {
-        let grants: Vec<Pattern> = keys.iter().map(Pattern::of).collect();
-        let mut by_action = ByGrant::default();
-        let mut globbed = Vec::new();
-        for (i, g) in grants.iter().enumerate() {
-            match (&g.action, &g.resource) {
-                (Field::Literal(a), Field::Literal(r)) => insert(&mut by_action, a, r, i),
-                _ => globbed.push(i),
-            }
-        }
         Indexed {
             p,
-            grants,
-            by_action,
-            globbed,
+            grants: keys.iter().map(Pattern::of).collect(),
             added: diff_lines(&p.change.text_diff, '+'),
             removed: diff_lines(&p.change.text_diff, '-'),
         }
-    }
-
-    /// Which observed grants this prediction covers, and how many of its
-    /// own grants were observed: each observed grant meets only the patterns
-    /// of its own (action, resource) and the globbed ones.
-    fn cover(&self, observed: &[Key<'_>]) -> (Vec<bool>, usize) {
-        let mut hit = vec![false; self.grants.len()];
-        let covered = observed
-            .iter()
-            .map(|o| {
-                let same = lookup(&self.by_action, o.action, o.resource);
-                let mut any = false;
-                for &i in same.iter().chain(&self.globbed) {
-                    if self.grants[i].covers(o, self.p.any_subject) {
-                        hit[i] = true;
-                        any = true;
-                    }
-                }
-                any
-            })
-            .collect();
-        (covered, hit.iter().filter(|h| **h).count())
     }
 }
 
 pub struct Index<'a> {
     items: Vec<Indexed<'a>>,
+    /// Predictions by the grants they give a named subject: most answers
+    /// name theirs, and an observed grant of another subject cannot be theirs.
+    by_subject: FxHashMap<String, ByGrant>,
+    /// Predictions whose subjects are placeholders (or any subject), by grant.
     by_grant: ByGrant,
+    /// Every predicted grant with a literal action and resource, by its
+    /// subject where that is literal (and the prediction names subjects)...
+    patterns_by_subject: FxHashMap<String, ByGrant<PatternRef>>,
+    /// ... else by grant alone; those with a placeholder in the action or
+    /// resource are in `patterns_globbed`. An observed grant meets only the
+    /// patterns that could cover it, once for all candidates.
+    patterns_by_grant: ByGrant<PatternRef>,
+    patterns_globbed: Vec<PatternRef>,
     by_name: FxHashMap<(String, String), Vec<usize>>,
     /// Predictions with placeholders in an action or resource, or in the
     /// object's name: always candidates.
@@ -196,6 +175,13 @@ pub struct Index<'a> {
 /// Confidence, same object, grants matched, predicted grants missed (fewer
 /// is better): compared in that order.
 type Score = (Confidence, bool, usize, std::cmp::Reverse<usize>);
+
+/// What one candidate covers of a change: per gained grant, and per
+/// predicted grant of its own.
+struct Cover {
+    covered: Vec<bool>,
+    hit: Vec<bool>,
+}
 
 /// The best explanation found for a change.
 #[derive(Clone, Debug)]
@@ -243,6 +229,10 @@ impl<'a> Index<'a> {
     ) -> Self {
         let mut items = Vec::with_capacity(predictions.len());
         let mut by_grant = ByGrant::default();
+        let mut by_subject: FxHashMap<String, ByGrant> = FxHashMap::default();
+        let mut patterns_by_subject: FxHashMap<String, ByGrant<PatternRef>> = FxHashMap::default();
+        let mut patterns_by_grant: ByGrant<PatternRef> = ByGrant::default();
+        let mut patterns_globbed = Vec::new();
         let mut by_name: FxHashMap<(String, String), Vec<usize>> = FxHashMap::default();
         let mut wild = Vec::new();
         for (i, p) in predictions.iter().enumerate() {
@@ -254,8 +244,13 @@ impl<'a> Index<'a> {
                     || placeholder::has_placeholder(g.resource)
                 {
                     is_wild = true;
-                } else if seen.insert((g.action, g.resource)) {
-                    insert(&mut by_grant, g.action, g.resource, i);
+                } else if p.any_subject || placeholder::has_placeholder(g.subject) {
+                    if seen.insert((None, g.action, g.resource)) {
+                        insert(&mut by_grant, g.action, g.resource, i);
+                    }
+                } else if seen.insert((Some(g.subject), g.action, g.resource)) {
+                    let grants = by_subject.entry(g.subject.to_owned()).or_default();
+                    insert(grants, g.action, g.resource, i);
                 }
             }
             let name = p
@@ -276,17 +271,76 @@ impl<'a> Index<'a> {
             if is_wild {
                 wild.push(i);
             }
-            items.push(Indexed::new(p, &grants));
+            let item = Indexed::new(p, &grants);
+            for (j, pattern) in item.grants.iter().enumerate() {
+                match (&pattern.action, &pattern.resource, &pattern.subject) {
+                    (Field::Literal(a), Field::Literal(r), Field::Literal(subject))
+                        if !p.any_subject =>
+                    {
+                        let grants = patterns_by_subject.entry(subject.clone()).or_default();
+                        insert(grants, a, r, (i, j));
+                    }
+                    (Field::Literal(a), Field::Literal(r), _) => {
+                        insert(&mut patterns_by_grant, a, r, (i, j));
+                    }
+                    _ => patterns_globbed.push((i, j)),
+                }
+            }
+            items.push(item);
         }
         Index {
             items,
+            by_subject,
             by_grant,
+            patterns_by_subject,
+            patterns_by_grant,
+            patterns_globbed,
             by_name,
             wild,
             agents: suggestions.iter().map(|s| s.agent.clone()).collect(),
             ids: suggestions.iter().map(|s| s.id.clone()).collect(),
             times: suggestions.iter().map(|s| s.at).collect(),
         }
+    }
+
+    /// Which of `change`'s gained grants each candidate covers, and which of
+    /// its own grants were observed: one pass over the gained grants, each
+    /// meeting only the patterns that could cover it (its subject's, the
+    /// placeholder subjects', the globbed), not one pass per candidate.
+    fn cover(&self, change: &Change, candidates: &[usize]) -> Vec<Cover> {
+        let slot: FxHashMap<usize, usize> = candidates
+            .iter()
+            .enumerate()
+            .map(|(slot, &i)| (i, slot))
+            .collect();
+        let mut covers: Vec<Cover> = candidates
+            .iter()
+            .map(|&i| Cover {
+                covered: vec![false; change.gained.len()],
+                hit: vec![false; self.items[i].grants.len()],
+            })
+            .collect();
+        for (g, grant) in change.gained.iter().enumerate() {
+            let o = Key::of(grant);
+            let by_subject = self
+                .patterns_by_subject
+                .get(o.subject)
+                .map_or(&[][..], |m| lookup(m, o.action, o.resource));
+            let by_grant = lookup(&self.patterns_by_grant, o.action, o.resource);
+            for &(i, j) in by_subject
+                .iter()
+                .chain(by_grant)
+                .chain(&self.patterns_globbed)
+            {
+                let Some(&slot) = slot.get(&i) else { continue };
+                let item = &self.items[i];
+                if item.grants[j].covers(&o, item.p.any_subject) {
+                    covers[slot].covered[g] = true;
+                    covers[slot].hit[j] = true;
+                }
+            }
+        }
+        covers
     }
 
     /// The best explanation of `change`; `at` is when it was made, if known.
@@ -310,25 +364,34 @@ impl<'a> Index<'a> {
         }
         for g in &change.gained {
             candidates.extend(lookup(&self.by_grant, &g.action, &g.resource));
+            let subject = if g.latent {
+                "(role)"
+            } else {
+                g.subject.as_str()
+            };
+            if let Some(grants) = self.by_subject.get(subject) {
+                candidates.extend(lookup(grants, &g.action, &g.resource));
+            }
         }
         if candidates.is_empty() {
             return None;
         }
         candidates.sort_unstable();
         candidates.dedup();
-        let observed: Vec<Key> = change.gained.iter().map(Key::of).collect();
+        // Time filters only where both times are known.
+        candidates.retain(|&i| {
+            let s = self.times[self.items[i].p.suggestion];
+            !matches!((at, s), (Some(t), Some(s)) if t < s || t.duration_since(s) > window)
+        });
+        let covers = self.cover(change, &candidates);
+        let observed = change.gained.len();
         let added = diff_lines(&change.text_diff, '+');
         let removed = diff_lines(&change.text_diff, '-');
         let mut best: Option<(Score, usize, Vec<bool>)> = None;
-        for i in candidates {
+        for (i, Cover { covered, hit }) in candidates.into_iter().zip(covers) {
             let item = &self.items[i];
             let p = item.p;
-            // Time filters only where both times are known.
-            if let (Some(t), Some(s)) = (at, self.times[p.suggestion])
-                && (t < s || t.duration_since(s) > window)
-            {
-                continue;
-            }
+            let predicted_hit = hit.iter().filter(|h| **h).count();
             let same_object = p.change.object.kind == change.object.kind
                 && placeholder::matches(&p.change.object.name, &change.object.name)
                 && match (&p.change.object.namespace, &change.object.namespace) {
@@ -341,18 +404,15 @@ impl<'a> Index<'a> {
                     (None, None) => true,
                     _ => false,
                 };
-            let (covered, predicted_hit) = item.cover(&observed);
             let hits = covered.iter().filter(|c| **c).count();
             let exact = same_object
                 && same_lines(&item.added, &added)
                 && same_lines(&item.removed, &removed);
             let confidence = if exact {
                 Confidence::Exact
-            } else if hits > 0 && hits == observed.len() && predicted_hit == item.grants.len() {
+            } else if hits > 0 && hits == observed && predicted_hit == item.grants.len() {
                 Confidence::Strong
-            } else if hits > 0
-                && (2 * predicted_hit >= item.grants.len() || 2 * hits >= observed.len())
-            {
+            } else if hits > 0 && (2 * predicted_hit >= item.grants.len() || 2 * hits >= observed) {
                 Confidence::Partial
             } else {
                 continue;
