@@ -623,6 +623,20 @@ fn bearer_token(headers: &HeaderMap) -> Option<Result<&str, ()>> {
     }))
 }
 
+/// The request body, at most `api.limits.maxBodyBytes`; a larger one is
+/// refused as `oversized` before anything else is looked at.
+async fn read_body(s: &ApiState, body: Body) -> Result<axum::body::Bytes, Refusal> {
+    axum::body::to_bytes(body, s.max_body_bytes)
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "oversized",
+                format!("the body is larger than {} bytes", s.max_body_bytes),
+            )
+        })
+}
+
 /// Reads the body and authenticates the caller: a bearer token through
 /// TokenReview (then `user` is set, for SubjectAccessReview), or a signed
 /// statement for `action` on `source`. Who is asking comes first: nothing
@@ -635,15 +649,7 @@ async fn authenticate(
     action: Action,
     source: Option<&str>,
 ) -> Result<(Caller, Option<UserInfo>), Refusal> {
-    let bytes = axum::body::to_bytes(body, s.max_body_bytes)
-        .await
-        .map_err(|_| {
-            Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "oversized",
-                format!("the body is larger than {} bytes", s.max_body_bytes),
-            )
-        })?;
+    let bytes = read_body(s, body).await?;
     match bearer_token(headers) {
         Some(Ok(token)) => s.auth.authenticate(token).await.map(|(c, u)| (c, Some(u))),
         Some(Err(())) => Err(Refusal::new(
@@ -874,16 +880,9 @@ async fn approve(
         accepted: None,
     };
     let none = Parts::default();
-    let bytes = match axum::body::to_bytes(body, s.max_body_bytes).await {
+    let bytes = match read_body(&s, body).await {
         Ok(b) => b,
-        Err(_) => {
-            let refusal = Refusal::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "oversized",
-                format!("the body is larger than {} bytes", s.max_body_bytes),
-            );
-            return refuse_approval(refusal, handled, &none);
-        }
+        Err(refusal) => return refuse_approval(refusal, handled, &none),
     };
     let Some(rules) = s.approval_rules.clone() else {
         let refusal = Refusal::new(
@@ -1209,15 +1208,9 @@ async fn suggest(
         reason: "accepted",
         accepted: None,
     };
-    let bytes = match axum::body::to_bytes(body, s.max_body_bytes).await {
+    let bytes = match read_body(&s, body).await {
         Ok(b) => b,
-        Err(_) => {
-            let message = format!("the body is larger than {} bytes", s.max_body_bytes);
-            return refuse(
-                Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "oversized", message),
-                handled,
-            );
-        }
+        Err(refusal) => return refuse(refusal, handled),
     };
     let Some(hub) = s.attribution.clone() else {
         let refusal = Refusal::new(
@@ -1343,15 +1336,9 @@ async fn audit(State(s): State<ApiState>, headers: HeaderMap, body: Body) -> Res
         reason: "accepted",
         accepted: None,
     };
-    let bytes = match axum::body::to_bytes(body, s.max_body_bytes).await {
+    let bytes = match read_body(&s, body).await {
         Ok(b) => b,
-        Err(_) => {
-            let message = format!("the body is larger than {} bytes", s.max_body_bytes);
-            return refuse(
-                Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "oversized", message),
-                handled,
-            );
-        }
+        Err(refusal) => return refuse(refusal, handled),
     };
     let Some(hub) = s.attribution.clone() else {
         let refusal = Refusal::new(
